@@ -1,0 +1,188 @@
+//! The application: its context (`AppState`), the one place that builds the actix app for both
+//! production and tests, and `run`, which serves until told to stop.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::{Service, ServerHandle};
+use actix_web::http::header;
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{App, HttpServer, web};
+use confab_schema::DbPool;
+use futures_util::FutureExt;
+
+use crate::config::Settings;
+use crate::error::{ApiError, ErrorCode};
+use crate::hub::RoomHub;
+use crate::metrics::Metrics;
+use crate::routes;
+use crate::writer::EventWriter;
+
+/// Everything a request handler or background task needs; passed explicitly, never global.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub pool: DbPool,
+    pub hub: RoomHub,
+    pub writer: EventWriter,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// Builds the context and starts its background tasks (event writer) on the current runtime.
+    pub fn new(settings: Settings, pool: DbPool) -> Self {
+        let metrics = Metrics::new();
+        let hub = RoomHub::new(
+            pool.clone(),
+            metrics.clone(),
+            settings.rooms.max_participants,
+            settings.limits.max_connections_per_user,
+            settings.rooms.idle_ttl,
+        );
+        let writer = EventWriter::start(pool.clone(), hub.clone(), metrics.clone());
+        Self {
+            settings: Arc::new(settings),
+            pool,
+            hub,
+            writer,
+            metrics,
+        }
+    }
+
+    /// Counts an error answered to a client.
+    pub fn count_error(&self, code: ErrorCode) {
+        self.metrics.errors.with_label_values(&[code.as_str()]).inc();
+    }
+
+    /// Whether the database answers.
+    pub async fn check_database(&self) -> Result<(), ApiError> {
+        let mut conn = confab_schema::connect(&self.pool).await?;
+        confab_schema::ping(&mut conn).await?;
+        Ok(())
+    }
+}
+
+/// A running server.
+pub struct Running {
+    /// Stops the HTTP server.
+    pub handle: ServerHandle,
+    /// Resolves when the server has stopped.
+    pub server: actix_web::dev::Server,
+    /// The shared context.
+    pub state: Arc<AppState>,
+}
+
+/// Content-Security-Policy of the web client: only this origin, WebSocket to it, media and
+/// images from blobs (files received peer to peer), nothing inline but styles.
+const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' blob: data:; media-src 'self' blob:; \
+    connect-src 'self' ws: wss:; worker-src 'self' blob:; object-src 'none'; \
+    base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+/// Builds the HTTP server on `listener` and starts the sweeper; the caller awaits `server`.
+pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Running> {
+    let state = Arc::new(state);
+    let data = web::Data::from(state.clone());
+    let web_dir = state.settings.server.web_client_dir.clone();
+    let serve_web = web_dir.join("index.html").is_file();
+    let body_limit = state.settings.server.max_body_bytes;
+    let metrics = state.metrics.clone();
+    let server = HttpServer::new(move || {
+        let metrics = metrics.clone();
+        let mut app = App::new()
+            .app_data(data.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(body_limit)
+                    .error_handler(routes::json_error),
+            )
+            .app_data(web::QueryConfig::default().error_handler(routes::query_error))
+            .app_data(web::PathConfig::default().error_handler(routes::path_error))
+            .app_data(web::PayloadConfig::default().limit(body_limit))
+            .wrap(
+                DefaultHeaders::new()
+                    .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                    .add((header::REFERRER_POLICY, "no-referrer"))
+                    .add((header::X_FRAME_OPTIONS, "DENY"))
+                    .add((header::CONTENT_SECURITY_POLICY, CSP))
+                    .add((
+                        "Permissions-Policy",
+                        "camera=(self), microphone=(self), display-capture=(self)",
+                    )),
+            )
+            .wrap_fn(move |req, srv| {
+                let start = Instant::now();
+                let method = req.method().to_string();
+                let metrics = metrics.clone();
+                srv.call(req).map(move |res| {
+                    if let Ok(res) = &res {
+                        let route = res
+                            .request()
+                            .match_pattern()
+                            .unwrap_or_else(|| "unmatched".to_owned());
+                        metrics
+                            .http_latency
+                            .with_label_values(&[
+                                method.as_str(),
+                                route.as_str(),
+                                routes::status_label(res.status()),
+                            ])
+                            .observe(start.elapsed().as_secs_f64());
+                    }
+                    res
+                })
+            })
+            .configure(routes::configure);
+        if serve_web {
+            app = app.service(
+                actix_files::Files::new("/", &web_dir)
+                    .index_file("index.html")
+                    .prefer_utf8(true),
+            );
+        }
+        app
+    })
+    .listen(listener)?
+    // Sockets get `shutdown` and close themselves; give them a moment before the hard stop.
+    .shutdown_timeout(5)
+    .disable_signals()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(sweeper(state.clone()));
+    Ok(Running {
+        handle,
+        server,
+        state,
+    })
+}
+
+/// Deletes idle rooms every `rooms.sweep_interval`.
+async fn sweeper(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(state.settings.rooms.sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(err) = state.sweep_expired().await {
+            tracing::warn!(error = %err.reason, "room sweep failed; retrying next tick");
+        }
+        // Stop when the server is gone (only the sweeper holds the state then).
+        if Arc::strong_count(&state) == 1 {
+            return;
+        }
+    }
+}
+
+/// Prepares the database (migrations, countdowns) and builds the state for `settings` and `url`.
+pub async fn prepare(settings: Settings, database_url: &str) -> anyhow::Result<AppState> {
+    confab_schema::run_migrations(database_url).await?;
+    let pool = confab_schema::build_pool(database_url, settings.database.pool_size)?;
+    let state = AppState::new(settings, pool);
+    let restarted = state
+        .restart_countdowns()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.reason))?;
+    if restarted > 0 {
+        tracing::info!(rooms = restarted, "idle countdown started for rooms left from the last run");
+    }
+    Ok(state)
+}

@@ -1,0 +1,131 @@
+//! The command line: `confab serve` runs the homeserver (with the embedded Postgres unless a
+//! database URL is configured); `confab config` prints the effective configuration's defaults.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::app;
+use crate::config::{LogFormat, Settings};
+use crate::embedded_pg::EmbeddedPostgres;
+
+/// Confab: a federated homeserver for ephemeral, end-to-end-encrypted meetings.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the homeserver.
+    Serve {
+        /// A TOML file overriding `config/default.toml`; CONFAB__SECTION__KEY variables override both.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print the documented default configuration.
+    DefaultConfig,
+}
+
+/// Entry point of the binary.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::DefaultConfig => {
+            print!("{}", crate::config::DEFAULT_TOML);
+            Ok(())
+        }
+        Command::Serve { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            init_tracing(&settings);
+            raise_fd_limit();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(serve(settings))
+        }
+    }
+}
+
+fn init_tracing(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match settings.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Each WebSocket is a file descriptor; lift the soft limit to the hard one.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let embedded = if settings.database.url.is_empty() {
+        let root = settings.server.data_dir.join("postgres");
+        let bin = (!settings.database.postgres_bin_dir.is_empty())
+            .then(|| PathBuf::from(&settings.database.postgres_bin_dir));
+        let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&root, bin.as_deref(), &[]))
+            .await??;
+        tracing::info!(url = %pg.url("confab"), "embedded Postgres running");
+        Some(pg)
+    } else {
+        None
+    };
+    let url = match &embedded {
+        Some(pg) => {
+            confab_schema::create_database(&pg.url("postgres"), "confab", None).await?;
+            pg.url("confab")
+        }
+        None => settings.database.url.clone(),
+    };
+    let result = serve_with_database(settings, &url).await;
+    if let Some(pg) = embedded {
+        tracing::info!("stopping embedded Postgres");
+        if let Err(err) = tokio::task::spawn_blocking(move || pg.stop()).await? {
+            tracing::warn!(error = %err, "embedded Postgres did not stop cleanly");
+        }
+    }
+    result
+}
+
+async fn serve_with_database(settings: Settings, url: &str) -> anyhow::Result<()> {
+    let listen = settings.server.listen;
+    let state = app::prepare(settings, url).await?;
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let running = app::serve(listener, state)?;
+    tracing::info!(%listen, server_name = %running.state.settings.server.name, "Confab is serving");
+    let handle = running.handle.clone();
+    let hub = running.state.hub.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: telling clients to reconnect");
+        hub.shutdown();
+        handle.stop(true).await;
+    });
+    running.server.await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! The typed settings, loaded with the `config` crate from the compiled-in defaults
+//! (`config/default.toml`), an optional file, and `CONFAB__SECTION__KEY` environment variables.
+//! Unknown keys and invalid values stop start-up with a message naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use confab_federation::ids::ServerName;
+use serde::Deserialize;
+
+/// The defaults, documented line by line.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The sources could not be read or merged, or a key is unknown or of the wrong type.
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value parsed but is not acceptable.
+    #[error("configuration: `{key}` {reason}")]
+    Invalid {
+        /// The offending key, `section.key`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Every setting of a homeserver. See `config/default.toml` for what each one does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub rooms: RoomSettings,
+    pub limits: Limits,
+    pub websocket: WebSocketSettings,
+    pub ice: IceSettings,
+    pub log: LogSettings,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// The server name in every id this server mints.
+    pub name: ServerName,
+    /// Listen address for HTTP.
+    pub listen: SocketAddr,
+    /// The URL people reach the server at.
+    pub public_url: String,
+    /// State folder (embedded Postgres, keys).
+    pub data_dir: PathBuf,
+    /// Built web client to serve at `/`.
+    pub web_client_dir: PathBuf,
+    /// Largest HTTP request body.
+    pub max_body_bytes: usize,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Connection URL; empty for the embedded cluster.
+    pub url: String,
+    /// Pool size.
+    pub pool_size: usize,
+    /// Where the PostgreSQL binaries are; empty to search.
+    pub postgres_bin_dir: String,
+}
+
+/// `[rooms]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomSettings {
+    /// Idle time before an empty room is deleted.
+    #[serde(with = "humantime_serde")]
+    pub idle_ttl: Duration,
+    /// Sweeper period.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// Connected participants per room.
+    pub max_participants: usize,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub hard_frame_bytes: usize,
+    pub max_event_bytes: usize,
+    pub messages_per_second: u32,
+    pub message_burst: u32,
+    pub max_connections_per_user: usize,
+    pub max_rooms_per_user: usize,
+    pub send_queue_frames: usize,
+}
+
+/// `[websocket]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketSettings {
+    pub allowed_origins: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub client_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub auth_timeout: Duration,
+}
+
+/// `[ice]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceSettings {
+    pub stun_urls: Vec<String>,
+    pub turn_urls: Vec<String>,
+    pub turn_secret: String,
+    #[serde(with = "humantime_serde")]
+    pub turn_credential_ttl: Duration,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Loads defaults, then `file`, then the given `CONFAB__…` variables (tests pass their own).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        let env = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("CONFAB__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("CONFAB")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("websocket.allowed_origins")
+                .with_list_parse_key("ice.stun_urls")
+                .with_list_parse_key("ice.turn_urls")
+                .source(Some(env)),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if !(self.server.public_url.starts_with("http://")
+            || self.server.public_url.starts_with("https://"))
+        {
+            return invalid("server.public_url", "must start with http:// or https://");
+        }
+        if self.rooms.max_participants < 2 {
+            return invalid("rooms.max_participants", "must be at least 2");
+        }
+        if self.rooms.idle_ttl.is_zero() {
+            return invalid("rooms.idle_ttl", "must be longer than zero");
+        }
+        if self.rooms.sweep_interval.is_zero() {
+            return invalid("rooms.sweep_interval", "must be longer than zero");
+        }
+        if self.database.pool_size == 0 {
+            return invalid("database.pool_size", "must be at least 1");
+        }
+        if self.limits.max_event_bytes >= self.limits.max_frame_bytes {
+            return invalid(
+                "limits.max_event_bytes",
+                "must be smaller than limits.max_frame_bytes",
+            );
+        }
+        if self.limits.max_frame_bytes > self.limits.hard_frame_bytes {
+            return invalid(
+                "limits.max_frame_bytes",
+                "must not exceed limits.hard_frame_bytes",
+            );
+        }
+        if self.limits.messages_per_second == 0 || self.limits.message_burst == 0 {
+            return invalid("limits.messages_per_second", "must be at least 1");
+        }
+        if self.limits.send_queue_frames < 16 {
+            return invalid("limits.send_queue_frames", "must be at least 16");
+        }
+        if self.websocket.heartbeat_interval >= self.websocket.client_timeout {
+            return invalid(
+                "websocket.heartbeat_interval",
+                "must be shorter than websocket.client_timeout",
+            );
+        }
+        if self.log.level.trim().is_empty() {
+            return invalid("log.level", "must not be empty");
+        }
+        Ok(())
+    }
+
+    /// The `Origin` values allowed on the WebSocket handshake.
+    pub fn allowed_origins(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.server.public_url.trim_end_matches('/')).chain(
+            self.websocket
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/')),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8008");
+        assert_eq!(s.rooms.idle_ttl, Duration::from_secs(30 * 60));
+        assert_eq!(s.rooms.max_participants, 8);
+        assert!(s.database.url.is_empty());
+        assert_eq!(s.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("CONFAB__SERVER__LISTEN", "127.0.0.1:9000"),
+                ("CONFAB__ROOMS__IDLE_TTL", "2s"),
+                ("CONFAB__ROOMS__MAX_PARTICIPANTS", "3"),
+                (
+                    "CONFAB__WEBSOCKET__ALLOWED_ORIGINS",
+                    "http://a.test,http://b.test",
+                ),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.listen.port(), 9000);
+        assert_eq!(s.rooms.idle_ttl, Duration::from_secs(2));
+        assert_eq!(s.rooms.max_participants, 3);
+        assert_eq!(
+            s.websocket.allowed_origins,
+            vec!["http://a.test", "http://b.test"]
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[rooms]\nidle_tl = \"1m\"\n").unwrap();
+        let err = Settings::load_from(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("idle_tl"), "{err}");
+        let err = Settings::load_from(None, env(&[("CONFAB__SERVER__LISTN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let err = Settings::load_from(None, env(&[("CONFAB__SERVER__LISTEN", "nope")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen"), "{err}");
+        let err = Settings::load_from(None, env(&[("CONFAB__ROOMS__IDLE_TTL", "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("idle_ttl"), "{err}");
+        let err = Settings::load_from(None, env(&[("CONFAB__SERVER__NAME", "bad name")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("name"), "{err}");
+        let err = Settings::load_from(None, env(&[("CONFAB__ROOMS__MAX_PARTICIPANTS", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rooms.max_participants"), "{err}");
+    }
+}

@@ -1,0 +1,217 @@
+//! The one error type of the client API: a stable machine-readable code, a human reason, and an
+//! explicit table from code to HTTP status. Internal detail (SQL, IO) is logged, never sent.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use confab_schema::DbError;
+use confab_schema::diesel_error;
+use serde::Serialize;
+
+/// Machine-readable error codes; `homeserver/PROTOCOL.md` lists what each means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    BadDisplayName,
+    BadRoomId,
+    BadUserId,
+    Unauthorized,
+    NotHost,
+    NotMember,
+    RoomLocked,
+    InviteRequired,
+    Kicked,
+    InviteInvalid,
+    InviteExpired,
+    InviteRevoked,
+    InviteUsedUp,
+    RoomNotFound,
+    NotFound,
+    RoomFull,
+    TooManyRooms,
+    RateLimited,
+    TooManyConnections,
+    FrameTooLarge,
+    EventTooLarge,
+    BodyTooLarge,
+    UnknownType,
+    NotSubscribed,
+    DeviceNotInRoom,
+    AlreadyAuthenticated,
+    NotAuthenticated,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            BadRequest => "bad_request",
+            BadDisplayName => "bad_display_name",
+            BadRoomId => "bad_room_id",
+            BadUserId => "bad_user_id",
+            Unauthorized => "unauthorized",
+            NotHost => "not_host",
+            NotMember => "not_member",
+            RoomLocked => "room_locked",
+            InviteRequired => "invite_required",
+            Kicked => "kicked",
+            InviteInvalid => "invite_invalid",
+            InviteExpired => "invite_expired",
+            InviteRevoked => "invite_revoked",
+            InviteUsedUp => "invite_used_up",
+            RoomNotFound => "room_not_found",
+            NotFound => "not_found",
+            RoomFull => "room_full",
+            TooManyRooms => "too_many_rooms",
+            RateLimited => "rate_limited",
+            TooManyConnections => "too_many_connections",
+            FrameTooLarge => "frame_too_large",
+            EventTooLarge => "event_too_large",
+            BodyTooLarge => "body_too_large",
+            UnknownType => "unknown_type",
+            NotSubscribed => "not_subscribed",
+            DeviceNotInRoom => "device_not_in_room",
+            AlreadyAuthenticated => "already_authenticated",
+            NotAuthenticated => "not_authenticated",
+            Unavailable => "unavailable",
+            Internal => "internal",
+        }
+    }
+
+    /// The HTTP status a REST answer with this code carries.
+    pub fn status(self) -> StatusCode {
+        use ErrorCode::*;
+        match self {
+            BadRequest | BadDisplayName | BadRoomId | BadUserId | UnknownType
+            | AlreadyAuthenticated => StatusCode::BAD_REQUEST,
+            Unauthorized | NotAuthenticated => StatusCode::UNAUTHORIZED,
+            NotHost | NotMember | RoomLocked | InviteRequired | Kicked | InviteInvalid
+            | InviteExpired | InviteRevoked | InviteUsedUp | NotSubscribed => {
+                StatusCode::FORBIDDEN
+            }
+            RoomNotFound | NotFound | DeviceNotInRoom => StatusCode::NOT_FOUND,
+            RoomFull => StatusCode::CONFLICT,
+            TooManyRooms | RateLimited | TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+            FrameTooLarge | EventTooLarge | BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error answered to a client.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code:?}: {reason}")]
+pub struct ApiError {
+    /// What went wrong, for programs.
+    pub code: ErrorCode,
+    /// What went wrong, for people.
+    pub reason: String,
+    /// For `rate_limited`: when to try again.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a code and a reason.
+    pub fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// A `bad_request` error.
+    pub fn bad_request(reason: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, reason)
+    }
+
+    /// The answer for a room that does not exist (or no longer does).
+    pub fn room_not_found() -> Self {
+        Self::new(
+            ErrorCode::RoomNotFound,
+            "no such room: it was closed, expired or never existed",
+        )
+    }
+
+    /// The answer for a failure whose details must stay in the log.
+    pub fn internal(context: &str, err: &dyn std::fmt::Display) -> Self {
+        tracing::error!(context, error = %err, "internal error");
+        Self::new(ErrorCode::Internal, "internal error; see the server log")
+    }
+
+    /// The body sent to clients.
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            code: self.code,
+            reason: &self.reason,
+            retry_after_ms: self.retry_after_ms,
+        }
+    }
+}
+
+/// The JSON of an error answer.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    pub code: ErrorCode,
+    pub reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> Self {
+        if err.is_unavailable() {
+            tracing::warn!(error = %err, "database unavailable");
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "the database is unavailable; try again shortly",
+            )
+        } else {
+            ApiError::internal("database", &err)
+        }
+    }
+}
+
+impl From<diesel_error::Error> for ApiError {
+    fn from(err: diesel_error::Error) -> Self {
+        DbError::from(err).into()
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status_code());
+        if let Some(ms) = self.retry_after_ms {
+            res.insert_header(("Retry-After", ms.div_ceil(1000).to_string()));
+        }
+        res.json(self.body())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_match_serde() {
+        for code in [
+            ErrorCode::RoomLocked,
+            ErrorCode::InviteUsedUp,
+            ErrorCode::TooManyConnections,
+            ErrorCode::DeviceNotInRoom,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::Value::String(code.as_str().to_owned())
+            );
+        }
+    }
+}

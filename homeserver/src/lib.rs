@@ -1,0 +1,18 @@
+//! The Confab homeserver: configuration, the client REST API and WebSocket, the room engine
+//! (hub, event writer, sweeper), the embedded Postgres default, and the command line.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod embedded_pg;
+pub mod error;
+pub mod hub;
+pub mod metrics;
+pub mod protocol;
+pub mod rooms;
+pub mod routes;
+pub mod sessions;
+pub mod time;
+pub mod turn;
+pub mod writer;
+pub mod ws;

@@ -1,0 +1,5 @@
+//! `confab`: parses the command line and hands over to `cli::run`.
+
+fn main() -> anyhow::Result<()> {
+    confab::cli::main()
+}

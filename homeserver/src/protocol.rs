@@ -1,0 +1,254 @@
+//! Wire types of the client protocol (`homeserver/PROTOCOL.md`): what the REST API and the
+//! WebSocket accept and send. Behaviour lives elsewhere; this module only shapes JSON.
+
+use std::borrow::Cow;
+
+use confab_schema::models::Event;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One WebSocket request, as parsed in a single pass: every field any request type may carry is
+/// optional here, so that the request `type` and `id` are known (and can be named in the error)
+/// even when another field is missing or malformed. Strings borrow from the frame when they can.
+#[derive(Debug, Deserialize)]
+pub struct Incoming<'a> {
+    #[serde(rename = "type", borrow)]
+    pub msg_type: Cow<'a, str>,
+    #[serde(default)]
+    pub id: Option<Value>,
+    #[serde(default, borrow)]
+    pub room_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub token: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub since: Option<i64>,
+    #[serde(default, borrow)]
+    pub kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub ciphertext: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub to: Option<DeviceRefIn<'a>>,
+    #[serde(default, borrow)]
+    pub payload: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub typing: Option<bool>,
+}
+
+/// The addressee of a signaling message.
+#[derive(Debug, Deserialize)]
+pub struct DeviceRefIn<'a> {
+    #[serde(borrow)]
+    pub user_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub device_id: Cow<'a, str>,
+}
+
+/// A device named in an outgoing message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceRef<'a> {
+    pub user_id: Cow<'a, str>,
+    pub device_id: Cow<'a, str>,
+}
+
+/// Messages the server pushes over the WebSocket.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Outgoing<'a> {
+    /// The one success reply to a request that carried an id.
+    Ack { id: &'a Value, result: &'a Value },
+    /// The one failure reply to a request (with its id, if it had one).
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a Value>,
+        request: &'a str,
+        code: &'a str,
+        reason: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+    /// A persisted room event.
+    Event(EventOut<'a>),
+    /// A device's live subscription to a room began or ended.
+    Presence {
+        room_id: &'a str,
+        user_id: &'a str,
+        device_id: &'a str,
+        display_name: &'a str,
+        online: bool,
+    },
+    /// Someone started or stopped typing.
+    Typing {
+        room_id: &'a str,
+        user_id: &'a str,
+        device_id: &'a str,
+        typing: bool,
+    },
+    /// An opaque WebRTC signaling payload from one device to another.
+    Signal {
+        room_id: &'a str,
+        from: DeviceRef<'a>,
+        payload: &'a str,
+    },
+    /// This user was kicked from the room.
+    Kicked { room_id: &'a str },
+    /// The room is gone.
+    RoomClosed { room_id: &'a str, reason: &'a str },
+    /// The same device subscribed from another socket.
+    Replaced { room_id: &'a str },
+    /// The server is going away.
+    Shutdown { reason: &'a str, retry_after_ms: u64 },
+}
+
+/// A persisted event as clients see it.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct EventOut<'a> {
+    pub room_id: Cow<'a, str>,
+    pub seq: i64,
+    pub ts: i64,
+    pub sender: Cow<'a, str>,
+    pub device_id: Cow<'a, str>,
+    pub content: Cow<'a, Value>,
+}
+
+impl<'a> From<&'a Event> for EventOut<'a> {
+    fn from(e: &'a Event) -> Self {
+        EventOut {
+            room_id: Cow::Borrowed(&e.room_id),
+            seq: e.seq,
+            ts: e.origin_ts,
+            sender: Cow::Borrowed(&e.sender),
+            device_id: Cow::Borrowed(&e.device_id),
+            content: Cow::Borrowed(&e.content),
+        }
+    }
+}
+
+impl Outgoing<'_> {
+    /// Serializes the message into a text frame.
+    pub fn to_frame(&self) -> bytestring::ByteString {
+        // Serializing these types cannot fail: every map key is a string.
+        serde_json::to_string(self).unwrap_or_default().into()
+    }
+}
+
+/// Content of the server-generated `member` event.
+pub fn member_content(user_id: &str, display_name: &str, membership: &str) -> Value {
+    serde_json::json!({
+        "type": "member",
+        "user_id": user_id,
+        "display_name": display_name,
+        "membership": membership,
+    })
+}
+
+/// Content of the server-generated `lock` event.
+pub fn lock_content(locked: bool) -> Value {
+    serde_json::json!({ "type": "lock", "locked": locked })
+}
+
+/// Content of a client's encrypted chat event.
+pub fn chat_content(kind: &str, ciphertext: &str) -> Value {
+    serde_json::json!({ "type": "chat", "kind": kind, "ciphertext": ciphertext })
+}
+
+/// A room as the REST API and the `subscribe` ack describe it.
+#[derive(Debug, Serialize, Deserialize, Clone)]
+pub struct RoomSummary {
+    pub room_id: String,
+    pub origin: String,
+    pub host: String,
+    pub locked: bool,
+    pub created_ts: i64,
+    pub expires_ts: Option<i64>,
+    pub max_participants: usize,
+    pub connected: Vec<ConnectedDevice>,
+    pub members: Vec<MemberOut>,
+    pub latest_seq: i64,
+    pub is_host: bool,
+}
+
+/// A device live in a room.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub struct ConnectedDevice {
+    pub user_id: String,
+    pub device_id: String,
+    pub display_name: String,
+}
+
+/// A member of a room.
+#[derive(Debug, Serialize, Deserialize, Clone)]
+pub struct MemberOut {
+    pub user_id: String,
+    pub display_name: String,
+    pub role: String,
+    pub membership: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incoming_borrows_and_tolerates_missing_fields() {
+        let raw = r#"{"type":"signal","room_id":"!a:b","to":{"user_id":"@u:b","device_id":"D"},"payload":"xyz"}"#;
+        let m: Incoming = serde_json::from_str(raw).unwrap();
+        assert_eq!(m.msg_type, "signal");
+        assert!(matches!(m.payload, Some(Cow::Borrowed("xyz"))));
+        assert_eq!(m.to.unwrap().device_id, "D");
+        let m: Incoming = serde_json::from_str(r#"{"type":"chat","id":7}"#).unwrap();
+        assert_eq!(m.id, Some(Value::from(7)));
+        assert!(m.room_id.is_none());
+        assert!(serde_json::from_str::<Incoming>(r#"{"id":1}"#).is_err());
+    }
+
+    #[test]
+    fn outgoing_shapes() {
+        let v: Value = serde_json::from_str(
+            &Outgoing::Signal {
+                room_id: "!r:s",
+                from: DeviceRef {
+                    user_id: "@u:s".into(),
+                    device_id: "D".into(),
+                },
+                payload: "p",
+            }
+            .to_frame(),
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"signal","room_id":"!r:s","from":{"user_id":"@u:s","device_id":"D"},"payload":"p"})
+        );
+        let id = Value::from("a");
+        let v: Value = serde_json::from_str(
+            &Outgoing::Error {
+                id: Some(&id),
+                request: "chat",
+                code: "rate_limited",
+                reason: "slow down",
+                retry_after_ms: Some(20),
+            }
+            .to_frame(),
+        )
+        .unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["retry_after_ms"], 20);
+    }
+
+    #[test]
+    fn event_round_trip() {
+        let e = Event {
+            room_id: "!r:s".into(),
+            seq: 3,
+            sender: "@u:s".into(),
+            device_id: "D".into(),
+            origin_ts: 5,
+            content: chat_content("text", "abc"),
+        };
+        let frame = Outgoing::Event(EventOut::from(&e)).to_frame();
+        let v: Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(v["type"], "event");
+        let back: EventOut = serde_json::from_value(v).unwrap();
+        assert_eq!(back, EventOut::from(&e));
+    }
+}

@@ -1,0 +1,516 @@
+//! The rules of rooms: creation, joining (invites, lock, kick, capacity), leaving, invites, lock,
+//! kick, close, and the idle sweeper. Handlers call these; these call the schema queries and tell
+//! the hub what changed.
+
+use std::time::Duration;
+
+use confab_federation::ids::RoomId;
+use confab_schema::models::{Invite, Member, NewEvent, Room, membership};
+use confab_schema::{AsyncConnection, AsyncPgConnection, queries};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorCode};
+use crate::hub::{CloseReason, Identity};
+use crate::protocol::{self, MemberOut, RoomSummary};
+use crate::sessions::{hash_token, new_token};
+use crate::time::now_ms;
+
+/// Options of a new invite.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InviteOptions {
+    /// Seconds until the invite stops working; none for as long as the room lives.
+    pub expires_in_secs: Option<u64>,
+    /// How many joins it admits; none for unlimited.
+    pub max_uses: Option<u32>,
+}
+
+/// An invite as its creator sees it (with the token) or as the list shows it (without).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InviteOut {
+    pub invite_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    pub room_id: String,
+    pub created_ts: i64,
+    pub expires_ts: Option<i64>,
+    pub max_uses: Option<i32>,
+    pub uses: i32,
+    pub revoked: bool,
+}
+
+impl InviteOut {
+    fn from_row(invite: &Invite, token: Option<String>) -> Self {
+        Self {
+            invite_id: invite.invite_id.clone(),
+            token,
+            room_id: invite.room_id.clone(),
+            created_ts: invite.created_ts,
+            expires_ts: invite.expires_ts,
+            max_uses: invite.max_uses,
+            uses: invite.uses,
+            revoked: invite.revoked_ts.is_some(),
+        }
+    }
+}
+
+fn parse_room_id(raw: &str) -> Result<RoomId, ApiError> {
+    RoomId::parse(raw).map_err(|e| ApiError::new(ErrorCode::BadRoomId, format!("room id: {e}")))
+}
+
+async fn require_room(db: &mut AsyncPgConnection, room_id: &str) -> Result<Room, ApiError> {
+    queries::room(db, room_id)
+        .await?
+        .ok_or_else(ApiError::room_not_found)
+}
+
+async fn require_host(db: &mut AsyncPgConnection, room_id: &str, who: &Identity) -> Result<Room, ApiError> {
+    let room = require_room(db, room_id).await?;
+    if room.host_user_id != who.user_id {
+        return Err(ApiError::new(ErrorCode::NotHost, "only the room's host may do this"));
+    }
+    Ok(room)
+}
+
+async fn require_member(
+    db: &mut AsyncPgConnection,
+    room_id: &str,
+    who: &Identity,
+) -> Result<Room, ApiError> {
+    let room = require_room(db, room_id).await?;
+    let joined = queries::member(db, room_id, &who.user_id)
+        .await?
+        .is_some_and(|m| m.membership == membership::JOINED);
+    if !joined {
+        return Err(ApiError::new(ErrorCode::NotMember, "you are not a member of this room"));
+    }
+    Ok(room)
+}
+
+fn member_event(who: &Identity, state: &str) -> NewEvent {
+    NewEvent {
+        sender: who.user_id.clone(),
+        device_id: who.device_id.clone(),
+        origin_ts: now_ms(),
+        content: protocol::member_content(&who.user_id, &who.display_name, state),
+    }
+}
+
+impl AppState {
+    /// Describes a room to `who`.
+    pub async fn room_summary(&self, room: &Room, who: &Identity) -> Result<RoomSummary, ApiError> {
+        let mut db = confab_schema::connect(&self.pool).await?;
+        let members = queries::members(&mut db, &room.room_id).await?;
+        Ok(RoomSummary {
+            room_id: room.room_id.clone(),
+            origin: room.origin.clone(),
+            host: room.host_user_id.clone(),
+            locked: room.locked,
+            created_ts: room.created_ts,
+            expires_ts: room.expires_ts,
+            max_participants: self.settings.rooms.max_participants,
+            connected: self.hub.connected_devices(&room.room_id),
+            members: members
+                .into_iter()
+                .map(|m| MemberOut {
+                    role: if m.is_host { "host" } else { "guest" }.to_owned(),
+                    user_id: m.user_id,
+                    display_name: m.display_name,
+                    membership: m.membership,
+                })
+                .collect(),
+            latest_seq: room.last_seq,
+            is_host: room.host_user_id == who.user_id,
+        })
+    }
+
+    /// Creates a room hosted by `who`. Nobody is connected yet, so its idle countdown starts now.
+    pub async fn create_room(&self, who: &Identity) -> Result<RoomSummary, ApiError> {
+        let mut db = confab_schema::connect(&self.pool).await?;
+        let hosted = queries::count_hosted_rooms(&mut db, &who.user_id).await?;
+        let max = self.settings.limits.max_rooms_per_user;
+        if hosted >= max as i64 {
+            return Err(ApiError::new(
+                ErrorCode::TooManyRooms,
+                format!("you already host {hosted} live rooms, the most allowed"),
+            ));
+        }
+        let now = now_ms();
+        let room = Room {
+            room_id: RoomId::generate(&self.settings.server.name).to_string(),
+            origin: self.settings.server.name.to_string(),
+            host_user_id: who.user_id.clone(),
+            locked: false,
+            created_ts: now,
+            last_seq: 0,
+            expires_ts: Some(now.saturating_add(self.idle_ttl_ms())),
+        };
+        let host = Member {
+            room_id: room.room_id.clone(),
+            user_id: who.user_id.clone(),
+            display_name: who.display_name.clone(),
+            is_host: true,
+            membership: membership::JOINED.to_owned(),
+            joined_ts: now,
+            updated_ts: now,
+        };
+        let event = member_event(who, membership::JOINED);
+        let (room, events) = db
+            .transaction(async |db| {
+                queries::insert_room(db, &room).await?;
+                queries::upsert_member(db, &host).await?;
+                let events = queries::append_events(db, &room.room_id, &[event]).await?;
+                let room = queries::room(db, &room.room_id).await?;
+                Ok::<_, ApiError>((room, events))
+            })
+            .await?;
+        let room = room.ok_or_else(ApiError::room_not_found)?;
+        self.hub.publish(&room.room_id, &events.unwrap_or_default()).await;
+        drop(db);
+        self.room_summary(&room, who).await
+    }
+
+    /// The summary of a room `who` is a member of.
+    pub async fn get_room(&self, room_id: &str, who: &Identity) -> Result<RoomSummary, ApiError> {
+        let room_id = parse_room_id(room_id)?;
+        let room = {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            require_member(&mut db, room_id.as_str(), who).await?
+        };
+        self.room_summary(&room, who).await
+    }
+
+    /// The rooms `who` can rejoin.
+    pub async fn my_rooms(&self, who: &Identity) -> Result<Vec<RoomSummary>, ApiError> {
+        let rooms = {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            queries::rooms_of_user(&mut db, &who.user_id).await?
+        };
+        let mut out = Vec::with_capacity(rooms.len());
+        for room in &rooms {
+            out.push(self.room_summary(room, who).await?);
+        }
+        Ok(out)
+    }
+
+    /// Joins `who` to a room: as a returning member, or with an invite token. The decision and
+    /// its writes happen in one transaction with the room row locked.
+    pub async fn join_room(
+        &self,
+        room_id: &str,
+        who: &Identity,
+        invite_token: Option<&str>,
+    ) -> Result<RoomSummary, ApiError> {
+        let room_id = parse_room_id(room_id)?;
+        if room_id.server_name() != &self.settings.server.name {
+            return Err(ApiError::new(
+                ErrorCode::RoomNotFound,
+                "that room lives on another homeserver, and federation is not available here",
+            ));
+        }
+        let connected_elsewhere = self.hub.is_connected(room_id.as_str(), &who.user_id);
+        let connected = self.hub.connected_users(room_id.as_str());
+        let max = self.settings.rooms.max_participants;
+        let now = now_ms();
+        let mut db = confab_schema::connect(&self.pool).await?;
+        let (room, events) = db
+            .transaction(async |db| {
+                let room = queries::room_for_update(db, room_id.as_str())
+                    .await?
+                    .ok_or_else(ApiError::room_not_found)?;
+                let existing = queries::member(db, room_id.as_str(), &who.user_id).await?;
+                let prior = existing.as_ref().map(|m| m.membership.as_str());
+                if prior == Some(membership::JOINED) {
+                    return Ok((room, None));
+                }
+                let returning = prior == Some(membership::LEFT);
+                if !returning {
+                    if room.locked {
+                        return Err(ApiError::new(
+                            ErrorCode::RoomLocked,
+                            "the room is locked: only people who were in it before may join",
+                        ));
+                    }
+                    let token = invite_token.ok_or_else(|| match prior {
+                        Some(_) => kicked_error(),
+                        None => ApiError::new(
+                            ErrorCode::InviteRequired,
+                            "an invite is needed to join this room",
+                        ),
+                    })?;
+                    let invite = queries::invite_by_token_hash_for_update(db, &hash_token(token))
+                        .await?
+                        .filter(|i| i.room_id == room_id.as_str())
+                        .ok_or_else(|| {
+                            ApiError::new(ErrorCode::InviteInvalid, "this invite is not valid for this room")
+                        })?;
+                    check_invite(&invite, now)?;
+                    if let Some(kicked) = existing.as_ref().filter(|_| prior == Some(membership::KICKED)) {
+                        if invite.created_ts <= kicked.updated_ts {
+                            return Err(kicked_error());
+                        }
+                    }
+                    queries::use_invite(db, &invite.invite_id).await?;
+                }
+                if !connected_elsewhere && connected >= max {
+                    return Err(ApiError::new(
+                        ErrorCode::RoomFull,
+                        format!("the room already has its maximum of {max} participants"),
+                    ));
+                }
+                queries::upsert_member(
+                    db,
+                    &Member {
+                        room_id: room.room_id.clone(),
+                        user_id: who.user_id.clone(),
+                        display_name: who.display_name.clone(),
+                        is_host: false,
+                        membership: membership::JOINED.to_owned(),
+                        joined_ts: now,
+                        updated_ts: now,
+                    },
+                )
+                .await?;
+                let events =
+                    queries::append_events(db, &room.room_id, &[member_event(who, membership::JOINED)])
+                        .await?;
+                Ok::<_, ApiError>((room, events))
+            })
+            .await?;
+        drop(db);
+        if let Some(events) = events {
+            self.hub.publish(&room.room_id, &events).await;
+        }
+        let room = {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            require_room(&mut db, &room.room_id).await?
+        };
+        self.room_summary(&room, who).await
+    }
+
+    /// Leaves a room; the member may come back without an invite, even if it is locked.
+    pub async fn leave_room(&self, room_id: &str, who: &Identity) -> Result<(), ApiError> {
+        let room_id = parse_room_id(room_id)?;
+        self.change_membership(room_id.as_str(), who, &who.user_id, membership::LEFT)
+            .await?;
+        self.hub.remove_member(room_id.as_str(), &who.user_id).await;
+        Ok(())
+    }
+
+    /// Kicks a member (host only): their live sessions in the room end at once, and coming back
+    /// takes an invite created after the kick.
+    pub async fn kick(&self, room_id: &str, who: &Identity, target: &str) -> Result<(), ApiError> {
+        let room_id = parse_room_id(room_id)?;
+        confab_federation::ids::UserId::parse(target)
+            .map_err(|e| ApiError::new(ErrorCode::BadUserId, format!("user id: {e}")))?;
+        {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            require_host(&mut db, room_id.as_str(), who).await?;
+        }
+        if target == who.user_id {
+            return Err(ApiError::bad_request("the host cannot kick themselves; close the room instead"));
+        }
+        self.change_membership(room_id.as_str(), who, target, membership::KICKED)
+            .await?;
+        self.hub.kick(room_id.as_str(), target).await;
+        Ok(())
+    }
+
+    /// Records a membership change of `target` and its event, as one transaction.
+    async fn change_membership(
+        &self,
+        room_id: &str,
+        actor: &Identity,
+        target: &str,
+        state: &str,
+    ) -> Result<(), ApiError> {
+        let now = now_ms();
+        let mut db = confab_schema::connect(&self.pool).await?;
+        let events = db
+            .transaction(async |db| {
+                let _room = queries::room_for_update(db, room_id)
+                    .await?
+                    .ok_or_else(ApiError::room_not_found)?;
+                let member = queries::member(db, room_id, target).await?;
+                let Some(member) = member.filter(|m| m.membership == membership::JOINED) else {
+                    return Err(ApiError::new(
+                        ErrorCode::NotMember,
+                        "that user is not a member of this room",
+                    ));
+                };
+                queries::set_membership(db, room_id, target, state, now).await?;
+                let event = NewEvent {
+                    sender: actor.user_id.clone(),
+                    device_id: actor.device_id.clone(),
+                    origin_ts: now,
+                    content: protocol::member_content(target, &member.display_name, state),
+                };
+                Ok::<_, ApiError>(queries::append_events(db, room_id, &[event]).await?)
+            })
+            .await?;
+        drop(db);
+        self.hub.publish(room_id, &events.unwrap_or_default()).await;
+        Ok(())
+    }
+
+    /// Creates an invite (host only).
+    pub async fn create_invite(
+        &self,
+        room_id: &str,
+        who: &Identity,
+        options: &InviteOptions,
+    ) -> Result<InviteOut, ApiError> {
+        let room_id = parse_room_id(room_id)?;
+        if options.max_uses == Some(0) {
+            return Err(ApiError::bad_request("max_uses must be at least 1"));
+        }
+        let expires_in = options.expires_in_secs.map(Duration::from_secs);
+        if expires_in.is_some_and(|d| d.is_zero() || d > Duration::from_secs(366 * 86400)) {
+            return Err(ApiError::bad_request("expires_in_secs must be between 1 and a year"));
+        }
+        let mut db = confab_schema::connect(&self.pool).await?;
+        require_host(&mut db, room_id.as_str(), who).await?;
+        let now = now_ms();
+        let token = new_token();
+        let invite = Invite {
+            invite_id: confab_federation::ids::random_alphanumeric(12),
+            room_id: room_id.to_string(),
+            token_hash: hash_token(&token),
+            created_by: who.user_id.clone(),
+            created_ts: now,
+            expires_ts: expires_in.map(|d| now.saturating_add(d.as_millis() as i64)),
+            max_uses: options.max_uses.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+            uses: 0,
+            revoked_ts: None,
+        };
+        queries::insert_invite(&mut db, &invite).await?;
+        Ok(InviteOut::from_row(&invite, Some(token)))
+    }
+
+    /// Lists a room's invites (host only).
+    pub async fn list_invites(&self, room_id: &str, who: &Identity) -> Result<Vec<InviteOut>, ApiError> {
+        let room_id = parse_room_id(room_id)?;
+        let mut db = confab_schema::connect(&self.pool).await?;
+        require_host(&mut db, room_id.as_str(), who).await?;
+        let invites = queries::invites_of_room(&mut db, room_id.as_str()).await?;
+        Ok(invites.iter().map(|i| InviteOut::from_row(i, None)).collect())
+    }
+
+    /// Revokes an invite (host only).
+    pub async fn revoke_invite(&self, room_id: &str, who: &Identity, invite_id: &str) -> Result<(), ApiError> {
+        let room_id = parse_room_id(room_id)?;
+        let mut db = confab_schema::connect(&self.pool).await?;
+        require_host(&mut db, room_id.as_str(), who).await?;
+        if !queries::revoke_invite(&mut db, room_id.as_str(), invite_id, now_ms()).await? {
+            return Err(ApiError::new(ErrorCode::NotFound, "no such invite in this room"));
+        }
+        Ok(())
+    }
+
+    /// Locks or unlocks a room (host only) and tells everyone.
+    pub async fn set_locked(&self, room_id: &str, who: &Identity, locked: bool) -> Result<RoomSummary, ApiError> {
+        let room_id = parse_room_id(room_id)?;
+        let mut db = confab_schema::connect(&self.pool).await?;
+        require_host(&mut db, room_id.as_str(), who).await?;
+        let event = NewEvent {
+            sender: who.user_id.clone(),
+            device_id: who.device_id.clone(),
+            origin_ts: now_ms(),
+            content: protocol::lock_content(locked),
+        };
+        let (room, events) = db
+            .transaction(async |db| {
+                let room = queries::set_room_locked(db, room_id.as_str(), locked)
+                    .await?
+                    .ok_or_else(ApiError::room_not_found)?;
+                let events = queries::append_events(db, room_id.as_str(), &[event]).await?;
+                Ok::<_, ApiError>((room, events))
+            })
+            .await?;
+        drop(db);
+        self.hub.publish(room_id.as_str(), &events.unwrap_or_default()).await;
+        let room = Room {
+            last_seq: room.last_seq + 1,
+            ..room
+        };
+        self.room_summary(&room, who).await
+    }
+
+    /// Deletes a room now (host only) and tells everyone.
+    pub async fn close_room(&self, room_id: &str, who: &Identity) -> Result<(), ApiError> {
+        let room_id = parse_room_id(room_id)?;
+        let mut db = confab_schema::connect(&self.pool).await?;
+        require_host(&mut db, room_id.as_str(), who).await?;
+        queries::delete_room(&mut db, room_id.as_str()).await?;
+        self.hub.close(room_id.as_str(), CloseReason::Closed);
+        Ok(())
+    }
+
+    /// A page of a room's events after `since` (members only).
+    pub async fn events(
+        &self,
+        room_id: &str,
+        who: &Identity,
+        since: i64,
+        limit: i64,
+    ) -> Result<(Vec<confab_schema::models::Event>, i64), ApiError> {
+        let room_id = parse_room_id(room_id)?;
+        let mut db = confab_schema::connect(&self.pool).await?;
+        let room = require_member(&mut db, room_id.as_str(), who).await?;
+        let events = queries::events_after(&mut db, room_id.as_str(), since, limit.clamp(1, 500)).await?;
+        Ok((events, room.last_seq))
+    }
+
+    /// Checks that `who` may subscribe to a room's live stream.
+    pub async fn check_subscriber(&self, room_id: &str, who: &Identity) -> Result<RoomId, ApiError> {
+        let room_id = parse_room_id(room_id)?;
+        let mut db = confab_schema::connect(&self.pool).await?;
+        require_member(&mut db, room_id.as_str(), who).await?;
+        Ok(room_id)
+    }
+
+    /// Deletes rooms whose idle time is up; returns how many.
+    pub async fn sweep_expired(&self) -> Result<usize, ApiError> {
+        let mut db = confab_schema::connect(&self.pool).await?;
+        let expired = queries::delete_expired_rooms(&mut db, now_ms()).await?;
+        for room_id in &expired {
+            tracing::info!(room_id, "room expired and deleted");
+            self.hub.close(room_id, CloseReason::Expired);
+            self.metrics.rooms_expired.inc();
+        }
+        Ok(expired.len())
+    }
+
+    /// At start-up no session is live: every room without a countdown starts one.
+    pub async fn restart_countdowns(&self) -> Result<usize, ApiError> {
+        let mut db = confab_schema::connect(&self.pool).await?;
+        let expires = now_ms().saturating_add(self.idle_ttl_ms());
+        Ok(queries::start_idle_countdowns(&mut db, expires).await?)
+    }
+
+    fn idle_ttl_ms(&self) -> i64 {
+        i64::try_from(self.settings.rooms.idle_ttl.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+fn kicked_error() -> ApiError {
+    ApiError::new(
+        ErrorCode::Kicked,
+        "you were removed from this room; ask the host for a new invite",
+    )
+}
+
+/// Why an invite can no longer be used, if it cannot.
+fn check_invite(invite: &Invite, now: i64) -> Result<(), ApiError> {
+    if invite.revoked_ts.is_some() {
+        return Err(ApiError::new(ErrorCode::InviteRevoked, "this invite was revoked by the host"));
+    }
+    if invite.expires_ts.is_some_and(|t| t <= now) {
+        return Err(ApiError::new(ErrorCode::InviteExpired, "this invite has expired"));
+    }
+    if invite.max_uses.is_some_and(|max| invite.uses >= max) {
+        return Err(ApiError::new(ErrorCode::InviteUsedUp, "this invite has been used up"));
+    }
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! The route table, in one place, and the thin REST handlers: parse → authorize → call a domain
+//! function → respond.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorCode};
+use crate::hub::Identity;
+use crate::rooms::InviteOptions;
+use crate::{sessions, turn, ws};
+
+/// Base path of the client API.
+pub const CLIENT_PREFIX: &str = "/_confab/client/v1";
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .route("/metrics", web::get().to(metrics))
+        .service(
+            web::scope(CLIENT_PREFIX)
+                .route("/config", web::get().to(client_config))
+                .route("/sessions", web::post().to(create_session))
+                .route("/sessions/me", web::get().to(whoami))
+                .route("/sessions/me", web::delete().to(logout))
+                .route("/rooms", web::post().to(create_room))
+                .route("/rooms", web::get().to(my_rooms))
+                .route("/rooms/{room_id}", web::get().to(get_room))
+                .route("/rooms/{room_id}", web::delete().to(close_room))
+                .route("/rooms/{room_id}/join", web::post().to(join_room))
+                .route("/rooms/{room_id}/leave", web::post().to(leave_room))
+                .route("/rooms/{room_id}/events", web::get().to(events))
+                .route("/rooms/{room_id}/invites", web::post().to(create_invite))
+                .route("/rooms/{room_id}/invites", web::get().to(list_invites))
+                .route(
+                    "/rooms/{room_id}/invites/{invite_id}",
+                    web::delete().to(revoke_invite),
+                )
+                .route("/rooms/{room_id}/lock", web::post().to(lock))
+                .route("/rooms/{room_id}/unlock", web::post().to(unlock))
+                .route("/rooms/{room_id}/kick", web::post().to(kick))
+                .route("/ws", web::get().to(ws::handshake))
+                .default_service(web::to(not_found)),
+        );
+}
+
+/// The caller's session, from `Authorization: Bearer <token>`.
+pub struct Authed(pub Identity);
+
+impl FromRequest for Authed {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let token = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_owned());
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal("extractor", &"no app state"))?;
+            let token = token.ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "send the access token as `Authorization: Bearer <token>`",
+                )
+            })?;
+            sessions::authenticate(&state.pool, &token).await.map(Authed)
+        })
+    }
+}
+
+type Data = web::Data<AppState>;
+type ApiResult = Result<HttpResponse, ApiError>;
+
+async fn health(state: Data) -> HttpResponse {
+    match state.check_database().await {
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ok", "database": "ok"})),
+        Err(err) => HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "unavailable", "database": err.reason})),
+    }
+}
+
+async fn metrics(state: Data) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+async fn not_found() -> ApiResult {
+    Err(ApiError::new(ErrorCode::NotFound, "no such endpoint"))
+}
+
+async fn client_config(state: Data, caller: Option<Authed>) -> HttpResponse {
+    let s = &state.settings;
+    let user = caller.map(|Authed(who)| who.user_id);
+    HttpResponse::Ok().json(json!({
+        "server_name": s.server.name,
+        "max_participants": s.rooms.max_participants,
+        "ice_servers": turn::ice_servers(&s.ice, user.as_deref()),
+        "limits": {
+            "max_event_bytes": s.limits.max_event_bytes,
+            "max_frame_bytes": s.limits.max_frame_bytes,
+            "messages_per_second": s.limits.messages_per_second,
+        },
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSession {
+    display_name: String,
+}
+
+async fn create_session(state: Data, body: web::Json<CreateSession>) -> ApiResult {
+    let session =
+        sessions::create_guest(&state.pool, &state.settings.server.name, &body.display_name)
+            .await?;
+    Ok(HttpResponse::Created().json(session))
+}
+
+async fn whoami(Authed(who): Authed) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "user_id": who.user_id,
+        "device_id": who.device_id,
+        "display_name": who.display_name,
+    }))
+}
+
+async fn logout(state: Data, Authed(who): Authed) -> ApiResult {
+    sessions::logout(&state.pool, &who).await?;
+    state.hub.close_user(&who.user_id, 1008, "session ended");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn create_room(state: Data, Authed(who): Authed) -> ApiResult {
+    Ok(HttpResponse::Created().json(state.create_room(&who).await?))
+}
+
+async fn my_rooms(state: Data, Authed(who): Authed) -> ApiResult {
+    Ok(HttpResponse::Ok().json(json!({ "rooms": state.my_rooms(&who).await? })))
+}
+
+async fn get_room(state: Data, Authed(who): Authed, path: web::Path<String>) -> ApiResult {
+    Ok(HttpResponse::Ok().json(state.get_room(&path, &who).await?))
+}
+
+async fn close_room(state: Data, Authed(who): Authed, path: web::Path<String>) -> ApiResult {
+    state.close_room(&path, &who).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    invite_token: Option<String>,
+}
+
+async fn join_room(
+    state: Data,
+    Authed(who): Authed,
+    path: web::Path<String>,
+    body: Option<web::Json<JoinBody>>,
+) -> ApiResult {
+    let token = body.as_ref().and_then(|b| b.invite_token.as_deref());
+    Ok(HttpResponse::Ok().json(state.join_room(&path, &who, token).await?))
+}
+
+async fn leave_room(state: Data, Authed(who): Authed, path: web::Path<String>) -> ApiResult {
+    state.leave_room(&path, &who).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    since: i64,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+fn default_limit() -> i64 {
+    500
+}
+
+async fn events(
+    state: Data,
+    Authed(who): Authed,
+    path: web::Path<String>,
+    query: web::Query<EventsQuery>,
+) -> ApiResult {
+    let (events, latest) = state
+        .events(&path, &who, query.since.max(0), query.limit)
+        .await?;
+    let events: Vec<_> = events
+        .iter()
+        .map(crate::protocol::EventOut::from)
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "events": events, "latest_seq": latest })))
+}
+
+async fn create_invite(
+    state: Data,
+    Authed(who): Authed,
+    path: web::Path<String>,
+    body: Option<web::Json<InviteOptions>>,
+) -> ApiResult {
+    let options = body.map(web::Json::into_inner).unwrap_or_default();
+    Ok(HttpResponse::Created().json(state.create_invite(&path, &who, &options).await?))
+}
+
+async fn list_invites(state: Data, Authed(who): Authed, path: web::Path<String>) -> ApiResult {
+    Ok(HttpResponse::Ok().json(json!({ "invites": state.list_invites(&path, &who).await? })))
+}
+
+async fn revoke_invite(
+    state: Data,
+    Authed(who): Authed,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    let (room_id, invite_id) = path.into_inner();
+    state.revoke_invite(&room_id, &who, &invite_id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn lock(state: Data, Authed(who): Authed, path: web::Path<String>) -> ApiResult {
+    Ok(HttpResponse::Ok().json(state.set_locked(&path, &who, true).await?))
+}
+
+async fn unlock(state: Data, Authed(who): Authed, path: web::Path<String>) -> ApiResult {
+    Ok(HttpResponse::Ok().json(state.set_locked(&path, &who, false).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KickBody {
+    user_id: String,
+}
+
+async fn kick(
+    state: Data,
+    Authed(who): Authed,
+    path: web::Path<String>,
+    body: web::Json<KickBody>,
+) -> ApiResult {
+    state.kick(&path, &who, &body.user_id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Turns actix's JSON and query extraction failures into the protocol's error body.
+pub fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as E;
+    let api = match &err {
+        E::Overflow { limit } | E::OverflowKnownLength { limit, .. } => ApiError::new(
+            ErrorCode::BodyTooLarge,
+            format!("request bodies are limited to {limit} bytes"),
+        ),
+        E::ContentType => ApiError::bad_request("send the body as application/json"),
+        other => ApiError::bad_request(format!("invalid JSON body: {other}")),
+    };
+    api.into()
+}
+
+/// Same, for query strings.
+pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request(format!("invalid query: {err}")).into()
+}
+
+/// Same, for path segments.
+pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request(format!("invalid path: {err}")).into()
+}
+
+/// The status code a default (non-API) error maps to, for the latency metric.
+pub fn status_label(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,142 @@
+//! The event writer: every persisted event goes through here. Appends are queued, taken in
+//! batches, and committed in one transaction per batch (group commit), so that thousands of chat
+//! messages per second cost tens of commits, not thousands. After the commit the events are fanned
+//! out and each sender gets its acknowledgement: nothing is acknowledged or shown before it is
+//! durable.
+
+use std::collections::{HashMap, VecDeque};
+
+use confab_schema::models::{Event, NewEvent};
+use confab_schema::{AsyncConnection, DbError, DbPool, queries};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ApiError;
+use crate::hub::RoomHub;
+use crate::metrics::Metrics;
+
+/// Most appends committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+struct AppendRequest {
+    room_id: String,
+    event: NewEvent,
+    reply: oneshot::Sender<Result<Event, ApiError>>,
+}
+
+/// Handle to the writer task.
+#[derive(Clone)]
+pub struct EventWriter {
+    tx: mpsc::Sender<AppendRequest>,
+}
+
+impl EventWriter {
+    /// Starts the writer task on the current runtime.
+    pub fn start(pool: DbPool, hub: RoomHub, metrics: Metrics) -> Self {
+        let (tx, rx) = mpsc::channel(8192);
+        tokio::spawn(run(rx, pool, hub, metrics));
+        Self { tx }
+    }
+
+    /// Queues an event and returns a future resolving once it is committed and fanned out.
+    /// Queueing happens before this returns, so calls made in order are committed in order.
+    pub async fn enqueue(
+        &self,
+        room_id: &str,
+        event: NewEvent,
+    ) -> impl Future<Output = Result<Event, ApiError>> + use<> {
+        let (reply, rx) = oneshot::channel();
+        let queued = self
+            .tx
+            .send(AppendRequest {
+                room_id: room_id.to_owned(),
+                event,
+                reply,
+            })
+            .await
+            .is_ok();
+        async move {
+            if !queued {
+                return Err(ApiError::internal("event writer", &"writer stopped"));
+            }
+            rx.await
+                .unwrap_or_else(|_| Err(ApiError::internal("event writer", &"writer stopped")))
+        }
+    }
+
+    /// Appends one event and waits for its commit.
+    pub async fn append(&self, room_id: &str, event: NewEvent) -> Result<Event, ApiError> {
+        self.enqueue(room_id, event).await.await
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<AppendRequest>,
+    pool: DbPool,
+    hub: RoomHub,
+    metrics: Metrics,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        metrics.write_batch.observe(batch.len() as f64);
+        match commit(&pool, &batch).await {
+            Ok(committed) => {
+                metrics.events_persisted.inc_by(batch.len() as u64);
+                let mut queues: HashMap<String, VecDeque<Event>> = HashMap::new();
+                for (room_id, events) in committed {
+                    if let Some(events) = events {
+                        hub.publish(&room_id, &events).await;
+                        queues.insert(room_id, events.into());
+                    }
+                }
+                for req in batch.drain(..) {
+                    // Each room's events come back in the order its requests were queued.
+                    let result = queues
+                        .get_mut(&req.room_id)
+                        .and_then(VecDeque::pop_front)
+                        .ok_or_else(ApiError::room_not_found);
+                    let _ = req.reply.send(result);
+                }
+            }
+            Err(err) => {
+                let err = ApiError::from(err);
+                for req in batch.drain(..) {
+                    let _ = req.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Commits a batch: per room, one sequence update and one multi-row insert. A room that no longer
+/// exists maps to `None`.
+async fn commit(
+    pool: &DbPool,
+    batch: &[AppendRequest],
+) -> Result<Vec<(String, Option<Vec<Event>>)>, DbError> {
+    let mut by_room: Vec<(&str, Vec<NewEvent>)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for req in batch {
+        let i = *index.entry(&req.room_id).or_insert_with(|| {
+            by_room.push((&req.room_id, Vec::new()));
+            by_room.len() - 1
+        });
+        by_room[i].1.push(req.event.clone());
+    }
+    let mut conn = confab_schema::connect(pool).await?;
+    conn.transaction(async |conn| {
+        let mut out = Vec::with_capacity(by_room.len());
+        for (room_id, events) in &by_room {
+            let appended = queries::append_events(conn, room_id, events).await?;
+            out.push(((*room_id).to_owned(), appended));
+        }
+        Ok(out)
+    })
+    .await
+}

@@ -1,0 +1,540 @@
+//! The live WebSocket session: authentication by first message, subscriptions, chat, signaling,
+//! typing, heartbeats and every per-connection limit. One reader task (this module's loop) and
+//! one writer task per socket; the writer drains the socket's bounded queue (see `hub`).
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
+use bytestring::ByteString;
+use confab_schema::models::NewEvent;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorCode};
+use crate::hub::{ConnHandle, Identity};
+use crate::protocol::{self, Incoming, Outgoing};
+use crate::sessions;
+use crate::time::now_ms;
+
+/// Close code: too many connections for this user.
+const CLOSE_TOO_MANY: u16 = 4029;
+
+/// `GET /_confab/client/v1/ws`: checks the Origin, upgrades, and spawns the session.
+pub async fn handshake(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    if let Some(origin) = req.headers().get("origin") {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| state.settings.allowed_origins().any(|a| a == o.trim_end_matches('/')));
+        if !allowed {
+            state.count_error(ErrorCode::Unauthorized);
+            return Ok(HttpResponse::Forbidden().json(json!({
+                "code": "origin_not_allowed",
+                "reason": "this web origin may not open a session on this server",
+            })));
+        }
+    }
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let hard = state.settings.limits.hard_frame_bytes;
+    let stream = stream
+        .max_frame_size(hard)
+        .aggregate_continuations()
+        .max_continuation_size(hard);
+    let state = state.into_inner();
+    actix_web::rt::spawn(async move {
+        Connection::run(state, session, stream).await;
+    });
+    Ok(response)
+}
+
+/// A token bucket: `rate` per second, `burst` at once.
+struct RateLimit {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes a token, or says how long until one is available.
+    fn take(&mut self) -> Result<(), u64> {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((((1.0 - self.tokens) / self.rate) * 1000.0).ceil() as u64)
+        }
+    }
+}
+
+struct Connection {
+    state: std::sync::Arc<AppState>,
+    conn: ConnHandle,
+    who: Option<Identity>,
+    rooms: HashSet<String>,
+    rate: RateLimit,
+}
+
+type Stream = actix_ws::AggregatedMessageStream;
+
+impl Connection {
+    async fn run(state: std::sync::Arc<AppState>, session: actix_ws::Session, mut stream: Stream) {
+        let limits = &state.settings.limits;
+        let (conn, mut rx, control) =
+            ConnHandle::new(state.hub.next_conn_id(), limits.send_queue_frames);
+        let mut me = Connection {
+            rate: RateLimit::new(limits.messages_per_second, limits.message_burst),
+            state: state.clone(),
+            conn,
+            who: None,
+            rooms: HashSet::new(),
+        };
+
+        // The writer: drains the queue into the socket, and closes it when asked.
+        let mut writer_session = session.clone();
+        let writer = actix_web::rt::spawn(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    frame = rx.recv() => match frame {
+                        Some(frame) => {
+                            if writer_session.text(frame).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    },
+                    (code, reason) = control.closed() => {
+                        // Flush what was queued before the close (e.g. `kicked`, `shutdown`).
+                        while let Ok(frame) = rx.try_recv() {
+                            if writer_session.text(frame).await.is_err() {
+                                return;
+                            }
+                        }
+                        let _ = writer_session
+                            .close(Some(CloseReason {
+                                code: CloseCode::from(code),
+                                description: Some(reason),
+                            }))
+                            .await;
+                        return;
+                    }
+                }
+            }
+        });
+
+        let ws = &state.settings.websocket;
+        let mut heartbeat = tokio::time::interval(ws.heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let auth_deadline = tokio::time::sleep(ws.auth_timeout);
+        tokio::pin!(auth_deadline);
+        let mut ping_session = session;
+
+        loop {
+            tokio::select! {
+                msg = stream.next() => {
+                    let Some(msg) = msg else { break };
+                    last_heard = Instant::now();
+                    match msg {
+                        Ok(AggregatedMessage::Text(text)) => {
+                            if !me.on_text(&text).await {
+                                break;
+                            }
+                        }
+                        Ok(AggregatedMessage::Binary(_)) => {
+                            me.reply_error(None, "binary", &ApiError::bad_request(
+                                "binary frames are not part of the protocol; send JSON text",
+                            ));
+                        }
+                        Ok(AggregatedMessage::Ping(bytes)) => {
+                            let _ = ping_session.pong(&bytes).await;
+                        }
+                        Ok(AggregatedMessage::Pong(_)) => {}
+                        Ok(AggregatedMessage::Close(_)) => break,
+                        Err(err) => {
+                            let (code, reason) = match err {
+                                actix_ws::ProtocolError::Overflow => (
+                                    1009,
+                                    "frame above the hard size limit".to_owned(),
+                                ),
+                                other => (1002, format!("protocol error: {other}")),
+                            };
+                            me.conn.close(code, &reason);
+                            break;
+                        }
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > ws.client_timeout {
+                        me.conn.close(1001, "no traffic from the client: considered dead");
+                        break;
+                    }
+                    if ping_session.ping(b"").await.is_err() {
+                        break;
+                    }
+                }
+                () = &mut auth_deadline, if me.who.is_none() => {
+                    me.conn.close(1008, "authenticate with an `auth` message first");
+                    break;
+                }
+            }
+        }
+
+        if let Some(who) = &me.who {
+            let rooms: Vec<String> = me.rooms.drain().collect();
+            state.hub.disconnect(who, &me.conn, &rooms).await;
+        }
+        // Dropping the last queue sender ends the writer once it has flushed; a close already
+        // asked for is carried out by the writer itself.
+        me.conn.close(1000, "");
+        drop(me);
+        let _ = writer.await;
+    }
+
+    fn send(&self, msg: &Outgoing<'_>) {
+        self.conn.send(msg.to_frame());
+    }
+
+    fn ack(&self, id: Option<&Value>, result: &Value) {
+        if let Some(id) = id {
+            self.send(&Outgoing::Ack { id, result });
+        }
+    }
+
+    fn reply_error(&self, id: Option<&Value>, request: &str, err: &ApiError) {
+        self.state.count_error(err.code);
+        self.send(&Outgoing::Error {
+            id,
+            request,
+            code: err.code.as_str(),
+            reason: &err.reason,
+            retry_after_ms: err.retry_after_ms,
+        });
+    }
+
+    /// Handles one text frame; `false` ends the session.
+    async fn on_text(&mut self, text: &ByteString) -> bool {
+        let limits = &self.state.settings.limits;
+        if text.len() > limits.max_frame_bytes {
+            self.reply_error(
+                None,
+                "frame",
+                &ApiError::new(
+                    ErrorCode::FrameTooLarge,
+                    format!("frames are limited to {} bytes", limits.max_frame_bytes),
+                ),
+            );
+            return true;
+        }
+        let msg: Incoming = match serde_json::from_str(text) {
+            Ok(msg) => msg,
+            Err(err) => {
+                self.reply_error(
+                    None,
+                    "frame",
+                    &ApiError::bad_request(format!("not a valid request: {err}")),
+                );
+                return true;
+            }
+        };
+        let id = msg.id.as_ref();
+        let kind: &str = &msg.msg_type;
+        if let Some(bad) = id.filter(|id| !valid_request_id(id)) {
+            let _ = bad;
+            self.reply_error(
+                None,
+                kind,
+                &ApiError::bad_request("`id` must be a string of at most 64 characters or a non-negative integer"),
+            );
+            return true;
+        }
+        if let Err(retry) = self.rate.take() {
+            let mut err = ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "at most {} messages per second per connection",
+                    limits.messages_per_second
+                ),
+            );
+            err.retry_after_ms = Some(retry);
+            self.reply_error(id, kind, &err);
+            return true;
+        }
+        self.state
+            .metrics
+            .ws_messages
+            .with_label_values(&[metric_type(kind)])
+            .inc();
+
+        let Some(who) = self.who.clone() else {
+            return self.authenticate(&msg).await;
+        };
+        let result = match kind {
+            "auth" => Err(ApiError::new(
+                ErrorCode::AlreadyAuthenticated,
+                "this connection is already authenticated",
+            )),
+            "ping" => Ok(json!({})),
+            "subscribe" => {
+                return self.subscribe(&who, &msg).await;
+            }
+            "unsubscribe" => self.unsubscribe(&who, &msg).await,
+            "chat" => {
+                self.chat(&who, &msg).await;
+                return true;
+            }
+            "signal" => self.signal(&who, &msg),
+            "typing" => self.typing(&who, &msg),
+            other => Err(ApiError::new(
+                ErrorCode::UnknownType,
+                format!("unknown request type {other:?}"),
+            )),
+        };
+        match result {
+            Ok(value) => self.ack(id, &value),
+            Err(err) => self.reply_error(id, kind, &err),
+        }
+        true
+    }
+
+    async fn authenticate(&mut self, msg: &Incoming<'_>) -> bool {
+        let id = msg.id.as_ref();
+        if msg.msg_type != "auth" {
+            self.reply_error(
+                id,
+                &msg.msg_type,
+                &ApiError::new(
+                    ErrorCode::NotAuthenticated,
+                    "the first message must be `auth` with an access token",
+                ),
+            );
+            self.conn.close(1008, "not authenticated");
+            return false;
+        }
+        let token = msg.token.as_deref().unwrap_or_default();
+        let who = match sessions::authenticate(&self.state.pool, token).await {
+            Ok(who) => who,
+            Err(err) => {
+                self.reply_error(id, "auth", &err);
+                if err.code == ErrorCode::Unauthorized {
+                    self.conn.close(1008, "authentication failed");
+                    return false;
+                }
+                // The database being away is no reason to drop the socket: the client may retry.
+                return true;
+            }
+        };
+        if let Err(err) = self.state.hub.register(&who.user_id, &self.conn) {
+            self.reply_error(id, "auth", &err);
+            self.conn.close(CLOSE_TOO_MANY, "too many connections");
+            return false;
+        }
+        self.ack(
+            id,
+            &json!({
+                "user_id": who.user_id,
+                "device_id": who.device_id,
+                "display_name": who.display_name,
+            }),
+        );
+        self.who = Some(who);
+        true
+    }
+
+    async fn subscribe(&mut self, who: &Identity, msg: &Incoming<'_>) -> bool {
+        let id = msg.id.as_ref();
+        let since = msg.since.unwrap_or(0).max(0);
+        let result = async {
+            let room_id = required(&msg.room_id, "room_id")?;
+            let room_id = self.state.check_subscriber(room_id, who).await?;
+            let live = self
+                .state
+                .hub
+                .subscribe(room_id.as_str(), who, &self.conn, since)
+                .await?;
+            self.rooms.insert(room_id.to_string());
+            let summary = self.state.get_room(room_id.as_str(), who).await?;
+            Ok::<_, ApiError>((live, summary))
+        }
+        .await;
+        match result {
+            Ok((live, summary)) => {
+                let value = serde_json::to_value(&summary).unwrap_or_default();
+                self.ack(id, &value);
+                if let Err(err) = self.state.hub.catch_up(&live, who, &self.conn, since).await {
+                    self.reply_error(id, "subscribe", &err);
+                }
+            }
+            Err(err) => self.reply_error(id, "subscribe", &err),
+        }
+        true
+    }
+
+    async fn unsubscribe(&mut self, who: &Identity, msg: &Incoming<'_>) -> Result<Value, ApiError> {
+        let room_id = required(&msg.room_id, "room_id")?;
+        if !self.rooms.remove(room_id) {
+            return Err(not_subscribed());
+        }
+        self.state.hub.unsubscribe(room_id, who, self.conn.id).await;
+        Ok(json!({}))
+    }
+
+    /// Queues the event in order and acknowledges it from a separate task once committed, so the
+    /// socket keeps reading (signaling must not wait behind a database commit).
+    async fn chat(&mut self, who: &Identity, msg: &Incoming<'_>) {
+        let id = msg.id.clone();
+        let prepared = (|| {
+            let room_id = required(&msg.room_id, "room_id")?;
+            let kind = required(&msg.kind, "kind")?;
+            if kind.is_empty()
+                || kind.len() > 32
+                || !kind
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            {
+                return Err(ApiError::bad_request(
+                    "`kind` must be 1–32 characters of a-z, 0-9, '.', '_' or '-'",
+                ));
+            }
+            let ciphertext = required(&msg.ciphertext, "ciphertext")?;
+            self.check_event_size(ciphertext)?;
+            if !self.state.hub.is_subscribed(room_id, who, self.conn.id) {
+                return Err(not_subscribed());
+            }
+            Ok((room_id.to_owned(), protocol::chat_content(kind, ciphertext)))
+        })();
+        let (room_id, content) = match prepared {
+            Ok(p) => p,
+            Err(err) => return self.reply_error(id.as_ref(), "chat", &err),
+        };
+        let pending = self
+            .state
+            .writer
+            .enqueue(
+                &room_id,
+                NewEvent {
+                    sender: who.user_id.clone(),
+                    device_id: who.device_id.clone(),
+                    origin_ts: now_ms(),
+                    content,
+                },
+            )
+            .await;
+        let conn = self.conn.clone();
+        let state = self.state.clone();
+        actix_web::rt::spawn(async move {
+            match pending.await {
+                Ok(event) => {
+                    if let Some(id) = &id {
+                        let result = json!({ "seq": event.seq, "ts": event.origin_ts });
+                        conn.send(Outgoing::Ack { id, result: &result }.to_frame());
+                    }
+                }
+                Err(err) => {
+                    state.count_error(err.code);
+                    conn.send(
+                        Outgoing::Error {
+                            id: id.as_ref(),
+                            request: "chat",
+                            code: err.code.as_str(),
+                            reason: &err.reason,
+                            retry_after_ms: err.retry_after_ms,
+                        }
+                        .to_frame(),
+                    );
+                }
+            }
+        });
+    }
+
+    fn signal(&self, who: &Identity, msg: &Incoming<'_>) -> Result<Value, ApiError> {
+        let room_id = required(&msg.room_id, "room_id")?;
+        let to = msg
+            .to
+            .as_ref()
+            .ok_or_else(|| ApiError::bad_request("missing field `to`"))?;
+        let payload = required(&msg.payload, "payload")?;
+        self.check_event_size(payload)?;
+        self.state
+            .hub
+            .relay_signal(room_id, who, self.conn.id, &to.user_id, &to.device_id, payload)?;
+        Ok(json!({}))
+    }
+
+    fn typing(&self, who: &Identity, msg: &Incoming<'_>) -> Result<Value, ApiError> {
+        let room_id = required(&msg.room_id, "room_id")?;
+        let typing = msg
+            .typing
+            .ok_or_else(|| ApiError::bad_request("missing field `typing`"))?;
+        self.state.hub.typing(room_id, who, self.conn.id, typing)?;
+        Ok(json!({}))
+    }
+
+    fn check_event_size(&self, payload: &str) -> Result<(), ApiError> {
+        let max = self.state.settings.limits.max_event_bytes;
+        if payload.len() > max {
+            return Err(ApiError::new(
+                ErrorCode::EventTooLarge,
+                format!("ciphertext and payloads are limited to {max} bytes"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn required<'a>(field: &'a Option<std::borrow::Cow<'_, str>>, name: &str) -> Result<&'a str, ApiError> {
+    field
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request(format!("missing field `{name}`")))
+}
+
+fn not_subscribed() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotSubscribed,
+        "this connection is not subscribed to that room",
+    )
+}
+
+fn valid_request_id(id: &Value) -> bool {
+    match id {
+        Value::String(s) => s.chars().count() <= 64,
+        Value::Number(n) => n.is_u64(),
+        _ => false,
+    }
+}
+
+/// Metric label for a request type; unknown types share one label so that clients cannot grow
+/// the metric without bound.
+fn metric_type(kind: &str) -> &'static str {
+    match kind {
+        "auth" => "auth",
+        "ping" => "ping",
+        "subscribe" => "subscribe",
+        "unsubscribe" => "unsubscribe",
+        "chat" => "chat",
+        "signal" => "signal",
+        "typing" => "typing",
+        _ => "unknown",
+    }
+}
+

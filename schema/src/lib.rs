@@ -1,0 +1,161 @@
+//! Confab's data layer. Postgres is reached only through this crate: the embedded migrations, the
+//! diesel `schema`, the row models and every query. Query functions take `&mut AsyncPgConnection`
+//! so that a caller can run several of them inside one transaction.
+
+pub mod models;
+pub mod queries;
+pub mod schema;
+
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub use diesel_async::{AsyncConnection, AsyncPgConnection};
+
+/// The migrations under `schema/migrations`, compiled into the binary so that a server upgrades
+/// its database on start-up with nothing else to install.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// A pool of async Postgres connections.
+pub type DbPool = Pool<AsyncPgConnection>;
+/// A connection checked out of the pool; derefs to `AsyncPgConnection`.
+pub type DbConn = Object<AsyncPgConnection>;
+
+/// Everything that can go wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// A query failed (constraint, syntax, lost connection …).
+    #[error("query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// No connection could be had from the pool (database down, or pool exhausted).
+    #[error("no database connection: {0}")]
+    Unavailable(String),
+    /// The pool could not be built from the configuration.
+    #[error("bad database configuration: {0}")]
+    Config(String),
+    /// A migration failed to apply.
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl DbError {
+    /// Whether the failure is the database being unreachable rather than a bad query: callers
+    /// answer those with a retryable error.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Unavailable(_) => true,
+            DbError::Query(diesel::result::Error::DatabaseError(kind, _)) => {
+                matches!(kind, diesel::result::DatabaseErrorKind::ClosedConnection)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Builds a connection pool of at most `max_size` connections for `url`.
+pub fn build_pool(url: &str, max_size: usize) -> Result<DbPool, DbError> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+    Pool::builder(manager)
+        .max_size(max_size)
+        .build()
+        .map_err(|e| DbError::Config(e.to_string()))
+}
+
+/// Checks a connection out of the pool.
+pub async fn connect(pool: &DbPool) -> Result<DbConn, DbError> {
+    pool.get()
+        .await
+        .map_err(|e| DbError::Unavailable(e.to_string()))
+}
+
+/// Applies every pending migration. Runs on a blocking thread because diesel's migration harness
+/// is synchronous.
+pub async fn run_migrations(url: &str) -> Result<(), DbError> {
+    let conn = AsyncPgConnection::establish(url)
+        .await
+        .map_err(|e| DbError::Unavailable(e.to_string()))?;
+    tokio::task::spawn_blocking(move || {
+        let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
+        harness
+            .run_pending_migrations(MIGRATIONS)
+            .map(|applied| applied.len())
+            .map_err(|e| DbError::Migration(e.to_string()))
+    })
+    .await
+    .map_err(|e| DbError::Migration(e.to_string()))?
+    .map(|applied| {
+        if applied > 0 {
+            tracing::info!(applied, "database migrations applied");
+        }
+    })
+}
+
+/// Creates database `name` on the server behind `maintenance_url` (a URL for an existing
+/// database such as `postgres`) unless it exists; with `template`, as a copy of that database,
+/// which is how tests get a migrated database in milliseconds.
+pub async fn create_database(
+    maintenance_url: &str,
+    name: &str,
+    template: Option<&str>,
+) -> Result<bool, DbError> {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+
+    if !is_plain_identifier(name) || template.is_some_and(|t| !is_plain_identifier(t)) {
+        return Err(DbError::Config(format!("unsafe database name {name:?}")));
+    }
+    let mut conn = AsyncPgConnection::establish(maintenance_url)
+        .await
+        .map_err(|e| DbError::Unavailable(e.to_string()))?;
+    #[derive(QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        exists: bool,
+    }
+    let found: Exists =
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
+            .bind::<diesel::sql_types::Text, _>(name)
+            .get_result(&mut conn)
+            .await?;
+    if found.exists {
+        return Ok(false);
+    }
+    // Database names cannot be bound as parameters; both were checked to be plain identifiers.
+    let sql = match template {
+        Some(t) => format!("CREATE DATABASE \"{name}\" TEMPLATE \"{t}\""),
+        None => format!("CREATE DATABASE \"{name}\" ENCODING 'UTF8' TEMPLATE template0"),
+    };
+    diesel::sql_query(sql).execute(&mut conn).await?;
+    Ok(true)
+}
+
+/// Drops database `name`, disconnecting whoever is still connected to it.
+pub async fn drop_database(maintenance_url: &str, name: &str) -> Result<(), DbError> {
+    use diesel_async::RunQueryDsl;
+    if !is_plain_identifier(name) {
+        return Err(DbError::Config(format!("unsafe database name {name:?}")));
+    }
+    let mut conn = AsyncPgConnection::establish(maintenance_url)
+        .await
+        .map_err(|e| DbError::Unavailable(e.to_string()))?;
+    diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
+    Ok(())
+}
+
+/// Checks that the database answers.
+pub async fn ping(conn: &mut AsyncPgConnection) -> Result<(), DbError> {
+    use diesel_async::SimpleAsyncConnection;
+    conn.batch_execute("SELECT 1").await?;
+    Ok(())
+}
+
+fn is_plain_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+pub use diesel::result as diesel_error;

@@ -1,0 +1,89 @@
+//! Row structs, one per table, as diesel reads and writes them.
+
+use diesel::prelude::*;
+
+use crate::schema::{events, invites, room_members, rooms, sessions};
+
+/// A guest session: one user with one device, found by the hash of its access token.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = sessions, check_for_backend(diesel::pg::Pg))]
+pub struct Session {
+    pub user_id: String,
+    pub device_id: String,
+    pub display_name: String,
+    pub token_hash: Vec<u8>,
+    pub created_ts: i64,
+    pub last_seen_ts: i64,
+}
+
+/// A room, with the countdown to its deletion when nobody is connected.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = rooms, check_for_backend(diesel::pg::Pg))]
+pub struct Room {
+    pub room_id: String,
+    pub origin: String,
+    pub host_user_id: String,
+    pub locked: bool,
+    pub created_ts: i64,
+    pub last_seq: i64,
+    pub expires_ts: Option<i64>,
+}
+
+/// Membership states of `room_members.membership`.
+pub mod membership {
+    /// Currently a member.
+    pub const JOINED: &str = "joined";
+    /// Left of their own accord; may rejoin without an invite, even when the room is locked.
+    pub const LEFT: &str = "left";
+    /// Removed by the host; needs an invite created after the kick.
+    pub const KICKED: &str = "kicked";
+}
+
+/// A user's membership of a room.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = room_members, check_for_backend(diesel::pg::Pg))]
+pub struct Member {
+    pub room_id: String,
+    pub user_id: String,
+    pub display_name: String,
+    pub is_host: bool,
+    pub membership: String,
+    pub joined_ts: i64,
+    pub updated_ts: i64,
+}
+
+/// An invite to a room; the token itself is stored only as a hash.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = invites, check_for_backend(diesel::pg::Pg))]
+pub struct Invite {
+    pub invite_id: String,
+    pub room_id: String,
+    pub token_hash: Vec<u8>,
+    pub created_by: String,
+    pub created_ts: i64,
+    pub expires_ts: Option<i64>,
+    pub max_uses: Option<i32>,
+    pub uses: i32,
+    pub revoked_ts: Option<i64>,
+}
+
+/// One persisted, sequenced event of a room's log.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = events, check_for_backend(diesel::pg::Pg))]
+pub struct Event {
+    pub room_id: String,
+    pub seq: i64,
+    pub sender: String,
+    pub device_id: String,
+    pub origin_ts: i64,
+    pub content: serde_json::Value,
+}
+
+/// An event to append: the sequence number is assigned by [`crate::queries::append_events`].
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub sender: String,
+    pub device_id: String,
+    pub origin_ts: i64,
+    pub content: serde_json::Value,
+}

@@ -1,0 +1,343 @@
+//! Every query Confab runs. Each takes a connection (or a transaction) and does one thing.
+
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use crate::DbError;
+use crate::models::{Event, Invite, Member, NewEvent, Room, Session, membership};
+use crate::schema::{events, invites, room_members, rooms, sessions};
+
+type Conn = AsyncPgConnection;
+
+// ---- sessions ------------------------------------------------------------------------------
+
+/// Stores a new guest session.
+pub async fn insert_session(conn: &mut Conn, session: &Session) -> Result<(), DbError> {
+    diesel::insert_into(sessions::table)
+        .values(session)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The session whose access token hashes to `token_hash`.
+pub async fn session_by_token_hash(
+    conn: &mut Conn,
+    token_hash: &[u8],
+) -> Result<Option<Session>, DbError> {
+    Ok(sessions::table
+        .filter(sessions::token_hash.eq(token_hash))
+        .select(Session::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Ends a session: its token stops working.
+pub async fn delete_session(conn: &mut Conn, user_id: &str) -> Result<bool, DbError> {
+    let n = diesel::delete(sessions::table.find(user_id))
+        .execute(conn)
+        .await?;
+    Ok(n > 0)
+}
+
+// ---- rooms ---------------------------------------------------------------------------------
+
+/// Stores a new room.
+pub async fn insert_room(conn: &mut Conn, room: &Room) -> Result<(), DbError> {
+    diesel::insert_into(rooms::table)
+        .values(room)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A room by id.
+pub async fn room(conn: &mut Conn, room_id: &str) -> Result<Option<Room>, DbError> {
+    Ok(rooms::table
+        .find(room_id)
+        .select(Room::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// A room by id, locked against concurrent changes until the transaction ends, so that a join
+/// decision and the writes it leads to see one consistent room.
+pub async fn room_for_update(conn: &mut Conn, room_id: &str) -> Result<Option<Room>, DbError> {
+    Ok(rooms::table
+        .find(room_id)
+        .select(Room::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Sets the lock flag; `None` if the room does not exist.
+pub async fn set_room_locked(
+    conn: &mut Conn,
+    room_id: &str,
+    locked: bool,
+) -> Result<Option<Room>, DbError> {
+    Ok(diesel::update(rooms::table.find(room_id))
+        .set(rooms::locked.eq(locked))
+        .returning(Room::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?)
+}
+
+/// Sets (or with `None` clears) the time at which an idle room is deleted; `None` if the room no
+/// longer exists.
+pub async fn set_room_expiry(
+    conn: &mut Conn,
+    room_id: &str,
+    expires_ts: Option<i64>,
+) -> Result<Option<Room>, DbError> {
+    Ok(diesel::update(rooms::table.find(room_id))
+        .set(rooms::expires_ts.eq(expires_ts))
+        .returning(Room::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?)
+}
+
+/// Starts the idle countdown of every room that has none, for use at start-up: no session is
+/// live then, and a room that was already counting keeps its earlier deadline.
+pub async fn start_idle_countdowns(conn: &mut Conn, expires_ts: i64) -> Result<usize, DbError> {
+    Ok(diesel::update(rooms::table.filter(rooms::expires_ts.is_null()))
+        .set(rooms::expires_ts.eq(expires_ts))
+        .execute(conn)
+        .await?)
+}
+
+/// Deletes a room and, by cascade, everything that belongs to it.
+pub async fn delete_room(conn: &mut Conn, room_id: &str) -> Result<bool, DbError> {
+    let n = diesel::delete(rooms::table.find(room_id))
+        .execute(conn)
+        .await?;
+    Ok(n > 0)
+}
+
+/// Deletes every room whose idle deadline has passed; returns their ids.
+pub async fn delete_expired_rooms(conn: &mut Conn, now_ts: i64) -> Result<Vec<String>, DbError> {
+    Ok(diesel::delete(rooms::table.filter(rooms::expires_ts.le(now_ts)))
+        .returning(rooms::room_id)
+        .get_results(conn)
+        .await?)
+}
+
+/// The rooms `user_id` is a joined member of, newest first.
+pub async fn rooms_of_user(conn: &mut Conn, user_id: &str) -> Result<Vec<Room>, DbError> {
+    Ok(rooms::table
+        .inner_join(room_members::table)
+        .filter(room_members::user_id.eq(user_id))
+        .filter(room_members::membership.eq(membership::JOINED))
+        .order(rooms::created_ts.desc())
+        .select(Room::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// How many live rooms `user_id` hosts.
+pub async fn count_hosted_rooms(conn: &mut Conn, user_id: &str) -> Result<i64, DbError> {
+    Ok(rooms::table
+        .filter(rooms::host_user_id.eq(user_id))
+        .count()
+        .get_result(conn)
+        .await?)
+}
+
+/// Every room, for operators and metrics.
+pub async fn count_rooms(conn: &mut Conn) -> Result<i64, DbError> {
+    Ok(rooms::table.count().get_result(conn).await?)
+}
+
+// ---- members -------------------------------------------------------------------------------
+
+/// One user's membership of a room.
+pub async fn member(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+) -> Result<Option<Member>, DbError> {
+    Ok(room_members::table
+        .find((room_id, user_id))
+        .select(Member::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Every member of a room, in the order they first joined.
+pub async fn members(conn: &mut Conn, room_id: &str) -> Result<Vec<Member>, DbError> {
+    Ok(room_members::table
+        .filter(room_members::room_id.eq(room_id))
+        .order(room_members::joined_ts.asc())
+        .select(Member::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Inserts a membership, or updates its state, name and time if the user was a member before
+/// (keeping their first join time and host flag).
+pub async fn upsert_member(conn: &mut Conn, member: &Member) -> Result<(), DbError> {
+    diesel::insert_into(room_members::table)
+        .values(member)
+        .on_conflict((room_members::room_id, room_members::user_id))
+        .do_update()
+        .set((
+            room_members::membership.eq(excluded(room_members::membership)),
+            room_members::display_name.eq(excluded(room_members::display_name)),
+            room_members::updated_ts.eq(excluded(room_members::updated_ts)),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Changes a member's state; `false` if they were never a member.
+pub async fn set_membership(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+    state: &str,
+    now_ts: i64,
+) -> Result<bool, DbError> {
+    let n = diesel::update(room_members::table.find((room_id, user_id)))
+        .set((
+            room_members::membership.eq(state),
+            room_members::updated_ts.eq(now_ts),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(n > 0)
+}
+
+// ---- invites -------------------------------------------------------------------------------
+
+/// Stores a new invite.
+pub async fn insert_invite(conn: &mut Conn, invite: &Invite) -> Result<(), DbError> {
+    diesel::insert_into(invites::table)
+        .values(invite)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The invite whose token hashes to `token_hash`, locked until the transaction ends so that
+/// concurrent joins cannot both take its last use.
+pub async fn invite_by_token_hash_for_update(
+    conn: &mut Conn,
+    token_hash: &[u8],
+) -> Result<Option<Invite>, DbError> {
+    Ok(invites::table
+        .filter(invites::token_hash.eq(token_hash))
+        .select(Invite::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Counts one use of an invite.
+pub async fn use_invite(conn: &mut Conn, invite_id: &str) -> Result<(), DbError> {
+    diesel::update(invites::table.find(invite_id))
+        .set(invites::uses.eq(invites::uses + 1))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A room's invites, newest first.
+pub async fn invites_of_room(conn: &mut Conn, room_id: &str) -> Result<Vec<Invite>, DbError> {
+    Ok(invites::table
+        .filter(invites::room_id.eq(room_id))
+        .order(invites::created_ts.desc())
+        .select(Invite::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Revokes an invite of `room_id` (revoking twice keeps the first time); `false` if there is no
+/// such invite in that room.
+pub async fn revoke_invite(
+    conn: &mut Conn,
+    room_id: &str,
+    invite_id: &str,
+    now_ts: i64,
+) -> Result<bool, DbError> {
+    let of_room = invites::table
+        .find(invite_id)
+        .filter(invites::room_id.eq(room_id));
+    diesel::update(of_room.filter(invites::revoked_ts.is_null()))
+        .set(invites::revoked_ts.eq(now_ts))
+        .execute(conn)
+        .await?;
+    let found: i64 = of_room.count().get_result(conn).await?;
+    Ok(found > 0)
+}
+
+// ---- events --------------------------------------------------------------------------------
+
+/// Appends events to a room's log, numbering them after the room's newest event. The room row is
+/// updated first, so concurrent appenders to one room queue on its row lock and the numbers are
+/// gap-free and in commit order. Returns `None` if the room does not exist.
+pub async fn append_events(
+    conn: &mut Conn,
+    room_id: &str,
+    new_events: &[NewEvent],
+) -> Result<Option<Vec<Event>>, DbError> {
+    let count = i64::try_from(new_events.len()).unwrap_or(i64::MAX);
+    let last: Option<i64> = diesel::update(rooms::table.find(room_id))
+        .set(rooms::last_seq.eq(rooms::last_seq + count))
+        .returning(rooms::last_seq)
+        .get_result(conn)
+        .await
+        .optional()?;
+    let Some(last) = last else {
+        return Ok(None);
+    };
+    let first = last - count + 1;
+    let rows: Vec<Event> = new_events
+        .iter()
+        .zip(first..)
+        .map(|(e, seq)| Event {
+            room_id: room_id.to_owned(),
+            seq,
+            sender: e.sender.clone(),
+            device_id: e.device_id.clone(),
+            origin_ts: e.origin_ts,
+            content: e.content.clone(),
+        })
+        .collect();
+    diesel::insert_into(events::table)
+        .values(&rows)
+        .execute(conn)
+        .await?;
+    Ok(Some(rows))
+}
+
+/// A room's events after `since`, oldest first, at most `limit`.
+pub async fn events_after(
+    conn: &mut Conn,
+    room_id: &str,
+    since: i64,
+    limit: i64,
+) -> Result<Vec<Event>, DbError> {
+    Ok(events::table
+        .filter(events::room_id.eq(room_id))
+        .filter(events::seq.gt(since))
+        .order(events::seq.asc())
+        .limit(limit)
+        .select(Event::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Total number of persisted events, for metrics.
+pub async fn count_events(conn: &mut Conn) -> Result<i64, DbError> {
+    Ok(events::table.count().get_result(conn).await?)
+}

@@ -1,0 +1,380 @@
+/**
+ * The WebRTC full mesh: one RTCPeerConnection per remote device, each driven by a
+ * PerfectNegotiator. The mesh owns which local tracks are sent to whom (camera, microphone, any
+ * number of screen shares), the per-sender encodings as the mesh grows, ICE restarts, the two
+ * negotiated data channels per peer (id 0 `files`, id 1 `ctl` for media state), and the remote
+ * streams received. Signals leave through `sendSignal`, which the caller encrypts: nothing here
+ * touches the network or the DOM, and the connection factory is injected.
+ */
+import { deviceKey, isPolite, PerfectNegotiator, type NegotiationMessage } from './negotiation';
+import { IncarnationTracker } from './incarnation';
+import { encodingFor, type StreamKind } from './encoding';
+import type { DeviceRef, IceServer } from '../protocol/types';
+import type { PeerView, RemoteStreamView } from '../state/roomState';
+
+/** What goes (encrypted) inside a `signal` message. */
+export interface SignalEnvelope {
+  v: 1;
+  sid: string;
+  to: string | null;
+  msg: NegotiationMessage;
+}
+
+interface CtlMessage {
+  t: 'media';
+  mic: boolean;
+  cam: boolean;
+  screen: boolean;
+  labels: Record<string, 'camera' | 'screen'>;
+}
+
+export interface MeshOptions {
+  self: DeviceRef;
+  sid: string;
+  iceServers: IceServer[];
+  createPeerConnection(config: RTCConfiguration): RTCPeerConnection;
+  sendSignal(to: DeviceRef, env: SignalEnvelope): void;
+  onChange(): void;
+  onFilesChannel(peerKey: string, ch: RTCDataChannel | null): void;
+  onFilesMessage(peerKey: string, data: string | ArrayBuffer): void;
+  log?(msg: string, err?: unknown): void;
+}
+
+interface LocalSource {
+  stream: MediaStream;
+  kind: 'camera' | 'screen';
+}
+
+class PeerLink {
+  readonly key: string;
+  readonly pc: RTCPeerConnection;
+  readonly negotiator: PerfectNegotiator;
+  readonly files: RTCDataChannel;
+  readonly ctl: RTCDataChannel;
+  /** local track id → sender */
+  readonly senders = new Map<string, RTCRtpSender>();
+  readonly remoteStreams = new Map<string, MediaStream>();
+  remoteLabels: Record<string, 'camera' | 'screen'> = {};
+  remoteMedia = { mic: false, cam: false, screen: false };
+  private iceRestarts = 0;
+
+  constructor(
+    readonly ref: DeviceRef,
+    private readonly mesh: Mesh,
+    private readonly opts: MeshOptions,
+  ) {
+    this.key = deviceKey(ref.user_id, ref.device_id);
+    const iceServers = opts.iceServers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }));
+    this.pc = opts.createPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
+    const polite = isPolite(deviceKey(opts.self.user_id, opts.self.device_id), this.key);
+    this.negotiator = new PerfectNegotiator(this.pc, polite, (msg) => this.mesh.signalOut(this, msg), {
+      error: (e) => opts.log?.(`negotiation with ${this.key}`, e),
+    });
+    this.pc.onnegotiationneeded = () => void this.negotiator.negotiationNeeded();
+    this.pc.onicecandidate = (e) => this.negotiator.localCandidate(e.candidate ? e.candidate.toJSON() : null);
+    this.pc.oniceconnectionstatechange = () => {
+      if (this.pc.iceConnectionState === 'failed') this.restartIce();
+      if (this.pc.iceConnectionState === 'connected' || this.pc.iceConnectionState === 'completed') this.iceRestarts = 0;
+      opts.onChange();
+    };
+    this.pc.onconnectionstatechange = () => {
+      if (this.pc.connectionState === 'failed') this.restartIce();
+      if (this.pc.connectionState === 'connected') this.mesh.applyEncodings();
+      opts.onChange();
+    };
+    this.pc.ontrack = (e) => {
+      const streams = e.streams.length ? e.streams : [new MediaStream([e.track])];
+      for (const s of streams) {
+        this.remoteStreams.set(s.id, s);
+        s.onremovetrack = () => {
+          if (s.getTracks().length === 0) this.remoteStreams.delete(s.id);
+          opts.onChange();
+        };
+      }
+      e.track.onunmute = () => opts.onChange();
+      opts.onChange();
+    };
+    // Both sides create the same negotiated channels, so neither has to wait for the other's offer.
+    this.files = this.pc.createDataChannel('files', { negotiated: true, id: 0, ordered: true });
+    this.files.binaryType = 'arraybuffer';
+    this.files.onopen = () => {
+      opts.onFilesChannel(this.key, this.files);
+      opts.onChange();
+    };
+    this.files.onclose = () => {
+      opts.onFilesChannel(this.key, null);
+      opts.onChange();
+    };
+    this.files.onmessage = (e: MessageEvent) => opts.onFilesMessage(this.key, e.data as string | ArrayBuffer);
+    this.ctl = this.pc.createDataChannel('ctl', { negotiated: true, id: 1, ordered: true });
+    this.ctl.onopen = () => this.sendMediaState();
+    this.ctl.onmessage = (e: MessageEvent) => this.onCtl(String(e.data));
+  }
+
+  restartIce(): void {
+    // Bounded: a peer that keeps failing is left in 'failed' for the UI rather than looping.
+    if (this.iceRestarts >= 5) return;
+    this.iceRestarts++;
+    this.opts.log?.(`ICE restart with ${this.key} (#${this.iceRestarts})`);
+    this.negotiator.iceFailed();
+  }
+
+  sendMediaState(): void {
+    if (this.ctl.readyState !== 'open') return;
+    const m = this.mesh.localMediaState();
+    const msg: CtlMessage = { t: 'media', ...m };
+    this.ctl.send(JSON.stringify(msg));
+  }
+
+  private onCtl(text: string): void {
+    try {
+      const m = JSON.parse(text) as CtlMessage;
+      if (m.t !== 'media') return;
+      this.remoteMedia = { mic: !!m.mic, cam: !!m.cam, screen: !!m.screen };
+      this.remoteLabels = m.labels ?? {};
+      this.opts.onChange();
+    } catch {
+      /* ignore malformed control frames */
+    }
+  }
+
+  view(): PeerView {
+    const streams: RemoteStreamView[] = [];
+    for (const [id, stream] of this.remoteStreams) {
+      if (stream.getTracks().length === 0) continue;
+      streams.push({ id, stream, label: this.remoteLabels[id] ?? 'camera' });
+    }
+    streams.sort((a, b) => (a.label === b.label ? 0 : a.label === 'camera' ? -1 : 1));
+    return {
+      key: this.key,
+      userId: this.ref.user_id,
+      deviceId: this.ref.device_id,
+      state: this.pc.connectionState as PeerView['state'],
+      ice: this.pc.iceConnectionState,
+      streams,
+      filesOpen: this.files.readyState === 'open',
+      media: this.remoteMedia,
+    };
+  }
+
+  close(): void {
+    this.negotiator.close();
+    this.pc.onnegotiationneeded = null;
+    this.pc.onicecandidate = null;
+    this.pc.ontrack = null;
+    this.pc.onconnectionstatechange = null;
+    this.pc.oniceconnectionstatechange = null;
+    this.files.onclose = null;
+    this.pc.close();
+  }
+}
+
+export class Mesh {
+  private readonly peers = new Map<string, PeerLink>();
+  private readonly sources = new Map<string, LocalSource>();
+  private readonly incarnations: IncarnationTracker;
+  private mic = false;
+  private closed = false;
+
+  constructor(private readonly opts: MeshOptions) {
+    this.incarnations = new IncarnationTracker(opts.sid);
+  }
+
+  get size(): number {
+    return this.peers.size;
+  }
+
+  isSelf(ref: DeviceRef): boolean {
+    return ref.user_id === this.opts.self.user_id && ref.device_id === this.opts.self.device_id;
+  }
+
+  /** Create the connection to a device if it does not exist yet (presence online, summary). */
+  ensurePeer(ref: DeviceRef): void {
+    if (this.closed || this.isSelf(ref)) return;
+    const key = deviceKey(ref.user_id, ref.device_id);
+    if (this.peers.has(key)) return;
+    const link = new PeerLink(ref, this, this.opts);
+    this.peers.set(key, link);
+    for (const src of this.sources.values()) for (const t of src.stream.getTracks()) this.addSender(link, t, src);
+    this.applyEncodings();
+    this.opts.onChange();
+  }
+
+  removePeer(ref: DeviceRef): void {
+    const key = deviceKey(ref.user_id, ref.device_id);
+    const link = this.peers.get(key);
+    this.incarnations.forget(key);
+    if (!link) return;
+    link.close();
+    this.peers.delete(key);
+    this.opts.onFilesChannel(key, null);
+    this.applyEncodings();
+    this.opts.onChange();
+  }
+
+  /** Keep exactly the given devices (after a (re)subscribe's summary). */
+  reconcile(connected: DeviceRef[]): void {
+    const want = new Set(connected.filter((r) => !this.isSelf(r)).map((r) => deviceKey(r.user_id, r.device_id)));
+    for (const link of [...this.peers.values()]) if (!want.has(link.key)) this.removePeer(link.ref);
+    for (const r of connected) this.ensurePeer(r);
+  }
+
+  /** A decrypted signal envelope from `from`. */
+  handleSignal(from: DeviceRef, env: SignalEnvelope): void {
+    if (this.closed || this.isSelf(from) || env?.v !== 1 || typeof env.sid !== 'string') return;
+    const key = deviceKey(from.user_id, from.device_id);
+    const verdict = this.incarnations.classify(key, env.sid, env.to ?? null);
+    if (verdict === 'stale') return;
+    if (verdict === 'reset') {
+      // The remote page was reloaded: its old connection is gone for good.
+      const old = this.peers.get(key);
+      if (old) {
+        old.close();
+        this.peers.delete(key);
+        this.opts.onFilesChannel(key, null);
+      }
+    }
+    this.ensurePeer(from);
+    void this.peers.get(key)?.negotiator.receive(env.msg);
+  }
+
+  signalOut(link: PeerLink, msg: NegotiationMessage): void {
+    this.opts.sendSignal(link.ref, { v: 1, sid: this.opts.sid, to: this.incarnations.remoteSid(link.key), msg });
+  }
+
+  /** After the signaling path was down: finish or restart any negotiation that may have lost messages. */
+  resyncAll(): void {
+    for (const link of this.peers.values()) {
+      const st = link.pc.connectionState;
+      if (link.pc.signalingState !== 'stable' || st === 'failed' || st === 'disconnected' || st === 'new' || st === 'connecting') {
+        void link.negotiator.resync();
+      }
+    }
+  }
+
+  /** Start sending a local stream (camera+mic, or a screen share) to every peer. */
+  addStream(stream: MediaStream, kind: 'camera' | 'screen'): void {
+    const src: LocalSource = { stream, kind };
+    this.sources.set(stream.id, src);
+    for (const link of this.peers.values()) for (const t of stream.getTracks()) this.addSender(link, t, src);
+    this.applyEncodings();
+    this.broadcastMediaState();
+  }
+
+  /** Add one more track to a stream already sent (e.g. camera turned on after joining audio-only). */
+  addTrack(stream: MediaStream, track: MediaStreamTrack): void {
+    const src = this.sources.get(stream.id);
+    if (!src) return;
+    for (const link of this.peers.values()) this.addSender(link, track, src);
+    this.applyEncodings();
+    this.broadcastMediaState();
+  }
+
+  /** Stop sending a track (renegotiates). */
+  removeTrack(track: MediaStreamTrack): void {
+    for (const link of this.peers.values()) {
+      const sender = link.senders.get(track.id);
+      if (sender) {
+        try {
+          link.pc.removeTrack(sender);
+        } catch (e) {
+          this.opts.log?.('removeTrack', e);
+        }
+        link.senders.delete(track.id);
+      }
+    }
+    this.broadcastMediaState();
+  }
+
+  removeStream(stream: MediaStream): void {
+    for (const t of stream.getTracks()) this.removeTrack(t);
+    this.sources.delete(stream.id);
+    this.broadcastMediaState();
+  }
+
+  setMicEnabled(on: boolean): void {
+    this.mic = on;
+    this.broadcastMediaState();
+  }
+
+  localMediaState(): Omit<CtlMessage, 't'> {
+    const labels: Record<string, 'camera' | 'screen'> = {};
+    let cam = false;
+    let screen = false;
+    for (const [id, src] of this.sources) {
+      labels[id] = src.kind;
+      const hasVideo = src.stream.getVideoTracks().some((t) => t.readyState === 'live');
+      if (src.kind === 'camera' && hasVideo) cam = true;
+      if (src.kind === 'screen' && hasVideo) screen = true;
+    }
+    return { mic: this.mic, cam, screen, labels };
+  }
+
+  broadcastMediaState(): void {
+    for (const link of this.peers.values()) link.sendMediaState();
+    this.opts.onChange();
+  }
+
+  private addSender(link: PeerLink, track: MediaStreamTrack, src: LocalSource): void {
+    if (link.senders.has(track.id)) return;
+    try {
+      link.senders.set(track.id, link.pc.addTrack(track, src.stream));
+    } catch (e) {
+      this.opts.log?.('addTrack', e);
+    }
+  }
+
+  /** Lower bitrate and resolution as the mesh grows (RTCRtpSender.setParameters). */
+  applyEncodings(): void {
+    const n = this.peers.size;
+    for (const link of this.peers.values()) {
+      for (const [trackId, sender] of link.senders) {
+        const track = sender.track;
+        if (!track || track.id !== trackId) continue;
+        const src = [...this.sources.values()].find((s) => s.stream.getTracks().some((t) => t.id === trackId));
+        const kind: StreamKind = track.kind === 'audio' ? 'audio' : src?.kind === 'screen' ? 'screen' : 'camera';
+        const policy = encodingFor(kind, n);
+        const params = sender.getParameters();
+        if (!params.encodings || params.encodings.length === 0) continue; // not negotiated yet; retried on 'connected'
+        params.encodings = params.encodings.map((e) => ({
+          ...e,
+          maxBitrate: policy.maxBitrate,
+          ...(kind !== 'audio' ? { scaleResolutionDownBy: policy.scaleResolutionDownBy ?? 1, maxFramerate: policy.maxFramerate } : {}),
+        }));
+        sender.setParameters(params).catch((e: unknown) => this.opts.log?.('setParameters', e));
+      }
+    }
+  }
+
+  views(): PeerView[] {
+    return [...this.peers.values()].map((l) => l.view());
+  }
+
+  /** For the diagnostics hook used by browser tests: inbound media per peer from getStats. */
+  async inboundStats(): Promise<Record<string, { framesDecoded: number; audioBytes: number; audioLevel: number; videoStreams: number }>> {
+    const out: Record<string, { framesDecoded: number; audioBytes: number; audioLevel: number; videoStreams: number }> = {};
+    for (const link of this.peers.values()) {
+      const stats = await link.pc.getStats();
+      const row = { framesDecoded: 0, audioBytes: 0, audioLevel: 0, videoStreams: 0 };
+      stats.forEach((r: { type: string; kind?: string; framesDecoded?: number; bytesReceived?: number; totalAudioEnergy?: number }) => {
+        if (r.type !== 'inbound-rtp') return;
+        if (r.kind === 'video') {
+          row.framesDecoded += r.framesDecoded ?? 0;
+          if ((r.framesDecoded ?? 0) > 0) row.videoStreams++;
+        }
+        if (r.kind === 'audio') {
+          row.audioBytes += r.bytesReceived ?? 0;
+          row.audioLevel += r.totalAudioEnergy ?? 0;
+        }
+      });
+      out[link.key] = row;
+    }
+    return out;
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const link of this.peers.values()) link.close();
+    this.peers.clear();
+  }
+}

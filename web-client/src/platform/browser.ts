@@ -1,0 +1,35 @@
+/**
+ * The browser's implementations of what the logic modules take as parameters: WebSocket,
+ * RTCPeerConnection, media capture and storage. Only the UI layer imports this file.
+ */
+import type { WebSocketLike } from '../protocol/socket';
+import type { MediaBackend } from '../state/roomSession';
+import { API_BASE } from '../protocol/types';
+
+export const browserMedia: MediaBackend = {
+  getUserMedia: (c) => navigator.mediaDevices.getUserMedia(c),
+  getDisplayMedia: (c) => navigator.mediaDevices.getDisplayMedia(c),
+  createStream: (tracks) => new MediaStream(tracks),
+};
+
+export const wsFactory = (url: string): WebSocketLike => new WebSocket(url) as unknown as WebSocketLike;
+
+export const createPeerConnection = (config: RTCConfiguration): RTCPeerConnection => new RTCPeerConnection(config);
+
+export function wsUrl(): string {
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${proto}//${location.host}${API_BASE}/ws`;
+}
+
+export function randomHex(bytes = 16): string {
+  return [...crypto.getRandomValues(new Uint8Array(bytes))].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** The page's URL without its fragment, for building invite links. */
+export function pageBase(): string {
+  return location.href.split('#')[0] ?? '';
+}
+
+export function blobSource(file: Blob): { size: number; read(start: number, end: number): Promise<Uint8Array> } {
+  return { size: file.size, read: async (s, e) => new Uint8Array(await file.slice(s, e).arrayBuffer()) };
+}

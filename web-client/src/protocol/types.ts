@@ -1,0 +1,222 @@
+/**
+ * Wire types of the Confab client protocol v1 (homeserver/PROTOCOL.md), kept apart from behaviour.
+ * Field names are the wire's snake_case on purpose: these objects are what goes over the network.
+ */
+
+export const API_BASE = '/_confab/client/v1';
+
+export interface IceServer {
+  urls: string | string[];
+  username?: string;
+  credential?: string;
+}
+
+export interface ServerConfig {
+  server_name: string;
+  max_participants: number;
+  ice_servers: IceServer[];
+  limits: { max_event_bytes: number; max_frame_bytes: number; messages_per_second: number };
+}
+
+export interface Session {
+  user_id: string;
+  device_id: string;
+  access_token: string;
+  display_name: string;
+}
+
+export interface Whoami {
+  user_id: string;
+  device_id: string;
+  display_name: string;
+}
+
+export interface ConnectedDevice {
+  user_id: string;
+  device_id: string;
+  display_name: string;
+}
+
+export type Membership = 'joined' | 'left' | 'kicked';
+
+export interface Member {
+  user_id: string;
+  display_name: string;
+  role: 'host' | 'guest';
+  membership: Membership;
+}
+
+export interface RoomSummary {
+  room_id: string;
+  origin: string;
+  host: string;
+  locked: boolean;
+  created_ts: number;
+  expires_ts: number | null;
+  max_participants: number;
+  connected: ConnectedDevice[];
+  members: Member[];
+  latest_seq: number;
+  is_host: boolean;
+}
+
+export interface Invite {
+  invite_id: string;
+  token?: string;
+  room_id?: string;
+  created_ts: number;
+  expires_ts: number | null;
+  max_uses: number | null;
+  uses: number;
+  revoked?: boolean;
+}
+
+export interface ChatContent {
+  type: 'chat';
+  kind: string;
+  ciphertext: string;
+}
+export interface MemberContent {
+  type: 'member';
+  user_id: string;
+  display_name: string;
+  membership: Membership;
+}
+export interface LockContent {
+  type: 'lock';
+  locked: boolean;
+}
+export type EventContent = ChatContent | MemberContent | LockContent;
+
+export interface RoomEvent {
+  room_id: string;
+  seq: number;
+  ts: number;
+  sender: string;
+  device_id: string;
+  content: EventContent;
+}
+
+export interface DeviceRef {
+  user_id: string;
+  device_id: string;
+}
+
+/** Messages the client sends over the WebSocket (without the optional `id`). */
+export type ClientRequest =
+  | { type: 'auth'; token: string }
+  | { type: 'subscribe'; room_id: string; since?: number }
+  | { type: 'unsubscribe'; room_id: string }
+  | { type: 'chat'; room_id: string; kind: string; ciphertext: string }
+  | { type: 'signal'; room_id: string; to: DeviceRef; payload: string }
+  | { type: 'typing'; room_id: string; typing: boolean }
+  | { type: 'ping' };
+
+export type RequestId = string | number;
+
+export interface AckMessage {
+  type: 'ack';
+  id: RequestId;
+  result: unknown;
+}
+export interface ErrorMessage {
+  type: 'error';
+  id?: RequestId;
+  request?: string;
+  code: string;
+  reason: string;
+  retry_after_ms?: number;
+}
+export interface EventMessage extends RoomEvent {
+  type: 'event';
+}
+export interface PresenceMessage {
+  type: 'presence';
+  room_id: string;
+  user_id: string;
+  device_id: string;
+  display_name: string;
+  online: boolean;
+}
+export interface TypingMessage {
+  type: 'typing';
+  room_id: string;
+  user_id: string;
+  device_id: string;
+  typing: boolean;
+}
+export interface SignalMessage {
+  type: 'signal';
+  room_id: string;
+  from: DeviceRef;
+  payload: string;
+}
+export interface KickedMessage {
+  type: 'kicked';
+  room_id: string;
+}
+export interface RoomClosedMessage {
+  type: 'room_closed';
+  room_id: string;
+  reason: 'closed' | 'expired';
+}
+export interface ReplacedMessage {
+  type: 'replaced';
+  room_id: string;
+}
+export interface ShutdownMessage {
+  type: 'shutdown';
+  reason: string;
+  retry_after_ms: number;
+}
+
+export type ServerMessage =
+  | AckMessage
+  | ErrorMessage
+  | EventMessage
+  | PresenceMessage
+  | TypingMessage
+  | SignalMessage
+  | KickedMessage
+  | RoomClosedMessage
+  | ReplacedMessage
+  | ShutdownMessage;
+
+/** The error body of every refused REST call and every WebSocket `error`. */
+export class ConfabError extends Error {
+  constructor(
+    readonly code: string,
+    readonly reason: string,
+    readonly status = 0,
+    readonly retryAfterMs?: number,
+  ) {
+    super(`${code}: ${reason}`);
+    this.name = 'ConfabError';
+  }
+}
+
+/** A sentence a person can act on, for each machine code the client may show. */
+export function describeError(err: unknown): string {
+  if (err instanceof ConfabError) {
+    const known: Record<string, string> = {
+      room_locked: 'This room is locked: only people who joined before may come back.',
+      invite_required: 'You need an invite link to join this room.',
+      invite_invalid: 'This invite link is not valid for this room.',
+      invite_expired: 'This invite link has expired. Ask the host for a new one.',
+      invite_revoked: 'This invite link was revoked by the host.',
+      invite_used_up: 'This invite link has been used up. Ask the host for a new one.',
+      kicked: 'The host removed you from this room. A new invite is needed to come back.',
+      room_not_found: 'This room no longer exists.',
+      room_full: 'The room is full.',
+      too_many_rooms: 'You already host as many rooms as this server allows.',
+      rate_limited: 'Slow down: too many messages.',
+      too_many_connections: 'Too many tabs are connected with this session.',
+      unauthorized: 'Your session has expired.',
+      event_too_large: 'That message is too large for this server.',
+      unavailable: 'The server is temporarily unavailable. Try again shortly.',
+    };
+    return known[err.code] ?? err.reason ?? err.code;
+  }
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

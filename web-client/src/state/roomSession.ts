@@ -1,0 +1,534 @@
+/**
+ * One joined room in one tab: ties the socket, the room key, the mesh, the file transfers and the
+ * local media together and folds everything into a RoomViewState store that components render.
+ * Browser capabilities (WebSocket, RTCPeerConnection, getUserMedia) are injected, so this module
+ * imports neither the DOM nor React.
+ */
+import { ConfabSocket, type SocketStatus, type WebSocketFactory, type LiveMessage } from '../protocol/socket';
+import { ConfabError, describeError, type RoomEvent, type RoomSummary, type Session, type IceServer } from '../protocol/types';
+import type { RestClient } from '../protocol/rest';
+import { DecryptError, openJson, sealJson, sha256Hex, type MessageContext } from '../crypto/e2ee';
+import { Mesh, type SignalEnvelope } from '../mesh/mesh';
+import { deviceKey } from '../mesh/negotiation';
+import { FileTransfers } from '../files/transfers';
+import type { ByteSource, FileOffer } from '../files/chunks';
+import { Store } from './store';
+import {
+  addChatItem,
+  applyMember,
+  applyPresence,
+  applySummary,
+  applyTyping,
+  displayName,
+  initialRoomState,
+  setChatOpen,
+  type RoomViewState,
+} from './roomState';
+import type { LocalMemory } from './storage';
+
+/** Files up to this size are fetched as soon as their offer arrives; larger ones on request. */
+export const AUTO_FETCH_BYTES = 64 * 1024 * 1024;
+const TYPING_RESEND_MS = 3000;
+const TYPING_IDLE_MS = 4000;
+const REMOTE_TYPING_TTL_MS = 8000;
+
+export interface MediaBackend {
+  getUserMedia(c: MediaStreamConstraints): Promise<MediaStream>;
+  getDisplayMedia(c: DisplayMediaStreamOptions): Promise<MediaStream>;
+  createStream(tracks: MediaStreamTrack[]): MediaStream;
+}
+
+export interface RoomSessionDeps {
+  roomId: string;
+  session: Session;
+  myName: string;
+  key: CryptoKey;
+  weakKey: boolean;
+  rest: RestClient;
+  memory: LocalMemory;
+  wsUrl: string;
+  wsFactory: WebSocketFactory;
+  iceServers: IceServer[];
+  createPeerConnection(config: RTCConfiguration): RTCPeerConnection;
+  media: MediaBackend;
+  randomId(): string;
+  now(): number;
+  log?(msg: string, err?: unknown): void;
+}
+
+interface OutboxItem {
+  kind: string;
+  ciphertext: string;
+  mid: string;
+  inFlight: boolean;
+}
+
+export interface MediaChoice {
+  mic: boolean;
+  cam: boolean;
+  audioDeviceId?: string;
+  videoDeviceId?: string;
+  noiseSuppression: boolean;
+  /** A stream already captured by the pre-join preview, reused to avoid asking again. */
+  preview?: MediaStream | null;
+}
+
+type TextPayload = { mid: string; text: string };
+type FilePayload = { mid: string; offer: FileOffer };
+type ProfilePayload = { name: string };
+
+export class RoomSession {
+  readonly store: Store<RoomViewState>;
+  readonly socket: ConfabSocket;
+  readonly mesh: Mesh;
+  readonly transfers: FileTransfers;
+  private outbox: OutboxItem[] = [];
+  private decryptChain: Promise<void> = Promise.resolve();
+  private typingSentAt = 0;
+  private typingIdle: ReturnType<typeof setTimeout> | null = null;
+  private remoteTypingTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  private changeQueued = false;
+  private media: MediaChoice = { mic: false, cam: false, noiseSuppression: true };
+  private disposed = false;
+
+  constructor(private readonly d: RoomSessionDeps) {
+    const me = { userId: d.session.user_id, deviceId: d.session.device_id };
+    this.store = new Store(initialRoomState(d.roomId, me, d.myName, d.weakKey));
+    if (d.weakKey) this.banner({ tone: 'warn', text: 'No passphrase: messages are encrypted with the room id only, which anyone who sees the link can read.' });
+    this.transfers = new FileTransfers({ hash: sha256Hex, onChange: () => this.queueChange() });
+    this.mesh = new Mesh({
+      self: { user_id: me.userId, device_id: me.deviceId },
+      sid: d.randomId(),
+      iceServers: d.iceServers,
+      createPeerConnection: d.createPeerConnection,
+      sendSignal: (to, env) => void this.sendSignal(to, env),
+      onChange: () => this.queueChange(),
+      onFilesChannel: (peer, ch) => (ch ? this.transfers.attachChannel(peer, ch) : this.transfers.detachChannel(peer)),
+      onFilesMessage: (peer, data) => this.transfers.handleMessage(peer, data),
+      log: d.log,
+    });
+    this.socket = new ConfabSocket({
+      url: d.wsUrl,
+      token: d.session.access_token,
+      factory: d.wsFactory,
+      handlers: {
+        status: (s) => this.onStatus(s),
+        event: (ev) => this.onEvent(ev),
+        subscribed: (sum, resumed) => this.onSubscribed(sum, resumed),
+        message: (m) => this.onMessage(m),
+        unpairedError: (err, req) => {
+          if (req !== 'signal' && req !== 'typing') this.banner({ tone: 'warn', text: describeError(err) });
+        },
+      },
+    });
+  }
+
+  // ---------- lifecycle ----------
+
+  async start(media: MediaChoice): Promise<void> {
+    this.media = media;
+    await this.startLocalMedia(media);
+    this.socket.start();
+    const since = this.d.memory.room(this.d.roomId)?.joinedSeq ?? 0;
+    try {
+      await this.socket.subscribe(this.d.roomId, since);
+    } catch (err) {
+      this.end('fatal', describeError(err));
+    }
+  }
+
+  /** Take the room back after `replaced` (another tab of this device had it). */
+  async takeOver(): Promise<void> {
+    this.store.set((s) => ({ ...s, ended: null }));
+    await this.socket.subscribe(this.d.roomId, this.socket.lastSeq(this.d.roomId));
+  }
+
+  async leave(): Promise<void> {
+    try {
+      await this.d.rest.leave(this.d.roomId);
+    } catch {
+      /* leaving a room that is already gone is fine */
+    }
+    this.d.memory.forgetRoom(this.d.roomId);
+    this.end('left', 'You left the room.');
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.socket.stop();
+    this.mesh.close();
+    const s = this.store.get();
+    for (const st of [s.local.camera, s.local.screenStream]) st?.getTracks().forEach((t) => t.stop());
+    for (const t of this.remoteTypingTimers.values()) clearTimeout(t);
+    if (this.typingIdle) clearTimeout(this.typingIdle);
+  }
+
+  private end(reason: NonNullable<RoomViewState['ended']>['reason'], text: string): void {
+    this.store.set((s) => ({ ...s, ended: { reason, text }, connection: 'stopped' }));
+    if (reason !== 'replaced') this.dispose();
+  }
+
+  private banner(b: RoomViewState['banner']): void {
+    this.store.set((s) => ({ ...s, banner: b }));
+  }
+
+  /** Coalesce mesh/transfer changes into one store update per microtask. */
+  private queueChange(): void {
+    if (this.changeQueued) return;
+    this.changeQueued = true;
+    queueMicrotask(() => {
+      this.changeQueued = false;
+      const peers = Object.fromEntries(this.mesh.views().map((p) => [p.key, p]));
+      this.store.set((s) => ({ ...s, peers, transfers: this.transfers.views() }));
+    });
+  }
+
+  // ---------- socket callbacks ----------
+
+  private onStatus(st: SocketStatus): void {
+    if (st.state === 'online') {
+      this.store.set((s) => ({ ...s, connection: 'online', banner: s.banner?.tone === 'error' || s.banner?.text.startsWith('Reconnecting') ? null : s.banner }));
+    } else if (st.state === 'reconnecting') {
+      const secs = Math.max(1, Math.round(st.inMs / 1000));
+      this.store.set((s) => ({ ...s, connection: 'reconnecting', banner: { tone: 'warn', text: `Reconnecting in ${secs}s: ${st.why}. Calls continue peer to peer.` } }));
+    } else if (st.state === 'connecting') {
+      this.store.set((s) => ({ ...s, connection: s.connection === 'online' ? 'reconnecting' : s.connection }));
+    } else if (st.state === 'stopped' && st.fatal) {
+      this.end('fatal', st.why);
+    }
+  }
+
+  private onSubscribed(sum: RoomSummary, resumed: boolean): void {
+    this.store.set((s) => applySummary(s, sum));
+    this.mesh.reconcile(sum.connected.map((c) => ({ user_id: c.user_id, device_id: c.device_id })));
+    if (resumed) {
+      this.mesh.resyncAll();
+      this.banner({ tone: 'info', text: 'Reconnected: chat resumed and calls renegotiated.' });
+    } else {
+      void this.sendProfile();
+    }
+    this.flushOutbox();
+  }
+
+  private onMessage(m: LiveMessage): void {
+    if ('room_id' in m && m.room_id !== this.d.roomId) return;
+    switch (m.type) {
+      case 'presence': {
+        this.store.set((s) => applyPresence(s, m.user_id, m.device_id, m.display_name, m.online));
+        const ref = { user_id: m.user_id, device_id: m.device_id };
+        if (m.online) this.mesh.ensurePeer(ref);
+        else this.mesh.removePeer(ref);
+        return;
+      }
+      case 'typing': {
+        const key = deviceKey(m.user_id, m.device_id);
+        this.store.set((s) => applyTyping(s, m.user_id, m.device_id, m.typing));
+        const old = this.remoteTypingTimers.get(key);
+        if (old) clearTimeout(old);
+        if (m.typing) {
+          // A lost "stopped typing" must not leave the indicator on forever.
+          this.remoteTypingTimers.set(key, setTimeout(() => this.store.set((s) => applyTyping(s, m.user_id, m.device_id, false)), REMOTE_TYPING_TTL_MS));
+        }
+        return;
+      }
+      case 'signal':
+        void this.receiveSignal(m.from, m.payload);
+        return;
+      case 'kicked':
+        this.d.memory.forgetRoom(this.d.roomId);
+        this.end('kicked', 'The host removed you from this room.');
+        return;
+      case 'room_closed':
+        this.d.memory.forgetRoom(this.d.roomId);
+        this.end(m.reason === 'expired' ? 'expired' : 'closed', m.reason === 'expired' ? 'This room expired.' : 'The host closed this room.');
+        return;
+      case 'replaced':
+        this.end('replaced', 'This room was opened in another tab or window of this browser.');
+        return;
+    }
+  }
+
+  private onEvent(ev: RoomEvent): void {
+    // Decrypt strictly in seq order, so names learnt from profiles apply before later messages.
+    this.decryptChain = this.decryptChain.then(() => this.foldEvent(ev)).catch((e: unknown) => this.d.log?.('event', e));
+  }
+
+  private async foldEvent(ev: RoomEvent): Promise<void> {
+    const c = ev.content;
+    if (c.type === 'member') {
+      this.store.set((s) => {
+        const s2 = applyMember(s, c.user_id, c.display_name, c.membership);
+        const who = displayName(s2, c.user_id);
+        const verb = c.membership === 'joined' ? 'joined' : c.membership === 'left' ? 'left' : 'was removed by the host';
+        return addChatItem(s2, { seq: ev.seq, ts: ev.ts, sender: ev.sender, deviceId: ev.device_id, kind: 'system', status: 'ok', text: `${who} ${verb}` });
+      });
+      // Someone new: tell them our name (encrypted). Skip the backlog replay of old joins.
+      if (c.membership === 'joined' && c.user_id !== this.d.session.user_id && this.d.now() - ev.ts < 60_000) void this.sendProfile();
+      return;
+    }
+    if (c.type === 'lock') {
+      this.store.set((s) =>
+        addChatItem(
+          { ...s, locked: c.locked },
+          { seq: ev.seq, ts: ev.ts, sender: ev.sender, deviceId: ev.device_id, kind: 'system', status: 'ok', text: c.locked ? 'The room was locked: no newcomers.' : 'The room was unlocked.' },
+        ),
+      );
+      return;
+    }
+    if (c.type !== 'chat') return;
+    const ctx: MessageContext = { roomId: this.d.roomId, userId: ev.sender, deviceId: ev.device_id, kind: c.kind };
+    const base = { seq: ev.seq, ts: ev.ts, sender: ev.sender, deviceId: ev.device_id };
+    try {
+      if (c.kind === 'text') {
+        const p = await openJson<TextPayload>(this.d.key, c.ciphertext, ctx);
+        if (typeof p?.text !== 'string') throw new DecryptError('format');
+        this.removeFromOutbox(p.mid, ev.sender);
+        this.store.set((s) => addChatItem(s, { ...base, kind: 'text', status: 'ok', text: p.text, mid: p.mid }));
+      } else if (c.kind === 'file') {
+        const p = await openJson<FilePayload>(this.d.key, c.ciphertext, ctx);
+        const o = p?.offer;
+        if (!o || typeof o.id !== 'string' || !/^[0-9a-f]{32}$/.test(o.id) || typeof o.size !== 'number' || typeof o.sha256 !== 'string') throw new DecryptError('format');
+        const offer: FileOffer = { id: o.id, name: String(o.name).slice(0, 255), size: o.size, mime: String(o.mime ?? ''), sha256: o.sha256.toLowerCase() };
+        this.removeFromOutbox(p.mid, ev.sender);
+        this.store.set((s) => addChatItem(s, { ...base, kind: 'file', status: 'ok', file: offer, mid: p.mid }));
+        if (ev.sender !== this.d.session.user_id || ev.device_id !== this.d.session.device_id) {
+          this.transfers.offered(offer, deviceKey(ev.sender, ev.device_id));
+          if (offer.size <= AUTO_FETCH_BYTES) this.transfers.request(offer.id);
+        }
+      } else if (c.kind === 'profile') {
+        const p = await openJson<ProfilePayload>(this.d.key, c.ciphertext, ctx);
+        if (typeof p?.name !== 'string') return;
+        const name = p.name.slice(0, 64);
+        this.store.set((s) => ({ ...s, names: { ...s.names, [ev.sender]: name } }));
+      }
+      // Other kinds are from a newer client: not ours to show.
+    } catch (err) {
+      if (c.kind === 'profile') return;
+      const status = err instanceof DecryptError && err.why !== 'auth' ? 'refused' : 'protected';
+      this.store.set((s) => addChatItem(s, { ...base, kind: c.kind === 'file' ? 'file' : 'text', status }));
+    }
+  }
+
+  // ---------- outgoing ----------
+
+  private ctx(kind: string): MessageContext {
+    return { roomId: this.d.roomId, userId: this.d.session.user_id, deviceId: this.d.session.device_id, kind };
+  }
+
+  private async sendProfile(): Promise<void> {
+    if (!this.d.myName) return;
+    const ciphertext = await sealJson(this.d.key, { name: this.d.myName } satisfies ProfilePayload, this.ctx('profile'));
+    this.socket.request({ type: 'chat', room_id: this.d.roomId, kind: 'profile', ciphertext }).catch(() => undefined);
+  }
+
+  async sendText(text: string): Promise<void> {
+    const t = text.trim();
+    if (!t) return;
+    const mid = this.d.randomId();
+    const ciphertext = await sealJson(this.d.key, { mid, text: t } satisfies TextPayload, this.ctx('text'));
+    this.setTyping(false);
+    this.enqueue({ kind: 'text', ciphertext, mid, inFlight: false });
+  }
+
+  /** Offer a local file to the room; peers pull it over their data channels. */
+  async shareFile(file: { name: string; type: string; source: ByteSource }): Promise<void> {
+    const bytes = await file.source.read(0, file.source.size);
+    const offer: FileOffer = {
+      id: this.d.randomId().replace(/[^0-9a-f]/g, '').padEnd(32, '0').slice(0, 32),
+      name: file.name,
+      size: file.source.size,
+      mime: file.type || 'application/octet-stream',
+      sha256: await sha256Hex(bytes),
+    };
+    this.transfers.share(offer, file.source);
+    const mid = this.d.randomId();
+    const ciphertext = await sealJson(this.d.key, { mid, offer } satisfies FilePayload, this.ctx('file'));
+    this.enqueue({ kind: 'file', ciphertext, mid, inFlight: false });
+  }
+
+  private enqueue(item: OutboxItem): void {
+    this.outbox.push(item);
+    this.flushOutbox();
+  }
+
+  private removeFromOutbox(mid: string | undefined, sender: string): void {
+    if (!mid || sender !== this.d.session.user_id) return;
+    this.outbox = this.outbox.filter((o) => o.mid !== mid);
+  }
+
+  /** Send what has no ack yet. A message whose ack was lost may be sent twice: receivers dedupe by mid. */
+  private flushOutbox(): void {
+    if (!this.socket.isOnline) return;
+    for (const item of this.outbox) {
+      if (item.inFlight) continue;
+      item.inFlight = true;
+      this.socket.request<{ seq: number }>({ type: 'chat', room_id: this.d.roomId, kind: item.kind, ciphertext: item.ciphertext }).then(
+        () => {
+          this.outbox = this.outbox.filter((o) => o !== item);
+        },
+        (err: unknown) => {
+          item.inFlight = false;
+          if (err instanceof ConfabError && (err.code === 'disconnected' || err.code === 'timeout')) return; // resent on resume
+          if (err instanceof ConfabError && err.code === 'rate_limited') {
+            setTimeout(() => this.flushOutbox(), err.retryAfterMs ?? 1000);
+            return;
+          }
+          this.outbox = this.outbox.filter((o) => o !== item);
+          this.banner({ tone: 'error', text: `Message not sent: ${describeError(err)}` });
+        },
+      );
+    }
+  }
+
+  pendingCount(): number {
+    return this.outbox.length;
+  }
+
+  setTyping(typing: boolean): void {
+    const now = this.d.now();
+    if (this.typingIdle) clearTimeout(this.typingIdle);
+    this.typingIdle = null;
+    if (typing) {
+      if (now - this.typingSentAt > TYPING_RESEND_MS) {
+        this.typingSentAt = now;
+        this.socket.send({ type: 'typing', room_id: this.d.roomId, typing: true });
+      }
+      this.typingIdle = setTimeout(() => this.setTyping(false), TYPING_IDLE_MS);
+    } else if (this.typingSentAt) {
+      this.typingSentAt = 0;
+      this.socket.send({ type: 'typing', room_id: this.d.roomId, typing: false });
+    }
+  }
+
+  setChatOpen(open: boolean): void {
+    this.store.set((s) => setChatOpen(s, open));
+  }
+
+  private async sendSignal(to: { user_id: string; device_id: string }, env: SignalEnvelope): Promise<void> {
+    const payload = await sealJson(this.d.key, env, this.ctx('signal'));
+    this.socket.send({ type: 'signal', room_id: this.d.roomId, to, payload });
+  }
+
+  private async receiveSignal(from: { user_id: string; device_id: string }, payload: string): Promise<void> {
+    try {
+      const env = await openJson<SignalEnvelope>(this.d.key, payload, { roomId: this.d.roomId, userId: from.user_id, deviceId: from.device_id, kind: 'signal' });
+      this.mesh.handleSignal(from, env);
+    } catch (err) {
+      // A peer with another passphrase: no call is possible, and nothing unauthenticated is applied.
+      this.d.log?.(`signal from ${from.user_id} refused`, err);
+    }
+  }
+
+  // ---------- media ----------
+
+  private audioConstraints(): MediaTrackConstraints {
+    return {
+      ...(this.media.audioDeviceId ? { deviceId: { exact: this.media.audioDeviceId } } : {}),
+      noiseSuppression: this.media.noiseSuppression,
+      echoCancellation: true,
+      autoGainControl: true,
+    };
+  }
+  private videoConstraints(): MediaTrackConstraints {
+    return {
+      ...(this.media.videoDeviceId ? { deviceId: { exact: this.media.videoDeviceId } } : {}),
+      width: { ideal: 1280 },
+      height: { ideal: 720 },
+    };
+  }
+
+  private async startLocalMedia(m: MediaChoice): Promise<void> {
+    let stream = m.preview ?? null;
+    if (!stream) {
+      // The microphone is captured even when starting muted, so unmuting is instant (track.enabled).
+      try {
+        stream = await this.d.media.getUserMedia({ audio: this.audioConstraints(), video: m.cam ? this.videoConstraints() : false });
+      } catch {
+        try {
+          stream = await this.d.media.getUserMedia({ audio: this.audioConstraints() });
+        } catch {
+          stream = null;
+          this.banner({ tone: 'warn', text: 'No microphone or camera available: you can still chat and watch.' });
+        }
+      }
+    }
+    if (stream) {
+      if (!m.cam) for (const t of stream.getVideoTracks()) { t.stop(); stream.removeTrack(t); }
+      for (const t of stream.getAudioTracks()) t.enabled = m.mic;
+      this.mesh.setMicEnabled(m.mic && stream.getAudioTracks().length > 0);
+      this.mesh.addStream(stream, 'camera');
+    }
+    this.store.set((s) => ({ ...s, local: { ...s.local, camera: stream, mic: m.mic && !!stream?.getAudioTracks().length, cam: !!stream?.getVideoTracks().length } }));
+  }
+
+  toggleMic(): void {
+    const s = this.store.get();
+    const tracks = s.local.camera?.getAudioTracks() ?? [];
+    if (!tracks.length) {
+      this.banner({ tone: 'warn', text: 'No microphone available.' });
+      return;
+    }
+    const on = !s.local.mic;
+    for (const t of tracks) t.enabled = on;
+    this.mesh.setMicEnabled(on);
+    this.store.set((st) => ({ ...st, local: { ...st.local, mic: on } }));
+  }
+
+  async toggleCam(): Promise<void> {
+    const s = this.store.get();
+    let stream = s.local.camera;
+    if (s.local.cam && stream) {
+      for (const t of stream.getVideoTracks()) {
+        this.mesh.removeTrack(t);
+        t.stop();
+        stream.removeTrack(t);
+      }
+      this.mesh.broadcastMediaState();
+      this.store.set((st) => ({ ...st, local: { ...st.local, cam: false } }));
+      return;
+    }
+    let track: MediaStreamTrack | undefined;
+    try {
+      track = (await this.d.media.getUserMedia({ video: this.videoConstraints() })).getVideoTracks()[0];
+    } catch (err) {
+      this.banner({ tone: 'warn', text: `Camera unavailable: ${describeError(err)}` });
+      return;
+    }
+    if (!track) return;
+    if (stream) {
+      stream.addTrack(track);
+      this.mesh.addTrack(stream, track);
+    } else {
+      stream = this.d.media.createStream([track]);
+      this.mesh.addStream(stream, 'camera');
+    }
+    this.store.set((st) => ({ ...st, local: { ...st.local, cam: true, camera: stream } }));
+  }
+
+  async toggleScreen(): Promise<void> {
+    const s = this.store.get();
+    if (s.local.screenStream) {
+      this.stopScreen();
+      return;
+    }
+    let stream: MediaStream;
+    try {
+      stream = await this.d.media.getDisplayMedia({ video: true, audio: false });
+    } catch (err) {
+      this.banner({ tone: 'info', text: `Screen share not started: ${describeError(err)}` });
+      return;
+    }
+    for (const t of stream.getTracks()) t.onended = () => this.stopScreen();
+    this.mesh.addStream(stream, 'screen');
+    this.store.set((st) => ({ ...st, local: { ...st.local, screen: true, screenStream: stream } }));
+  }
+
+  private stopScreen(): void {
+    const stream = this.store.get().local.screenStream;
+    if (!stream) return;
+    this.mesh.removeStream(stream);
+    stream.getTracks().forEach((t) => t.stop());
+    this.store.set((st) => ({ ...st, local: { ...st.local, screen: false, screenStream: null } }));
+  }
+}

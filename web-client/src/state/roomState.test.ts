@@ -1,0 +1,78 @@
+import { describe, expect, it } from 'vitest';
+import { addChatItem, applyPresence, applyTyping, initialRoomState, setChatOpen, typingNames, whoIsHere, type ChatItem } from './roomState';
+import { inviteFragment, neutralLabel, parseRoute, routeFromPastedLink } from './links';
+import { LocalMemory, memoryStore } from './storage';
+
+const me = { userId: '@me:x', deviceId: 'D0' };
+const item = (seq: number, sender = '@bob:x', mid?: string): ChatItem => ({ seq, ts: seq, sender, deviceId: 'D1', kind: 'text', status: 'ok', text: `m${seq}`, mid });
+
+describe('timeline', () => {
+  it('orders by seq and drops duplicates by seq and by mid', () => {
+    let s = initialRoomState('!r:x', me, 'Me', false);
+    for (const seq of [1, 3, 2, 3, 1]) s = addChatItem(s, item(seq));
+    expect(s.timeline.map((i) => i.seq)).toEqual([1, 2, 3]);
+    s = addChatItem(s, item(4, '@bob:x', 'abc'));
+    s = addChatItem(s, item(5, '@bob:x', 'abc')); // resent after a lost ack
+    expect(s.timeline.map((i) => i.seq)).toEqual([1, 2, 3, 4]);
+  });
+
+  it('counts unread only while the panel is closed and only for others', () => {
+    let s = setChatOpen(initialRoomState('!r:x', me, 'Me', false), false);
+    s = addChatItem(s, item(1));
+    s = addChatItem(s, item(2, me.userId));
+    s = addChatItem(s, { ...item(3), kind: 'system' });
+    expect(s.unread).toBe(1);
+    expect(setChatOpen(s, true).unread).toBe(0);
+  });
+});
+
+describe('presence and typing', () => {
+  it('counts devices per user and clears typing when a device leaves', () => {
+    let s = initialRoomState('!r:x', me, 'Me', false);
+    s = applyPresence(s, '@bob:x', 'A', 'Guest 1', true);
+    s = applyPresence(s, '@bob:x', 'B', 'Guest 1', true);
+    s = applyPresence(s, '@bob:x', 'B', 'Guest 1', true);
+    s = { ...s, names: { '@bob:x': 'Bob' } };
+    expect(whoIsHere(s)).toEqual([{ userId: '@bob:x', name: 'Bob', devices: 2, isHost: false }]);
+    s = applyTyping(s, '@bob:x', 'A', true);
+    expect(typingNames(s)).toEqual(['Bob']);
+    s = applyPresence(s, '@bob:x', 'A', 'Guest 1', false);
+    expect(typingNames(s)).toEqual([]);
+    expect(whoIsHere(s)[0]?.devices).toBe(1);
+  });
+});
+
+describe('links', () => {
+  it('round-trips invite links with and without the secret', () => {
+    const f = inviteFragment('!abc:srv.example', 'tok/en', 's3cr3t');
+    expect(parseRoute(f + '?name=alice&mic=0&cam=1&screen=0')).toEqual({
+      page: 'join',
+      roomId: '!abc:srv.example',
+      token: 'tok/en',
+      secret: 's3cr3t',
+      prefs: { name: 'alice', mic: false, cam: true, screen: false },
+    });
+    expect(parseRoute(inviteFragment('!abc:srv', 'tok', null))).toMatchObject({ token: 'tok', secret: null });
+    expect(routeFromPastedLink('https://h.example/#/join/%21a%3Ah/t/s')).toMatchObject({ page: 'join', roomId: '!a:h' });
+    expect(routeFromPastedLink('nonsense')).toBeNull();
+    expect(parseRoute('#/room/%21a%3Ah')).toMatchObject({ page: 'room', roomId: '!a:h' });
+    expect(parseRoute('')).toMatchObject({ page: 'home' });
+  });
+
+  it('makes neutral labels', () => {
+    expect(neutralLabel(() => 0.2)).toMatch(/^Guest [0-9a-f]{4}$/);
+  });
+});
+
+describe('local memory', () => {
+  it('keeps the first joined seq and forgets rooms', () => {
+    const m = new LocalMemory(memoryStore());
+    m.rememberRoom('!r:x', { passphrase: 'p', joinedSeq: 5 });
+    m.rememberRoom('!r:x', { joinedSeq: 9 });
+    expect(m.room('!r:x')).toMatchObject({ passphrase: 'p', joinedSeq: 5 });
+    m.forgetRoom('!r:x');
+    expect(m.room('!r:x')).toBeNull();
+    m.displayName = 'Ann';
+    expect(m.displayName).toBe('Ann');
+  });
+});

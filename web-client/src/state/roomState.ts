@@ -1,0 +1,187 @@
+/**
+ * The room's view state and the pure functions that fold protocol traffic into it: the chat
+ * timeline (ordered by seq, deduplicated by seq and by the sender's message id so a resent message
+ * never shows twice), presence per user and device, typing, unread count, members and lock state.
+ */
+import type { Member, RoomSummary } from '../protocol/types';
+import type { FileOffer } from '../files/chunks';
+import type { TransferView } from '../files/transfers';
+
+export type ItemStatus = 'ok' | 'protected' | 'refused';
+
+export interface ChatItem {
+  seq: number;
+  ts: number;
+  sender: string;
+  deviceId: string;
+  /** 'text' | 'file' | 'system' (member and lock events) */
+  kind: 'text' | 'file' | 'system';
+  status: ItemStatus;
+  text?: string;
+  file?: FileOffer;
+  /** sender-chosen id inside the ciphertext; dedupes a message resent after a dropped ack */
+  mid?: string;
+}
+
+export interface DevicePresence {
+  deviceId: string;
+  serverName: string;
+}
+
+export type PeerConnectionState = 'new' | 'connecting' | 'connected' | 'disconnected' | 'failed' | 'closed';
+
+export interface RemoteStreamView {
+  id: string;
+  label: 'camera' | 'screen';
+  stream: MediaStream;
+}
+
+export interface PeerView {
+  key: string;
+  userId: string;
+  deviceId: string;
+  state: PeerConnectionState;
+  ice: string;
+  streams: RemoteStreamView[];
+  filesOpen: boolean;
+  media: { mic: boolean; cam: boolean; screen: boolean };
+}
+
+export interface Banner {
+  tone: 'info' | 'warn' | 'error';
+  text: string;
+}
+
+export type EndReason = 'kicked' | 'closed' | 'expired' | 'replaced' | 'fatal' | 'left';
+
+export interface RoomViewState {
+  roomId: string;
+  me: { userId: string; deviceId: string };
+  myName: string;
+  host: string;
+  isHost: boolean;
+  locked: boolean;
+  maxParticipants: number;
+  members: Member[];
+  /** userId → devices with a live subscription */
+  presence: Record<string, DevicePresence[]>;
+  /** userId → name sent encrypted by that user (kind `profile`) */
+  names: Record<string, string>;
+  /** device key → true while typing */
+  typing: Record<string, boolean>;
+  timeline: ChatItem[];
+  unread: number;
+  chatOpen: boolean;
+  connection: 'connecting' | 'online' | 'reconnecting' | 'stopped';
+  banner: Banner | null;
+  ended: { reason: EndReason; text: string } | null;
+  weakKey: boolean;
+  peers: Record<string, PeerView>;
+  transfers: TransferView[];
+  local: { mic: boolean; cam: boolean; screen: boolean; camera: MediaStream | null; screenStream: MediaStream | null };
+}
+
+export function initialRoomState(roomId: string, me: { userId: string; deviceId: string }, myName: string, weakKey: boolean): RoomViewState {
+  return {
+    roomId,
+    me,
+    myName,
+    host: '',
+    isHost: false,
+    locked: false,
+    maxParticipants: 8,
+    members: [],
+    presence: {},
+    names: {},
+    typing: {},
+    timeline: [],
+    unread: 0,
+    chatOpen: true,
+    connection: 'connecting',
+    banner: null,
+    ended: null,
+    weakKey,
+    peers: {},
+    transfers: [],
+    local: { mic: false, cam: false, screen: false, camera: null, screenStream: null },
+  };
+}
+
+export function applySummary(s: RoomViewState, sum: RoomSummary): RoomViewState {
+  const presence: Record<string, DevicePresence[]> = {};
+  for (const c of sum.connected) {
+    (presence[c.user_id] ??= []).push({ deviceId: c.device_id, serverName: c.display_name });
+  }
+  return {
+    ...s,
+    host: sum.host,
+    isHost: sum.is_host,
+    locked: sum.locked,
+    maxParticipants: sum.max_participants,
+    members: sum.members,
+    presence,
+  };
+}
+
+/** Insert keeping seq order; a seq already present, or a (sender, mid) already shown, is dropped. */
+export function addChatItem(s: RoomViewState, item: ChatItem): RoomViewState {
+  const tl = s.timeline;
+  if (tl.some((i) => i.seq === item.seq)) return s;
+  if (item.mid && tl.some((i) => i.mid === item.mid && i.sender === item.sender)) return s;
+  let pos = tl.length;
+  while (pos > 0 && tl[pos - 1]!.seq > item.seq) pos--;
+  const timeline = [...tl.slice(0, pos), item, ...tl.slice(pos)];
+  const fromOther = item.sender !== s.me.userId && item.kind !== 'system';
+  return { ...s, timeline, unread: fromOther && !s.chatOpen ? s.unread + 1 : s.unread };
+}
+
+export function setChatOpen(s: RoomViewState, open: boolean): RoomViewState {
+  return { ...s, chatOpen: open, unread: open ? 0 : s.unread };
+}
+
+export function applyPresence(s: RoomViewState, userId: string, deviceId: string, serverName: string, online: boolean): RoomViewState {
+  const devices = (s.presence[userId] ?? []).filter((d) => d.deviceId !== deviceId);
+  if (online) devices.push({ deviceId, serverName });
+  const presence = { ...s.presence };
+  if (devices.length) presence[userId] = devices;
+  else delete presence[userId];
+  const typing = { ...s.typing };
+  if (!online) delete typing[`${userId}|${deviceId}`];
+  return { ...s, presence, typing };
+}
+
+export function applyTyping(s: RoomViewState, userId: string, deviceId: string, typing: boolean): RoomViewState {
+  const key = `${userId}|${deviceId}`;
+  if (!!s.typing[key] === typing) return s;
+  const next = { ...s.typing };
+  if (typing) next[key] = true;
+  else delete next[key];
+  return { ...s, typing: next };
+}
+
+export function applyMember(s: RoomViewState, userId: string, displayName: string, membership: Member['membership']): RoomViewState {
+  const existing = s.members.find((m) => m.user_id === userId);
+  const members = existing
+    ? s.members.map((m) => (m.user_id === userId ? { ...m, membership, display_name: displayName } : m))
+    : [...s.members, { user_id: userId, display_name: displayName, role: userId === s.host ? 'host' : 'guest', membership } as Member];
+  return { ...s, members };
+}
+
+/** The name to show for a user: the encrypted profile name if we have one, else the server label. */
+export function displayName(s: RoomViewState, userId: string): string {
+  if (userId === s.me.userId) return s.myName || 'You';
+  return s.names[userId] ?? s.members.find((m) => m.user_id === userId)?.display_name ?? s.presence[userId]?.[0]?.serverName ?? userId;
+}
+
+/** People who are here, each with how many devices are connected. */
+export function whoIsHere(s: RoomViewState): Array<{ userId: string; name: string; devices: number; isHost: boolean }> {
+  return Object.entries(s.presence)
+    .map(([userId, devs]) => ({ userId, name: displayName(s, userId), devices: devs.length, isHost: userId === s.host }))
+    .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+export function typingNames(s: RoomViewState): string[] {
+  const users = new Set(Object.keys(s.typing).map((k) => k.slice(0, k.lastIndexOf('|'))));
+  users.delete(s.me.userId);
+  return [...users].map((u) => displayName(s, u));
+}

@@ -1,0 +1,129 @@
+import { useEffect, useState, type FormEvent } from 'react';
+import { useServices } from './services';
+import { navigate } from './useHashRoute';
+import { inviteFragment, roomFragment, routeFromPastedLink } from '../state/links';
+import { randomSecret } from '../crypto/e2ee';
+import { describeError, type RoomSummary } from '../protocol/types';
+import styles from './Home.module.css';
+
+export function Home() {
+  const services = useServices();
+  const [name, setName] = useState(() => services.memory.displayName);
+  const [shareName, setShareName] = useState(() => services.memory.shareName);
+  const [link, setLink] = useState('');
+  const [rooms, setRooms] = useState<RoomSummary[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  useEffect(() => {
+    if (!services.memory.session) {
+      setRooms([]);
+      return;
+    }
+    let live = true;
+    services
+      .ensureSession()
+      .then(() => services.rest.listRooms())
+      .then((r) => live && setRooms(r.rooms))
+      .catch((e: unknown) => live && (setRooms([]), setError(describeError(e))));
+    return () => {
+      live = false;
+    };
+  }, [services]);
+
+  const saveName = (v: string) => {
+    setName(v);
+    services.memory.displayName = v.trim();
+  };
+
+  const toggleShare = async (v: boolean) => {
+    setShareName(v);
+    services.memory.shareName = v;
+    // The server label is fixed when the guest session is created; start a new one if nothing depends on it.
+    if (services.memory.session && Object.keys(services.memory.rooms()).length === 0) await services.resetSession();
+  };
+
+  const create = async () => {
+    setBusy(true);
+    setError(null);
+    try {
+      await services.ensureSession();
+      const room = await services.rest.createRoom();
+      services.memory.rememberRoom(room.room_id, { passphrase: randomSecret(), joinedSeq: room.latest_seq });
+      navigate(inviteFragment(room.room_id, null, null));
+    } catch (e) {
+      setError(describeError(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const join = (e: FormEvent) => {
+    e.preventDefault();
+    const r = routeFromPastedLink(link);
+    if (!r) {
+      setError('That does not look like a Confab invite link.');
+      return;
+    }
+    location.hash = link.slice(link.indexOf('#'));
+  };
+
+  return (
+    <main className={styles.home}>
+      <h1 className={styles.title}>Confab</h1>
+      <p className={styles.lead}>Encrypted meetings that vanish when everyone has left.</p>
+
+      <section className={styles.card} aria-labelledby="you">
+        <h2 id="you">You</h2>
+        <label className={styles.field}>
+          <span>Display name (shown to others in the room, encrypted)</span>
+          <input value={name} onChange={(e) => saveName(e.target.value)} maxLength={64} autoComplete="nickname" placeholder="e.g. Alice" />
+        </label>
+        <label className={styles.check}>
+          <input type="checkbox" checked={shareName} onChange={(e) => void toggleShare(e.target.checked)} />
+          <span>Share my name with the server (otherwise it only sees a neutral label like “Guest 3f2a”)</span>
+        </label>
+      </section>
+
+      <section className={styles.card} aria-labelledby="start">
+        <h2 id="start">Start</h2>
+        <button type="button" className="primary" onClick={() => void create()} disabled={busy}>
+          {busy ? 'Creating…' : 'Create a room'}
+        </button>
+        <form onSubmit={join} className={styles.joinForm}>
+          <label className={styles.field}>
+            <span>Invite link</span>
+            <input value={link} onChange={(e) => setLink(e.target.value)} placeholder="Paste an invite link" />
+          </label>
+          <button type="submit" disabled={!link.trim()}>
+            Join
+          </button>
+        </form>
+        {error && (
+          <p role="alert" className={styles.error}>
+            {error}
+          </p>
+        )}
+      </section>
+
+      <section className={styles.card} aria-labelledby="rooms">
+        <h2 id="rooms">Your rooms</h2>
+        {rooms === null && <p role="status">Loading…</p>}
+        {rooms?.length === 0 && <p className={styles.muted}>No live rooms in this browser.</p>}
+        <ul className={styles.rooms}>
+          {rooms?.map((r) => (
+            <li key={r.room_id}>
+              <span>
+                <code>{r.room_id}</code> · {r.connected.length} here{r.locked ? ' · locked' : ''}
+                {r.is_host ? ' · you host' : ''}
+              </span>
+              <button type="button" onClick={() => navigate(services.memory.room(r.room_id) ? roomFragment(r.room_id) : inviteFragment(r.room_id, null, null))}>
+                Rejoin
+              </button>
+            </li>
+          ))}
+        </ul>
+      </section>
+    </main>
+  );
+}

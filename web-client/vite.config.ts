@@ -1,0 +1,26 @@
+/// <reference types="vitest/config" />
+import { defineConfig } from 'vite';
+import react from '@vitejs/plugin-react';
+
+// The homeserver serves dist/ at `/` and the API under `/_confab/` on the same origin,
+// so the dev server proxies that prefix (WebSocket included) to a local homeserver.
+export default defineConfig({
+  plugins: [react()],
+  base: './',
+  build: {
+    outDir: 'dist',
+    emptyOutDir: true,
+    target: 'es2022',
+    sourcemap: false,
+  },
+  server: {
+    proxy: {
+      '/_confab': { target: 'http://127.0.0.1:8008', changeOrigin: false, ws: true },
+    },
+  },
+  test: {
+    include: ['src/**/*.test.ts'],
+    environment: 'node',
+    testTimeout: 20000,
+  },
+});
