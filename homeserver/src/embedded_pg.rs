@@ -59,6 +59,12 @@ impl EmbeddedPostgres {
             None => find_bin_dir()?,
         };
         let run_as = unprivileged_user()?;
+        std::fs::create_dir_all(root)
+            .map_err(|e| EmbeddedPgError::Setup(format!("creating {}: {e}", root.display())))?;
+        // The tools run from `/` (the unprivileged user may not be able to enter our working
+        // directory), so every path handed to them must be absolute.
+        let root = &std::fs::canonicalize(root)
+            .map_err(|e| EmbeddedPgError::Setup(format!("resolving {}: {e}", root.display())))?;
         let data = root.join("data");
         let socket_dir = root.join("run");
         for dir in [root, &socket_dir] {

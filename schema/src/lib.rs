@@ -159,3 +159,22 @@ fn is_plain_identifier(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 pub use diesel::result as diesel_error;
+
+/// A short fingerprint of the embedded migrations: tests name their template database after it,
+/// so a new migration gets a new template instead of a stale one.
+pub fn migrations_fingerprint() -> String {
+    use diesel::migration::MigrationSource;
+    let names = MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+        .map(|ms| {
+            ms.iter()
+                .map(|m| m.name().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    // FNV-1a: stable across Rust versions, unlike `DefaultHasher`.
+    let hash = names
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("{hash:016x}")
+}

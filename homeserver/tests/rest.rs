@@ -1,0 +1,302 @@
+//! The REST API against a real server and a real database: every flow and every refusal code.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use serde_json::json;
+use support::TestServer;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_validate_names_and_tokens() {
+    let s = TestServer::start().await;
+    let g = s.guest("  山田 Zoë  ").await;
+    assert!(g.user_id.starts_with("@guest-"));
+    assert!(g.user_id.ends_with(&format!(":127.0.0.1:{}", s.port)));
+    let (status, me) = s.get("/sessions/me", &g.token).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["display_name"], "山田 Zoë");
+    assert_eq!(me["device_id"], g.device_id.as_str());
+
+    for bad in ["", "   ", "tab\there", &"x".repeat(65)] {
+        let (status, body) = s
+            .call(reqwest::Method::POST, "/sessions", None, Some(json!({"display_name": bad})))
+            .await;
+        assert_eq!((status, body["code"].as_str()), (400, Some("bad_display_name")), "{bad:?}");
+    }
+    let (status, body) = s
+        .call(reqwest::Method::POST, "/sessions", None, Some(json!({"name": "x"})))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
+
+    let (status, body) = s.get("/sessions/me", "not-a-token").await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    let (status, body) = s.call(reqwest::Method::GET, "/rooms", None, None).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+
+    // The database holds only a hash of the token.
+    let (status, _) = s.delete("/sessions/me", &g.token).await;
+    assert_eq!(status, 204);
+    let (status, _) = s.get("/sessions/me", &g.token).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rooms_are_created_listed_and_described() {
+    let s = TestServer::start().await;
+    let host = s.guest("Host").await;
+    let (status, room) = s.post("/rooms", &host.token, json!({})).await;
+    assert_eq!(status, 201);
+    let room_id = room["room_id"].as_str().unwrap();
+    assert!(room_id.starts_with('!'));
+    assert!(room_id.ends_with(&format!(":127.0.0.1:{}", s.port)));
+    assert_eq!(room["host"], host.user_id.as_str());
+    assert_eq!(room["is_host"], true);
+    assert_eq!(room["locked"], false);
+    assert_eq!(room["max_participants"], 8);
+    assert!(room["expires_ts"].is_i64(), "an unattended room counts down");
+    assert_eq!(room["members"][0]["role"], "host");
+
+    let (status, mine) = s.get("/rooms", &host.token).await;
+    assert_eq!(status, 200);
+    assert_eq!(mine["rooms"][0]["room_id"], room_id);
+
+    let stranger = s.guest("Stranger").await;
+    let (status, body) = s.get(&format!("/rooms/{room_id}"), &stranger.token).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("not_member")));
+    let (status, body) = s.get("/rooms/not-a-room", &host.token).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_room_id")));
+    let missing = format!("!doesnotexist:127.0.0.1:{}", s.port);
+    let (status, body) = s.get(&format!("/rooms/{missing}"), &host.token).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("room_not_found")));
+    let (status, body) = s.get("/nothing/here", &host.token).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn joining_needs_a_valid_invite() {
+    let s = TestServer::start().await;
+    let host = s.guest("Host").await;
+    let room = s.room(&host).await;
+    let join = |g: &support::Guest, token: Option<&str>| {
+        let body = match token {
+            Some(t) => json!({"invite_token": t}),
+            None => json!({}),
+        };
+        let path = format!("/rooms/{room}/join");
+        let token = g.token.clone();
+        let s = &s;
+        async move { s.post(&path, &token, body).await }
+    };
+
+    let a = s.guest("A").await;
+    let (status, body) = join(&a, None).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("invite_required")));
+    let (status, body) = join(&a, Some("guessed-token")).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("invite_invalid")));
+
+    // Use count.
+    let once = s.invite(&host, &room, json!({"max_uses": 1})).await;
+    assert!(once["token"].as_str().unwrap().len() >= 43);
+    let (status, summary) = join(&a, once["token"].as_str()).await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["is_host"], false);
+    // Joining again is harmless and uses nothing.
+    let (status, _) = join(&a, once["token"].as_str()).await;
+    assert_eq!(status, 200);
+    let b = s.guest("B").await;
+    let (status, body) = join(&b, once["token"].as_str()).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("invite_used_up")));
+
+    // Revocation.
+    let revoked = s.invite(&host, &room, json!({})).await;
+    let (status, _) = s
+        .delete(&format!("/rooms/{room}/invites/{}", revoked["invite_id"].as_str().unwrap()), &host.token)
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = join(&b, revoked["token"].as_str()).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("invite_revoked")));
+    let (status, body) = s.delete(&format!("/rooms/{room}/invites/nosuch"), &host.token).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+
+    // Expiry: an invite that expires in one second is refused once that second has passed,
+    // checked against the server's own clock through its expiry timestamp.
+    let short = s.invite(&host, &room, json!({"expires_in_secs": 1})).await;
+    let expires = short["expires_ts"].as_i64().unwrap();
+    // Time itself has to pass here (about a second); nothing else is awaited.
+    let wait = u64::try_from(expires - confab::time::now_ms() + 5).unwrap_or(0);
+    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    let (status, body) = join(&b, short["token"].as_str()).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("invite_expired")));
+
+    // An invite of another room does not open this one.
+    let other_room = s.room(&host).await;
+    let other = s.invite(&host, &other_room, json!({})).await;
+    let (status, body) = join(&b, other["token"].as_str()).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("invite_invalid")));
+
+    // Listing shows uses and revocation, never tokens.
+    let (status, list) = s.get(&format!("/rooms/{room}/invites"), &host.token).await;
+    assert_eq!(status, 200);
+    let invites = list["invites"].as_array().unwrap();
+    assert_eq!(invites.len(), 3);
+    assert!(invites.iter().all(|i| i.get("token").is_none()));
+    assert!(invites.iter().any(|i| i["uses"] == 1 && i["max_uses"] == 1));
+    assert!(invites.iter().any(|i| i["revoked"] == true));
+
+    // Bad invite options.
+    let (status, body) = s.post(&format!("/rooms/{room}/invites"), &host.token, json!({"max_uses": 0})).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_only_actions_are_refused_to_guests() {
+    let s = TestServer::start().await;
+    let host = s.guest("Host").await;
+    let room = s.room(&host).await;
+    let guest = s.guest("Guest").await;
+    s.join_with_invite(&host, &guest, &room).await;
+    for (method, path, body) in [
+        (reqwest::Method::POST, format!("/rooms/{room}/invites"), Some(json!({}))),
+        (reqwest::Method::GET, format!("/rooms/{room}/invites"), None),
+        (reqwest::Method::POST, format!("/rooms/{room}/lock"), None),
+        (reqwest::Method::POST, format!("/rooms/{room}/unlock"), None),
+        (reqwest::Method::POST, format!("/rooms/{room}/kick"), Some(json!({"user_id": host.user_id}))),
+        (reqwest::Method::DELETE, format!("/rooms/{room}"), None),
+    ] {
+        let (status, reply) = s.call(method, &path, Some(&guest.token), body).await;
+        assert_eq!((status, reply["code"].as_str()), (403, Some("not_host")), "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lock_admits_only_earlier_members() {
+    let s = TestServer::start().await;
+    let host = s.guest("Host").await;
+    let room = s.room(&host).await;
+    let early = s.guest("Early").await;
+    s.join_with_invite(&host, &early, &room).await;
+    let invite = s.invite(&host, &room, json!({})).await;
+
+    let (status, summary) = s.post(&format!("/rooms/{room}/lock"), &host.token, json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(summary["locked"], true);
+
+    let newcomer = s.guest("Newcomer").await;
+    let (status, body) = s
+        .post(&format!("/rooms/{room}/join"), &newcomer.token, json!({"invite_token": invite["token"]}))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("room_locked")));
+
+    // An earlier member leaves and comes back without an invite, although the room is locked.
+    let (status, _) = s.post(&format!("/rooms/{room}/leave"), &early.token, json!({})).await;
+    assert_eq!(status, 204);
+    let (status, body) = s.get(&format!("/rooms/{room}"), &early.token).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("not_member")));
+    let (status, _) = s.post(&format!("/rooms/{room}/join"), &early.token, json!({})).await;
+    assert_eq!(status, 200);
+
+    let (status, summary) = s.post(&format!("/rooms/{room}/unlock"), &host.token, json!({})).await;
+    assert_eq!((status, summary["locked"].as_bool()), (200, Some(false)));
+    let (status, _) = s
+        .post(&format!("/rooms/{room}/join"), &newcomer.token, json!({"invite_token": invite["token"]}))
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kicked_members_need_a_new_invite() {
+    let s = TestServer::start().await;
+    let host = s.guest("Host").await;
+    let room = s.room(&host).await;
+    let guest = s.guest("Guest").await;
+    let old = s.invite(&host, &room, json!({})).await;
+    let (status, _) = s
+        .post(&format!("/rooms/{room}/join"), &guest.token, json!({"invite_token": old["token"]}))
+        .await;
+    assert_eq!(status, 200);
+
+    let (status, _) = s.post(&format!("/rooms/{room}/kick"), &host.token, json!({"user_id": guest.user_id})).await;
+    assert_eq!(status, 204);
+    let (status, body) = s.post(&format!("/rooms/{room}/kick"), &host.token, json!({"user_id": guest.user_id})).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("not_member")));
+    let (status, body) = s.post(&format!("/rooms/{room}/kick"), &host.token, json!({"user_id": "nobody"})).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_user_id")));
+    let (status, body) = s.post(&format!("/rooms/{room}/kick"), &host.token, json!({"user_id": host.user_id})).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
+
+    let (status, body) = s.post(&format!("/rooms/{room}/join"), &guest.token, json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("kicked")));
+    let (status, body) = s
+        .post(&format!("/rooms/{room}/join"), &guest.token, json!({"invite_token": old["token"]}))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("kicked")), "the old invite predates the kick");
+    let (status, mine) = s.get("/rooms", &guest.token).await;
+    assert_eq!(status, 200);
+    assert_eq!(mine["rooms"], json!([]), "a kicked user's rejoin list drops the room");
+
+    let fresh = s.invite(&host, &room, json!({})).await;
+    let (status, _) = s
+        .post(&format!("/rooms/{room}/join"), &guest.token, json!({"invite_token": fresh["token"]}))
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closing_deletes_everything() {
+    let s = TestServer::start().await;
+    let host = s.guest("Host").await;
+    let room = s.room(&host).await;
+    let invite = s.invite(&host, &room, json!({})).await;
+    let (status, _) = s.delete(&format!("/rooms/{room}"), &host.token).await;
+    assert_eq!(status, 204);
+    let (status, body) = s.get(&format!("/rooms/{room}"), &host.token).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("room_not_found")));
+    let guest = s.guest("Guest").await;
+    let (status, body) = s
+        .post(&format!("/rooms/{room}/join"), &guest.token, json!({"invite_token": invite["token"]}))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("room_not_found")));
+    let (status, mine) = s.get("/rooms", &host.token).await;
+    assert_eq!((status, mine["rooms"].as_array().map(Vec::len)), (200, Some(0)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn room_and_body_limits() {
+    let s = TestServer::start_with(&[("CONFAB__LIMITS__MAX_ROOMS_PER_USER", "2")]).await;
+    let host = s.guest("Host").await;
+    s.room(&host).await;
+    s.room(&host).await;
+    let (status, body) = s.post("/rooms", &host.token, json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (429, Some("too_many_rooms")));
+
+    let huge = json!({"display_name": "x".repeat(100_000)});
+    let (status, body) = s.call(reqwest::Method::POST, "/sessions", None, Some(huge)).await;
+    assert_eq!((status, body["code"].as_str()), (413, Some("body_too_large")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_metrics_and_config() {
+    let s = TestServer::start_with(&[
+        ("CONFAB__ICE__STUN_URLS", "stun:127.0.0.1:3478"),
+        ("CONFAB__ICE__TURN_URLS", "turn:127.0.0.1:3478"),
+        ("CONFAB__ICE__TURN_SECRET", "s3cret"),
+    ])
+    .await;
+    let health: serde_json::Value = s.http.get(format!("{}/health", s.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let (status, config) = s.call(reqwest::Method::GET, "/config", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(config["max_participants"], 8);
+    assert_eq!(config["ice_servers"][0]["urls"][0], "stun:127.0.0.1:3478");
+    let turn = &config["ice_servers"][1];
+    let username = turn["username"].as_str().unwrap();
+    let expiry: u64 = username.split(':').next().unwrap().parse().unwrap();
+    let (_, expected) = confab::turn::turn_credential("s3cret", expiry, "confab");
+    assert_eq!(turn["credential"].as_str().unwrap(), expected);
+
+    let g = s.guest("M").await;
+    let _ = s.get("/rooms/bad", &g.token).await;
+    let text = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("confab_http_request_duration_seconds"), "{text}");
+    assert!(text.contains("route=\"/_confab/client/v1/rooms/{room_id}\""), "{text}");
+}

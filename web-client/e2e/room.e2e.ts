@@ -1,0 +1,147 @@
+/**
+ * End-to-end: real Chromium pages, a real homeserver (CONFAB_URL), fake camera and microphone.
+ * Every wait is on observable state (window.__confab, DOM), never a fixed sleep.
+ */
+import { expect, test } from '@playwright/test';
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  createRoom,
+  inRoom,
+  inviteLink,
+  joinWithLink,
+  myKey,
+  participant,
+  receivesMediaFromAll,
+  sendChat,
+  stats,
+  texts,
+  type Participant,
+} from './helpers';
+
+let people: Participant[] = [];
+test.afterEach(async () => {
+  await Promise.all(people.map((p) => p.context.close()));
+  people = [];
+});
+
+test('three participants: full mesh media, encrypted chat, typing and presence', async ({ browser }) => {
+  const [alice, bob, carol] = (people = await Promise.all(['Alice', 'Bob', 'Carol'].map((n) => participant(browser, n))));
+  await createRoom(alice!);
+  const link = await inviteLink(alice!);
+  expect(link).toMatch(/#\/join\/[^/]+\/[^/]+\/[^/?]+$/); // token and secret in the fragment
+  await joinWithLink(bob!, link);
+  await joinWithLink(carol!, link);
+  await Promise.all([inRoom(bob!), inRoom(carol!)]);
+
+  // Every pair exchanges decoded video and received audio.
+  await receivesMediaFromAll(alice!, [bob!, carol!]);
+  await receivesMediaFromAll(bob!, [alice!, carol!]);
+  await receivesMediaFromAll(carol!, [alice!, bob!]);
+
+  await sendChat(alice!, 'hello from alice');
+  await sendChat(bob!, 'hi, bob here');
+  for (const p of [alice!, bob!, carol!]) {
+    await expect.poll(() => texts(p)).toEqual(['hello from alice', 'hi, bob here']);
+  }
+  // Sender names come from the encrypted profiles, not the server's neutral labels.
+  await expect(carol!.page.getByTestId('chat-message').filter({ hasText: 'hello from alice' })).toContainText('Alice');
+
+  await bob!.page.getByLabel('Message', { exact: true }).pressSequentially('typing…');
+  await expect(alice!.page.getByTestId('typing')).toContainText('Bob is typing');
+
+  await expect(alice!.page.getByTestId('presence-entry')).toHaveCount(3);
+  await expect(alice!.page.getByTestId('presence')).toContainText('Carol');
+});
+
+test('a wrong passphrase shows messages as protected and never the plaintext', async ({ browser }) => {
+  const [alice, eve] = (people = await Promise.all(['Alice', 'Eve'].map((n) => participant(browser, n))));
+  await createRoom(alice!);
+  const link = await inviteLink(alice!, false);
+  expect(link.split('#')[1]!.split('/').length).toBe(4); // #/join/<room>/<token>: no secret
+  await joinWithLink(eve!, link, { passphrase: 'not the passphrase' });
+  await inRoom(eve!);
+  await sendChat(alice!, 'the secret plan');
+  await expect(eve!.page.getByTestId('protected')).toHaveCount(1);
+  await expect(eve!.page.getByText(/protected — wrong passphrase\?/)).toBeVisible();
+  expect(await eve!.page.content()).not.toContain('the secret plan');
+  expect(await texts(eve!)).toEqual([]);
+});
+
+test('a several-MB file arrives peer to peer with the same SHA-256', async ({ browser }) => {
+  const [alice, bob] = (people = await Promise.all(['Alice', 'Bob'].map((n) => participant(browser, n))));
+  await createRoom(alice!);
+  await joinWithLink(bob!, await inviteLink(alice!));
+  await inRoom(bob!);
+  const data = randomBytes(5 * 1024 * 1024 + 123);
+  const sha = createHash('sha256').update(data).digest('hex');
+  await expect(alice!.page.getByRole('button', { name: 'Share file' })).toBeEnabled(); // channel open
+  await alice!.page.locator('#file-input').setInputFiles({ name: 'payload.bin', mimeType: 'application/octet-stream', buffer: data });
+  const card = bob!.page.locator(`[data-testid="file-card"][data-sha256="${sha}"]`);
+  await expect(card).toHaveAttribute('data-state', 'done', { timeout: 90_000 });
+  const received = await bob!.page.evaluate(async () => {
+    const a = document.querySelector<HTMLAnchorElement>('[data-testid="file-download"]')!;
+    const buf = await (await fetch(a.href)).arrayBuffer();
+    const d = await crypto.subtle.digest('SHA-256', buf);
+    return { size: buf.byteLength, sha: [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, '0')).join('') };
+  });
+  expect(received).toEqual({ size: data.length, sha });
+  await expect(alice!.page.getByText(/verified/)).toBeVisible();
+});
+
+test('a locked room refuses a newcomer with the reason, while an earlier member rejoins', async ({ browser }) => {
+  const [alice, bob, mallory] = (people = await Promise.all(['Alice', 'Bob', 'Mallory'].map((n) => participant(browser, n))));
+  await createRoom(alice!);
+  const link = await inviteLink(alice!);
+  await joinWithLink(bob!, link);
+  await inRoom(bob!);
+  await alice!.page.getByTestId('toggle-lock').click();
+  await expect(bob!.page.getByTestId('locked')).toBeVisible(); // everyone sees the lock event
+  await joinWithLink(mallory!, link);
+  await expect(mallory!.page.getByTestId('join-error')).toContainText(/locked/i);
+  await bob!.page.reload();
+  await inRoom(bob!);
+  await expect(bob!.page.getByTestId('locked')).toBeVisible();
+});
+
+test('screen share adds a second stream beside the camera', async ({ browser }) => {
+  const [alice, bob] = (people = await Promise.all(['Alice', 'Bob'].map((n) => participant(browser, n))));
+  await createRoom(alice!);
+  await joinWithLink(bob!, await inviteLink(alice!));
+  await inRoom(bob!);
+  await receivesMediaFromAll(bob!, [alice!]);
+  await alice!.page.getByTestId('toggle-screen').click();
+  await expect(alice!.page.getByTestId('toggle-screen')).toHaveAttribute('aria-pressed', 'true');
+  const aliceKey = await myKey(alice!);
+  await expect.poll(async () => (await stats(bob!))[aliceKey]?.videoStreams ?? 0, { timeout: 60_000 }).toBeGreaterThanOrEqual(2);
+  await expect(bob!.page.getByTestId(`tile-screen-${aliceKey}`)).toBeVisible();
+});
+
+test('reload and a network drop rejoin with no lost or doubled chat', async ({ browser }) => {
+  const [alice, bob] = (people = await Promise.all(['Alice', 'Bob'].map((n) => participant(browser, n))));
+  await createRoom(alice!);
+  await joinWithLink(bob!, await inviteLink(alice!));
+  await inRoom(bob!);
+  for (const m of ['one', 'two']) await sendChat(alice!, m);
+  await expect.poll(() => texts(bob!)).toEqual(['one', 'two']);
+
+  await bob!.page.reload();
+  await inRoom(bob!);
+  await expect.poll(() => texts(bob!)).toEqual(['one', 'two']);
+  await sendChat(alice!, 'three');
+  await expect.poll(() => texts(bob!)).toEqual(['one', 'two', 'three']);
+
+  // Network drop: offline, and the open sockets die the way a lost link kills them.
+  await bob!.context.setOffline(true);
+  await bob!.page.evaluate(() => (window as unknown as { __sockets: WebSocket[] }).__sockets.forEach((s) => s.close()));
+  await expect(bob!.page.getByTestId('connection')).not.toHaveText('online');
+  await sendChat(alice!, 'four (while bob is away)');
+  await sendChat(bob!, 'bob wrote this offline');
+  await bob!.context.setOffline(false);
+  await inRoom(bob!);
+  const expected = ['one', 'two', 'three', 'four (while bob is away)', 'bob wrote this offline'];
+  await expect.poll(async () => [...(await texts(bob!))].sort()).toEqual([...expected].sort());
+  await expect.poll(async () => [...(await texts(alice!))].sort()).toEqual([...expected].sort());
+  expect(await bob!.page.evaluate(() => window.__confab!.pending())).toBe(0);
+  // Media comes back too.
+  await receivesMediaFromAll(bob!, [alice!]);
+});
