@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::dev::{Service, ServerHandle};
+use actix_web::dev::{ServerHandle, Service};
 use actix_web::http::header;
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpServer, web};
@@ -51,7 +51,10 @@ impl AppState {
 
     /// Counts an error answered to a client.
     pub fn count_error(&self, code: ErrorCode) {
-        self.metrics.errors.with_label_values(&[code.as_str()]).inc();
+        self.metrics
+            .errors
+            .with_label_values(&[code.as_str()])
+            .inc();
     }
 
     /// Whether the database answers.
@@ -182,7 +185,10 @@ pub async fn prepare(settings: Settings, database_url: &str) -> anyhow::Result<A
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.reason))?;
     if restarted > 0 {
-        tracing::info!(rooms = restarted, "idle countdown started for rooms left from the last run");
+        tracing::info!(
+            rooms = restarted,
+            "idle countdown started for rooms left from the last run"
+        );
     }
     Ok(state)
 }

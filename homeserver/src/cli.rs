@@ -72,8 +72,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         let root = settings.server.data_dir.join("postgres");
         let bin = (!settings.database.postgres_bin_dir.is_empty())
             .then(|| PathBuf::from(&settings.database.postgres_bin_dir));
-        let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&root, bin.as_deref(), &[]))
-            .await??;
+        let pg = tokio::task::spawn_blocking(move || {
+            EmbeddedPostgres::start(&root, bin.as_deref(), &[])
+        })
+        .await??;
         tracing::info!(url = %pg.url("confab"), "embedded Postgres running");
         Some(pg)
     } else {
@@ -117,7 +119,10 @@ async fn serve_with_database(settings: Settings, url: &str) -> anyhow::Result<()
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
                 _ = int.recv() => {}

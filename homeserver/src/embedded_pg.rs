@@ -73,9 +73,8 @@ impl EmbeddedPostgres {
         }
         if let Some((uid, gid)) = run_as {
             for dir in [root, &socket_dir] {
-                nix::unistd::chown(dir, Some(uid), Some(gid)).map_err(|e| {
-                    EmbeddedPgError::Setup(format!("chown {}: {e}", dir.display()))
-                })?;
+                nix::unistd::chown(dir, Some(uid), Some(gid))
+                    .map_err(|e| EmbeddedPgError::Setup(format!("chown {}: {e}", dir.display())))?;
             }
         }
         set_mode(root, 0o700)?;
@@ -206,7 +205,11 @@ fn unprivileged_user() -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>, E
 /// Finds a folder with the server binaries: PATH, then `pg_config --bindir`, then the newest
 /// `/usr/lib/postgresql/*/bin`.
 pub fn find_bin_dir() -> Result<PathBuf, EmbeddedPgError> {
-    let complete = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|t| dir.join(t).is_file());
+    let complete = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|t| dir.join(t).is_file())
+    };
     let mut searched = Vec::new();
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {

@@ -89,9 +89,7 @@ impl ErrorCode {
             | AlreadyAuthenticated => StatusCode::BAD_REQUEST,
             Unauthorized | NotAuthenticated => StatusCode::UNAUTHORIZED,
             NotHost | NotMember | RoomLocked | InviteRequired | Kicked | InviteInvalid
-            | InviteExpired | InviteRevoked | InviteUsedUp | NotSubscribed => {
-                StatusCode::FORBIDDEN
-            }
+            | InviteExpired | InviteRevoked | InviteUsedUp | NotSubscribed => StatusCode::FORBIDDEN,
             RoomNotFound | NotFound | DeviceNotInRoom => StatusCode::NOT_FOUND,
             RoomFull => StatusCode::CONFLICT,
             TooManyRooms | RateLimited | TooManyConnections => StatusCode::TOO_MANY_REQUESTS,

@@ -348,7 +348,8 @@ impl RoomHub {
         since: i64,
     ) -> Result<Arc<LiveRoom>, ApiError> {
         let live = self.live_room(room_id).await?;
-        self.add_subscriber(&live, room_id, who, conn, since).await?;
+        self.add_subscriber(&live, room_id, who, conn, since)
+            .await?;
         Ok(live)
     }
 
@@ -387,19 +388,15 @@ impl RoomHub {
                 return Err(ApiError::room_not_found());
             }
         }
-        let old = live
-            .subs()
-            .entry(who.user_id.clone())
-            .or_default()
-            .insert(
-                who.device_id.clone(),
-                Subscriber {
-                    display_name: who.display_name.as_str().into(),
-                    conn: conn.clone(),
-                    last_seq: since,
-                    live: false,
-                },
-            );
+        let old = live.subs().entry(who.user_id.clone()).or_default().insert(
+            who.device_id.clone(),
+            Subscriber {
+                display_name: who.display_name.as_str().into(),
+                conn: conn.clone(),
+                last_seq: since,
+                live: false,
+            },
+        );
         match old {
             Some(old) if old.conn.id != conn.id => {
                 old.conn.send(Outgoing::Replaced { room_id }.to_frame());

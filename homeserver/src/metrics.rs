@@ -32,8 +32,8 @@ pub struct Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("confab".into()), None)
-            .unwrap_or_else(|_| Registry::new());
+        let registry =
+            Registry::new_custom(Some("confab".into()), None).unwrap_or_else(|_| Registry::new());
         // Metric definitions are static and valid, so construction cannot fail; a failed
         // registration (impossible with unique names) would only hide the metric.
         let gauge = |name: &str, help: &str| {
@@ -60,7 +60,9 @@ impl Metrics {
         let _ = registry.register(Box::new(http_latency.clone()));
         let write_batch = prometheus::Histogram::with_opts(
             HistogramOpts::new("event_write_batch_size", "Events committed per transaction")
-                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+                ]),
         )
         .unwrap_or_else(|_| unreachable_metric());
         let _ = registry.register(Box::new(write_batch.clone()));

@@ -34,6 +34,15 @@ pub struct Incoming<'a> {
     pub typing: Option<bool>,
 }
 
+/// Just the `type` and `id` of a request, read when the full request does not parse.
+#[derive(Debug, Deserialize)]
+pub struct Envelope {
+    #[serde(rename = "type", default)]
+    pub msg_type: Option<String>,
+    #[serde(default)]
+    pub id: Option<Value>,
+}
+
 /// The addressee of a signaling message.
 #[derive(Debug, Deserialize)]
 pub struct DeviceRefIn<'a> {
@@ -96,7 +105,10 @@ pub enum Outgoing<'a> {
     /// The same device subscribed from another socket.
     Replaced { room_id: &'a str },
     /// The server is going away.
-    Shutdown { reason: &'a str, retry_after_ms: u64 },
+    Shutdown {
+        reason: &'a str,
+        retry_after_ms: u64,
+    },
 }
 
 /// A persisted event as clients see it.

@@ -65,10 +65,17 @@ async fn require_room(db: &mut AsyncPgConnection, room_id: &str) -> Result<Room,
         .ok_or_else(ApiError::room_not_found)
 }
 
-async fn require_host(db: &mut AsyncPgConnection, room_id: &str, who: &Identity) -> Result<Room, ApiError> {
+async fn require_host(
+    db: &mut AsyncPgConnection,
+    room_id: &str,
+    who: &Identity,
+) -> Result<Room, ApiError> {
     let room = require_room(db, room_id).await?;
     if room.host_user_id != who.user_id {
-        return Err(ApiError::new(ErrorCode::NotHost, "only the room's host may do this"));
+        return Err(ApiError::new(
+            ErrorCode::NotHost,
+            "only the room's host may do this",
+        ));
     }
     Ok(room)
 }
@@ -83,7 +90,10 @@ async fn require_member(
         .await?
         .is_some_and(|m| m.membership == membership::JOINED);
     if !joined {
-        return Err(ApiError::new(ErrorCode::NotMember, "you are not a member of this room"));
+        return Err(ApiError::new(
+            ErrorCode::NotMember,
+            "you are not a member of this room",
+        ));
     }
     Ok(room)
 }
@@ -166,7 +176,9 @@ impl AppState {
             })
             .await?;
         let room = room.ok_or_else(ApiError::room_not_found)?;
-        self.hub.publish(&room.room_id, &events.unwrap_or_default()).await;
+        self.hub
+            .publish(&room.room_id, &events.unwrap_or_default())
+            .await;
         drop(db);
         self.room_summary(&room, who).await
     }
@@ -243,13 +255,19 @@ impl AppState {
                         .await?
                         .filter(|i| i.room_id == room_id.as_str())
                         .ok_or_else(|| {
-                            ApiError::new(ErrorCode::InviteInvalid, "this invite is not valid for this room")
+                            ApiError::new(
+                                ErrorCode::InviteInvalid,
+                                "this invite is not valid for this room",
+                            )
                         })?;
                     check_invite(&invite, now)?;
-                    if let Some(kicked) = existing.as_ref().filter(|_| prior == Some(membership::KICKED)) {
-                        if invite.created_ts <= kicked.updated_ts {
-                            return Err(kicked_error());
-                        }
+                    // A kicked member needs an invite made after the kick.
+                    let kicked_at = existing
+                        .as_ref()
+                        .filter(|_| prior == Some(membership::KICKED))
+                        .map(|m| m.updated_ts);
+                    if kicked_at.is_some_and(|t| invite.created_ts <= t) {
+                        return Err(kicked_error());
                     }
                     queries::use_invite(db, &invite.invite_id).await?;
                 }
@@ -272,9 +290,12 @@ impl AppState {
                     },
                 )
                 .await?;
-                let events =
-                    queries::append_events(db, &room.room_id, &[member_event(who, membership::JOINED)])
-                        .await?;
+                let events = queries::append_events(
+                    db,
+                    &room.room_id,
+                    &[member_event(who, membership::JOINED)],
+                )
+                .await?;
                 Ok::<_, ApiError>((room, events))
             })
             .await?;
@@ -309,7 +330,9 @@ impl AppState {
             require_host(&mut db, room_id.as_str(), who).await?;
         }
         if target == who.user_id {
-            return Err(ApiError::bad_request("the host cannot kick themselves; close the room instead"));
+            return Err(ApiError::bad_request(
+                "the host cannot kick themselves; close the room instead",
+            ));
         }
         self.change_membership(room_id.as_str(), who, target, membership::KICKED)
             .await?;
@@ -367,7 +390,9 @@ impl AppState {
         }
         let expires_in = options.expires_in_secs.map(Duration::from_secs);
         if expires_in.is_some_and(|d| d.is_zero() || d > Duration::from_secs(366 * 86400)) {
-            return Err(ApiError::bad_request("expires_in_secs must be between 1 and a year"));
+            return Err(ApiError::bad_request(
+                "expires_in_secs must be between 1 and a year",
+            ));
         }
         let mut db = confab_schema::connect(&self.pool).await?;
         require_host(&mut db, room_id.as_str(), who).await?;
@@ -380,7 +405,9 @@ impl AppState {
             created_by: who.user_id.clone(),
             created_ts: now,
             expires_ts: expires_in.map(|d| now.saturating_add(d.as_millis() as i64)),
-            max_uses: options.max_uses.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+            max_uses: options
+                .max_uses
+                .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
             uses: 0,
             revoked_ts: None,
         };
@@ -389,27 +416,47 @@ impl AppState {
     }
 
     /// Lists a room's invites (host only).
-    pub async fn list_invites(&self, room_id: &str, who: &Identity) -> Result<Vec<InviteOut>, ApiError> {
+    pub async fn list_invites(
+        &self,
+        room_id: &str,
+        who: &Identity,
+    ) -> Result<Vec<InviteOut>, ApiError> {
         let room_id = parse_room_id(room_id)?;
         let mut db = confab_schema::connect(&self.pool).await?;
         require_host(&mut db, room_id.as_str(), who).await?;
         let invites = queries::invites_of_room(&mut db, room_id.as_str()).await?;
-        Ok(invites.iter().map(|i| InviteOut::from_row(i, None)).collect())
+        Ok(invites
+            .iter()
+            .map(|i| InviteOut::from_row(i, None))
+            .collect())
     }
 
     /// Revokes an invite (host only).
-    pub async fn revoke_invite(&self, room_id: &str, who: &Identity, invite_id: &str) -> Result<(), ApiError> {
+    pub async fn revoke_invite(
+        &self,
+        room_id: &str,
+        who: &Identity,
+        invite_id: &str,
+    ) -> Result<(), ApiError> {
         let room_id = parse_room_id(room_id)?;
         let mut db = confab_schema::connect(&self.pool).await?;
         require_host(&mut db, room_id.as_str(), who).await?;
         if !queries::revoke_invite(&mut db, room_id.as_str(), invite_id, now_ms()).await? {
-            return Err(ApiError::new(ErrorCode::NotFound, "no such invite in this room"));
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "no such invite in this room",
+            ));
         }
         Ok(())
     }
 
     /// Locks or unlocks a room (host only) and tells everyone.
-    pub async fn set_locked(&self, room_id: &str, who: &Identity, locked: bool) -> Result<RoomSummary, ApiError> {
+    pub async fn set_locked(
+        &self,
+        room_id: &str,
+        who: &Identity,
+        locked: bool,
+    ) -> Result<RoomSummary, ApiError> {
         let room_id = parse_room_id(room_id)?;
         let mut db = confab_schema::connect(&self.pool).await?;
         require_host(&mut db, room_id.as_str(), who).await?;
@@ -429,7 +476,9 @@ impl AppState {
             })
             .await?;
         drop(db);
-        self.hub.publish(room_id.as_str(), &events.unwrap_or_default()).await;
+        self.hub
+            .publish(room_id.as_str(), &events.unwrap_or_default())
+            .await;
         let room = Room {
             last_seq: room.last_seq + 1,
             ..room
@@ -458,12 +507,17 @@ impl AppState {
         let room_id = parse_room_id(room_id)?;
         let mut db = confab_schema::connect(&self.pool).await?;
         let room = require_member(&mut db, room_id.as_str(), who).await?;
-        let events = queries::events_after(&mut db, room_id.as_str(), since, limit.clamp(1, 500)).await?;
+        let events =
+            queries::events_after(&mut db, room_id.as_str(), since, limit.clamp(1, 500)).await?;
         Ok((events, room.last_seq))
     }
 
     /// Checks that `who` may subscribe to a room's live stream.
-    pub async fn check_subscriber(&self, room_id: &str, who: &Identity) -> Result<RoomId, ApiError> {
+    pub async fn check_subscriber(
+        &self,
+        room_id: &str,
+        who: &Identity,
+    ) -> Result<RoomId, ApiError> {
         let room_id = parse_room_id(room_id)?;
         let mut db = confab_schema::connect(&self.pool).await?;
         require_member(&mut db, room_id.as_str(), who).await?;
@@ -504,13 +558,22 @@ fn kicked_error() -> ApiError {
 /// Why an invite can no longer be used, if it cannot.
 fn check_invite(invite: &Invite, now: i64) -> Result<(), ApiError> {
     if invite.revoked_ts.is_some() {
-        return Err(ApiError::new(ErrorCode::InviteRevoked, "this invite was revoked by the host"));
+        return Err(ApiError::new(
+            ErrorCode::InviteRevoked,
+            "this invite was revoked by the host",
+        ));
     }
     if invite.expires_ts.is_some_and(|t| t <= now) {
-        return Err(ApiError::new(ErrorCode::InviteExpired, "this invite has expired"));
+        return Err(ApiError::new(
+            ErrorCode::InviteExpired,
+            "this invite has expired",
+        ));
     }
     if invite.max_uses.is_some_and(|max| invite.uses >= max) {
-        return Err(ApiError::new(ErrorCode::InviteUsedUp, "this invite has been used up"));
+        return Err(ApiError::new(
+            ErrorCode::InviteUsedUp,
+            "this invite has been used up",
+        ));
     }
     Ok(())
 }

@@ -73,7 +73,9 @@ impl FromRequest for Authed {
                     "send the access token as `Authorization: Bearer <token>`",
                 )
             })?;
-            sessions::authenticate(&state.pool, &token).await.map(Authed)
+            sessions::authenticate(&state.pool, &token)
+                .await
+                .map(Authed)
         })
     }
 }
@@ -201,10 +203,7 @@ async fn events(
     let (events, latest) = state
         .events(&path, &who, query.since.max(0), query.limit)
         .await?;
-    let events: Vec<_> = events
-        .iter()
-        .map(crate::protocol::EventOut::from)
-        .collect();
+    let events: Vec<_> = events.iter().map(crate::protocol::EventOut::from).collect();
     Ok(HttpResponse::Ok().json(json!({ "events": events, "latest_seq": latest })))
 }
 

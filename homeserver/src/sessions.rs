@@ -128,7 +128,13 @@ mod tests {
     fn display_names() {
         assert_eq!(validate_display_name("  Zoë  ").unwrap(), "Zoë");
         assert_eq!(validate_display_name("山田太郎").unwrap(), "山田太郎");
-        assert_eq!(validate_display_name(&"ش".repeat(64)).unwrap().chars().count(), 64);
+        assert_eq!(
+            validate_display_name(&"ش".repeat(64))
+                .unwrap()
+                .chars()
+                .count(),
+            64
+        );
         for bad in ["", "   ", "a\u{0007}b", "line\nbreak"] {
             assert_eq!(
                 validate_display_name(bad).unwrap_err().code,

@@ -34,10 +34,7 @@ pub fn ice_servers(ice: &IceSettings, user: Option<&str>) -> Vec<Value> {
 /// A TURN REST username and password valid until `expiry` (Unix seconds).
 pub fn turn_credential(secret: &str, expiry: u64, user: &str) -> (String, String) {
     let username = format!("{expiry}:{user}");
-    let key = ring::hmac::Key::new(
-        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-        secret.as_bytes(),
-    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
     let tag = ring::hmac::sign(&key, username.as_bytes());
     (username, STANDARD.encode(tag.as_ref()))
 }

@@ -69,12 +69,7 @@ impl EventWriter {
     }
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<AppendRequest>,
-    pool: DbPool,
-    hub: RoomHub,
-    metrics: Metrics,
-) {
+async fn run(mut rx: mpsc::Receiver<AppendRequest>, pool: DbPool, hub: RoomHub, metrics: Metrics) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);

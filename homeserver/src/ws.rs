@@ -29,9 +29,12 @@ pub async fn handshake(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
     if let Some(origin) = req.headers().get("origin") {
-        let allowed = origin
-            .to_str()
-            .is_ok_and(|o| state.settings.allowed_origins().any(|a| a == o.trim_end_matches('/')));
+        let allowed = origin.to_str().is_ok_and(|o| {
+            state
+                .settings
+                .allowed_origins()
+                .any(|a| a == o.trim_end_matches('/'))
+        });
         if !allowed {
             state.count_error(ErrorCode::Unauthorized);
             return Ok(HttpResponse::Forbidden().json(json!({
@@ -112,34 +115,33 @@ impl Connection {
         // The writer: drains the queue into the socket, and closes it when asked.
         let mut writer_session = session.clone();
         let writer = actix_web::rt::spawn(async move {
-            loop {
+            let (code, reason) = loop {
                 tokio::select! {
                     biased;
+                    closing = control.closed() => break closing,
                     frame = rx.recv() => match frame {
                         Some(frame) => {
                             if writer_session.text(frame).await.is_err() {
                                 return;
                             }
                         }
-                        None => return,
+                        // Every sender is gone: the reader ended, having asked for a close.
+                        None => break control.closed().await,
                     },
-                    (code, reason) = control.closed() => {
-                        // Flush what was queued before the close (e.g. `kicked`, `shutdown`).
-                        while let Ok(frame) = rx.try_recv() {
-                            if writer_session.text(frame).await.is_err() {
-                                return;
-                            }
-                        }
-                        let _ = writer_session
-                            .close(Some(CloseReason {
-                                code: CloseCode::from(code),
-                                description: Some(reason),
-                            }))
-                            .await;
-                        return;
-                    }
+                }
+            };
+            // Flush what was queued before the close (e.g. `kicked`, `shutdown`, an error).
+            while let Ok(frame) = rx.try_recv() {
+                if writer_session.text(frame).await.is_err() {
+                    return;
                 }
             }
+            let _ = writer_session
+                .close(Some(CloseReason {
+                    code: CloseCode::from(code),
+                    description: Some(reason),
+                }))
+                .await;
         });
 
         let ws = &state.settings.websocket;
@@ -249,9 +251,20 @@ impl Connection {
         let msg: Incoming = match serde_json::from_str(text) {
             Ok(msg) => msg,
             Err(err) => {
+                // Still answer the request's id, if one can be read, so that the client's
+                // request does not wait for a reply that never comes.
+                let envelope: Option<protocol::Envelope> = serde_json::from_str(text).ok();
+                let id = envelope
+                    .as_ref()
+                    .and_then(|e| e.id.as_ref())
+                    .filter(|id| valid_request_id(id));
+                let kind = envelope
+                    .as_ref()
+                    .and_then(|e| e.msg_type.as_deref())
+                    .unwrap_or("frame");
                 self.reply_error(
-                    None,
-                    "frame",
+                    id,
+                    kind,
                     &ApiError::bad_request(format!("not a valid request: {err}")),
                 );
                 return true;
@@ -264,7 +277,9 @@ impl Connection {
             self.reply_error(
                 None,
                 kind,
-                &ApiError::bad_request("`id` must be a string of at most 64 characters or a non-negative integer"),
+                &ApiError::bad_request(
+                    "`id` must be a string of at most 64 characters or a non-negative integer",
+                ),
             );
             return true;
         }
@@ -447,7 +462,13 @@ impl Connection {
                 Ok(event) => {
                     if let Some(id) = &id {
                         let result = json!({ "seq": event.seq, "ts": event.origin_ts });
-                        conn.send(Outgoing::Ack { id, result: &result }.to_frame());
+                        conn.send(
+                            Outgoing::Ack {
+                                id,
+                                result: &result,
+                            }
+                            .to_frame(),
+                        );
                     }
                 }
                 Err(err) => {
@@ -475,9 +496,14 @@ impl Connection {
             .ok_or_else(|| ApiError::bad_request("missing field `to`"))?;
         let payload = required(&msg.payload, "payload")?;
         self.check_event_size(payload)?;
-        self.state
-            .hub
-            .relay_signal(room_id, who, self.conn.id, &to.user_id, &to.device_id, payload)?;
+        self.state.hub.relay_signal(
+            room_id,
+            who,
+            self.conn.id,
+            &to.user_id,
+            &to.device_id,
+            payload,
+        )?;
         Ok(json!({}))
     }
 
@@ -502,7 +528,10 @@ impl Connection {
     }
 }
 
-fn required<'a>(field: &'a Option<std::borrow::Cow<'_, str>>, name: &str) -> Result<&'a str, ApiError> {
+fn required<'a>(
+    field: &'a Option<std::borrow::Cow<'_, str>>,
+    name: &str,
+) -> Result<&'a str, ApiError> {
     field
         .as_deref()
         .ok_or_else(|| ApiError::bad_request(format!("missing field `{name}`")))
@@ -537,4 +566,3 @@ fn metric_type(kind: &str) -> &'static str {
         _ => "unknown",
     }
 }
-

@@ -19,12 +19,26 @@ async fn sessions_validate_names_and_tokens() {
 
     for bad in ["", "   ", "tab\there", &"x".repeat(65)] {
         let (status, body) = s
-            .call(reqwest::Method::POST, "/sessions", None, Some(json!({"display_name": bad})))
+            .call(
+                reqwest::Method::POST,
+                "/sessions",
+                None,
+                Some(json!({"display_name": bad})),
+            )
             .await;
-        assert_eq!((status, body["code"].as_str()), (400, Some("bad_display_name")), "{bad:?}");
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("bad_display_name")),
+            "{bad:?}"
+        );
     }
     let (status, body) = s
-        .call(reqwest::Method::POST, "/sessions", None, Some(json!({"name": "x"})))
+        .call(
+            reqwest::Method::POST,
+            "/sessions",
+            None,
+            Some(json!({"name": "x"})),
+        )
         .await;
     assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
 
@@ -53,7 +67,10 @@ async fn rooms_are_created_listed_and_described() {
     assert_eq!(room["is_host"], true);
     assert_eq!(room["locked"], false);
     assert_eq!(room["max_participants"], 8);
-    assert!(room["expires_ts"].is_i64(), "an unattended room counts down");
+    assert!(
+        room["expires_ts"].is_i64(),
+        "an unattended room counts down"
+    );
     assert_eq!(room["members"][0]["role"], "host");
 
     let (status, mine) = s.get("/rooms", &host.token).await;
@@ -67,7 +84,10 @@ async fn rooms_are_created_listed_and_described() {
     assert_eq!((status, body["code"].as_str()), (400, Some("bad_room_id")));
     let missing = format!("!doesnotexist:127.0.0.1:{}", s.port);
     let (status, body) = s.get(&format!("/rooms/{missing}"), &host.token).await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("room_not_found")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("room_not_found"))
+    );
     let (status, body) = s.get("/nothing/here", &host.token).await;
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
 }
@@ -90,9 +110,15 @@ async fn joining_needs_a_valid_invite() {
 
     let a = s.guest("A").await;
     let (status, body) = join(&a, None).await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("invite_required")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("invite_required"))
+    );
     let (status, body) = join(&a, Some("guessed-token")).await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("invite_invalid")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("invite_invalid"))
+    );
 
     // Use count.
     let once = s.invite(&host, &room, json!({"max_uses": 1})).await;
@@ -105,17 +131,31 @@ async fn joining_needs_a_valid_invite() {
     assert_eq!(status, 200);
     let b = s.guest("B").await;
     let (status, body) = join(&b, once["token"].as_str()).await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("invite_used_up")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("invite_used_up"))
+    );
 
     // Revocation.
     let revoked = s.invite(&host, &room, json!({})).await;
     let (status, _) = s
-        .delete(&format!("/rooms/{room}/invites/{}", revoked["invite_id"].as_str().unwrap()), &host.token)
+        .delete(
+            &format!(
+                "/rooms/{room}/invites/{}",
+                revoked["invite_id"].as_str().unwrap()
+            ),
+            &host.token,
+        )
         .await;
     assert_eq!(status, 204);
     let (status, body) = join(&b, revoked["token"].as_str()).await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("invite_revoked")));
-    let (status, body) = s.delete(&format!("/rooms/{room}/invites/nosuch"), &host.token).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("invite_revoked"))
+    );
+    let (status, body) = s
+        .delete(&format!("/rooms/{room}/invites/nosuch"), &host.token)
+        .await;
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
 
     // Expiry: an invite that expires in one second is refused once that second has passed,
@@ -126,13 +166,19 @@ async fn joining_needs_a_valid_invite() {
     let wait = u64::try_from(expires - confab::time::now_ms() + 5).unwrap_or(0);
     tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
     let (status, body) = join(&b, short["token"].as_str()).await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("invite_expired")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("invite_expired"))
+    );
 
     // An invite of another room does not open this one.
     let other_room = s.room(&host).await;
     let other = s.invite(&host, &other_room, json!({})).await;
     let (status, body) = join(&b, other["token"].as_str()).await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("invite_invalid")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("invite_invalid"))
+    );
 
     // Listing shows uses and revocation, never tokens.
     let (status, list) = s.get(&format!("/rooms/{room}/invites"), &host.token).await;
@@ -144,7 +190,13 @@ async fn joining_needs_a_valid_invite() {
     assert!(invites.iter().any(|i| i["revoked"] == true));
 
     // Bad invite options.
-    let (status, body) = s.post(&format!("/rooms/{room}/invites"), &host.token, json!({"max_uses": 0})).await;
+    let (status, body) = s
+        .post(
+            &format!("/rooms/{room}/invites"),
+            &host.token,
+            json!({"max_uses": 0}),
+        )
+        .await;
     assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
 }
 
@@ -156,15 +208,27 @@ async fn host_only_actions_are_refused_to_guests() {
     let guest = s.guest("Guest").await;
     s.join_with_invite(&host, &guest, &room).await;
     for (method, path, body) in [
-        (reqwest::Method::POST, format!("/rooms/{room}/invites"), Some(json!({}))),
+        (
+            reqwest::Method::POST,
+            format!("/rooms/{room}/invites"),
+            Some(json!({})),
+        ),
         (reqwest::Method::GET, format!("/rooms/{room}/invites"), None),
         (reqwest::Method::POST, format!("/rooms/{room}/lock"), None),
         (reqwest::Method::POST, format!("/rooms/{room}/unlock"), None),
-        (reqwest::Method::POST, format!("/rooms/{room}/kick"), Some(json!({"user_id": host.user_id}))),
+        (
+            reqwest::Method::POST,
+            format!("/rooms/{room}/kick"),
+            Some(json!({"user_id": host.user_id})),
+        ),
         (reqwest::Method::DELETE, format!("/rooms/{room}"), None),
     ] {
         let (status, reply) = s.call(method, &path, Some(&guest.token), body).await;
-        assert_eq!((status, reply["code"].as_str()), (403, Some("not_host")), "{path}");
+        assert_eq!(
+            (status, reply["code"].as_str()),
+            (403, Some("not_host")),
+            "{path}"
+        );
     }
 }
 
@@ -177,28 +241,44 @@ async fn lock_admits_only_earlier_members() {
     s.join_with_invite(&host, &early, &room).await;
     let invite = s.invite(&host, &room, json!({})).await;
 
-    let (status, summary) = s.post(&format!("/rooms/{room}/lock"), &host.token, json!({})).await;
+    let (status, summary) = s
+        .post(&format!("/rooms/{room}/lock"), &host.token, json!({}))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(summary["locked"], true);
 
     let newcomer = s.guest("Newcomer").await;
     let (status, body) = s
-        .post(&format!("/rooms/{room}/join"), &newcomer.token, json!({"invite_token": invite["token"]}))
+        .post(
+            &format!("/rooms/{room}/join"),
+            &newcomer.token,
+            json!({"invite_token": invite["token"]}),
+        )
         .await;
     assert_eq!((status, body["code"].as_str()), (403, Some("room_locked")));
 
     // An earlier member leaves and comes back without an invite, although the room is locked.
-    let (status, _) = s.post(&format!("/rooms/{room}/leave"), &early.token, json!({})).await;
+    let (status, _) = s
+        .post(&format!("/rooms/{room}/leave"), &early.token, json!({}))
+        .await;
     assert_eq!(status, 204);
     let (status, body) = s.get(&format!("/rooms/{room}"), &early.token).await;
     assert_eq!((status, body["code"].as_str()), (403, Some("not_member")));
-    let (status, _) = s.post(&format!("/rooms/{room}/join"), &early.token, json!({})).await;
+    let (status, _) = s
+        .post(&format!("/rooms/{room}/join"), &early.token, json!({}))
+        .await;
     assert_eq!(status, 200);
 
-    let (status, summary) = s.post(&format!("/rooms/{room}/unlock"), &host.token, json!({})).await;
+    let (status, summary) = s
+        .post(&format!("/rooms/{room}/unlock"), &host.token, json!({}))
+        .await;
     assert_eq!((status, summary["locked"].as_bool()), (200, Some(false)));
     let (status, _) = s
-        .post(&format!("/rooms/{room}/join"), &newcomer.token, json!({"invite_token": invite["token"]}))
+        .post(
+            &format!("/rooms/{room}/join"),
+            &newcomer.token,
+            json!({"invite_token": invite["token"]}),
+        )
         .await;
     assert_eq!(status, 200);
 }
@@ -211,32 +291,78 @@ async fn kicked_members_need_a_new_invite() {
     let guest = s.guest("Guest").await;
     let old = s.invite(&host, &room, json!({})).await;
     let (status, _) = s
-        .post(&format!("/rooms/{room}/join"), &guest.token, json!({"invite_token": old["token"]}))
+        .post(
+            &format!("/rooms/{room}/join"),
+            &guest.token,
+            json!({"invite_token": old["token"]}),
+        )
         .await;
     assert_eq!(status, 200);
 
-    let (status, _) = s.post(&format!("/rooms/{room}/kick"), &host.token, json!({"user_id": guest.user_id})).await;
+    let (status, _) = s
+        .post(
+            &format!("/rooms/{room}/kick"),
+            &host.token,
+            json!({"user_id": guest.user_id}),
+        )
+        .await;
     assert_eq!(status, 204);
-    let (status, body) = s.post(&format!("/rooms/{room}/kick"), &host.token, json!({"user_id": guest.user_id})).await;
+    let (status, body) = s
+        .post(
+            &format!("/rooms/{room}/kick"),
+            &host.token,
+            json!({"user_id": guest.user_id}),
+        )
+        .await;
     assert_eq!((status, body["code"].as_str()), (403, Some("not_member")));
-    let (status, body) = s.post(&format!("/rooms/{room}/kick"), &host.token, json!({"user_id": "nobody"})).await;
+    let (status, body) = s
+        .post(
+            &format!("/rooms/{room}/kick"),
+            &host.token,
+            json!({"user_id": "nobody"}),
+        )
+        .await;
     assert_eq!((status, body["code"].as_str()), (400, Some("bad_user_id")));
-    let (status, body) = s.post(&format!("/rooms/{room}/kick"), &host.token, json!({"user_id": host.user_id})).await;
+    let (status, body) = s
+        .post(
+            &format!("/rooms/{room}/kick"),
+            &host.token,
+            json!({"user_id": host.user_id}),
+        )
+        .await;
     assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
 
-    let (status, body) = s.post(&format!("/rooms/{room}/join"), &guest.token, json!({})).await;
+    let (status, body) = s
+        .post(&format!("/rooms/{room}/join"), &guest.token, json!({}))
+        .await;
     assert_eq!((status, body["code"].as_str()), (403, Some("kicked")));
     let (status, body) = s
-        .post(&format!("/rooms/{room}/join"), &guest.token, json!({"invite_token": old["token"]}))
+        .post(
+            &format!("/rooms/{room}/join"),
+            &guest.token,
+            json!({"invite_token": old["token"]}),
+        )
         .await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("kicked")), "the old invite predates the kick");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("kicked")),
+        "the old invite predates the kick"
+    );
     let (status, mine) = s.get("/rooms", &guest.token).await;
     assert_eq!(status, 200);
-    assert_eq!(mine["rooms"], json!([]), "a kicked user's rejoin list drops the room");
+    assert_eq!(
+        mine["rooms"],
+        json!([]),
+        "a kicked user's rejoin list drops the room"
+    );
 
     let fresh = s.invite(&host, &room, json!({})).await;
     let (status, _) = s
-        .post(&format!("/rooms/{room}/join"), &guest.token, json!({"invite_token": fresh["token"]}))
+        .post(
+            &format!("/rooms/{room}/join"),
+            &guest.token,
+            json!({"invite_token": fresh["token"]}),
+        )
         .await;
     assert_eq!(status, 200);
 }
@@ -250,14 +376,27 @@ async fn closing_deletes_everything() {
     let (status, _) = s.delete(&format!("/rooms/{room}"), &host.token).await;
     assert_eq!(status, 204);
     let (status, body) = s.get(&format!("/rooms/{room}"), &host.token).await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("room_not_found")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("room_not_found"))
+    );
     let guest = s.guest("Guest").await;
     let (status, body) = s
-        .post(&format!("/rooms/{room}/join"), &guest.token, json!({"invite_token": invite["token"]}))
+        .post(
+            &format!("/rooms/{room}/join"),
+            &guest.token,
+            json!({"invite_token": invite["token"]}),
+        )
         .await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("room_not_found")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("room_not_found"))
+    );
     let (status, mine) = s.get("/rooms", &host.token).await;
-    assert_eq!((status, mine["rooms"].as_array().map(Vec::len)), (200, Some(0)));
+    assert_eq!(
+        (status, mine["rooms"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -267,11 +406,19 @@ async fn room_and_body_limits() {
     s.room(&host).await;
     s.room(&host).await;
     let (status, body) = s.post("/rooms", &host.token, json!({})).await;
-    assert_eq!((status, body["code"].as_str()), (429, Some("too_many_rooms")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("too_many_rooms"))
+    );
 
     let huge = json!({"display_name": "x".repeat(100_000)});
-    let (status, body) = s.call(reqwest::Method::POST, "/sessions", None, Some(huge)).await;
-    assert_eq!((status, body["code"].as_str()), (413, Some("body_too_large")));
+    let (status, body) = s
+        .call(reqwest::Method::POST, "/sessions", None, Some(huge))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("body_too_large"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -282,7 +429,15 @@ async fn health_metrics_and_config() {
         ("CONFAB__ICE__TURN_SECRET", "s3cret"),
     ])
     .await;
-    let health: serde_json::Value = s.http.get(format!("{}/health", s.base)).send().await.unwrap().json().await.unwrap();
+    let health: serde_json::Value = s
+        .http
+        .get(format!("{}/health", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
     let (status, config) = s.call(reqwest::Method::GET, "/config", None, None).await;
     assert_eq!(status, 200);
@@ -296,7 +451,21 @@ async fn health_metrics_and_config() {
 
     let g = s.guest("M").await;
     let _ = s.get("/rooms/bad", &g.token).await;
-    let text = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("confab_http_request_duration_seconds"), "{text}");
-    assert!(text.contains("route=\"/_confab/client/v1/rooms/{room_id}\""), "{text}");
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("confab_http_request_duration_seconds"),
+        "{text}"
+    );
+    assert!(
+        text.contains("route=\"/_confab/client/v1/rooms/{room_id}\""),
+        "{text}"
+    );
 }

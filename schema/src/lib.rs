@@ -173,8 +173,8 @@ pub fn migrations_fingerprint() -> String {
         })
         .unwrap_or_default();
     // FNV-1a: stable across Rust versions, unlike `DefaultHasher`.
-    let hash = names
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = names.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     format!("{hash:016x}")
 }

@@ -107,10 +107,12 @@ pub async fn set_room_expiry(
 /// Starts the idle countdown of every room that has none, for use at start-up: no session is
 /// live then, and a room that was already counting keeps its earlier deadline.
 pub async fn start_idle_countdowns(conn: &mut Conn, expires_ts: i64) -> Result<usize, DbError> {
-    Ok(diesel::update(rooms::table.filter(rooms::expires_ts.is_null()))
-        .set(rooms::expires_ts.eq(expires_ts))
-        .execute(conn)
-        .await?)
+    Ok(
+        diesel::update(rooms::table.filter(rooms::expires_ts.is_null()))
+            .set(rooms::expires_ts.eq(expires_ts))
+            .execute(conn)
+            .await?,
+    )
 }
 
 /// Deletes a room and, by cascade, everything that belongs to it.
@@ -123,10 +125,12 @@ pub async fn delete_room(conn: &mut Conn, room_id: &str) -> Result<bool, DbError
 
 /// Deletes every room whose idle deadline has passed; returns their ids.
 pub async fn delete_expired_rooms(conn: &mut Conn, now_ts: i64) -> Result<Vec<String>, DbError> {
-    Ok(diesel::delete(rooms::table.filter(rooms::expires_ts.le(now_ts)))
-        .returning(rooms::room_id)
-        .get_results(conn)
-        .await?)
+    Ok(
+        diesel::delete(rooms::table.filter(rooms::expires_ts.le(now_ts)))
+            .returning(rooms::room_id)
+            .get_results(conn)
+            .await?,
+    )
 }
 
 /// The rooms `user_id` is a joined member of, newest first.

@@ -38,7 +38,11 @@ async fn cluster() -> &'static str {
                 let pg = EmbeddedPostgres::start(
                     &root,
                     None,
-                    &[("fsync", "off"), ("synchronous_commit", "off"), ("max_connections", "400")],
+                    &[
+                        ("fsync", "off"),
+                        ("synchronous_commit", "off"),
+                        ("max_connections", "400"),
+                    ],
                 )
                 .expect("start the test Postgres cluster");
                 let url = pg.url("{db}");
@@ -58,7 +62,10 @@ async fn template() -> &'static str {
     TEMPLATE
         .get_or_init(|| async {
             let cluster = cluster().await;
-            let name = format!("confab_template_{}", confab_schema::migrations_fingerprint());
+            let name = format!(
+                "confab_template_{}",
+                confab_schema::migrations_fingerprint()
+            );
             let lock_path = workspace_root().join("target").join(format!("{name}.lock"));
             let lock = std::fs::File::create(&lock_path).unwrap();
             tokio::task::block_in_place(|| lock.lock().unwrap());
@@ -154,9 +161,18 @@ impl TestServer {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut all = vec![
-            ("CONFAB__SERVER__NAME".to_owned(), format!("127.0.0.1:{port}")),
-            ("CONFAB__SERVER__PUBLIC_URL".to_owned(), format!("http://127.0.0.1:{port}")),
-            ("CONFAB__SERVER__WEB_CLIENT_DIR".to_owned(), "/nonexistent".to_owned()),
+            (
+                "CONFAB__SERVER__NAME".to_owned(),
+                format!("127.0.0.1:{port}"),
+            ),
+            (
+                "CONFAB__SERVER__PUBLIC_URL".to_owned(),
+                format!("http://127.0.0.1:{port}"),
+            ),
+            (
+                "CONFAB__SERVER__WEB_CLIENT_DIR".to_owned(),
+                "/nonexistent".to_owned(),
+            ),
             ("CONFAB__DATABASE__POOL_SIZE".to_owned(), "8".to_owned()),
         ];
         all.extend(env.iter().cloned());
@@ -234,7 +250,8 @@ impl TestServer {
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        self.call(reqwest::Method::GET, path, Some(token), None).await
+        self.call(reqwest::Method::GET, path, Some(token), None)
+            .await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
@@ -307,7 +324,9 @@ pub struct WsClient {
 
 impl WsClient {
     pub async fn connect(server: &TestServer) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url()).await.unwrap();
+        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url())
+            .await
+            .unwrap();
         Self {
             ws,
             next_id: 1,
@@ -318,13 +337,20 @@ impl WsClient {
     /// Connects and authenticates.
     pub async fn authed(server: &TestServer, guest: &Guest) -> Self {
         let mut c = Self::connect(server).await;
-        let reply = c.request(json!({"type": "auth", "token": guest.token})).await;
+        let reply = c
+            .request(json!({"type": "auth", "token": guest.token}))
+            .await;
         assert_eq!(reply["type"], "ack", "{reply}");
         c
     }
 
     /// Connects, authenticates and subscribes to `room` from `since`; returns client and ack.
-    pub async fn joined(server: &TestServer, guest: &Guest, room: &str, since: i64) -> (Self, Value) {
+    pub async fn joined(
+        server: &TestServer,
+        guest: &Guest,
+        room: &str,
+        since: i64,
+    ) -> (Self, Value) {
         let mut c = Self::authed(server, guest).await;
         let reply = c
             .request(json!({"type": "subscribe", "room_id": room, "since": since}))
@@ -334,7 +360,10 @@ impl WsClient {
     }
 
     pub async fn send(&mut self, value: Value) {
-        self.ws.send(Message::text(value.to_string())).await.unwrap();
+        self.ws
+            .send(Message::text(value.to_string()))
+            .await
+            .unwrap();
     }
 
     pub async fn send_raw(&mut self, msg: Message) {
@@ -409,8 +438,10 @@ impl WsClient {
 
     /// Sends a chat message and returns its ack.
     pub async fn chat(&mut self, room: &str, ciphertext: &str) -> Value {
-        self.request(json!({"type": "chat", "room_id": room, "kind": "text", "ciphertext": ciphertext}))
-            .await
+        self.request(
+            json!({"type": "chat", "room_id": room, "kind": "text", "ciphertext": ciphertext}),
+        )
+        .await
     }
 
     /// Waits for the socket to be closed by the server; returns the close frame, if any.
