@@ -426,7 +426,15 @@ impl RoomHub {
         conn: &ConnHandle,
         since: i64,
     ) -> Result<(), ApiError> {
-        let mut last = since;
+        // A client may claim more than exists (a replayed or forged `since`): it is owed
+        // everything after the room's newest event, not after its claim.
+        let latest = {
+            let mut db = confab_schema::connect(&self.inner.pool).await?;
+            queries::room(&mut db, &live.room_id)
+                .await?
+                .map_or(0, |r| r.last_seq)
+        };
+        let mut last = since.min(latest);
         loop {
             let page = {
                 let mut db = confab_schema::connect(&self.inner.pool).await?;

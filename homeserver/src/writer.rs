@@ -125,13 +125,12 @@ async fn commit(
         by_room[i].1.push(req.event.clone());
     }
     let mut conn = confab_schema::connect(pool).await?;
-    conn.transaction(async |conn| {
-        let mut out = Vec::with_capacity(by_room.len());
-        for (room_id, events) in &by_room {
-            let appended = queries::append_events(conn, room_id, events).await?;
-            out.push(((*room_id).to_owned(), appended));
-        }
-        Ok(out)
-    })
-    .await
+    let appended = conn
+        .transaction(async |conn| queries::append_events_batch(conn, &by_room).await)
+        .await?;
+    Ok(by_room
+        .iter()
+        .zip(appended)
+        .map(|((room_id, _), events)| ((*room_id).to_owned(), events))
+        .collect())
 }

@@ -1,0 +1,875 @@
+//! `confab-bench`: the load generator. It starts a Confab homeserver (embedded Postgres, in a
+//! temporary data directory) and, for reference, a **bare relay** — a minimal tokio-tungstenite
+//! server that only forwards frames between sockets of a room (no auth, no JSON, one writer task
+//! per socket) — each as its own process, drives them with real WebSocket clients from this
+//! process, and prints throughput, latency percentiles, server CPU per message and server memory.
+//!
+//! ```text
+//! confab-bench signal [--rooms 100] [--clients 8] [--secs 10]   # signaling relay, closed loop
+//! confab-bench chat   [--rooms 100] [--clients 8] [--secs 10] [--rate 0]  # persisted chat
+//! confab-bench idle   [--conns 10000]                            # memory of idle connections
+//! confab-bench all                                               # the README's figures
+//! confab-bench bare-relay --listen 127.0.0.1:0                   # (internal) the reference relay
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+
+const PAYLOAD: usize = 200;
+
+fn main() -> anyhow::Result<()> {
+    raise_fd_limit();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = args.first().cloned().unwrap_or_else(|| "all".into());
+    let opt = |name: &str, default: u64| -> u64 {
+        args.windows(2)
+            .find(|w| w[0] == format!("--{name}"))
+            .and_then(|w| w[1].parse().ok())
+            .unwrap_or(default)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match command.as_str() {
+            "bare-relay" => {
+                let listen = args
+                    .windows(2)
+                    .find(|w| w[0] == "--listen")
+                    .map(|w| w[1].clone())
+                    .unwrap_or_else(|| "127.0.0.1:0".into());
+                bare_relay(&listen).await
+            }
+            "signal" => {
+                let (rooms, clients, secs) =
+                    (opt("rooms", 100), opt("clients", 8), opt("secs", 10));
+                signal_bench(rooms as usize, clients as usize, secs).await
+            }
+            "chat" => {
+                let (rooms, clients, secs, rate) = (
+                    opt("rooms", 100),
+                    opt("clients", 8),
+                    opt("secs", 10),
+                    opt("rate", 0),
+                );
+                chat_bench(rooms as usize, clients as usize, secs, rate).await
+            }
+            "idle" => idle_bench(opt("conns", 10_000) as usize).await,
+            "all" => {
+                print_machine();
+                signal_bench(100, 8, 10).await?;
+                chat_bench(100, 8, 10, 0).await?;
+                chat_bench(100, 8, 10, 5_000).await?;
+                idle_bench(10_000).await
+            }
+            other => bail!("unknown command {other:?}; see the doc comment of confab-bench"),
+        }
+    })
+}
+
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+fn print_machine() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("machine: {cores} cores, {cpu}; generator on the same machine");
+}
+
+// ---- processes -----------------------------------------------------------------------------
+
+/// A server process under test, killed on drop.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    _data: Option<tempfile::TempDir>,
+}
+
+impl ServerProcess {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// User + system CPU seconds the process has used.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+            f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+        });
+        ticks / clock_ticks()
+    }
+
+    /// Resident memory in bytes.
+    fn rss_bytes(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // SIGTERM, so Confab stops its embedded Postgres; then wait for it.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100.0, |t| t as f64)
+}
+
+fn sibling_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    exe.with_file_name(name)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "server at {addr} did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts `confab serve` with its own embedded Postgres and limits raised for load.
+async fn start_confab(extra: &[(&str, &str)]) -> anyhow::Result<ServerProcess> {
+    let data = tempfile::Builder::new()
+        .prefix("confab-bench-")
+        .tempdir_in("/tmp")?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755))?;
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let mut cmd = Command::new(sibling_binary("confab"));
+    cmd.arg("serve")
+        .env("CONFAB__SERVER__LISTEN", addr.to_string())
+        .env("CONFAB__SERVER__NAME", addr.to_string())
+        .env("CONFAB__SERVER__PUBLIC_URL", format!("http://{addr}"))
+        .env("CONFAB__SERVER__DATA_DIR", data.path())
+        .env("CONFAB__LOG__LEVEL", "warn")
+        // The benchmark measures throughput, so the per-connection abuse limits are lifted.
+        .env("CONFAB__LIMITS__MESSAGES_PER_SECOND", "1000000")
+        .env("CONFAB__LIMITS__MESSAGE_BURST", "1000000")
+        .env("CONFAB__LIMITS__MAX_CONNECTIONS_PER_USER", "100000")
+        .env("CONFAB__LIMITS__MAX_ROOMS_PER_USER", "100000")
+        .env("CONFAB__DATABASE__POOL_SIZE", "16")
+        .stdout(Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .spawn()
+        .context("start confab (build it: cargo build --release)")?;
+    wait_listening(addr).await;
+    // Health means the database answers too.
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(format!("http://{addr}/health")).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "confab never became healthy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(ServerProcess {
+        child,
+        addr,
+        _data: Some(data),
+    })
+}
+
+async fn start_bare_relay() -> anyhow::Result<ServerProcess> {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let child = Command::new(std::env::current_exe()?)
+        .args(["bare-relay", "--listen", &addr.to_string()])
+        .spawn()?;
+    wait_listening(addr).await;
+    Ok(ServerProcess {
+        child,
+        addr,
+        _data: None,
+    })
+}
+
+// ---- the bare relay ------------------------------------------------------------------------
+
+/// The reference: `/room/<n>/<index>` joins socket `index` to room `n`; a binary frame whose
+/// first byte is a target index is forwarded, as is, to that socket of the room.
+// tungstenite fixes the handshake callback's signature, error type included.
+#[allow(clippy::result_large_err)]
+async fn bare_relay(listen: &str) -> anyhow::Result<()> {
+    // A read-mostly map behind a std lock that is never held across an await: the cheapest
+    // routing this shape allows, so the reference is a fair one.
+    type Peers = Arc<std::sync::RwLock<HashMap<(u32, u8), mpsc::UnboundedSender<Message>>>>;
+    let peers: Peers = Arc::default();
+    let listener = TcpListener::bind(listen).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let peers = peers.clone();
+        tokio::spawn(async move {
+            let mut path = String::new();
+            let callback = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                            res| {
+                path = req.uri().path().to_owned();
+                Ok(res)
+            };
+            let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+                return;
+            };
+            let mut parts = path.trim_start_matches("/room/").split('/');
+            let room: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let me: u8 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let (mut sink, mut stream) = ws.split();
+            let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+            peers.write().expect("lock").insert((room, me), tx);
+            tokio::spawn(async move {
+                while let Some(m) = rx.recv().await {
+                    if sink.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            while let Some(Ok(msg)) = stream.next().await {
+                if let Message::Binary(data) = &msg
+                    && let Some(&target) = data.first()
+                    && let Some(peer) = peers.read().expect("lock").get(&(room, target))
+                {
+                    let _ = peer.send(msg.clone());
+                }
+            }
+            peers.write().expect("lock").remove(&(room, me));
+        });
+    }
+}
+
+// ---- REST setup against Confab -------------------------------------------------------------
+
+struct Member {
+    token: String,
+    user_id: String,
+    device_id: String,
+}
+
+async fn post(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Value,
+) -> Value {
+    let mut req = http
+        .post(format!("{base}/_confab/client/v1{path}"))
+        .json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status();
+    let v: Value = res.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {v}");
+    v
+}
+
+/// Creates `rooms` rooms of `clients` members each (the first is the host).
+async fn setup_rooms(addr: SocketAddr, rooms: usize, clients: usize) -> Vec<(String, Vec<Member>)> {
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    let mut out = Vec::with_capacity(rooms);
+    for r in 0..rooms {
+        let mut members = Vec::with_capacity(clients);
+        for c in 0..clients {
+            let s = post(
+                &http,
+                &base,
+                "/sessions",
+                None,
+                json!({"display_name": format!("r{r}c{c}")}),
+            )
+            .await;
+            members.push(Member {
+                token: s["access_token"].as_str().unwrap().to_owned(),
+                user_id: s["user_id"].as_str().unwrap().to_owned(),
+                device_id: s["device_id"].as_str().unwrap().to_owned(),
+            });
+        }
+        let room = post(&http, &base, "/rooms", Some(&members[0].token), json!({})).await;
+        let room_id = room["room_id"].as_str().unwrap().to_owned();
+        let invite = post(
+            &http,
+            &base,
+            &format!("/rooms/{room_id}/invites"),
+            Some(&members[0].token),
+            json!({}),
+        )
+        .await;
+        for m in &members[1..] {
+            post(
+                &http,
+                &base,
+                &format!("/rooms/{room_id}/join"),
+                Some(&m.token),
+                json!({"invite_token": invite["token"]}),
+            )
+            .await;
+        }
+        out.push((room_id, members));
+    }
+    out
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// Connects, authenticates and (optionally) subscribes, skipping the backlog.
+async fn confab_client(addr: SocketAddr, m: &Member, room: Option<&str>) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/_confab/client/v1/ws"))
+        .await
+        .expect("connect");
+    ws.send(Message::text(
+        json!({"type": "auth", "id": 1, "token": m.token}).to_string(),
+    ))
+    .await
+    .unwrap();
+    wait_reply(&mut ws, 1).await;
+    if let Some(room) = room {
+        ws.send(Message::text(
+            json!({"type": "subscribe", "id": 2, "room_id": room, "since": i64::MAX / 2})
+                .to_string(),
+        ))
+        .await
+        .unwrap();
+        wait_reply(&mut ws, 2).await;
+    }
+    ws
+}
+
+async fn wait_reply(ws: &mut Ws, id: u64) {
+    while let Some(Ok(msg)) = ws.next().await {
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+            if v["id"] == json!(id) {
+                assert_eq!(v["type"], "ack", "{v}");
+                return;
+            }
+        }
+    }
+    panic!("socket closed before reply {id}");
+}
+
+// ---- measurements --------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Samples {
+    micros: std::sync::Mutex<Vec<u32>>,
+}
+
+impl Samples {
+    fn push(&self, d: Duration) {
+        if let Ok(mut v) = self.micros.lock() {
+            v.push(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
+        }
+    }
+
+    fn percentiles(&self) -> (f64, f64, f64, usize) {
+        let mut v = self.micros.lock().map(|v| v.clone()).unwrap_or_default();
+        v.sort_unstable();
+        let at = |p: f64| {
+            if v.is_empty() {
+                0.0
+            } else {
+                f64::from(v[((v.len() as f64 - 1.0) * p) as usize]) / 1000.0
+            }
+        };
+        (at(0.5), at(0.99), at(0.999), v.len())
+    }
+}
+
+struct Window {
+    measuring: AtomicBool,
+    messages: AtomicU64,
+}
+
+/// Runs the load for 2 s of warm-up and `secs` of measurement, sampling the server's CPU.
+async fn measure(server: &ServerProcess, window: &Window, secs: u64) -> (f64, f64) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu0 = server.cpu_seconds();
+    window.measuring.store(true, Ordering::Release);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    window.measuring.store(false, Ordering::Release);
+    let elapsed = t0.elapsed().as_secs_f64();
+    (elapsed, server.cpu_seconds() - cpu0)
+}
+
+fn payload(start: Instant) -> String {
+    let nanos = start.elapsed().as_nanos();
+    let mut p = format!("{nanos}:");
+    while p.len() < PAYLOAD {
+        p.push('x');
+    }
+    p
+}
+
+fn parse_sent(start: Instant, payload: &str) -> Option<Duration> {
+    let nanos: u128 = payload.split(':').next()?.parse().ok()?;
+    Some(
+        start
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(nanos as u64)),
+    )
+}
+
+// ---- signaling ----------------------------------------------------------------------------
+
+/// Each client pings the next one in its room's ring and answers the previous one's pings; a
+/// ping's round trip is two relayed messages. Reported: relayed messages per second and the
+/// round-trip latency.
+async fn signal_bench(rooms: usize, clients: usize, secs: u64) -> anyhow::Result<()> {
+    println!(
+        "\n== signaling relay: {rooms} rooms x {clients} clients, {PAYLOAD}-byte payloads, closed loop, {secs} s =="
+    );
+    let bare = run_bare_signal(rooms, clients, secs).await?;
+    let confab = run_confab_signal(rooms, clients, secs).await?;
+    report("bare relay", &bare);
+    report("confab", &confab);
+    println!(
+        "confab/bare: throughput {:.0} %, p99 {:.2}x",
+        100.0 * confab.rate / bare.rate.max(1.0),
+        confab.p99 / bare.p99.max(0.001)
+    );
+    Ok(())
+}
+
+struct Figures {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    samples: usize,
+    cpu_us_per_msg: f64,
+    rss_mib: f64,
+}
+
+fn report(name: &str, f: &Figures) {
+    println!(
+        "{name:>10}: {:>9.0} msg/s  rtt p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  ({} samples)  server CPU {:.1} us/msg  RSS {:.0} MiB",
+        f.rate, f.p50, f.p99, f.p999, f.samples, f.cpu_us_per_msg, f.rss_mib
+    );
+}
+
+async fn run_bare_signal(rooms: usize, clients: usize, secs: u64) -> anyhow::Result<Figures> {
+    let server = start_bare_relay().await?;
+    let window = Arc::new(Window {
+        measuring: AtomicBool::new(false),
+        messages: AtomicU64::new(0),
+    });
+    let samples = Arc::new(Samples::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    let mut sockets = Vec::new();
+    for r in 0..rooms {
+        for c in 0..clients {
+            let (ws, _) =
+                tokio_tungstenite::connect_async(format!("ws://{}/room/{r}/{c}", server.addr))
+                    .await?;
+            sockets.push((c, ws));
+        }
+    }
+    for (c, ws) in sockets {
+        let next = ((c + 1) % clients) as u8;
+        let (window, samples, stop) = (window.clone(), samples.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = ws.split();
+            let frame = |target: u8, kind: u8, p: &[u8]| {
+                let mut v = Vec::with_capacity(2 + p.len());
+                v.extend_from_slice(&[target, kind, c as u8]);
+                v.extend_from_slice(p);
+                Message::binary(v)
+            };
+            let _ = sink
+                .send(frame(next, b'p', payload(start).as_bytes()))
+                .await;
+            while let Some(Ok(Message::Binary(data))) = stream.next().await {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                if window.measuring.load(Ordering::Acquire) {
+                    window.messages.fetch_add(1, Ordering::Relaxed);
+                }
+                let (kind, from, p) = (data[1], data[2], &data[3..]);
+                if kind == b'p' {
+                    let _ = sink.send(frame(from, b'q', p)).await;
+                } else {
+                    if window.measuring.load(Ordering::Acquire)
+                        && let Some(rtt) = parse_sent(start, std::str::from_utf8(p).unwrap_or(""))
+                    {
+                        samples.push(rtt);
+                    }
+                    let _ = sink
+                        .send(frame(next, b'p', payload(start).as_bytes()))
+                        .await;
+                }
+            }
+        }));
+    }
+    let (elapsed, cpu) = measure(&server, &window, secs).await;
+    stop.store(true, Ordering::Release);
+    let rss = server.rss_bytes();
+    drop(server);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    Ok(figures(&window, &samples, elapsed, cpu, rss))
+}
+
+fn figures(window: &Window, samples: &Samples, elapsed: f64, cpu: f64, rss: u64) -> Figures {
+    let messages = window.messages.load(Ordering::Relaxed) as f64;
+    let (p50, p99, p999, n) = samples.percentiles();
+    Figures {
+        rate: messages / elapsed,
+        p50,
+        p99,
+        p999,
+        samples: n,
+        cpu_us_per_msg: if messages > 0.0 {
+            cpu * 1e6 / messages
+        } else {
+            0.0
+        },
+        rss_mib: rss as f64 / (1024.0 * 1024.0),
+    }
+}
+
+async fn run_confab_signal(rooms: usize, clients: usize, secs: u64) -> anyhow::Result<Figures> {
+    let server = start_confab(&[]).await?;
+    let setup = setup_rooms(server.addr, rooms, clients).await;
+    let window = Arc::new(Window {
+        measuring: AtomicBool::new(false),
+        messages: AtomicU64::new(0),
+    });
+    let samples = Arc::new(Samples::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut sockets = Vec::new();
+    for (room_id, members) in &setup {
+        for (c, m) in members.iter().enumerate() {
+            let ws = confab_client(server.addr, m, Some(room_id)).await;
+            let next = &members[(c + 1) % clients];
+            sockets.push((
+                ws,
+                room_id.clone(),
+                next.user_id.clone(),
+                next.device_id.clone(),
+            ));
+        }
+    }
+    let mut tasks = Vec::new();
+    for (ws, room_id, next_user, next_device) in sockets {
+        let (window, samples, stop) = (window.clone(), samples.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = ws.split();
+            let signal = |user: &str, device: &str, p: &str| {
+                Message::text(
+                    json!({"type": "signal", "room_id": room_id, "to": {"user_id": user, "device_id": device}, "payload": p})
+                        .to_string(),
+                )
+            };
+            let _ = sink.send(signal(&next_user, &next_device, &format!("p{}", payload(start)))).await;
+            while let Some(Ok(msg)) = stream.next().await {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                let Message::Text(text) = msg else { continue };
+                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                if v["type"] != "signal" {
+                    continue;
+                }
+                if window.measuring.load(Ordering::Acquire) {
+                    window.messages.fetch_add(1, Ordering::Relaxed);
+                }
+                let p = v["payload"].as_str().unwrap_or("");
+                if let Some(rest) = p.strip_prefix('p') {
+                    let from = &v["from"];
+                    let _ = sink
+                        .send(signal(
+                            from["user_id"].as_str().unwrap_or(""),
+                            from["device_id"].as_str().unwrap_or(""),
+                            &format!("q{rest}"),
+                        ))
+                        .await;
+                } else if let Some(rest) = p.strip_prefix('q') {
+                    if window.measuring.load(Ordering::Acquire)
+                        && let Some(rtt) = parse_sent(start, rest)
+                    {
+                        samples.push(rtt);
+                    }
+                    let _ = sink.send(signal(&next_user, &next_device, &format!("p{}", payload(start)))).await;
+                }
+            }
+        }));
+    }
+    let (elapsed, cpu) = measure(&server, &window, secs).await;
+    stop.store(true, Ordering::Release);
+    let rss = server.rss_bytes();
+    drop(server);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    Ok(figures(&window, &samples, elapsed, cpu, rss))
+}
+
+// ---- persisted chat -----------------------------------------------------------------------
+
+/// Every client sends chat events and waits for each ack (closed loop, `rate` 0) or sends at a
+/// fixed total `rate` (open loop); reported: committed events per second, ack latency, and
+/// deliveries to the other members.
+async fn chat_bench(rooms: usize, clients: usize, secs: u64, rate: u64) -> anyhow::Result<()> {
+    let mode = if rate == 0 {
+        "closed loop".to_owned()
+    } else {
+        format!("open loop at {rate} events/s")
+    };
+    println!(
+        "\n== persisted chat: {rooms} rooms x {clients} clients, {PAYLOAD}-byte ciphertexts, {mode}, {secs} s =="
+    );
+    let server = start_confab(&[]).await?;
+    let setup = setup_rooms(server.addr, rooms, clients).await;
+    let window = Arc::new(Window {
+        measuring: AtomicBool::new(false),
+        messages: AtomicU64::new(0),
+    });
+    let delivered = Arc::new(AtomicU64::new(0));
+    let samples = Arc::new(Samples::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let per_client = if rate == 0 {
+        0.0
+    } else {
+        rate as f64 / (rooms * clients) as f64
+    };
+    let mut tasks = Vec::new();
+    for (room_id, members) in &setup {
+        for m in members {
+            let ws = confab_client(server.addr, m, Some(room_id)).await;
+            let (window, samples, stop, delivered) = (
+                window.clone(),
+                samples.clone(),
+                stop.clone(),
+                delivered.clone(),
+            );
+            let room_id = room_id.clone();
+            let my_user = m.user_id.clone();
+            tasks.push(tokio::spawn(async move {
+                let (sink, mut stream) = ws.split();
+                let sink = Arc::new(Mutex::new(sink));
+                let sent_at: Arc<std::sync::Mutex<HashMap<u64, Instant>>> = Arc::default();
+                let ciphertext = "c".repeat(PAYLOAD);
+                let send = {
+                    let (sink, sent_at, room_id) = (sink.clone(), sent_at.clone(), room_id.clone());
+                    move |id: u64| {
+                        let (sink, sent_at, room_id, ciphertext) = (sink.clone(), sent_at.clone(), room_id.clone(), ciphertext.clone());
+                        async move {
+                            if let Ok(mut s) = sent_at.lock() {
+                                s.insert(id, Instant::now());
+                            }
+                            let msg = json!({"type": "chat", "id": id, "room_id": room_id, "kind": "text", "ciphertext": ciphertext});
+                            let _ = sink.lock().await.send(Message::text(msg.to_string())).await;
+                        }
+                    }
+                };
+                let mut next_id = 10u64;
+                if per_client > 0.0 {
+                    // Open loop: a steady rate, independent of the acks; spread the clients' phases.
+                    let period = Duration::from_secs_f64(1.0 / per_client);
+                    let send = send.clone();
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(period.mul_f64(rand::random::<f64>())).await;
+                        let mut tick = tokio::time::interval(period);
+                        let mut id = 1_000_000u64;
+                        while !stop.load(Ordering::Acquire) {
+                            tick.tick().await;
+                            id += 1;
+                            send(id).await;
+                        }
+                    });
+                } else {
+                    send(next_id).await;
+                }
+                while let Some(Ok(msg)) = stream.next().await {
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let Message::Text(text) = msg else { continue };
+                    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                    match v["type"].as_str() {
+                        Some("ack") => {
+                            let id = v["id"].as_u64().unwrap_or(0);
+                            let t = sent_at.lock().ok().and_then(|mut s| s.remove(&id));
+                            if window.measuring.load(Ordering::Acquire) {
+                                window.messages.fetch_add(1, Ordering::Relaxed);
+                                if let Some(t) = t {
+                                    samples.push(t.elapsed());
+                                }
+                            }
+                            if per_client == 0.0 {
+                                next_id += 1;
+                                send(next_id).await;
+                            }
+                        }
+                        Some("event")
+                            if v["sender"] != my_user.as_str()
+                                && window.measuring.load(Ordering::Acquire) =>
+                        {
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some("error") => eprintln!("error: {v}"),
+                        _ => {}
+                    }
+                }
+            }));
+        }
+    }
+    let (elapsed, cpu) = measure(&server, &window, secs).await;
+    stop.store(true, Ordering::Release);
+    let rss = server.rss_bytes();
+    drop(server);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    let f = figures(&window, &samples, elapsed, cpu, rss);
+    println!(
+        "    confab: {:>9.0} events/s committed and acked, {:.0} deliveries/s to other members  ack p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  ({} samples)  server CPU {:.1} us/event (Postgres not included)  RSS {:.0} MiB",
+        f.rate,
+        delivered.load(Ordering::Relaxed) as f64 / elapsed,
+        f.p50,
+        f.p99,
+        f.p999,
+        f.samples,
+        f.cpu_us_per_msg,
+        f.rss_mib
+    );
+    Ok(())
+}
+
+// ---- idle connections ---------------------------------------------------------------------
+
+/// Opens `conns` authenticated, idle connections (no subscription) and reports the server's
+/// resident memory growth per connection, beside the bare relay's for the same count.
+async fn idle_bench(conns: usize) -> anyhow::Result<()> {
+    println!("\n== idle connections: {conns} ==");
+    let bare = start_bare_relay().await?;
+    let before = bare.rss_bytes();
+    let mut held = Vec::with_capacity(conns);
+    for i in 0..conns {
+        let (ws, _) = tokio_tungstenite::connect_async(format!(
+            "ws://{}/room/{}/{}",
+            bare.addr,
+            i / 200,
+            i % 200
+        ))
+        .await?;
+        held.push(ws);
+    }
+    settle().await;
+    let bare_growth = bare.rss_bytes().saturating_sub(before);
+    drop(held);
+    drop(bare);
+
+    let server = start_confab(&[]).await?;
+    let users = setup_users(server.addr, 100).await;
+    let before = server.rss_bytes();
+    let mut held = Vec::with_capacity(conns);
+    for i in 0..conns {
+        held.push(confab_client(server.addr, &users[i % users.len()], None).await);
+    }
+    settle().await;
+    let after = server.rss_bytes();
+    let growth = after.saturating_sub(before);
+    println!(
+        "bare relay: {:.1} KiB per connection ({:.0} MiB for {conns})",
+        bare_growth as f64 / 1024.0 / conns as f64,
+        bare_growth as f64 / 1048576.0
+    );
+    println!(
+        "    confab: {:.1} KiB per connection ({:.0} MiB for {conns}; total RSS {:.0} MiB)",
+        growth as f64 / 1024.0 / conns as f64,
+        growth as f64 / 1048576.0,
+        after as f64 / 1048576.0
+    );
+    drop(held);
+    Ok(())
+}
+
+/// Gives the server a moment to finish handshakes still in flight before memory is read.
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+async fn setup_users(addr: SocketAddr, n: usize) -> Vec<Member> {
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let s = post(
+            &http,
+            &base,
+            "/sessions",
+            None,
+            json!({"display_name": format!("idle{i}")}),
+        )
+        .await;
+        out.push(Member {
+            token: s["access_token"].as_str().unwrap().to_owned(),
+            user_id: s["user_id"].as_str().unwrap().to_owned(),
+            device_id: s["device_id"].as_str().unwrap().to_owned(),
+        });
+    }
+    out
+}
