@@ -14,6 +14,8 @@ use futures_util::FutureExt;
 
 use crate::config::Settings;
 use crate::error::{ApiError, ErrorCode};
+use crate::federation::Federation;
+use crate::federation::identity::ServerIdentity;
 use crate::hub::RoomHub;
 use crate::metrics::Metrics;
 use crate::routes;
@@ -26,11 +28,13 @@ pub struct AppState {
     pub hub: RoomHub,
     pub writer: EventWriter,
     pub metrics: Metrics,
+    /// Identity, keys of others, outbound client; see `crate::federation`.
+    pub federation: Federation,
 }
 
 impl AppState {
     /// Builds the context and starts its background tasks (event writer) on the current runtime.
-    pub fn new(settings: Settings, pool: DbPool) -> Self {
+    pub fn new(settings: Settings, pool: DbPool, federation: Federation) -> Self {
         let metrics = Metrics::new();
         let hub = RoomHub::new(
             pool.clone(),
@@ -46,6 +50,7 @@ impl AppState {
             hub,
             writer,
             metrics,
+            federation,
         }
     }
 
@@ -175,11 +180,22 @@ async fn sweeper(state: Arc<AppState>) {
     }
 }
 
-/// Prepares the database (migrations, countdowns) and builds the state for `settings` and `url`.
+/// Prepares the database (migrations, countdowns) and the federation identity (loading the
+/// signing key from `server.data_dir`, or creating it on first start) and builds the state for
+/// `settings` and `url`.
 pub async fn prepare(settings: Settings, database_url: &str) -> anyhow::Result<AppState> {
     confab_schema::run_migrations(database_url).await?;
     let pool = confab_schema::build_pool(database_url, settings.database.pool_size)?;
-    let state = AppState::new(settings, pool);
+    let (data_dir, name) = (
+        settings.server.data_dir.clone(),
+        settings.server.name.clone(),
+    );
+    let identity =
+        tokio::task::spawn_blocking(move || ServerIdentity::load_or_generate(&data_dir, name))
+            .await??;
+    tracing::info!(key_id = %identity.key.key_id(), "federation signing key loaded");
+    let federation = Federation::new(&settings, identity)?;
+    let state = AppState::new(settings, pool, federation);
     let restarted = state
         .restart_countdowns()
         .await

@@ -1,5 +1,6 @@
 //! The command line: `confab serve` runs the homeserver (with the embedded Postgres unless a
-//! database URL is configured); `confab config` prints the effective configuration's defaults.
+//! database URL is configured); `confab default-config` prints the defaults; `confab federation …`
+//! holds the federation debugging and key tools (`crate::federation::tools`).
 
 use std::path::PathBuf;
 
@@ -27,6 +28,11 @@ enum Command {
     },
     /// Print the documented default configuration.
     DefaultConfig,
+    /// Federation tools: sign and verify JSON, sign or send requests, rotate the key.
+    Federation {
+        #[command(subcommand)]
+        command: crate::federation::tools::FederationCommand,
+    },
 }
 
 /// Entry point of the binary.
@@ -37,6 +43,7 @@ pub fn main() -> anyhow::Result<()> {
             print!("{}", crate::config::DEFAULT_TOML);
             Ok(())
         }
+        Command::Federation { command } => crate::federation::tools::run(command),
         Command::Serve { config } => {
             let settings = Settings::load(config.as_deref())?;
             init_tracing(&settings);

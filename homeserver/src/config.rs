@@ -38,6 +38,7 @@ pub struct Settings {
     pub limits: Limits,
     pub websocket: WebSocketSettings,
     pub ice: IceSettings,
+    pub federation: FederationSettings,
     pub log: LogSettings,
 }
 
@@ -123,6 +124,32 @@ pub struct IceSettings {
     pub turn_credential_ttl: Duration,
 }
 
+/// `[federation]`: talking to other homeservers (see `homeserver/src/federation/`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSettings {
+    /// Serve the federation endpoints (key document, `/_matrix/federation/…`) and talk to
+    /// other servers at all.
+    pub enabled: bool,
+    /// Talk to other servers over plain `http://` instead of HTTPS; for tests and local demos.
+    pub allow_insecure_http: bool,
+    /// Connect to loopback, private, link-local and unique-local addresses; for tests and
+    /// local demos (otherwise federation could be used to probe the operator's network).
+    pub allow_private_addresses: bool,
+    /// Servers never federated with, inbound or outbound; an entry without a port covers every
+    /// port of that host.
+    pub denied_servers: Vec<ServerName>,
+    /// If not empty, the only servers federated with.
+    pub allowed_servers: Vec<ServerName>,
+    /// Time limit of every outbound request, connecting and reading the answer included.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest answer read from another server, in bytes.
+    pub max_response_bytes: usize,
+    /// Largest federation request body accepted, in bytes.
+    pub max_request_bytes: usize,
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,6 +197,8 @@ impl Settings {
                 .with_list_parse_key("websocket.allowed_origins")
                 .with_list_parse_key("ice.stun_urls")
                 .with_list_parse_key("ice.turn_urls")
+                .with_list_parse_key("federation.denied_servers")
+                .with_list_parse_key("federation.allowed_servers")
                 .source(Some(env)),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
@@ -224,6 +253,15 @@ impl Settings {
                 "websocket.heartbeat_interval",
                 "must be shorter than websocket.client_timeout",
             );
+        }
+        if self.federation.request_timeout.is_zero() {
+            return invalid("federation.request_timeout", "must be longer than zero");
+        }
+        if self.federation.max_response_bytes < 1024 {
+            return invalid("federation.max_response_bytes", "must be at least 1024");
+        }
+        if self.federation.max_request_bytes < 1024 {
+            return invalid("federation.max_request_bytes", "must be at least 1024");
         }
         if self.log.level.trim().is_empty() {
             return invalid("log.level", "must not be empty");
@@ -301,6 +339,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn readme_documents_every_setting() {
+        let readme = include_str!("../../README.md");
+        let mut section = "";
+        let mut keys = 0;
+        for line in DEFAULT_TOML.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name;
+            } else if let Some((key, _)) = line.split_once('=').filter(|_| !line.starts_with('#')) {
+                let key = format!("`{section}.{}`", key.trim());
+                assert!(readme.contains(&key), "README.md does not document {key}");
+                keys += 1;
+            }
+        }
+        assert!(keys > 20, "parsed only {keys} settings");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The Confab homeserver: configuration, the client REST API and WebSocket, the room engine
-//! (hub, event writer, sweeper), the embedded Postgres default, and the command line.
+//! (hub, event writer, sweeper), federation (keys, signed requests, discovery), the embedded
+//! Postgres default, and the command line.
 
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod embedded_pg;
 pub mod error;
+pub mod federation;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;

@@ -16,22 +16,31 @@ pub struct Incoming<'a> {
     pub msg_type: Cow<'a, str>,
     #[serde(default)]
     pub id: Option<Value>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed")]
     pub room_id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed")]
     pub token: Option<Cow<'a, str>>,
     #[serde(default)]
     pub since: Option<i64>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed")]
     pub kind: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed")]
     pub ciphertext: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub to: Option<DeviceRefIn<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed")]
     pub payload: Option<Cow<'a, str>>,
     #[serde(default)]
     pub typing: Option<bool>,
+}
+
+/// Deserializes an optional string borrowing from the frame when it has no escapes: serde only
+/// borrows into a bare `Cow<str>`, so `Option<Cow<str>>` needs this to avoid an allocation per
+/// field on the hot path.
+fn borrowed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed<'de>>::deserialize(d)?.map(|b| b.0))
 }
 
 /// Just the `type` and `id` of a request, read when the full request does not parse.

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorCode};
+use crate::federation::{auth as federation_auth, endpoints as federation};
 use crate::hub::Identity;
 use crate::rooms::InviteOptions;
 use crate::{sessions, turn, ws};
@@ -47,6 +48,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/rooms/{room_id}/kick", web::post().to(kick))
                 .route("/ws", web::get().to(ws::handshake))
                 .default_service(web::to(not_found)),
+        )
+        // Federation: the key document is public; everything under the two federation scopes
+        // passes X-Matrix authentication before any handler (see `crate::federation`).
+        .route(
+            "/_matrix/key/v2/server",
+            web::get().to(federation::server_keys),
+        )
+        .service(
+            web::scope("/_matrix/federation")
+                .wrap(actix_web::middleware::from_fn(
+                    federation_auth::authenticate,
+                ))
+                .default_service(web::to(federation::unrecognized)),
+        )
+        .service(
+            web::scope("/_confab/federation/v1")
+                .wrap(actix_web::middleware::from_fn(
+                    federation_auth::authenticate,
+                ))
+                .route("/ping", web::get().to(federation::ping))
+                .route("/ping", web::post().to(federation::ping))
+                .default_service(web::to(federation::unrecognized)),
         );
 }
 

@@ -597,13 +597,20 @@ async fn dead_sockets_are_detected_and_presence_follows() {
     let (mut watcher, _) = WsClient::joined(&s, &g[0], &room, 0).await;
     // This client stops reading (so it never answers pings), like a vanished laptop.
     let (silent, _) = WsClient::joined(&s, &g[1], &room, 0).await;
-    let online = watcher.wait_for(|m| m["type"] == "presence" && m["online"] == true).await;
+    let online = watcher
+        .wait_for(|m| m["type"] == "presence" && m["online"] == true)
+        .await;
     assert_eq!(online["user_id"], g[1].user_id.as_str());
     // The watcher keeps answering pings because it reads; the silent one is dropped.
-    let offline = watcher.wait_for(|m| m["type"] == "presence" && m["online"] == false).await;
+    let offline = watcher
+        .wait_for(|m| m["type"] == "presence" && m["online"] == false)
+        .await;
     assert_eq!(offline["user_id"], g[1].user_id.as_str());
     drop(silent);
-    assert_eq!(watcher.request(json!({"type": "ping"})).await["type"], "ack");
+    assert_eq!(
+        watcher.request(json!({"type": "ping"})).await["type"],
+        "ack"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -612,7 +619,9 @@ async fn a_resume_point_beyond_the_log_still_gets_new_events() {
     let (room, g) = room_with(&s, 1).await;
     let (mut a, _) = WsClient::joined(&s, &g[0], &room, 0).await;
     let (mut b, _) = WsClient::joined(&s, &g[1], &room, 1_000_000_000).await;
-    let seq = a.chat(&room, "after a bogus since").await["result"]["seq"].as_i64().unwrap();
+    let seq = a.chat(&room, "after a bogus since").await["result"]["seq"]
+        .as_i64()
+        .unwrap();
     let e = b.wait_for(is_chat).await;
     assert_eq!(e["seq"].as_i64(), Some(seq));
 }

@@ -260,7 +260,15 @@ async fn bare_relay(listen: &str) -> anyhow::Result<()> {
                 path = req.uri().path().to_owned();
                 Ok(res)
             };
-            let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+            // Small buffers, as a lean relay would configure them (tungstenite's defaults reserve
+            // 128 KiB each way per socket).
+            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .read_buffer_size(4096)
+                .write_buffer_size(0);
+            let Ok(ws) =
+                tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config))
+                    .await
+            else {
                 return;
             };
             let mut parts = path.trim_start_matches("/room/").split('/');

@@ -140,6 +140,8 @@ pub struct TestServer {
     handle: actix_web::dev::ServerHandle,
     task: tokio::task::JoinHandle<()>,
     pub db: Arc<TestDb>,
+    /// The server's own data directory (its signing key), kept across restarts.
+    pub data_dir: Arc<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -154,10 +156,32 @@ impl TestServer {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::start_on(db, env, 0).await
+        let data_dir = Arc::new(tempfile::tempdir().unwrap());
+        Self::start_on(db, env, 0, data_dir).await
     }
 
-    async fn start_on(db: Arc<TestDb>, env: Vec<(String, String)>, port: u16) -> Self {
+    /// Starts a server that federates over plain HTTP with servers on loopback, as the other
+    /// test servers are, plus extra `CONFAB__…` settings.
+    pub async fn start_federating(env: &[(&str, &str)]) -> Self {
+        let mut all = vec![
+            ("CONFAB__FEDERATION__ALLOW_INSECURE_HTTP", "true"),
+            ("CONFAB__FEDERATION__ALLOW_PRIVATE_ADDRESSES", "true"),
+        ];
+        all.extend_from_slice(env);
+        Self::start_with(&all).await
+    }
+
+    /// This server's name.
+    pub fn server_name(&self) -> confab_federation::ids::ServerName {
+        self.state.settings.server.name.clone()
+    }
+
+    async fn start_on(
+        db: Arc<TestDb>,
+        env: Vec<(String, String)>,
+        port: u16,
+        data_dir: Arc<tempfile::TempDir>,
+    ) -> Self {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut all = vec![
@@ -174,6 +198,10 @@ impl TestServer {
                 "/nonexistent".to_owned(),
             ),
             ("CONFAB__DATABASE__POOL_SIZE".to_owned(), "8".to_owned()),
+            (
+                "CONFAB__SERVER__DATA_DIR".to_owned(),
+                data_dir.path().display().to_string(),
+            ),
         ];
         all.extend(env.iter().cloned());
         let settings = Settings::load_from(None, all).unwrap();
@@ -193,6 +221,7 @@ impl TestServer {
             handle,
             task,
             db,
+            data_dir,
         }
     }
 
@@ -200,8 +229,9 @@ impl TestServer {
     /// database, as a process restart would.
     pub async fn restart(self) -> Self {
         let (db, env, port) = (self.db.clone(), self.env.clone(), self.port);
+        let data_dir = self.data_dir.clone();
         self.stop().await;
-        Self::start_on(db, env, port).await
+        Self::start_on(db, env, port, data_dir).await
     }
 
     pub async fn stop(self) {
