@@ -294,34 +294,8 @@ pub async fn append_events(
     room_id: &str,
     new_events: &[NewEvent],
 ) -> Result<Option<Vec<Event>>, DbError> {
-    let count = i64::try_from(new_events.len()).unwrap_or(i64::MAX);
-    let last: Option<i64> = diesel::update(rooms::table.find(room_id))
-        .set(rooms::last_seq.eq(rooms::last_seq + count))
-        .returning(rooms::last_seq)
-        .get_result(conn)
-        .await
-        .optional()?;
-    let Some(last) = last else {
-        return Ok(None);
-    };
-    let first = last - count + 1;
-    let rows: Vec<Event> = new_events
-        .iter()
-        .zip(first..)
-        .map(|(e, seq)| Event {
-            room_id: room_id.to_owned(),
-            seq,
-            sender: e.sender.clone(),
-            device_id: e.device_id.clone(),
-            origin_ts: e.origin_ts,
-            content: e.content.clone(),
-        })
-        .collect();
-    diesel::insert_into(events::table)
-        .values(&rows)
-        .execute(conn)
-        .await?;
-    Ok(Some(rows))
+    let mut appended = append_events_batch(conn, &[(room_id, new_events.to_vec())]).await?;
+    Ok(appended.pop().flatten())
 }
 
 /// Appends events to several rooms at once, with one statement to number them all and one to

@@ -331,22 +331,7 @@ async fn setup_rooms(addr: SocketAddr, rooms: usize, clients: usize) -> Vec<(Str
     let http = reqwest::Client::new();
     let mut out = Vec::with_capacity(rooms);
     for r in 0..rooms {
-        let mut members = Vec::with_capacity(clients);
-        for c in 0..clients {
-            let s = post(
-                &http,
-                &base,
-                "/sessions",
-                None,
-                json!({"display_name": format!("r{r}c{c}")}),
-            )
-            .await;
-            members.push(Member {
-                token: s["access_token"].as_str().unwrap().to_owned(),
-                user_id: s["user_id"].as_str().unwrap().to_owned(),
-                device_id: s["device_id"].as_str().unwrap().to_owned(),
-            });
-        }
+        let members = setup_users(addr, clients, &format!("r{r}c")).await;
         let room = post(&http, &base, "/rooms", Some(&members[0].token), json!({})).await;
         let room_id = room["room_id"].as_str().unwrap().to_owned();
         let invite = post(
@@ -831,7 +816,7 @@ async fn idle_bench(conns: usize) -> anyhow::Result<()> {
     drop(bare);
 
     let server = start_confab(&[]).await?;
-    let users = setup_users(server.addr, 100).await;
+    let users = setup_users(server.addr, 100, "idle").await;
     let before = server.rss_bytes();
     let mut held = Vec::with_capacity(conns);
     for i in 0..conns {
@@ -860,7 +845,7 @@ async fn settle() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
-async fn setup_users(addr: SocketAddr, n: usize) -> Vec<Member> {
+async fn setup_users(addr: SocketAddr, n: usize, prefix: &str) -> Vec<Member> {
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
     let mut out = Vec::with_capacity(n);
@@ -870,7 +855,7 @@ async fn setup_users(addr: SocketAddr, n: usize) -> Vec<Member> {
             &base,
             "/sessions",
             None,
-            json!({"display_name": format!("idle{i}")}),
+            json!({"display_name": format!("{prefix}{i}")}),
         )
         .await;
         out.push(Member {
