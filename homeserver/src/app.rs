@@ -124,6 +124,14 @@ pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Running>
                 let metrics = metrics.clone();
                 srv.call(req).map(move |res| {
                     if let Ok(res) = &res {
+                        // REST refusals are counted by code, like the WebSocket's.
+                        if let Some(api) = res
+                            .response()
+                            .error()
+                            .and_then(|e| e.as_error::<ApiError>())
+                        {
+                            metrics.errors.with_label_values(&[api.code.as_str()]).inc();
+                        }
                         let route = res
                             .request()
                             .match_pattern()

@@ -468,4 +468,8 @@ async fn health_metrics_and_config() {
         text.contains("route=\"/_confab/client/v1/rooms/{room_id}\""),
         "{text}"
     );
+    assert!(
+        text.contains("confab_errors_total{code=\"bad_room_id\"} 1"),
+        "{text}"
+    );
 }
