@@ -27,6 +27,8 @@ pub struct Metrics {
     pub write_batch: prometheus::Histogram,
     /// Rooms deleted by the idle sweeper.
     pub rooms_expired: IntCounter,
+    /// Completed runs of the idle sweeper.
+    pub room_sweeps: IntCounter,
 }
 
 impl Metrics {
@@ -72,6 +74,7 @@ impl Metrics {
             events_persisted: counter("events_persisted_total", "Events committed"),
             signals_relayed: counter("signals_relayed_total", "Signaling messages relayed"),
             rooms_expired: counter("rooms_expired_total", "Rooms deleted after idling"),
+            room_sweeps: counter("room_sweeps_total", "Completed runs of the idle sweeper"),
             ws_messages: counter_vec(
                 "ws_messages_total",
                 "WebSocket messages received, by type",

@@ -533,6 +533,7 @@ impl AppState {
             self.hub.close(room_id, CloseReason::Expired);
             self.metrics.rooms_expired.inc();
         }
+        self.metrics.room_sweeps.inc();
         Ok(expired.len())
     }
 

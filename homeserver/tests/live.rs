@@ -397,17 +397,20 @@ async fn idle_rooms_expire_and_live_ones_do_not() {
         "a live room does not count down"
     );
 
-    // Kept alive for several TTLs by a connected participant: the request below proves the
-    // sweeper has run many times meanwhile (its metric counts nothing deleted).
-    let mut ticks = 0;
-    while ticks < 4 {
-        let reply = a.request(json!({"type": "ping"})).await;
-        assert_eq!(reply["type"], "ack");
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        ticks += 1;
+    // Kept alive across several TTLs by a connected participant: wait until the sweeper has
+    // completed eight more runs (at least 400 ms, longer than the 300 ms TTL).
+    let sweeps = s.state.metrics.room_sweeps.get();
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    while s.state.metrics.room_sweeps.get() < sweeps + 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweeper stopped running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let (status, _) = s.get(&format!("/rooms/{room}"), &g[0].token).await;
     assert_eq!(status, 200, "a room with a participant must not expire");
+    assert_eq!(s.state.metrics.rooms_expired.get(), 0);
 
     a.close().await;
     // Once empty, the room is deleted by the sweeper: watch it go through the API.
