@@ -16,6 +16,8 @@ use crate::config::Settings;
 use crate::error::{ApiError, ErrorCode};
 use crate::federation::Federation;
 use crate::federation::identity::ServerIdentity;
+use crate::federation::inbox::FederationInbox;
+use crate::federation::sender::TransactionSender;
 use crate::hub::RoomHub;
 use crate::metrics::Metrics;
 use crate::routes;
@@ -30,10 +32,16 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Identity, keys of others, outbound client; see `crate::federation`.
     pub federation: Federation,
+    /// Delivers our events to other servers; the only way anything is sent to them.
+    pub federation_sender: TransactionSender,
+    /// Where received transactions go until federated rooms handle them (the seam for the room
+    /// layer; see `crate::federation::inbox`).
+    pub federation_inbox: FederationInbox,
 }
 
 impl AppState {
-    /// Builds the context and starts its background tasks (event writer) on the current runtime.
+    /// Builds the context and starts its background tasks (event writer, federation sender) on
+    /// the current runtime.
     pub fn new(settings: Settings, pool: DbPool, federation: Federation) -> Self {
         let metrics = Metrics::new();
         let hub = RoomHub::new(
@@ -44,6 +52,12 @@ impl AppState {
             settings.rooms.idle_ttl,
         );
         let writer = EventWriter::start(pool.clone(), hub.clone(), metrics.clone());
+        let federation_sender = TransactionSender::start(
+            pool.clone(),
+            federation.client.clone(),
+            federation.acl.clone(),
+            &settings.federation,
+        );
         Self {
             settings: Arc::new(settings),
             pool,
@@ -51,6 +65,8 @@ impl AppState {
             writer,
             metrics,
             federation,
+            federation_sender,
+            federation_inbox: FederationInbox::new(),
         }
     }
 
@@ -172,7 +188,8 @@ pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Running>
     })
 }
 
-/// Deletes idle rooms every `rooms.sweep_interval`.
+/// Deletes idle rooms, and forgets old received federation transaction ids, every
+/// `rooms.sweep_interval`.
 async fn sweeper(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(state.settings.rooms.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -180,6 +197,9 @@ async fn sweeper(state: Arc<AppState>) {
         tick.tick().await;
         if let Err(err) = state.sweep_expired().await {
             tracing::warn!(error = %err.reason, "room sweep failed; retrying next tick");
+        }
+        if let Err(err) = crate::federation::inbox::prune_received(&state.pool).await {
+            tracing::warn!(error = %err, "pruning received transaction ids failed");
         }
         // Stop when the server is gone (only the sweeper holds the state then).
         if Arc::strong_count(&state) == 1 {

@@ -148,6 +148,14 @@ pub struct FederationSettings {
     pub max_response_bytes: usize,
     /// Largest federation request body accepted, in bytes.
     pub max_request_bytes: usize,
+    /// Ceiling of the first retry delay of a failed transaction; doubles per failure.
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    /// Longest delay between retries of a failed transaction.
+    #[serde(with = "humantime_serde")]
+    pub retry_cap: Duration,
+    /// Ephemeral events (typing, signaling) held per destination waiting to be sent.
+    pub ephemeral_queue: usize,
 }
 
 /// `[log]`
@@ -262,6 +270,15 @@ impl Settings {
         }
         if self.federation.max_request_bytes < 1024 {
             return invalid("federation.max_request_bytes", "must be at least 1024");
+        }
+        if self.federation.retry_cap < self.federation.retry_base {
+            return invalid(
+                "federation.retry_cap",
+                "must be at least federation.retry_base",
+            );
+        }
+        if self.federation.ephemeral_queue == 0 {
+            return invalid("federation.ephemeral_queue", "must be at least 1");
         }
         if self.log.level.trim().is_empty() {
             return invalid("log.level", "must not be empty");

@@ -60,6 +60,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .wrap(actix_web::middleware::from_fn(
                     federation_auth::authenticate,
                 ))
+                .route(
+                    "/v1/send/{txn_id}",
+                    web::put().to(federation::send_transaction),
+                )
                 .default_service(web::to(federation::unrecognized)),
         )
         .service(

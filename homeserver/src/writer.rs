@@ -19,7 +19,8 @@ const MAX_BATCH: usize = 512;
 
 struct AppendRequest {
     room_id: String,
-    event: NewEvent,
+    /// Taken (not copied) when the batch is committed.
+    event: Option<NewEvent>,
     reply: oneshot::Sender<Result<Event, ApiError>>,
 }
 
@@ -49,7 +50,7 @@ impl EventWriter {
             .tx
             .send(AppendRequest {
                 room_id: room_id.to_owned(),
-                event,
+                event: Some(event),
                 reply,
             })
             .await
@@ -80,7 +81,7 @@ async fn run(mut rx: mpsc::Receiver<AppendRequest>, pool: DbPool, hub: RoomHub, 
             }
         }
         metrics.write_batch.observe(batch.len() as f64);
-        match commit(&pool, &batch).await {
+        match commit(&pool, &mut batch).await {
             Ok(committed) => {
                 metrics.events_persisted.inc_by(batch.len() as u64);
                 let mut queues: HashMap<String, VecDeque<Event>> = HashMap::new();
@@ -113,16 +114,18 @@ async fn run(mut rx: mpsc::Receiver<AppendRequest>, pool: DbPool, hub: RoomHub, 
 /// exists maps to `None`.
 async fn commit(
     pool: &DbPool,
-    batch: &[AppendRequest],
+    batch: &mut [AppendRequest],
 ) -> Result<Vec<(String, Option<Vec<Event>>)>, DbError> {
     let mut by_room: Vec<(&str, Vec<NewEvent>)> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
-    for req in batch {
+    for req in batch.iter_mut() {
         let i = *index.entry(&req.room_id).or_insert_with(|| {
             by_room.push((&req.room_id, Vec::new()));
             by_room.len() - 1
         });
-        by_room[i].1.push(req.event.clone());
+        if let Some(event) = req.event.take() {
+            by_room[i].1.push(event);
+        }
     }
     let mut conn = confab_schema::connect(pool).await?;
     let appended = conn

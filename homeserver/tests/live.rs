@@ -389,7 +389,7 @@ async fn idle_rooms_expire_and_live_ones_do_not() {
     ])
     .await;
     let (room, g) = room_with(&s, 1).await;
-    let (mut a, _) = WsClient::joined(&s, &g[0], &room, 0).await;
+    let (a, _) = WsClient::joined(&s, &g[0], &room, 0).await;
     let (status, summary) = s.get(&format!("/rooms/{room}"), &g[0].token).await;
     assert_eq!(
         (status, summary["expires_ts"].clone()),

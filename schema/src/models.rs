@@ -2,7 +2,10 @@
 
 use diesel::prelude::*;
 
-use crate::schema::{events, invites, room_members, rooms, sessions};
+use crate::schema::{
+    events, federation_destinations, federation_outbound, federation_received_txns, invites,
+    room_members, rooms, sessions,
+};
 
 /// A guest session: one user with one device, found by the hash of its access token.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -86,4 +89,52 @@ pub struct NewEvent {
     pub device_id: String,
     pub origin_ts: i64,
     pub content: serde_json::Value,
+}
+
+/// A persistent event queued for a federation destination until it acknowledges it.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = federation_outbound, check_for_backend(diesel::pg::Pg))]
+pub struct OutboundPdu {
+    /// Position in the queue; orders a destination's rows.
+    pub seq: i64,
+    pub destination: String,
+    /// The PDU as the room layer built it.
+    pub pdu: serde_json::Value,
+    pub created_ts: i64,
+    /// The transaction the row was put in, kept for every retry of that transaction.
+    pub txn_id: Option<String>,
+    /// Failed attempts to deliver the transaction holding the row.
+    pub attempts: i32,
+}
+
+/// A PDU to queue; the sequence number is assigned by the database.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = federation_outbound, check_for_backend(diesel::pg::Pg))]
+pub struct NewOutboundPdu {
+    pub destination: String,
+    pub pdu: serde_json::Value,
+    pub created_ts: i64,
+}
+
+/// How delivery to one destination is going.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = federation_destinations, check_for_backend(diesel::pg::Pg))]
+pub struct DestinationState {
+    pub destination: String,
+    /// Failed transactions in a row since the last success.
+    pub failures: i32,
+    /// No retry before this time, while failing.
+    pub retry_after_ts: Option<i64>,
+    pub last_success_ts: Option<i64>,
+    pub last_failure_ts: Option<i64>,
+}
+
+/// A transaction received from another server, with the answer it got.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = federation_received_txns, check_for_backend(diesel::pg::Pg))]
+pub struct ReceivedTxn {
+    pub origin: String,
+    pub txn_id: String,
+    pub received_ts: i64,
+    pub response: serde_json::Value,
 }

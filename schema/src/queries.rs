@@ -5,8 +5,14 @@ use diesel::upsert::excluded;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::DbError;
-use crate::models::{Event, Invite, Member, NewEvent, Room, Session, membership};
-use crate::schema::{events, invites, room_members, rooms, sessions};
+use crate::models::{
+    DestinationState, Event, Invite, Member, NewEvent, NewOutboundPdu, OutboundPdu, ReceivedTxn,
+    Room, Session, membership,
+};
+use crate::schema::{
+    events, federation_destinations, federation_outbound, federation_received_txns, invites,
+    room_members, rooms, sessions,
+};
 
 type Conn = AsyncPgConnection;
 
@@ -336,28 +342,34 @@ pub async fn append_events_batch(
         .iter()
         .map(|n| (n.room_id.as_str(), n.last_seq))
         .collect();
+    // Rows to insert borrow from the input; each event is copied once, into the result.
+    #[derive(Insertable)]
+    #[diesel(table_name = events)]
+    struct Row<'a> {
+        room_id: &'a str,
+        seq: i64,
+        sender: &'a str,
+        device_id: &'a str,
+        origin_ts: i64,
+        content: &'a serde_json::Value,
+    }
     let mut rows = Vec::new();
-    let mut out = Vec::with_capacity(batch.len());
+    let mut firsts = Vec::with_capacity(batch.len());
     for (room_id, events) in batch {
         let Some(&last) = last.get(room_id) else {
-            out.push(None);
+            firsts.push(None);
             continue;
         };
         let first = last - i64::try_from(events.len()).unwrap_or(i64::MAX) + 1;
-        let numbered: Vec<Event> = events
-            .iter()
-            .zip(first..)
-            .map(|(e, seq)| Event {
-                room_id: (*room_id).to_owned(),
-                seq,
-                sender: e.sender.clone(),
-                device_id: e.device_id.clone(),
-                origin_ts: e.origin_ts,
-                content: e.content.clone(),
-            })
-            .collect();
-        rows.extend(numbered.iter().cloned());
-        out.push(Some(numbered));
+        firsts.push(Some(first));
+        rows.extend(events.iter().zip(first..).map(|(e, seq)| Row {
+            room_id,
+            seq,
+            sender: &e.sender,
+            device_id: &e.device_id,
+            origin_ts: e.origin_ts,
+            content: &e.content,
+        }));
     }
     // Postgres allows 65535 bind parameters per statement; six per row.
     for chunk in rows.chunks(10_000) {
@@ -366,7 +378,27 @@ pub async fn append_events_batch(
             .execute(conn)
             .await?;
     }
-    Ok(out)
+    Ok(batch
+        .iter()
+        .zip(firsts)
+        .map(|((room_id, events), first)| {
+            let first = first?;
+            Some(
+                events
+                    .iter()
+                    .zip(first..)
+                    .map(|(e, seq)| Event {
+                        room_id: (*room_id).to_owned(),
+                        seq,
+                        sender: e.sender.clone(),
+                        device_id: e.device_id.clone(),
+                        origin_ts: e.origin_ts,
+                        content: e.content.clone(),
+                    })
+                    .collect(),
+            )
+        })
+        .collect())
 }
 
 /// A room's events after `since`, oldest first, at most `limit`.
@@ -389,4 +421,237 @@ pub async fn events_after(
 /// Total number of persisted events, for metrics.
 pub async fn count_events(conn: &mut Conn) -> Result<i64, DbError> {
     Ok(events::table.count().get_result(conn).await?)
+}
+
+// ---- federation: outbound queue ------------------------------------------------------------
+
+/// Queues PDUs for their destinations; returns their sequence numbers, in the order given.
+pub async fn enqueue_outbound(
+    conn: &mut Conn,
+    pdus: &[NewOutboundPdu],
+) -> Result<Vec<i64>, DbError> {
+    Ok(diesel::insert_into(federation_outbound::table)
+        .values(pdus)
+        .returning(federation_outbound::seq)
+        .get_results(conn)
+        .await?)
+}
+
+/// The oldest `limit` rows queued for `destination`, oldest first.
+pub async fn outbound_head(
+    conn: &mut Conn,
+    destination: &str,
+    limit: i64,
+) -> Result<Vec<OutboundPdu>, DbError> {
+    Ok(federation_outbound::table
+        .filter(federation_outbound::destination.eq(destination))
+        .order(federation_outbound::seq.asc())
+        .limit(limit)
+        .select(OutboundPdu::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Puts rows of `destination` that are in no transaction yet into transaction `txn_id`, for
+/// good: retries reuse the id. Returns how many rows it took; fewer than `seqs` means another
+/// sender took some first.
+pub async fn assign_outbound_txn(
+    conn: &mut Conn,
+    destination: &str,
+    seqs: &[i64],
+    txn_id: &str,
+) -> Result<usize, DbError> {
+    Ok(diesel::update(
+        federation_outbound::table
+            .filter(federation_outbound::destination.eq(destination))
+            .filter(federation_outbound::seq.eq_any(seqs))
+            .filter(federation_outbound::txn_id.is_null()),
+    )
+    .set(federation_outbound::txn_id.eq(txn_id))
+    .execute(conn)
+    .await?)
+}
+
+/// Counts a failed attempt against the rows of a transaction.
+pub async fn count_outbound_attempt(
+    conn: &mut Conn,
+    destination: &str,
+    txn_id: &str,
+) -> Result<usize, DbError> {
+    Ok(diesel::update(
+        federation_outbound::table
+            .filter(federation_outbound::destination.eq(destination))
+            .filter(federation_outbound::txn_id.eq(txn_id)),
+    )
+    .set(federation_outbound::attempts.eq(federation_outbound::attempts + 1))
+    .execute(conn)
+    .await?)
+}
+
+/// Deletes the rows of a transaction the destination acknowledged.
+pub async fn delete_outbound_txn(
+    conn: &mut Conn,
+    destination: &str,
+    txn_id: &str,
+) -> Result<usize, DbError> {
+    Ok(diesel::delete(
+        federation_outbound::table
+            .filter(federation_outbound::destination.eq(destination))
+            .filter(federation_outbound::txn_id.eq(txn_id)),
+    )
+    .execute(conn)
+    .await?)
+}
+
+/// Deletes everything queued for a destination (one federation is no longer allowed with).
+pub async fn delete_outbound_for(conn: &mut Conn, destination: &str) -> Result<usize, DbError> {
+    Ok(diesel::delete(
+        federation_outbound::table.filter(federation_outbound::destination.eq(destination)),
+    )
+    .execute(conn)
+    .await?)
+}
+
+/// Every destination with rows queued, for the sender to resume at start-up.
+pub async fn destinations_with_outbound(conn: &mut Conn) -> Result<Vec<String>, DbError> {
+    Ok(federation_outbound::table
+        .select(federation_outbound::destination)
+        .distinct()
+        .order(federation_outbound::destination.asc())
+        .load(conn)
+        .await?)
+}
+
+/// How many rows are queued for `destination`.
+pub async fn count_outbound(conn: &mut Conn, destination: &str) -> Result<i64, DbError> {
+    Ok(federation_outbound::table
+        .filter(federation_outbound::destination.eq(destination))
+        .count()
+        .get_result(conn)
+        .await?)
+}
+
+// ---- federation: destinations --------------------------------------------------------------
+
+/// Records a delivered transaction: the destination is healthy again.
+pub async fn record_destination_success(
+    conn: &mut Conn,
+    destination: &str,
+    now_ts: i64,
+) -> Result<(), DbError> {
+    let row = DestinationState {
+        destination: destination.to_owned(),
+        failures: 0,
+        retry_after_ts: None,
+        last_success_ts: Some(now_ts),
+        last_failure_ts: None,
+    };
+    diesel::insert_into(federation_destinations::table)
+        .values(&row)
+        .on_conflict(federation_destinations::destination)
+        .do_update()
+        .set((
+            federation_destinations::failures.eq(0),
+            federation_destinations::retry_after_ts.eq(None::<i64>),
+            federation_destinations::last_success_ts.eq(now_ts),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records a failed transaction: `failures` in a row, no retry before `retry_after_ts`.
+pub async fn record_destination_failure(
+    conn: &mut Conn,
+    destination: &str,
+    failures: i32,
+    retry_after_ts: i64,
+    now_ts: i64,
+) -> Result<(), DbError> {
+    let row = DestinationState {
+        destination: destination.to_owned(),
+        failures,
+        retry_after_ts: Some(retry_after_ts),
+        last_success_ts: None,
+        last_failure_ts: Some(now_ts),
+    };
+    diesel::insert_into(federation_destinations::table)
+        .values(&row)
+        .on_conflict(federation_destinations::destination)
+        .do_update()
+        .set((
+            federation_destinations::failures.eq(failures),
+            federation_destinations::retry_after_ts.eq(retry_after_ts),
+            federation_destinations::last_failure_ts.eq(now_ts),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// How delivery to `destination` is going, if anything was ever sent there.
+pub async fn destination_state(
+    conn: &mut Conn,
+    destination: &str,
+) -> Result<Option<DestinationState>, DbError> {
+    Ok(federation_destinations::table
+        .find(destination)
+        .select(DestinationState::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+// ---- federation: received transactions -----------------------------------------------------
+
+/// Records a received transaction unless it was recorded before; `true` if this call recorded
+/// it. Inside a database transaction, a concurrent call for the same id waits on this row until
+/// that transaction ends, then sees it, so two copies of one transaction are never both handled.
+pub async fn claim_received_txn(conn: &mut Conn, txn: &ReceivedTxn) -> Result<bool, DbError> {
+    let n = diesel::insert_into(federation_received_txns::table)
+        .values(txn)
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(n > 0)
+}
+
+/// Replaces the answer recorded for a received transaction.
+pub async fn set_received_txn_response(
+    conn: &mut Conn,
+    origin: &str,
+    txn_id: &str,
+    response: &serde_json::Value,
+) -> Result<(), DbError> {
+    diesel::update(federation_received_txns::table.find((origin, txn_id)))
+        .set(federation_received_txns::response.eq(response))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The answer given to a transaction received before, if it was.
+pub async fn received_txn_response(
+    conn: &mut Conn,
+    origin: &str,
+    txn_id: &str,
+) -> Result<Option<serde_json::Value>, DbError> {
+    Ok(federation_received_txns::table
+        .find((origin, txn_id))
+        .select(federation_received_txns::response)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Forgets transactions received before `before_ts`; a sender retries for far less long.
+pub async fn delete_received_txns_before(
+    conn: &mut Conn,
+    before_ts: i64,
+) -> Result<usize, DbError> {
+    Ok(diesel::delete(
+        federation_received_txns::table.filter(federation_received_txns::received_ts.lt(before_ts)),
+    )
+    .execute(conn)
+    .await?)
 }

@@ -12,6 +12,36 @@ diesel::table! {
 }
 
 diesel::table! {
+    federation_destinations (destination) {
+        destination -> Text,
+        failures -> Int4,
+        retry_after_ts -> Nullable<Int8>,
+        last_success_ts -> Nullable<Int8>,
+        last_failure_ts -> Nullable<Int8>,
+    }
+}
+
+diesel::table! {
+    federation_outbound (seq) {
+        seq -> Int8,
+        destination -> Text,
+        pdu -> Jsonb,
+        created_ts -> Int8,
+        txn_id -> Nullable<Text>,
+        attempts -> Int4,
+    }
+}
+
+diesel::table! {
+    federation_received_txns (origin, txn_id) {
+        origin -> Text,
+        txn_id -> Text,
+        received_ts -> Int8,
+        response -> Jsonb,
+    }
+}
+
+diesel::table! {
     invites (invite_id) {
         invite_id -> Text,
         room_id -> Text,
@@ -64,4 +94,13 @@ diesel::joinable!(events -> rooms (room_id));
 diesel::joinable!(invites -> rooms (room_id));
 diesel::joinable!(room_members -> rooms (room_id));
 
-diesel::allow_tables_to_appear_in_same_query!(events, invites, room_members, rooms, sessions,);
+diesel::allow_tables_to_appear_in_same_query!(
+    events,
+    federation_destinations,
+    federation_outbound,
+    federation_received_txns,
+    invites,
+    room_members,
+    rooms,
+    sessions,
+);

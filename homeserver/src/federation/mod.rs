@@ -11,13 +11,17 @@
 //! - `GET|POST /_confab/federation/v1/ping`: answers with the verified origin (and the body it
 //!   signed), to check two servers trust each other end to end. It is Confab's own, not under
 //!   `/_matrix/`, because Matrix's similar `GET /_matrix/federation/v1/version` is
-//!   unauthenticated.
+//!   unauthenticated;
+//! - `PUT /_matrix/federation/v1/send/{txnId}`: a transaction of PDUs and EDUs, handled once per
+//!   id by [`inbox`]; our own transactions are sent by [`sender::TransactionSender`].
 
 pub mod auth;
 pub mod client;
 pub mod endpoints;
 pub mod error;
 pub mod identity;
+pub mod inbox;
+pub mod sender;
 pub mod tools;
 
 use std::sync::Arc;

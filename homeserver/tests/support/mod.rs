@@ -10,6 +10,7 @@ use std::time::Duration;
 use confab::app::{self, AppState};
 use confab::config::Settings;
 use confab::embedded_pg::EmbeddedPostgres;
+use confab::federation::inbox::Inbound;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -142,6 +143,30 @@ pub struct TestServer {
     pub db: Arc<TestDb>,
     /// The server's own data directory (its signing key), kept across restarts.
     pub data_dir: Arc<tempfile::TempDir>,
+    /// Everything the server's federation inbox received, subscribed before it started
+    /// listening so that nothing delivered can be missed.
+    pub inbox: tokio::sync::Mutex<tokio::sync::broadcast::Receiver<Inbound>>,
+}
+
+/// A server stopped by [`TestServer::stop_keeping`]: its name (port), database and keys are
+/// kept for [`StoppedServer::start`].
+pub struct StoppedServer {
+    pub port: u16,
+    env: Vec<(String, String)>,
+    db: Arc<TestDb>,
+    data_dir: Arc<tempfile::TempDir>,
+}
+
+impl StoppedServer {
+    /// This server's name.
+    pub fn server_name(&self) -> confab_federation::ids::ServerName {
+        confab_federation::ids::ServerName::parse(&format!("127.0.0.1:{}", self.port)).unwrap()
+    }
+
+    /// Starts it again on the same port, database and keys.
+    pub async fn start(self) -> TestServer {
+        TestServer::start_on(self.db, self.env, self.port, self.data_dir).await
+    }
 }
 
 impl TestServer {
@@ -206,6 +231,7 @@ impl TestServer {
         all.extend(env.iter().cloned());
         let settings = Settings::load_from(None, all).unwrap();
         let state = app::prepare(settings, &db.url).await.unwrap();
+        let inbox = tokio::sync::Mutex::new(state.federation_inbox.subscribe());
         let running = app::serve(listener, state).unwrap();
         let handle = running.handle.clone();
         let server = running.server;
@@ -222,7 +248,20 @@ impl TestServer {
             task,
             db,
             data_dir,
+            inbox,
         }
+    }
+
+    /// Stops the server, keeping what it needs to start again as the same server.
+    pub async fn stop_keeping(self) -> StoppedServer {
+        let stopped = StoppedServer {
+            port: self.port,
+            env: self.env.clone(),
+            db: self.db.clone(),
+            data_dir: self.data_dir.clone(),
+        };
+        self.stop().await;
+        stopped
     }
 
     /// Stops the server (clients are told to reconnect) and starts it again on the same port and
@@ -236,6 +275,7 @@ impl TestServer {
 
     pub async fn stop(self) {
         self.state.hub.shutdown();
+        self.state.federation_sender.shutdown();
         self.handle.stop(true).await;
         let _ = self.task.await;
     }

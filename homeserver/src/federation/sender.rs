@@ -1,0 +1,775 @@
+//! The persistent per-destination transaction sender (DESIGN.md, "Federation"; STYLE.md 4 and 7;
+//! Matrix server-server API, "Transactions").
+//!
+//! [`TransactionSender`] is the handle; behind it a coordinator task owns one worker task per
+//! destination, each owning that destination's state. Request handlers and the room layer only
+//! enqueue; nothing is ever sent from inside a request.
+//!
+//! - **Persistent** events (PDUs: chat, membership, room state, room deletion) are written to
+//!   `federation_outbound` before the worker is woken, and deleted only after the destination
+//!   answered 200 to the transaction carrying them. A restart resumes from the table.
+//! - **Ephemeral** events (EDUs: typing, presence, signaling) go through a bounded in-memory
+//!   queue per destination and are dropped, and counted, when it is full or the destination is
+//!   backing off.
+//! - Per destination, **one transaction in flight**, of at most 50 PDUs and 100 EDUs. Rows get
+//!   their transaction id when the batch is formed and keep it, in the database, for every retry,
+//!   even across restarts, so the receiver recognises a retry whose first answer was lost.
+//! - A failure (transport, non-200, database) retries the same transaction after an exponential
+//!   backoff with full jitter ([`Backoff`]), recorded in `federation_destinations` for operators.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use confab_federation::backoff::Backoff;
+use confab_federation::ids::{ServerName, random_alphanumeric};
+use confab_federation::policy::{PolicyError, ServerAcl};
+use confab_federation::transaction::{
+    Edu, MAX_EDUS, MAX_PDUS, Pdu, SEND_PATH_PREFIX, Transaction, TransactionResponse,
+};
+use confab_schema::models::{NewOutboundPdu, OutboundPdu};
+use confab_schema::{AsyncPgConnection, DbError, DbPool, queries};
+use reqwest::Method;
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::client::{FederationClient, OutboundError};
+use crate::config::FederationSettings;
+
+/// Commands queued from handles to the coordinator before enqueuers wait (wakes) or ephemeral
+/// events are dropped.
+const COMMAND_QUEUE: usize = 4096;
+
+/// Why an event could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    /// This server does not federate with the destination.
+    #[error(transparent)]
+    Denied(#[from] PolicyError),
+    /// Federation is disabled on this server (`federation.enabled`).
+    #[error("federation is disabled on this server")]
+    Disabled,
+    /// The destination is this server.
+    #[error("{0} is this server")]
+    OwnServer(String),
+    /// The event could not be written to the queue.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The event could not be encoded as JSON.
+    #[error("cannot encode the event: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Counters of what the sender did, for tests and (later) metrics.
+#[derive(Debug, Default)]
+pub struct SenderStats {
+    /// Transactions a destination acknowledged.
+    pub transactions_sent: AtomicU64,
+    /// Attempts that failed and will be retried.
+    pub transactions_failed: AtomicU64,
+    /// PDUs acknowledged.
+    pub pdus_sent: AtomicU64,
+    /// EDUs acknowledged.
+    pub edus_sent: AtomicU64,
+    /// EDUs dropped: queue full, destination backing off or denied.
+    pub edus_dropped: AtomicU64,
+}
+
+impl SenderStats {
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
+enum Command {
+    Wake(ServerName),
+    Ephemeral(ServerName, Edu),
+}
+
+/// What every worker shares.
+struct SenderContext {
+    pool: DbPool,
+    client: FederationClient,
+    backoff: Backoff,
+    ephemeral_queue: usize,
+    stats: Arc<SenderStats>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// The handle to the sender; cheap to clone.
+#[derive(Clone)]
+pub struct TransactionSender {
+    commands: mpsc::Sender<Command>,
+    pool: DbPool,
+    acl: Arc<ServerAcl>,
+    origin: ServerName,
+    enabled: bool,
+    stats: Arc<SenderStats>,
+    shutdown: Arc<watch::Sender<bool>>,
+}
+
+impl std::fmt::Debug for TransactionSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionSender")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TransactionSender {
+    /// Starts the sender on the current runtime; it first resumes every destination with
+    /// events left in the queue.
+    pub fn start(
+        pool: DbPool,
+        client: FederationClient,
+        acl: Arc<ServerAcl>,
+        settings: &FederationSettings,
+    ) -> Self {
+        let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let stats = Arc::new(SenderStats::default());
+        let origin = client.origin().clone();
+        let context = Arc::new(SenderContext {
+            pool: pool.clone(),
+            client,
+            backoff: Backoff::new(settings.retry_base, settings.retry_cap),
+            ephemeral_queue: settings.ephemeral_queue,
+            stats: stats.clone(),
+            shutdown: shutdown_rx,
+        });
+        tokio::spawn(coordinate(context, receiver));
+        Self {
+            commands,
+            pool,
+            acl,
+            origin,
+            enabled: settings.enabled,
+            stats,
+            shutdown: Arc::new(shutdown),
+        }
+    }
+
+    /// Queues `pdu` for `destination` in Postgres, then wakes the destination's worker. Its
+    /// `order` is replaced by its position in the queue. Returns that position.
+    pub async fn enqueue_persistent(
+        &self,
+        destination: &ServerName,
+        pdu: Pdu,
+    ) -> Result<i64, SenderError> {
+        let mut conn = confab_schema::connect(&self.pool).await?;
+        let seqs = self.queue(&mut conn, &[(destination.clone(), pdu)]).await?;
+        drop(conn);
+        self.wake(destination).await;
+        Ok(seqs.first().copied().unwrap_or_default())
+    }
+
+    /// Writes PDUs to the queue through `conn`, which may be inside the caller's transaction so
+    /// that an event and its delivery commit together; call [`Self::wake`] for each destination
+    /// after the commit. Refuses the whole batch if one destination is refused.
+    pub async fn queue(
+        &self,
+        conn: &mut AsyncPgConnection,
+        items: &[(ServerName, Pdu)],
+    ) -> Result<Vec<i64>, SenderError> {
+        let now = crate::time::now_ms();
+        let mut rows = Vec::with_capacity(items.len());
+        for (destination, pdu) in items {
+            self.check_destination(destination)?;
+            rows.push(NewOutboundPdu {
+                destination: destination.to_string(),
+                pdu: serde_json::to_value(pdu)?,
+                created_ts: now,
+            });
+        }
+        Ok(queries::enqueue_outbound(conn, &rows).await?)
+    }
+
+    /// Tells `destination`'s worker that rows are waiting. If the sender has stopped, the rows
+    /// wait for the next start.
+    pub async fn wake(&self, destination: &ServerName) {
+        let _ = self.commands.send(Command::Wake(destination.clone())).await;
+    }
+
+    /// Sends an ephemeral event to `destination`, best-effort: it is dropped (and counted) if
+    /// the destination is refused, backing off, or has too many waiting.
+    pub fn send_ephemeral(&self, destination: &ServerName, edu: Edu) {
+        if self.check_destination(destination).is_err()
+            || self
+                .commands
+                .try_send(Command::Ephemeral(destination.clone(), edu))
+                .is_err()
+        {
+            SenderStats::add(&self.stats.edus_dropped, 1);
+        }
+    }
+
+    /// What the sender did so far.
+    pub fn stats(&self) -> &SenderStats {
+        &self.stats
+    }
+
+    /// Stops every worker, abandoning transactions in flight; their rows stay queued for the
+    /// next start.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    fn check_destination(&self, destination: &ServerName) -> Result<(), SenderError> {
+        if !self.enabled {
+            return Err(SenderError::Disabled);
+        }
+        if destination == &self.origin {
+            return Err(SenderError::OwnServer(destination.to_string()));
+        }
+        Ok(self.acl.check(destination)?)
+    }
+}
+
+/// A worker as the coordinator sees it.
+struct WorkerHandle {
+    wake: Arc<Notify>,
+    edus: mpsc::Sender<Edu>,
+}
+
+/// The coordinator: resumes destinations with queued rows, then routes commands to workers,
+/// starting one per destination on first use.
+async fn coordinate(context: Arc<SenderContext>, mut commands: mpsc::Receiver<Command>) {
+    let mut shutdown = context.shutdown.clone();
+    let mut workers: HashMap<ServerName, WorkerHandle> = HashMap::new();
+    let mut attempt = 0;
+    loop {
+        match pending_destinations(&context.pool).await {
+            Ok(destinations) => {
+                for destination in destinations {
+                    worker(&mut workers, &context, &destination)
+                        .wake
+                        .notify_one();
+                }
+                break;
+            }
+            Err(err) => {
+                let delay = context.backoff.delay(attempt, &mut rand::rng());
+                attempt = attempt.saturating_add(1);
+                tracing::warn!(error = %err, ?delay, "cannot resume federation delivery yet");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+    loop {
+        let command = tokio::select! {
+            command = commands.recv() => command,
+            _ = shutdown.changed() => None,
+        };
+        match command {
+            None => return,
+            Some(Command::Wake(destination)) => {
+                worker(&mut workers, &context, &destination)
+                    .wake
+                    .notify_one();
+            }
+            Some(Command::Ephemeral(destination, edu)) => {
+                let handle = worker(&mut workers, &context, &destination);
+                if handle.edus.try_send(edu).is_err() {
+                    SenderStats::add(&context.stats.edus_dropped, 1);
+                }
+            }
+        }
+    }
+}
+
+async fn pending_destinations(pool: &DbPool) -> Result<Vec<ServerName>, DbError> {
+    let mut conn = confab_schema::connect(pool).await?;
+    let names = queries::destinations_with_outbound(&mut conn).await?;
+    Ok(names
+        .iter()
+        .filter_map(|name| match ServerName::parse(name) {
+            Ok(name) => Some(name),
+            Err(err) => {
+                tracing::error!(destination = %name, error = %err, "queued for an invalid server name");
+                None
+            }
+        })
+        .collect())
+}
+
+fn worker<'a>(
+    workers: &'a mut HashMap<ServerName, WorkerHandle>,
+    context: &Arc<SenderContext>,
+    destination: &ServerName,
+) -> &'a WorkerHandle {
+    workers.entry(destination.clone()).or_insert_with(|| {
+        let wake = Arc::new(Notify::new());
+        let (edus, receiver) = mpsc::channel(context.ephemeral_queue);
+        let worker = DestinationWorker {
+            destination: destination.clone(),
+            context: context.clone(),
+            wake: wake.clone(),
+            edus: receiver,
+            carried: VecDeque::new(),
+            in_flight: None,
+            failures: 0,
+            shutdown: context.shutdown.clone(),
+        };
+        tokio::spawn(worker.run());
+        WorkerHandle { wake, edus }
+    })
+}
+
+/// The transaction being delivered to a destination, kept until it is acknowledged.
+#[derive(Debug, Clone)]
+struct InFlight {
+    txn_id: String,
+    transaction: Transaction,
+    /// Whether queue rows belong to it (an EDU-only transaction has none).
+    has_rows: bool,
+}
+
+/// How a delivery attempt ended.
+enum Outcome {
+    Delivered(TransactionResponse),
+    Failed(String),
+    Denied(PolicyError),
+}
+
+/// One destination's state, owned by its task.
+struct DestinationWorker {
+    destination: ServerName,
+    context: Arc<SenderContext>,
+    wake: Arc<Notify>,
+    edus: mpsc::Receiver<Edu>,
+    /// EDUs taken off the channel while idle, sent first.
+    carried: VecDeque<Edu>,
+    in_flight: Option<InFlight>,
+    /// Failed attempts in a row.
+    failures: u32,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl DestinationWorker {
+    async fn run(mut self) {
+        loop {
+            if *self.shutdown.borrow() {
+                return;
+            }
+            if self.in_flight.is_none() {
+                match self.form().await {
+                    Ok(Some(batch)) => self.in_flight = Some(batch),
+                    Ok(None) => {
+                        if self.idle().await {
+                            continue;
+                        }
+                        return;
+                    }
+                    Err(err) => {
+                        if self
+                            .back_off(&format!("cannot read the queue: {err}"))
+                            .await
+                        {
+                            continue;
+                        }
+                        return;
+                    }
+                }
+            }
+            let Some(batch) = self.in_flight.clone() else {
+                continue;
+            };
+            let mut shutdown = self.shutdown.clone();
+            let outcome = tokio::select! {
+                outcome = self.deliver(&batch) => outcome,
+                _ = shutdown.changed() => return,
+            };
+            let keep_going = match outcome {
+                Outcome::Delivered(response) => self.acknowledged(&batch, &response).await,
+                Outcome::Failed(reason) => self.back_off(&reason).await,
+                Outcome::Denied(reason) => self.refused(&reason).await,
+            };
+            if !keep_going {
+                return;
+            }
+        }
+    }
+
+    /// The next transaction: the one the queue's oldest rows already belong to, if any (a retry
+    /// after a restart), else up to [`MAX_PDUS`] new rows under a new id; plus waiting EDUs.
+    async fn form(&mut self) -> Result<Option<InFlight>, DbError> {
+        let mut conn = confab_schema::connect(&self.context.pool).await?;
+        let (rows, txn_id) = loop {
+            let mut rows = queries::outbound_head(
+                &mut conn,
+                self.destination.as_str(),
+                i64::try_from(MAX_PDUS).unwrap_or(i64::MAX),
+            )
+            .await?;
+            let selection = select_batch(&rows);
+            rows.truncate(selection.take);
+            if let Some(txn_id) = selection.existing {
+                break (rows, txn_id);
+            }
+            let txn_id = mint_txn_id();
+            let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+            let taken = if seqs.is_empty() {
+                0
+            } else {
+                queries::assign_outbound_txn(&mut conn, self.destination.as_str(), &seqs, &txn_id)
+                    .await?
+            };
+            // Another sender (the previous run, still stopping) formed a transaction from
+            // these rows first: resend that one instead.
+            if taken == seqs.len() {
+                break (rows, txn_id);
+            }
+        };
+        let edus = take_edus(&mut self.carried, &mut self.edus, MAX_EDUS);
+        if rows.is_empty() && edus.is_empty() {
+            return Ok(None);
+        }
+        let transaction = Transaction {
+            origin: self.context.client.origin().clone(),
+            origin_server_ts: super::now_ms(),
+            pdus: rows.iter().filter_map(queued_pdu).collect(),
+            edus,
+        };
+        Ok(Some(InFlight {
+            txn_id,
+            transaction,
+            has_rows: !rows.is_empty(),
+        }))
+    }
+
+    async fn deliver(&self, batch: &InFlight) -> Outcome {
+        let body = match serde_json::to_value(&batch.transaction) {
+            Ok(body) => body,
+            Err(err) => return Outcome::Failed(format!("cannot encode the transaction: {err}")),
+        };
+        let path = format!("{SEND_PATH_PREFIX}{}", batch.txn_id);
+        match self
+            .context
+            .client
+            .request(&self.destination, Method::PUT, &path, Some(&body))
+            .await
+        {
+            Ok(response) if response.status == 200 => {
+                Outcome::Delivered(serde_json::from_value(response.body).unwrap_or_default())
+            }
+            Ok(response) => {
+                Outcome::Failed(format!("answered {}: {}", response.status, response.body))
+            }
+            Err(OutboundError::Policy(
+                err @ (PolicyError::Denied(_) | PolicyError::NotAllowed(_)),
+            )) => Outcome::Denied(err),
+            Err(err) => Outcome::Failed(err.to_string()),
+        }
+    }
+
+    /// The destination answered 200: forget the transaction's rows.
+    async fn acknowledged(&mut self, batch: &InFlight, response: &TransactionResponse) -> bool {
+        for (event_id, result) in &response.pdus {
+            if let Some(error) = &result.error {
+                // As in Matrix, a refused PDU is not retried: the destination will not change
+                // its mind about it.
+                tracing::warn!(destination = %self.destination, %event_id, %error, "PDU refused");
+            }
+        }
+        if batch.has_rows {
+            let deleted = async {
+                let mut conn = confab_schema::connect(&self.context.pool).await?;
+                queries::delete_outbound_txn(&mut conn, self.destination.as_str(), &batch.txn_id)
+                    .await?;
+                queries::record_destination_success(
+                    &mut conn,
+                    self.destination.as_str(),
+                    crate::time::now_ms(),
+                )
+                .await
+            }
+            .await;
+            if let Err(err) = deleted {
+                // Resending the same id is harmless: the destination answers it from its record.
+                return self
+                    .back_off(&format!("delivered but cannot dequeue: {err}"))
+                    .await;
+            }
+        }
+        let stats = &self.context.stats;
+        SenderStats::add(&stats.transactions_sent, 1);
+        SenderStats::add(&stats.pdus_sent, batch.transaction.pdus.len());
+        SenderStats::add(&stats.edus_sent, batch.transaction.edus.len());
+        self.in_flight = None;
+        self.failures = 0;
+        true
+    }
+
+    /// We may not talk to the destination (the deny or allow list changed since the rows were
+    /// queued): nothing queued for it will ever be sent, so it is dropped.
+    async fn refused(&mut self, reason: &PolicyError) -> bool {
+        let dropped = async {
+            let mut conn = confab_schema::connect(&self.context.pool).await?;
+            queries::delete_outbound_for(&mut conn, self.destination.as_str()).await
+        }
+        .await;
+        tracing::warn!(destination = %self.destination, %reason, ?dropped, "dropping queued federation events");
+        let mut edus = self
+            .in_flight
+            .take()
+            .map_or(0, |b| b.transaction.edus.len());
+        edus += self.carried.drain(..).count();
+        while self.edus.try_recv().is_ok() {
+            edus += 1;
+        }
+        SenderStats::add(&self.context.stats.edus_dropped, edus);
+        match dropped {
+            Ok(_) => self.idle().await,
+            Err(err) => self.back_off(&err.to_string()).await,
+        }
+    }
+
+    /// Waits for work; `false` when the sender is stopping.
+    async fn idle(&mut self) -> bool {
+        tokio::select! {
+            () = self.wake.notified() => true,
+            edu = self.edus.recv() => match edu {
+                Some(edu) => {
+                    self.carried.push_back(edu);
+                    true
+                }
+                None => false,
+            },
+            _ = self.shutdown.changed() => false,
+        }
+    }
+
+    /// Waits out the backoff after a failure, dropping the EDUs that arrive meanwhile; `false`
+    /// when the sender is stopping.
+    async fn back_off(&mut self, reason: &str) -> bool {
+        let delay = self.context.backoff.delay(self.failures, &mut rand::rng());
+        self.failures = self.failures.saturating_add(1);
+        SenderStats::add(&self.context.stats.transactions_failed, 1);
+        tracing::info!(destination = %self.destination, failures = self.failures, ?delay, %reason, "federation transaction failed; retrying later");
+        self.record_failure(delay).await;
+        let deadline = tokio::time::Instant::now() + delay;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return true,
+                edu = self.edus.recv() => match edu {
+                    Some(_) => SenderStats::add(&self.context.stats.edus_dropped, 1),
+                    None => return false,
+                },
+                _ = self.shutdown.changed() => return false,
+            }
+        }
+    }
+
+    async fn record_failure(&self, delay: Duration) {
+        let now = crate::time::now_ms();
+        let retry_after = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+        let failures = i32::try_from(self.failures).unwrap_or(i32::MAX);
+        let result = async {
+            let mut conn = confab_schema::connect(&self.context.pool).await?;
+            if let Some(batch) = self.in_flight.as_ref().filter(|b| b.has_rows) {
+                queries::count_outbound_attempt(
+                    &mut conn,
+                    self.destination.as_str(),
+                    &batch.txn_id,
+                )
+                .await?;
+            }
+            queries::record_destination_failure(
+                &mut conn,
+                self.destination.as_str(),
+                failures,
+                retry_after,
+                now,
+            )
+            .await
+        }
+        .await;
+        if let Err(err) = result {
+            tracing::debug!(error = %err, "cannot record a federation failure");
+        }
+    }
+}
+
+/// Which queued rows the next transaction carries.
+#[derive(Debug, PartialEq, Eq)]
+struct Selection {
+    /// The id the oldest rows were already given, to be reused.
+    existing: Option<String>,
+    /// How many of the oldest rows to take.
+    take: usize,
+}
+
+/// Rows that already belong to a transaction are always the oldest of their destination (ids are
+/// given to the oldest rows, and only when none has one), so: if the first row has an id, resend
+/// exactly that transaction; else take up to [`MAX_PDUS`] rows, which will get a new id.
+fn select_batch(rows: &[OutboundPdu]) -> Selection {
+    match rows.first().and_then(|row| row.txn_id.clone()) {
+        Some(txn_id) => Selection {
+            take: rows
+                .iter()
+                .take_while(|row| row.txn_id.as_deref() == Some(txn_id.as_str()))
+                .count(),
+            existing: Some(txn_id),
+        },
+        None => Selection {
+            existing: None,
+            take: rows
+                .iter()
+                .take(MAX_PDUS)
+                .take_while(|row| row.txn_id.is_none())
+                .count(),
+        },
+    }
+}
+
+/// A new transaction id: unique per origin (120 random bits), safe in a path.
+fn mint_txn_id() -> String {
+    random_alphanumeric(24)
+}
+
+/// A queued row as a PDU, its `order` set to its queue position. Rows were checked when queued,
+/// so one that does not parse is logged and left out (it is dequeued with its transaction).
+fn queued_pdu(row: &OutboundPdu) -> Option<Pdu> {
+    match serde_json::from_value::<Pdu>(row.pdu.clone()) {
+        Ok(mut pdu) => {
+            pdu.order = row.seq;
+            Some(pdu)
+        }
+        Err(err) => {
+            tracing::error!(seq = row.seq, error = %err, "queued PDU does not parse; skipped");
+            None
+        }
+    }
+}
+
+/// Up to `max` EDUs: the carried ones first, then whatever waits in the channel.
+fn take_edus(
+    carried: &mut VecDeque<Edu>,
+    channel: &mut mpsc::Receiver<Edu>,
+    max: usize,
+) -> Vec<Edu> {
+    let mut edus: Vec<Edu> = carried.drain(..carried.len().min(max)).collect();
+    while edus.len() < max {
+        match channel.try_recv() {
+            Ok(edu) => edus.push(edu),
+            Err(_) => break,
+        }
+    }
+    edus
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn row(seq: i64, txn_id: Option<&str>) -> OutboundPdu {
+        OutboundPdu {
+            seq,
+            destination: "b.example".into(),
+            pdu: json!({"event_id": format!("$e{seq}"), "room_id": "!r:a", "type": "t", "order": 0}),
+            created_ts: 0,
+            txn_id: txn_id.map(str::to_owned),
+            attempts: 0,
+        }
+    }
+
+    fn edu(n: usize) -> Edu {
+        Edu {
+            edu_type: "m.typing".into(),
+            content: json!({ "n": n }),
+        }
+    }
+
+    #[test]
+    fn a_transaction_already_formed_is_resent_exactly() {
+        let rows = vec![row(3, Some("t1")), row(4, Some("t1")), row(7, None)];
+        assert_eq!(
+            select_batch(&rows),
+            Selection {
+                existing: Some("t1".into()),
+                take: 2
+            }
+        );
+    }
+
+    #[test]
+    fn new_rows_are_batched_fifty_at_a_time() {
+        let rows: Vec<_> = (1..=60).map(|s| row(s, None)).collect();
+        assert_eq!(
+            select_batch(&rows),
+            Selection {
+                existing: None,
+                take: MAX_PDUS
+            }
+        );
+        assert_eq!(
+            select_batch(&rows[..3]),
+            Selection {
+                existing: None,
+                take: 3
+            }
+        );
+        assert_eq!(
+            select_batch(&[]),
+            Selection {
+                existing: None,
+                take: 0
+            }
+        );
+    }
+
+    #[test]
+    fn queued_rows_become_pdus_in_queue_order() {
+        let pdu = queued_pdu(&row(42, None)).unwrap();
+        assert_eq!((pdu.order, pdu.event_id.as_str()), (42, "$e42"));
+        let mut broken = row(43, None);
+        broken.pdu = json!({"no": "room"});
+        assert!(queued_pdu(&broken).is_none());
+    }
+
+    #[test]
+    fn transaction_ids_are_fresh_and_path_safe() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| mint_txn_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            confab_federation::transaction::check_txn_id(id).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn edus_are_taken_carried_first_at_most_a_hundred() {
+        let (tx, mut rx) = mpsc::channel(500);
+        for n in 0..150 {
+            tx.try_send(edu(n)).unwrap();
+        }
+        let mut carried: VecDeque<Edu> = (1000..1005).map(edu).collect();
+        let first = take_edus(&mut carried, &mut rx, MAX_EDUS);
+        assert_eq!(first.len(), MAX_EDUS);
+        assert_eq!(first[0], edu(1000));
+        assert_eq!(first[5], edu(0));
+        let second = take_edus(&mut carried, &mut rx, MAX_EDUS);
+        assert_eq!(second.len(), 55);
+        assert_eq!(second[0], edu(95));
+        assert!(take_edus(&mut carried, &mut rx, MAX_EDUS).is_empty());
+    }
+
+    #[test]
+    fn backoff_ceilings_grow_with_failures() {
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let mut rng = rand::rng();
+        for failures in 0..10 {
+            assert!(backoff.delay(failures, &mut rng) <= backoff.ceiling(failures));
+        }
+        assert_eq!(backoff.ceiling(10), Duration::from_secs(1));
+    }
+}
