@@ -1,4 +1,6 @@
 import { expect, type Browser, type BrowserContext, type Page } from '@playwright/test';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 
 export interface Participant {
   context: BrowserContext;
@@ -23,6 +25,7 @@ export async function participant(browser: Browser, name: string): Promise<Parti
   });
   const page = await context.newPage();
   page.on('pageerror', (e) => console.log(`[${name}] pageerror`, e.message));
+  if (process.env.CONFAB_E2E_DEBUG) page.on('console', (m) => console.log(`[${name}] ${m.type()}`, m.text()));
   return { context, page, name };
 }
 
@@ -49,10 +52,11 @@ export async function inviteLink(host: Participant, withSecret = true): Promise<
   if ((await page.getByTestId('create-invite').count()) === 0) await page.getByTestId('toggle-host').click();
   const box = page.getByLabel(/Put the encryption secret in the link/);
   if ((await box.isChecked()) !== withSecret) await box.click();
-  const before = await page.getByTestId('invite-link').inputValue().catch(() => '');
+  const field = page.getByTestId('invite-link');
+  const before = (await field.count()) > 0 ? await field.inputValue() : '';
   await page.getByTestId('create-invite').click();
-  await expect.poll(() => page.getByTestId('invite-link').inputValue()).not.toBe(before);
-  return page.getByTestId('invite-link').inputValue();
+  await expect.poll(async () => ((await field.count()) > 0 ? field.inputValue() : '')).not.toBe(before);
+  return field.inputValue();
 }
 
 export async function joinWithLink(p: Participant, link: string, opts: { passphrase?: string; query?: string } = {}): Promise<void> {
@@ -61,7 +65,11 @@ export async function joinWithLink(p: Participant, link: string, opts: { passphr
   await p.page.getByRole('button', { name: 'Join', exact: true }).click();
 }
 
+/** Every chat plaintext the tests typed in this worker, for the database check. */
+export const sentPlaintexts: string[] = [];
+
 export async function sendChat(p: Participant, text: string): Promise<void> {
+  sentPlaintexts.push(text);
   await p.page.getByLabel('Message', { exact: true }).fill(text);
   await p.page.getByRole('button', { name: 'Send' }).click();
 }
@@ -80,17 +88,62 @@ export function myKey(p: Participant): Promise<string> {
   });
 }
 
-/** Inbound media from each peer per getStats: decoded video frames and received audio bytes. */
-export function stats(p: Participant): Promise<Record<string, { framesDecoded: number; audioBytes: number; videoStreams: number }>> {
-  return p.page.evaluate(() => window.__confab!.stats() as Promise<Record<string, { framesDecoded: number; audioBytes: number; videoStreams: number }>>);
+/** Inbound media from each peer per getStats: decoded video frames, received audio bytes, connection states. */
+export interface PeerStats {
+  framesDecoded: number;
+  audioBytes: number;
+  videoStreams: number;
+  connection: string;
+  signaling: string;
+  ice: string;
+}
+export function stats(p: Participant): Promise<Record<string, PeerStats>> {
+  return p.page.evaluate(() => window.__confab!.stats() as Promise<Record<string, PeerStats>>);
 }
 
+/**
+ * Waits until `p` has decoded video frames and received audio from each of `others`. The polled value
+ * lists what is still missing, so a failure says which peer and in what connection state.
+ */
 export async function receivesMediaFromAll(p: Participant, others: Participant[]): Promise<void> {
-  const keys = await Promise.all(others.map(myKey));
+  const peers = await Promise.all(others.map(async (o) => ({ name: o.name, key: await myKey(o) })));
   await expect
-    .poll(async () => {
-      const s = await stats(p);
-      return keys.every((k) => (s[k]?.framesDecoded ?? 0) > 0 && (s[k]?.audioBytes ?? 0) > 0);
-    }, { timeout: 60_000 })
-    .toBe(true);
+    .poll(
+      async () => {
+        const s = await stats(p);
+        return peers
+          .filter(({ key }) => !((s[key]?.framesDecoded ?? 0) > 0 && (s[key]?.audioBytes ?? 0) > 0))
+          .map(({ name, key }) => {
+            const r = s[key];
+            return r ? `${p.name}<-${name}: frames=${r.framesDecoded} audio=${r.audioBytes} pc=${r.connection} sig=${r.signaling} ice=${r.ice}` : `${p.name}<-${name}: no peer connection`;
+          });
+      },
+      { timeout: 60_000 },
+    )
+    .toEqual([]);
+}
+
+/** What a failed test prints per participant: its peer connections and the client's recent log. */
+export async function diagnostics(p: Participant): Promise<string> {
+  try {
+    return await p.page.evaluate(async (name) => {
+      const c = window.__confab;
+      if (!c) return `[${name}] not in a room (${location.hash})`;
+      return `[${name}] ${JSON.stringify(await c.stats())}\n${c.log().map((l) => `[${name}] ${l}`).join('\n')}`;
+    }, p.name);
+  } catch (e) {
+    return `[${p.name}] no diagnostics: ${String(e)}`;
+  }
+}
+
+/**
+ * The `content` of every row of the events table, read with psql over the unix socket of the
+ * embedded cluster that the Playwright config started; null when the server is external.
+ */
+export function eventContents(): string[] | null {
+  const dataDir = process.env.CONFAB_E2E_DATA_DIR;
+  if (!dataDir || process.env.CONFAB_URL) return null;
+  const url = `postgresql://confab@localhost/confab?host=${join(dataDir, 'postgres', 'run')}`;
+  const out = execFileSync('psql', [url, '-Atc', 'select content::text from events order by room_id, seq'], { encoding: 'utf8' });
+  return out.split('\n').filter((l) => l !== '');
 }

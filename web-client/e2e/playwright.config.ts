@@ -1,11 +1,48 @@
 import { defineConfig } from '@playwright/test';
+import { chmodSync, mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /**
- * Browser tests against a running homeserver (CONFAB_URL, e.g. http://127.0.0.1:8008) that serves
- * this app's dist/. Debian's Chromium is driven through playwright-core: no browser download.
+ * Browser tests against a real homeserver that serves this app's dist/. With CONFAB_URL set they use
+ * that server; otherwise this config starts `../target/debug/confab serve` itself (built by
+ * `make browser-test`) on a free loopback port, with a fresh data directory — so a fresh embedded
+ * Postgres cluster — per run, and stops it with SIGTERM so the cluster shuts down cleanly.
+ * Debian's Chromium is driven through playwright-core: no browser download.
+ *
+ * Playwright loads this file in the runner and again in every worker, so what is chosen here (port,
+ * data dir) is put in the environment, which the workers inherit: all of them agree on one server.
  */
-const url = process.env.CONFAB_URL;
-if (!url) throw new Error('Set CONFAB_URL to a running homeserver that serves web-client/dist, e.g. CONFAB_URL=http://127.0.0.1:8008');
+const webClient = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const repo = resolve(webClient, '..');
+
+function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const srv = createServer();
+    srv.once('error', fail);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? ok(addr.port) : fail(new Error('no port'))));
+    });
+  });
+}
+
+const external = process.env.CONFAB_URL;
+if (!external) {
+  process.env.CONFAB_E2E_PORT ??= String(await freePort());
+  if (!process.env.CONFAB_E2E_DATA_DIR) {
+    const dir = mkdtempSync(join(tmpdir(), 'confab-e2e-'));
+    // Run as root, the server starts Postgres as an unprivileged user, who must be able to reach
+    // <dir>/postgres (which the server itself keeps at 0700).
+    chmodSync(dir, 0o711);
+    process.env.CONFAB_E2E_DATA_DIR = dir;
+  }
+}
+const port = process.env.CONFAB_E2E_PORT;
+const dataDir = process.env.CONFAB_E2E_DATA_DIR;
+const url = external ?? `http://127.0.0.1:${port}`;
 
 export default defineConfig({
   testDir: '.',
@@ -15,8 +52,31 @@ export default defineConfig({
   fullyParallel: false,
   workers: 1, // 2 cores: three Chromium pages with fake camera each is already a lot
   reporter: [['list']],
+  webServer: external
+    ? undefined
+    : {
+        command: `${join(repo, 'target/debug/confab')} serve`,
+        cwd: repo,
+        url: `${url}/health`,
+        env: {
+          CONFAB__SERVER__LISTEN: `127.0.0.1:${port}`,
+          CONFAB__SERVER__NAME: `127.0.0.1:${port}`,
+          CONFAB__SERVER__PUBLIC_URL: url,
+          CONFAB__SERVER__DATA_DIR: dataDir!,
+          CONFAB__SERVER__WEB_CLIENT_DIR: join(webClient, 'dist'),
+          RUST_LOG: process.env.RUST_LOG ?? 'warn',
+        },
+        reuseExistingServer: false,
+        timeout: 60_000,
+        stdout: 'pipe', // warnings and errors only (RUST_LOG above)
+        stderr: 'pipe',
+        gracefulShutdown: { signal: 'SIGTERM', timeout: 15_000 },
+      },
   use: {
     baseURL: url,
+    // A missing element fails its step with a clear message instead of eating the whole test timeout.
+    actionTimeout: 30_000,
+    navigationTimeout: 30_000,
     launchOptions: {
       executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
       args: [

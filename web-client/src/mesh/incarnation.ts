@@ -33,10 +33,11 @@ export class IncarnationTracker {
     return 'reset';
   }
 
-  /** The remote device left: whatever it sends under its old sid is stale from now on. */
+  /**
+   * The remote device went offline. Its sid is not retired: a socket drop without a reload comes
+   * back with the same page (and sid), whose signals must still be accepted.
+   */
   forget(key: string): void {
-    const current = this.bound.get(key);
-    if (current !== undefined) this.retire(key, current);
     this.bound.delete(key);
   }
 

@@ -40,6 +40,17 @@ export interface MeshOptions {
   log?(msg: string, err?: unknown): void;
 }
 
+/** Inbound media from one peer per getStats, with the connection's states (diagnostics). */
+export interface InboundStats {
+  framesDecoded: number;
+  audioBytes: number;
+  audioLevel: number;
+  videoStreams: number;
+  connection: string;
+  signaling: string;
+  ice: string;
+}
+
 interface LocalSource {
   stream: MediaStream;
   kind: 'camera' | 'screen';
@@ -57,6 +68,8 @@ class PeerLink {
   remoteLabels: Record<string, 'camera' | 'screen'> = {};
   remoteMedia = { mic: false, cam: false, screen: false };
   private iceRestarts = 0;
+  /** Set when the signaling path went down while this connection existed (see Mesh.signalingLost). */
+  signalingLost = false;
 
   constructor(
     readonly ref: DeviceRef,
@@ -69,9 +82,17 @@ class PeerLink {
     const polite = isPolite(deviceKey(opts.self.user_id, opts.self.device_id), this.key);
     this.negotiator = new PerfectNegotiator(this.pc, polite, (msg) => this.mesh.signalOut(this, msg), {
       error: (e) => opts.log?.(`negotiation with ${this.key}`, e),
+      rollback: () => opts.log?.(`rolled back our offer to ${this.key}`),
+      ignoredOffer: () => opts.log?.(`ignored a colliding offer from ${this.key}`),
     });
-    this.pc.onnegotiationneeded = () => void this.negotiator.negotiationNeeded();
-    this.pc.onicecandidate = (e) => this.negotiator.localCandidate(e.candidate ? e.candidate.toJSON() : null);
+    opts.log?.(`peer ${this.key} created (${polite ? 'polite' : 'impolite'})`);
+    this.pc.onnegotiationneeded = () => {
+      opts.log?.(`negotiation needed with ${this.key}`);
+      void this.negotiator.negotiationNeeded();
+    };
+    this.pc.onicecandidate = (e) => {
+      this.negotiator.localCandidate(e.candidate ? e.candidate.toJSON() : null);
+    };
     this.pc.oniceconnectionstatechange = () => {
       if (this.pc.iceConnectionState === 'failed') this.restartIce();
       if (this.pc.iceConnectionState === 'connected' || this.pc.iceConnectionState === 'completed') this.iceRestarts = 0;
@@ -202,6 +223,7 @@ export class Mesh {
 
   removePeer(ref: DeviceRef): void {
     const key = deviceKey(ref.user_id, ref.device_id);
+    this.opts.log?.(`peer ${key} removed`);
     const link = this.peers.get(key);
     this.incarnations.forget(key);
     if (!link) return;
@@ -224,6 +246,7 @@ export class Mesh {
     if (this.closed || this.isSelf(from) || env?.v !== 1 || typeof env.sid !== 'string') return;
     const key = deviceKey(from.user_id, from.device_id);
     const verdict = this.incarnations.classify(key, env.sid, env.to ?? null);
+    if (verdict !== 'accept') this.opts.log?.(`signal from ${key}: ${verdict}`);
     if (verdict === 'stale') return;
     if (verdict === 'reset') {
       // The remote page was reloaded: its old connection is gone for good.
@@ -234,17 +257,40 @@ export class Mesh {
         this.opts.onFilesChannel(key, null);
       }
     }
+    const existing = this.peers.get(key);
+    if ('hello' in env.msg && existing?.negotiator.established) {
+      // The remote side started a fresh connection to us (its old one is gone): follow suit.
+      this.opts.log?.(`fresh connection requested by ${key}`);
+      existing.close();
+      this.peers.delete(key);
+      this.opts.onFilesChannel(key, null);
+    }
     this.ensurePeer(from);
+    if ('hello' in env.msg) this.opts.log?.(`hello from ${key}`);
+    else if ('description' in env.msg) this.opts.log?.(`${env.msg.description.type} from ${key}`);
     void this.peers.get(key)?.negotiator.receive(env.msg);
   }
 
   signalOut(link: PeerLink, msg: NegotiationMessage): void {
+    if ('description' in msg) this.opts.log?.(`${msg.description.type} to ${link.key}`);
     this.opts.sendSignal(link.ref, { v: 1, sid: this.opts.sid, to: this.incarnations.remoteSid(link.key), msg });
   }
 
-  /** After the signaling path was down: finish or restart any negotiation that may have lost messages. */
+  /** The signaling path (the socket) went down: what the connections sent meanwhile may be lost. */
+  signalingLost(): void {
+    for (const link of this.peers.values()) link.signalingLost = true;
+  }
+
+  /**
+   * After the signaling path was down: finish or restart any negotiation that may have lost
+   * messages. Only connections that existed while it was down: one created since (e.g. for a hello
+   * that arrived just before the resubscription's answer) has lost nothing, and rolling back its
+   * offer would cross it with the answer already on its way.
+   */
   resyncAll(): void {
     for (const link of this.peers.values()) {
+      if (!link.signalingLost) continue;
+      link.signalingLost = false;
       const st = link.pc.connectionState;
       if (link.pc.signalingState !== 'stable' || st === 'failed' || st === 'disconnected' || st === 'new' || st === 'connecting') {
         void link.negotiator.resync();
@@ -351,11 +397,19 @@ export class Mesh {
   }
 
   /** For the diagnostics hook used by browser tests: inbound media per peer from getStats. */
-  async inboundStats(): Promise<Record<string, { framesDecoded: number; audioBytes: number; audioLevel: number; videoStreams: number }>> {
-    const out: Record<string, { framesDecoded: number; audioBytes: number; audioLevel: number; videoStreams: number }> = {};
+  async inboundStats(): Promise<Record<string, InboundStats>> {
+    const out: Record<string, InboundStats> = {};
     for (const link of this.peers.values()) {
       const stats = await link.pc.getStats();
-      const row = { framesDecoded: 0, audioBytes: 0, audioLevel: 0, videoStreams: 0 };
+      const row: InboundStats = {
+        framesDecoded: 0,
+        audioBytes: 0,
+        audioLevel: 0,
+        videoStreams: 0,
+        connection: link.pc.connectionState,
+        signaling: link.pc.signalingState,
+        ice: link.pc.iceConnectionState,
+      };
       stats.forEach((r: { type: string; kind?: string; framesDecoded?: number; bytesReceived?: number; totalAudioEnergy?: number }) => {
         if (r.type !== 'inbound-rtp') return;
         if (r.kind === 'video') {

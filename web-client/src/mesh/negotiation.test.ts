@@ -154,18 +154,45 @@ describe('roles', () => {
 describe('perfect negotiation', () => {
   it('negotiates a one-sided offer', async () => {
     const t = pair();
-    t.pcA.needNegotiation();
+    t.pcB.needNegotiation();
     await t.drain();
     expect(t.pcA.signalingState).toBe('stable');
     expect(t.pcB.signalingState).toBe('stable');
-    expect(t.pcA.currentOffer).toBe('A-offer-1');
-    expect(t.pcB.currentOffer).toBe('A-offer-1');
+    expect(t.pcA.currentOffer).toBe('B-offer-1');
+    expect(t.pcB.currentOffer).toBe('B-offer-1');
     expect(t.log).toEqual([]);
   });
 
-  it('resolves glare: polite side rolls back, impolite ignores, both converge', async () => {
+  it('has no glare when two devices meet: the polite side says hello and waits for the offer', async () => {
     const t = pair();
-    // Both add tracks at once: both make offers before seeing the other's.
+    // Both add tracks at once; only the impolite side (B) offers, A (polite) asks for an offer.
+    t.pcA.needNegotiation();
+    t.pcB.needNegotiation();
+    await t.settle();
+    expect(t.pcA.signalingState).toBe('stable');
+    expect(t.pcB.signalingState).toBe('have-local-offer');
+    expect(t.toB).toEqual([{ hello: true }]);
+    await t.drain();
+    expect(t.pcA.signalingState).toBe('stable');
+    expect(t.pcB.signalingState).toBe('stable');
+    expect(t.log).toEqual([]);
+    // The polite side's own change is negotiated afterwards, so both end on the same description.
+    expect(t.pcA.currentOffer).toBe(t.pcB.currentOffer);
+    expect(t.pcA.currentOffer).toMatch(/^A-offer-/);
+  });
+
+  it('a hello alone makes the impolite side offer', async () => {
+    const t = pair();
+    t.pcA.needNegotiation();
+    await t.drain();
+    expect(t.pcB.currentOffer).toBe('A-offer-1'); // B-offer-1, then A's own change
+    expect(t.negA.established && t.negB.established).toBe(true);
+  });
+
+  it('resolves glare on a later renegotiation: polite side rolls back, impolite ignores', async () => {
+    const t = pair();
+    t.pcB.needNegotiation();
+    await t.drain();
     t.pcA.needNegotiation();
     t.pcB.needNegotiation();
     await t.settle();
@@ -177,7 +204,6 @@ describe('perfect negotiation', () => {
     expect(t.log).toContain('A rollback'); // A is polite ('@a' < '@b')
     expect(t.log).toContain('B ignored');
     expect(t.log.filter((l) => l.includes('error'))).toEqual([]);
-    // The polite side's own change is renegotiated afterwards, so both end on the same description.
     expect(t.pcA.currentOffer).toBe(t.pcB.currentOffer);
     expect(t.pcA.currentOffer).toMatch(/^A-offer-/);
   });
@@ -197,6 +223,8 @@ describe('perfect negotiation', () => {
 
   it('drops candidates of an ignored offer without failing', async () => {
     const t = pair();
+    t.pcB.needNegotiation();
+    await t.drain();
     t.pcA.needNegotiation();
     t.pcB.needNegotiation();
     await t.settle();
@@ -213,8 +241,9 @@ describe('perfect negotiation', () => {
     t.negB.iceFailed();
     await t.drain();
     expect(t.pcB.restarts).toBe(1);
-    expect(t.pcB.currentOffer).toBe('B-offer-1');
-    expect(t.pcA.currentOffer).toBe('B-offer-1');
+    // B-offer-1 answered A's hello; the restart is B's next offer.
+    expect(t.pcB.currentOffer).toBe('B-offer-2');
+    expect(t.pcA.currentOffer).toBe('B-offer-2');
   });
 
   it('resyncs after lost signaling by rolling back an undelivered offer', async () => {
@@ -233,6 +262,8 @@ describe('perfect negotiation', () => {
 
   it('ignores a stale answer to a rolled-back offer', async () => {
     const t = pair();
+    t.pcB.needNegotiation();
+    await t.drain();
     t.pcA.needNegotiation();
     await t.settle();
     const offer = t.toB.splice(0);
@@ -259,9 +290,9 @@ describe('incarnations', () => {
     expect(tr.classify('k', 'r1', 'me1')).toBe('stale'); // late signal from the old page
     expect(tr.classify('k', 'r2', 'me0')).toBe('stale'); // addressed to a page of ours that is gone
     expect(tr.classify('k', 'r2', 'me1')).toBe('accept');
-    tr.forget('k');
-    expect(tr.classify('k', 'r2', 'me1')).toBe('stale');
-    expect(tr.classify('k', 'r3', null)).toBe('accept');
+    tr.forget('k'); // went offline: the same page may come back after a socket drop
+    expect(tr.classify('k', 'r2', null)).toBe('accept');
+    expect(tr.classify('k', 'r1', null)).toBe('stale');
   });
 });
 

@@ -33,7 +33,9 @@ export interface NegotiablePeerConnection {
 
 export type NegotiationMessage =
   | { description: SessionDescriptionLike }
-  | { candidate: IceCandidateLike | null };
+  | { candidate: IceCandidateLike | null }
+  /** From a polite side with a fresh connection: "offer me". */
+  | { hello: true };
 
 export function deviceKey(userId: string, deviceId: string): string {
   return `${userId}|${deviceId}`;
@@ -57,6 +59,9 @@ export class PerfectNegotiator {
   private makingOffer = false;
   private ignoreOffer = false;
   private settingRemoteAnswerPending = false;
+  private offerWanted = false;
+  private hasRemote = false;
+  private helloSent = false;
   private queue: Promise<void> = Promise.resolve();
   private closed = false;
 
@@ -71,9 +76,36 @@ export class PerfectNegotiator {
     this.closed = true;
   }
 
-  /** Wire to `negotiationneeded`. */
-  async negotiationNeeded(): Promise<void> {
+  /**
+   * Wire to `negotiationneeded`. The offer is made in the same queue as incoming signals, so it
+   * never runs beside an incoming offer's rollback. An offer wanted while not stable is made as
+   * soon as the state returns to stable.
+   *
+   * The polite side never makes the first offer of a connection: it sends `hello` and waits for
+   * the impolite side's offer. Glare is then impossible when two devices meet, which matters
+   * beyond elegance: Chromium (156) sometimes never gathers ICE candidates again on a connection
+   * whose first offer was rolled back, leaving the pair "stable" with no media.
+   */
+  negotiationNeeded(): Promise<void> {
+    return this.enqueue(() => this.makeOffer());
+  }
+
+  /** True once a remote description has been applied: the connection has been negotiated once. */
+  get established(): boolean {
+    return this.hasRemote;
+  }
+
+  private async makeOffer(): Promise<void> {
     if (this.closed) return;
+    if (this.pc.signalingState !== 'stable' || (this.polite && !this.hasRemote)) {
+      this.offerWanted = true;
+      if (this.polite && !this.hasRemote && !this.helloSent) {
+        this.helloSent = true;
+        this.send({ hello: true });
+      }
+      return;
+    }
+    this.offerWanted = false;
     try {
       this.makingOffer = true;
       await this.pc.setLocalDescription();
@@ -106,13 +138,18 @@ export class PerfectNegotiator {
         await this.pc.setLocalDescription({ type: 'rollback' });
         this.events.rollback?.();
       }
+      // A hello of ours may have been lost too.
+      if (this.polite && !this.hasRemote) this.helloSent = false;
       this.pc.restartIce();
     });
   }
 
   /** Handle one decrypted signaling message; messages are applied in arrival order. */
   receive(msg: NegotiationMessage): Promise<void> {
-    return this.enqueue(() => this.apply(msg));
+    return this.enqueue(async () => {
+      await this.apply(msg);
+      if (this.offerWanted && this.pc.signalingState === 'stable' && (!this.polite || this.hasRemote)) await this.makeOffer();
+    });
   }
 
   private enqueue(job: () => Promise<void>): Promise<void> {
@@ -123,6 +160,11 @@ export class PerfectNegotiator {
 
   private async apply(msg: NegotiationMessage): Promise<void> {
     if (this.closed) return;
+    if ('hello' in msg) {
+      // The polite side waits for us: offer unless an offer of ours is already on its way.
+      if (!this.polite && this.pc.signalingState === 'stable') await this.makeOffer();
+      return;
+    }
     if ('description' in msg) {
       const description = msg.description;
       const readyForOffer = !this.makingOffer && (this.pc.signalingState === 'stable' || this.settingRemoteAnswerPending);
@@ -145,6 +187,7 @@ export class PerfectNegotiator {
       this.settingRemoteAnswerPending = description.type === 'answer';
       try {
         await this.pc.setRemoteDescription(description);
+        this.hasRemote = true;
       } finally {
         this.settingRemoteAnswerPending = false;
       }

@@ -31,6 +31,7 @@ export const AUTO_FETCH_BYTES = 64 * 1024 * 1024;
 const TYPING_RESEND_MS = 3000;
 const TYPING_IDLE_MS = 4000;
 const REMOTE_TYPING_TTL_MS = 8000;
+const PROFILE_COALESCE_MS = 200;
 
 export interface MediaBackend {
   getUserMedia(c: MediaStreamConstraints): Promise<MediaStream>;
@@ -84,10 +85,13 @@ export class RoomSession {
   readonly transfers: FileTransfers;
   private outbox: OutboxItem[] = [];
   private decryptChain: Promise<void> = Promise.resolve();
+  private signalsOut: Promise<void> = Promise.resolve();
+  private signalsIn: Promise<void> = Promise.resolve();
   private typingSentAt = 0;
   private typingIdle: ReturnType<typeof setTimeout> | null = null;
   private remoteTypingTimers = new Map<string, ReturnType<typeof setTimeout>>();
   private changeQueued = false;
+  private profileQueued = false;
   private media: MediaChoice = { mic: false, cam: false, noiseSuppression: true };
   private disposed = false;
 
@@ -117,6 +121,7 @@ export class RoomSession {
         subscribed: (sum, resumed) => this.onSubscribed(sum, resumed),
         message: (m) => this.onMessage(m),
         unpairedError: (err, req) => {
+          d.log?.(`${req ?? 'request'} refused`, err);
           if (req !== 'signal' && req !== 'typing') this.banner({ tone: 'warn', text: describeError(err) });
         },
       },
@@ -190,6 +195,7 @@ export class RoomSession {
     if (st.state === 'online') {
       this.store.set((s) => ({ ...s, connection: 'online', banner: s.banner?.tone === 'error' || s.banner?.text.startsWith('Reconnecting') ? null : s.banner }));
     } else if (st.state === 'reconnecting') {
+      this.mesh.signalingLost();
       const secs = Math.max(1, Math.round(st.inMs / 1000));
       this.store.set((s) => ({ ...s, connection: 'reconnecting', banner: { tone: 'warn', text: `Reconnecting in ${secs}s: ${st.why}. Calls continue peer to peer.` } }));
     } else if (st.state === 'connecting') {
@@ -206,7 +212,7 @@ export class RoomSession {
       this.mesh.resyncAll();
       this.banner({ tone: 'info', text: 'Reconnected: chat resumed and calls renegotiated.' });
     } else {
-      void this.sendProfile();
+      this.announceProfile();
     }
     this.flushOutbox();
   }
@@ -259,12 +265,12 @@ export class RoomSession {
     if (c.type === 'member') {
       this.store.set((s) => {
         const s2 = applyMember(s, c.user_id, c.display_name, c.membership);
-        const who = displayName(s2, c.user_id);
         const verb = c.membership === 'joined' ? 'joined' : c.membership === 'left' ? 'left' : 'was removed by the host';
-        return addChatItem(s2, { seq: ev.seq, ts: ev.ts, sender: ev.sender, deviceId: ev.device_id, kind: 'system', status: 'ok', text: `${who} ${verb}` });
+        // The subject's name is looked up when shown: their encrypted profile usually arrives after the join.
+        return addChatItem(s2, { seq: ev.seq, ts: ev.ts, sender: ev.sender, deviceId: ev.device_id, kind: 'system', status: 'ok', subject: c.user_id, text: verb });
       });
       // Someone new: tell them our name (encrypted). Skip the backlog replay of old joins.
-      if (c.membership === 'joined' && c.user_id !== this.d.session.user_id && this.d.now() - ev.ts < 60_000) void this.sendProfile();
+      if (c.membership === 'joined' && c.user_id !== this.d.session.user_id && this.d.now() - ev.ts < 60_000) this.announceProfile();
       return;
     }
     if (c.type === 'lock') {
@@ -300,7 +306,11 @@ export class RoomSession {
         const p = await openJson<ProfilePayload>(this.d.key, c.ciphertext, ctx);
         if (typeof p?.name !== 'string') return;
         const name = p.name.slice(0, 64);
+        const known = ev.sender in this.store.get().names;
         this.store.set((s) => ({ ...s, names: { ...s.names, [ev.sender]: name } }));
+        // Someone whose name we did not know yet may not know ours either: the profile we sent
+        // when they joined can fall before the seq their history starts at (a join races with it).
+        if (!known && ev.sender !== this.d.session.user_id && this.d.now() - ev.ts < 60_000) this.announceProfile();
       }
       // Other kinds are from a newer client: not ours to show.
     } catch (err) {
@@ -314,6 +324,16 @@ export class RoomSession {
 
   private ctx(kind: string): MessageContext {
     return { roomId: this.d.roomId, userId: this.d.session.user_id, deviceId: this.d.session.device_id, kind };
+  }
+
+  /** Send our encrypted name soon; triggers that arrive together (a backlog replay) send it once. */
+  private announceProfile(): void {
+    if (this.profileQueued || this.disposed) return;
+    this.profileQueued = true;
+    setTimeout(() => {
+      this.profileQueued = false;
+      if (!this.disposed) void this.sendProfile();
+    }, PROFILE_COALESCE_MS);
   }
 
   private async sendProfile(): Promise<void> {
@@ -405,19 +425,30 @@ export class RoomSession {
     this.store.set((s) => setChatOpen(s, open));
   }
 
-  private async sendSignal(to: { user_id: string; device_id: string }, env: SignalEnvelope): Promise<void> {
-    const payload = await sealJson(this.d.key, env, this.ctx('signal'));
-    this.socket.send({ type: 'signal', room_id: this.d.roomId, to, payload });
+  /**
+   * Encrypting and decrypting are asynchronous; signals are chained so they leave, and are applied,
+   * in the order the negotiation produced and the server delivered them (an ICE candidate overtaking
+   * its offer would be rejected by the peer connection).
+   */
+  private sendSignal(to: { user_id: string; device_id: string }, env: SignalEnvelope): Promise<void> {
+    this.signalsOut = this.signalsOut.then(async () => {
+      const payload = await sealJson(this.d.key, env, this.ctx('signal'));
+      if (!this.socket.send({ type: 'signal', room_id: this.d.roomId, to, payload })) this.d.log?.(`signal to ${to.user_id} not sent: offline`);
+    }).catch((err: unknown) => this.d.log?.('signal out', err));
+    return this.signalsOut;
   }
 
-  private async receiveSignal(from: { user_id: string; device_id: string }, payload: string): Promise<void> {
-    try {
-      const env = await openJson<SignalEnvelope>(this.d.key, payload, { roomId: this.d.roomId, userId: from.user_id, deviceId: from.device_id, kind: 'signal' });
-      this.mesh.handleSignal(from, env);
-    } catch (err) {
-      // A peer with another passphrase: no call is possible, and nothing unauthenticated is applied.
-      this.d.log?.(`signal from ${from.user_id} refused`, err);
-    }
+  private receiveSignal(from: { user_id: string; device_id: string }, payload: string): Promise<void> {
+    this.signalsIn = this.signalsIn.then(async () => {
+      try {
+        const env = await openJson<SignalEnvelope>(this.d.key, payload, { roomId: this.d.roomId, userId: from.user_id, deviceId: from.device_id, kind: 'signal' });
+        this.mesh.handleSignal(from, env);
+      } catch (err) {
+        // A peer with another passphrase: no call is possible, and nothing unauthenticated is applied.
+        this.d.log?.(`signal from ${from.user_id} refused`, err);
+      }
+    });
+    return this.signalsIn;
   }
 
   // ---------- media ----------

@@ -19,6 +19,8 @@ export interface ChatItem {
   status: ItemStatus;
   text?: string;
   file?: FileOffer;
+  /** system items about a member: their user id, named when shown ("<name> <text>") */
+  subject?: string;
   /** sender-chosen id inside the ciphertext; dedupes a message resent after a dropped ack */
   mid?: string;
 }

@@ -9,7 +9,8 @@ const time = (ts: number) => new Date(ts).toLocaleTimeString([], { hour: '2-digi
 
 function Message({ item, state, session }: { item: ChatItem; state: RoomViewState; session: RoomSession }) {
   if (item.kind === 'system') {
-    return <li className={styles.system} data-seq={item.seq}>{item.text} <time>{time(item.ts)}</time></li>;
+    const text = item.subject ? `${displayName(state, item.subject)} ${item.text ?? ''}` : item.text;
+    return <li className={styles.system} data-seq={item.seq}>{text} <time>{time(item.ts)}</time></li>;
   }
   const who = displayName(state, item.sender);
   return (
@@ -87,7 +88,7 @@ export function ChatPanel({ state, session }: { state: RoomViewState; session: R
             setDraft(e.target.value);
             session.setTyping(e.target.value.length > 0);
           }}
-          placeholder="Message (end-to-end encrypted)"
+          placeholder="Encrypted message"
           autoComplete="off"
         />
         <button type="submit" disabled={!draft.trim()}>

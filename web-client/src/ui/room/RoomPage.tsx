@@ -16,7 +16,7 @@ import styles from './RoomPage.module.css';
 declare global {
   interface Window {
     /** Diagnostics for the browser tests: state without media objects, and inbound getStats per peer. */
-    __confab?: { state(): unknown; stats(): Promise<unknown>; pending(): number };
+    __confab?: { state(): unknown; stats(): Promise<unknown>; pending(): number; log(): string[] };
   }
 }
 
@@ -86,6 +86,7 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
     }
     let live = true;
     let created: RoomSession | null = null;
+    const recentLog: string[] = [];
     (async () => {
       const { weak } = effectivePassphrase(memory.passphrase, roomId);
       const key = await deriveRoomKey(memory.passphrase, roomId);
@@ -112,7 +113,11 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
         media: browserMedia,
         randomId: () => randomHex(16),
         now: () => Date.now(),
-        log: (m, e) => console.debug('[confab]', m, e ?? ''),
+        log: (m, e) => {
+          console.debug('[confab]', m, e ?? '');
+          recentLog.push(`${new Date().toISOString().slice(11, 23)} ${m}${e === undefined ? '' : ` ${String(e)}`}`);
+          if (recentLog.length > 200) recentLog.shift();
+        },
       });
       window.__confab = {
         state: () => {
@@ -121,6 +126,7 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
         },
         stats: () => created!.mesh.inboundStats(),
         pending: () => created!.pendingCount(),
+        log: () => [...recentLog],
       };
       setSession(created);
       await created.start({
