@@ -174,6 +174,13 @@ pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Running>
         }
         app
     })
+    // Protocol frames are small and latency-bound: without this, Nagle's algorithm holds a
+    // frame back until the previous one is acknowledged (up to a delayed-ACK timeout).
+    .on_connect(|conn, _| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
     .listen(listener)?
     // Sockets get `shutdown` and close themselves; give them a moment before the hard stop.
     .shutdown_timeout(5)

@@ -252,6 +252,8 @@ async fn bare_relay(listen: &str) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     loop {
         let (stream, _) = listener.accept().await?;
+        // Small frames must go out at once, as browsers' and Confab's sockets do.
+        let _ = stream.set_nodelay(true);
         let peers = peers.clone();
         tokio::spawn(async move {
             let mut path = String::new();
@@ -359,11 +361,16 @@ async fn setup_rooms(addr: SocketAddr, rooms: usize, clients: usize) -> Vec<(Str
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
-/// Connects, authenticates and (optionally) subscribes, skipping the backlog.
+/// Connects (without Nagle's algorithm, as browsers do), authenticates and (optionally)
+/// subscribes, skipping the backlog.
 async fn confab_client(addr: SocketAddr, m: &Member, room: Option<&str>) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/_confab/client/v1/ws"))
-        .await
-        .expect("connect");
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+        format!("ws://{addr}/_confab/client/v1/ws"),
+        None,
+        true,
+    )
+    .await
+    .expect("connect");
     ws.send(Message::text(
         json!({"type": "auth", "id": 1, "token": m.token}).to_string(),
     ))
@@ -509,9 +516,12 @@ async fn run_bare_signal(rooms: usize, clients: usize, secs: u64) -> anyhow::Res
     let mut sockets = Vec::new();
     for r in 0..rooms {
         for c in 0..clients {
-            let (ws, _) =
-                tokio_tungstenite::connect_async(format!("ws://{}/room/{r}/{c}", server.addr))
-                    .await?;
+            let (ws, _) = tokio_tungstenite::connect_async_with_config(
+                format!("ws://{}/room/{r}/{c}", server.addr),
+                None,
+                true,
+            )
+            .await?;
             sockets.push((c, ws));
         }
     }
