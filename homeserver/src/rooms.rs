@@ -334,9 +334,20 @@ impl AppState {
                 "the host cannot kick themselves; close the room instead",
             ));
         }
-        self.change_membership(room_id.as_str(), who, target, membership::KICKED)
+        self.kick_as(room_id.as_str(), who, target).await
+    }
+
+    /// Kicks `target` on the authority of `actor` (the host, or an operator through the admin
+    /// API), without checking that authority: the caller did.
+    pub async fn kick_as(
+        &self,
+        room_id: &str,
+        actor: &Identity,
+        target: &str,
+    ) -> Result<(), ApiError> {
+        self.change_membership(room_id, actor, target, membership::KICKED)
             .await?;
-        self.hub.kick(room_id.as_str(), target).await;
+        self.hub.kick(room_id, target).await;
         Ok(())
     }
 
@@ -458,32 +469,44 @@ impl AppState {
         locked: bool,
     ) -> Result<RoomSummary, ApiError> {
         let room_id = parse_room_id(room_id)?;
+        {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            require_host(&mut db, room_id.as_str(), who).await?;
+        }
+        let room = self.set_locked_as(room_id.as_str(), who, locked).await?;
+        self.room_summary(&room, who).await
+    }
+
+    /// Locks or unlocks a room on the authority of `actor`, unchecked (see [`Self::kick_as`]),
+    /// and tells everyone. Returns the room as it is now.
+    pub async fn set_locked_as(
+        &self,
+        room_id: &str,
+        actor: &Identity,
+        locked: bool,
+    ) -> Result<Room, ApiError> {
         let mut db = confab_schema::connect(&self.pool).await?;
-        require_host(&mut db, room_id.as_str(), who).await?;
         let event = NewEvent {
-            sender: who.user_id.clone(),
-            device_id: who.device_id.clone(),
+            sender: actor.user_id.clone(),
+            device_id: actor.device_id.clone(),
             origin_ts: now_ms(),
             content: protocol::lock_content(locked),
         };
         let (room, events) = db
             .transaction(async |db| {
-                let room = queries::set_room_locked(db, room_id.as_str(), locked)
+                let room = queries::set_room_locked(db, room_id, locked)
                     .await?
                     .ok_or_else(ApiError::room_not_found)?;
-                let events = queries::append_events(db, room_id.as_str(), &[event]).await?;
+                let events = queries::append_events(db, room_id, &[event]).await?;
                 Ok::<_, ApiError>((room, events))
             })
             .await?;
         drop(db);
-        self.hub
-            .publish(room_id.as_str(), &events.unwrap_or_default())
-            .await;
-        let room = Room {
+        self.hub.publish(room_id, &events.unwrap_or_default()).await;
+        Ok(Room {
             last_seq: room.last_seq + 1,
             ..room
-        };
-        self.room_summary(&room, who).await
+        })
     }
 
     /// Deletes a room now (host only) and tells everyone.
@@ -491,8 +514,18 @@ impl AppState {
         let room_id = parse_room_id(room_id)?;
         let mut db = confab_schema::connect(&self.pool).await?;
         require_host(&mut db, room_id.as_str(), who).await?;
-        queries::delete_room(&mut db, room_id.as_str()).await?;
-        self.hub.close(room_id.as_str(), CloseReason::Closed);
+        drop(db);
+        self.delete_room(room_id.as_str(), CloseReason::Closed)
+            .await
+    }
+
+    /// Deletes a room now, unchecked (see [`Self::kick_as`]), and tells everyone.
+    pub async fn delete_room(&self, room_id: &str, reason: CloseReason) -> Result<(), ApiError> {
+        let mut db = confab_schema::connect(&self.pool).await?;
+        if !queries::delete_room(&mut db, room_id).await? {
+            return Err(ApiError::room_not_found());
+        }
+        self.hub.close(room_id, reason);
         Ok(())
     }
 
