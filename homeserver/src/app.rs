@@ -18,7 +18,7 @@ use crate::federation::Federation;
 use crate::federation::identity::ServerIdentity;
 use crate::federation::inbox::FederationInbox;
 use crate::federation::sender::TransactionSender;
-use crate::hub::RoomHub;
+use crate::hub::{FederationLink, RoomHub};
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::writer::EventWriter;
@@ -34,9 +34,10 @@ pub struct AppState {
     pub federation: Federation,
     /// Delivers our events to other servers; the only way anything is sent to them.
     pub federation_sender: TransactionSender,
-    /// Where received transactions go until federated rooms handle them (the seam for the room
-    /// layer; see `crate::federation::inbox`).
+    /// Every item of received transactions, for observers (see `crate::federation::inbox`).
     pub federation_inbox: FederationInbox,
+    /// Forwards our users' chat in other servers' rooms to those rooms' origins.
+    pub chat_forwarder: crate::federation::rooms::ChatForwarder,
 }
 
 impl AppState {
@@ -51,12 +52,21 @@ impl AppState {
             settings.limits.max_connections_per_user,
             settings.rooms.idle_ttl,
         );
-        let writer = EventWriter::start(pool.clone(), hub.clone(), metrics.clone());
         let federation_sender = TransactionSender::start(
             pool.clone(),
             federation.client.clone(),
             federation.acl.clone(),
             &settings.federation,
+        );
+        hub.link_federation(FederationLink {
+            sender: federation_sender.clone(),
+            server_name: settings.server.name.clone(),
+        });
+        let writer = EventWriter::start(
+            pool.clone(),
+            hub.clone(),
+            metrics.clone(),
+            federation_sender.clone(),
         );
         Self {
             settings: Arc::new(settings),
@@ -67,6 +77,7 @@ impl AppState {
             federation,
             federation_sender,
             federation_inbox: FederationInbox::new(),
+            chat_forwarder: Default::default(),
         }
     }
 

@@ -8,7 +8,7 @@ use confab_schema::diesel_error;
 use serde::Serialize;
 
 /// Machine-readable error codes; `homeserver/PROTOCOL.md` lists what each means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
@@ -18,6 +18,8 @@ pub enum ErrorCode {
     Unauthorized,
     NotHost,
     NotMember,
+    Forbidden,
+    FederationDenied,
     RoomLocked,
     InviteRequired,
     Kicked,
@@ -54,6 +56,8 @@ impl ErrorCode {
             BadUserId => "bad_user_id",
             Unauthorized => "unauthorized",
             NotHost => "not_host",
+            Forbidden => "forbidden",
+            FederationDenied => "federation_denied",
             NotMember => "not_member",
             RoomLocked => "room_locked",
             InviteRequired => "invite_required",
@@ -88,8 +92,9 @@ impl ErrorCode {
             BadRequest | BadDisplayName | BadRoomId | BadUserId | UnknownType
             | AlreadyAuthenticated => StatusCode::BAD_REQUEST,
             Unauthorized | NotAuthenticated => StatusCode::UNAUTHORIZED,
-            NotHost | NotMember | RoomLocked | InviteRequired | Kicked | InviteInvalid
-            | InviteExpired | InviteRevoked | InviteUsedUp | NotSubscribed => StatusCode::FORBIDDEN,
+            NotHost | NotMember | Forbidden | FederationDenied | RoomLocked | InviteRequired
+            | Kicked | InviteInvalid | InviteExpired | InviteRevoked | InviteUsedUp
+            | NotSubscribed => StatusCode::FORBIDDEN,
             RoomNotFound | NotFound | DeviceNotInRoom => StatusCode::NOT_FOUND,
             RoomFull => StatusCode::CONFLICT,
             TooManyRooms | RateLimited | TooManyConnections => StatusCode::TOO_MANY_REQUESTS,

@@ -20,14 +20,18 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytestring::ByteString;
+use confab_federation::ids::ServerName;
+use confab_federation::transaction::Edu;
 use confab_schema::models::Event;
 use confab_schema::{DbPool, queries};
+use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
 use crate::error::{ApiError, ErrorCode};
+use crate::federation::sender::TransactionSender;
 use crate::metrics::Metrics;
 use crate::protocol::{ConnectedDevice, DeviceRef, EventOut, Outgoing};
 use crate::time::now_ms;
@@ -139,6 +143,36 @@ struct Subscriber {
 /// Live subscribers of a room, by user, then device.
 type Subscribers = HashMap<String, HashMap<String, Subscriber>>;
 
+/// A device connected to a federated room through another homeserver.
+#[derive(Debug, Clone)]
+struct RemoteDevice {
+    /// The homeserver it is connected to: its user's.
+    server: String,
+    display_name: Arc<str>,
+}
+
+/// Devices connected through other homeservers, by user, then device.
+type RemoteDevices = HashMap<String, HashMap<String, RemoteDevice>>;
+
+/// Ephemeral event types exchanged between the homeservers of a federated room.
+pub mod edu {
+    /// A device connected to or left a room.
+    pub const PRESENCE: &str = "confab.presence";
+    /// A device started or stopped typing.
+    pub const TYPING: &str = "confab.typing";
+    /// An opaque signaling payload for one device.
+    pub const SIGNAL: &str = "confab.signal";
+}
+
+/// How the hub reaches other homeservers: set once federation is up.
+#[derive(Debug, Clone)]
+pub struct FederationLink {
+    /// Sends ephemeral events (presence, typing, signaling).
+    pub sender: TransactionSender,
+    /// This server's name, to tell rooms of ours from replicas.
+    pub server_name: ServerName,
+}
+
 /// A room with live state in this process.
 #[derive(Debug)]
 pub struct LiveRoom {
@@ -148,6 +182,12 @@ pub struct LiveRoom {
     /// Newest sequence number fanned out; also serializes publishers.
     fanout: tokio::sync::Mutex<i64>,
     subs: Mutex<Subscribers>,
+    /// Devices connected through other homeservers (federated rooms). Lock order: `subs` first.
+    remote: Mutex<RemoteDevices>,
+    /// The room's origin server.
+    origin: String,
+    /// Whether this server is the room's origin; otherwise this is a replica.
+    origin_is_self: bool,
     closed: AtomicBool,
 }
 
@@ -156,6 +196,58 @@ impl LiveRoom {
         // A panic while holding this lock cannot leave the map half-updated in a way that
         // matters more than losing the whole hub, so poisoning is ignored.
         self.subs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remote(&self) -> std::sync::MutexGuard<'_, RemoteDevices> {
+        self.remote.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether no device is connected, here or through another server.
+    fn is_empty(&self) -> bool {
+        self.subs().is_empty() && self.remote().is_empty()
+    }
+
+    /// Distinct users connected, here or through another server.
+    fn user_count(&self) -> usize {
+        let subs = self.subs();
+        let remote = self.remote();
+        subs.len() + remote.keys().filter(|u| !subs.contains_key(*u)).count()
+    }
+
+    /// Whether `user_id` has a device connected, here or through another server.
+    fn has_user(&self, user_id: &str) -> bool {
+        self.subs().contains_key(user_id) || self.remote().contains_key(user_id)
+    }
+
+    /// Servers to tell about something that happened here: from the origin, every server with
+    /// devices in the room; from a replica, the origin, which passes it on.
+    fn local_targets(&self) -> Vec<String> {
+        if self.origin_is_self {
+            self.remote_servers(None)
+        } else {
+            vec![self.origin.clone()]
+        }
+    }
+
+    /// Servers to pass on something `from` told us: only the origin passes anything on.
+    fn forward_targets(&self, from: &str) -> Vec<String> {
+        if self.origin_is_self {
+            self.remote_servers(Some(from))
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn remote_servers(&self, except: Option<&str>) -> Vec<String> {
+        let mut servers: Vec<String> = self
+            .remote()
+            .values()
+            .flat_map(|d| d.values().map(|r| r.server.clone()))
+            .filter(|s| Some(s.as_str()) != except)
+            .collect();
+        servers.sort_unstable();
+        servers.dedup();
+        servers
     }
 
     /// Sends `frame` to every live subscriber except `except`.
@@ -180,7 +272,8 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    fn as_str(self) -> &'static str {
+    /// The reason's name on the wire.
+    pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::Closed => "closed",
             CloseReason::Expired => "expired",
@@ -196,6 +289,7 @@ pub struct RoomHub {
 
 struct HubInner {
     rooms: RwLock<HashMap<Arc<str>, Arc<LiveRoom>>>,
+    link: OnceLock<FederationLink>,
     conns: Mutex<HashMap<u64, (String, ConnHandle)>>,
     next_conn_id: AtomicU64,
     pool: DbPool,
@@ -217,6 +311,7 @@ impl RoomHub {
         Self {
             inner: Arc::new(HubInner {
                 rooms: RwLock::default(),
+                link: OnceLock::new(),
                 conns: Mutex::default(),
                 next_conn_id: AtomicU64::new(1),
                 pool,
@@ -225,6 +320,29 @@ impl RoomHub {
                 max_connections_per_user,
                 idle_ttl_ms: i64::try_from(idle_ttl.as_millis()).unwrap_or(i64::MAX),
             }),
+        }
+    }
+
+    /// Connects the hub to federation; the first link set stays.
+    pub fn link_federation(&self, link: FederationLink) {
+        let _ = self.inner.link.set(link);
+    }
+
+    /// Sends an ephemeral event about a room to other homeservers, best-effort.
+    fn send_edu(&self, targets: &[String], edu_type: &str, content: &Value) {
+        let Some(link) = self.inner.link.get() else {
+            return;
+        };
+        for target in targets {
+            if let Ok(server) = ServerName::parse(target) {
+                link.sender.send_ephemeral(
+                    &server,
+                    Edu {
+                        edu_type: edu_type.to_owned(),
+                        content: content.clone(),
+                    },
+                );
+            }
         }
     }
 
@@ -299,13 +417,12 @@ impl RoomHub {
 
     /// Number of distinct users connected to a room.
     pub fn connected_users(&self, room_id: &str) -> usize {
-        self.room(room_id).map_or(0, |r| r.subs().len())
+        self.room(room_id).map_or(0, |r| r.user_count())
     }
 
     /// Whether `user_id` has a device connected to the room.
     pub fn is_connected(&self, room_id: &str, user_id: &str) -> bool {
-        self.room(room_id)
-            .is_some_and(|r| r.subs().contains_key(user_id))
+        self.room(room_id).is_some_and(|r| r.has_user(user_id))
     }
 
     /// The devices connected to a room.
@@ -313,8 +430,8 @@ impl RoomHub {
         let Some(room) = self.room(room_id) else {
             return Vec::new();
         };
-        let subs = room.subs();
-        let mut out: Vec<ConnectedDevice> = subs
+        let mut out: Vec<ConnectedDevice> = room
+            .subs()
             .iter()
             .flat_map(|(user, devices)| {
                 devices.iter().map(move |(device, sub)| ConnectedDevice {
@@ -324,6 +441,13 @@ impl RoomHub {
                 })
             })
             .collect();
+        out.extend(room.remote().iter().flat_map(|(user, devices)| {
+            devices.iter().map(move |(device, r)| ConnectedDevice {
+                user_id: user.clone(),
+                device_id: device.clone(),
+                display_name: r.display_name.to_string(),
+            })
+        }));
         out.sort_by(|a, b| (&a.user_id, &a.device_id).cmp(&(&b.user_id, &b.device_id)));
         out
     }
@@ -366,9 +490,7 @@ impl RoomHub {
             return Err(ApiError::room_not_found());
         }
         let first = {
-            let subs = live.subs();
-            let already = subs.contains_key(&who.user_id);
-            if !already && subs.len() >= self.inner.max_participants {
+            if !live.has_user(&who.user_id) && live.user_count() >= self.inner.max_participants {
                 return Err(ApiError::new(
                     ErrorCode::RoomFull,
                     format!(
@@ -377,7 +499,7 @@ impl RoomHub {
                     ),
                 ));
             }
-            subs.is_empty()
+            live.is_empty()
         };
         if first {
             let mut db = confab_schema::connect(&self.inner.pool).await?;
@@ -412,6 +534,15 @@ impl RoomHub {
                 }
                 .to_frame();
                 live.broadcast(&frame, Some((&who.user_id, &who.device_id)));
+                // A replica announces its devices to the origin itself, and waits for the answer
+                // (see `crate::federation::rooms::announce`).
+                if live.origin_is_self {
+                    self.send_edu(
+                        &live.local_targets(),
+                        edu::PRESENCE,
+                        &presence_content(room_id, who, true),
+                    );
+                }
             }
         }
         Ok(())
@@ -475,6 +606,7 @@ impl RoomHub {
         };
         let _transition = live.transitions.lock().await;
         let (removed, empty) = {
+            let remote_empty = live.remote().is_empty();
             let mut subs = live.subs();
             let removed = match subs.get_mut(&who.user_id) {
                 Some(devices)
@@ -490,7 +622,7 @@ impl RoomHub {
                 }
                 _ => false,
             };
-            (removed, subs.is_empty())
+            (removed, subs.is_empty() && remote_empty)
         };
         if !removed {
             return;
@@ -504,9 +636,27 @@ impl RoomHub {
         }
         .to_frame();
         live.broadcast(&frame, None);
-        if empty {
+        self.send_edu(
+            &live.local_targets(),
+            edu::PRESENCE,
+            &presence_content(room_id, who, false),
+        );
+        if empty || self.forget_replica_devices(&live) {
             self.start_countdown(room_id).await;
         }
+    }
+
+    /// A replica with nobody connected here hears no more presence from the origin, so what it
+    /// knows of other servers' devices goes stale: it forgets them (the next local subscriber
+    /// gets a fresh list) and, being empty, starts its own countdown. Returns whether it did.
+    fn forget_replica_devices(&self, live: &LiveRoom) -> bool {
+        if live.origin_is_self || !live.subs().is_empty() {
+            return false;
+        }
+        let mut remote = live.remote();
+        let had = !remote.is_empty();
+        remote.clear();
+        had
     }
 
     async fn start_countdown(&self, room_id: &str) {
@@ -551,15 +701,10 @@ impl RoomHub {
         if !sender_ok {
             return Err(not_subscribed());
         }
-        let target = subs
-            .get(to_user)
-            .and_then(|d| d.get(to_device))
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::DeviceNotInRoom,
-                    "the addressed device is not connected to this room",
-                )
-            })?;
+        let Some(target) = subs.get(to_user).and_then(|d| d.get(to_device)) else {
+            drop(subs);
+            return self.relay_signal_remote(&room, from, to_user, to_device, payload);
+        };
         let frame = Outgoing::Signal {
             room_id,
             from: DeviceRef {
@@ -570,6 +715,46 @@ impl RoomHub {
         }
         .to_frame();
         target.conn.send(frame);
+        self.inner.metrics.signals_relayed.inc();
+        Ok(())
+    }
+
+    /// Relays a signal to a device connected through another homeserver: from the origin to the
+    /// device's server, from a replica to the origin. The payload is passed on untouched.
+    fn relay_signal_remote(
+        &self,
+        room: &LiveRoom,
+        from: &Identity,
+        to_user: &str,
+        to_device: &str,
+        payload: &str,
+    ) -> Result<(), ApiError> {
+        let server = room
+            .remote()
+            .get(to_user)
+            .and_then(|d| d.get(to_device))
+            .map(|r| r.server.clone())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::DeviceNotInRoom,
+                    "the addressed device is not connected to this room",
+                )
+            })?;
+        let target = if room.origin_is_self {
+            server
+        } else {
+            room.origin.clone()
+        };
+        self.send_edu(
+            &[target],
+            edu::SIGNAL,
+            &json!({
+                "room_id": &*room.room_id,
+                "from": { "user_id": from.user_id, "device_id": from.device_id },
+                "to": { "user_id": to_user, "device_id": to_device },
+                "payload": payload,
+            }),
+        );
         self.inner.metrics.signals_relayed.inc();
         Ok(())
     }
@@ -594,6 +779,16 @@ impl RoomHub {
         }
         .to_frame();
         room.broadcast(&frame, Some((&from.user_id, &from.device_id)));
+        self.send_edu(
+            &room.local_targets(),
+            edu::TYPING,
+            &json!({
+                "room_id": room_id,
+                "user_id": from.user_id,
+                "device_id": from.device_id,
+                "typing": typing,
+            }),
+        );
         Ok(())
     }
 
@@ -638,12 +833,28 @@ impl RoomHub {
             return;
         };
         let _transition = live.transitions.lock().await;
+        let remote_devices = live.remote().remove(user_id).unwrap_or_default();
+        for (device, r) in &remote_devices {
+            self.broadcast_presence(&live, room_id, user_id, device, &r.display_name, false);
+            self.send_edu(
+                &live.forward_targets(&r.server),
+                edu::PRESENCE,
+                &json!({
+                    "room_id": room_id, "user_id": user_id, "device_id": device,
+                    "display_name": &*r.display_name, "online": false,
+                }),
+            );
+        }
         let (devices, empty) = {
             let mut subs = live.subs();
             let devices = subs.remove(user_id).unwrap_or_default();
             (devices, subs.is_empty())
         };
+        let empty = empty && live.remote().is_empty();
         if devices.is_empty() {
+            if empty && !remote_devices.is_empty() {
+                self.start_countdown(room_id).await;
+            }
             return;
         }
         let kicked = Outgoing::Kicked { room_id }.to_frame();
@@ -658,8 +869,16 @@ impl RoomHub {
             }
             .to_frame();
             live.broadcast(&frame, None);
+            self.send_edu(
+                &live.local_targets(),
+                edu::PRESENCE,
+                &json!({
+                    "room_id": room_id, "user_id": user_id, "device_id": device,
+                    "display_name": &*sub.display_name, "online": false,
+                }),
+            );
         }
-        if empty {
+        if empty || self.forget_replica_devices(&live) {
             self.start_countdown(room_id).await;
         }
     }
@@ -690,6 +909,248 @@ impl RoomHub {
         self.inner.metrics.live_rooms.set(self.live_rooms() as i64);
     }
 
+    fn broadcast_presence(
+        &self,
+        live: &LiveRoom,
+        room_id: &str,
+        user_id: &str,
+        device_id: &str,
+        display_name: &str,
+        online: bool,
+    ) {
+        let frame = Outgoing::Presence {
+            room_id,
+            user_id,
+            device_id,
+            display_name,
+            online,
+        }
+        .to_frame();
+        live.broadcast(&frame, None);
+    }
+
+    /// A device connected to or left the room through homeserver `from` (its user's, or, on a
+    /// replica, the origin passing it on). On the origin, remote devices count like local ones
+    /// for the idle countdown and capacity, and the news is passed on to the other servers.
+    /// `load` creates the room's live state if there is none (the origin must; a replica with
+    /// nobody connected has nobody to tell). Returns who is connected now.
+    pub async fn remote_presence(
+        &self,
+        room_id: &str,
+        from: &str,
+        device: &ConnectedDevice,
+        online: bool,
+        load: bool,
+    ) -> Result<Vec<ConnectedDevice>, ApiError> {
+        let live = match self.room(room_id) {
+            Some(live) => live,
+            None if load => self.live_room(room_id).await?,
+            None => return Ok(Vec::new()),
+        };
+        let _transition = live.transitions.lock().await;
+        if live.closed.load(Ordering::Acquire) {
+            return Err(ApiError::room_not_found());
+        }
+        let was_empty = live.is_empty();
+        let server = device
+            .user_id
+            .split_once(':')
+            .map_or(from, |(_, server)| server)
+            .to_owned();
+        let changed = {
+            let mut remote = live.remote();
+            if online {
+                let devices = remote.entry(device.user_id.clone()).or_default();
+                devices
+                    .insert(
+                        device.device_id.clone(),
+                        RemoteDevice {
+                            server,
+                            display_name: device.display_name.as_str().into(),
+                        },
+                    )
+                    .is_none()
+            } else {
+                let removed = remote
+                    .get_mut(&device.user_id)
+                    .and_then(|d| d.remove(&device.device_id))
+                    .is_some();
+                if remote.get(&device.user_id).is_some_and(HashMap::is_empty) {
+                    remote.remove(&device.user_id);
+                }
+                removed
+            }
+        };
+        if changed {
+            self.broadcast_presence(
+                &live,
+                room_id,
+                &device.user_id,
+                &device.device_id,
+                &device.display_name,
+                online,
+            );
+            self.send_edu(
+                &live.forward_targets(from),
+                edu::PRESENCE,
+                &json!({
+                    "room_id": room_id, "user_id": device.user_id, "device_id": device.device_id,
+                    "display_name": device.display_name, "online": online,
+                }),
+            );
+            if live.origin_is_self {
+                if online && was_empty {
+                    let mut db = confab_schema::connect(&self.inner.pool).await?;
+                    queries::set_room_expiry(&mut db, room_id, None).await?;
+                } else if !online && live.is_empty() {
+                    self.start_countdown(room_id).await;
+                }
+            }
+        }
+        Ok(self.connected_devices(room_id))
+    }
+
+    /// On a replica, replaces what it knows of devices connected through other servers with the
+    /// origin's list (`ours` are this server's own devices, which it knows better), telling the
+    /// local subscribers what changed.
+    pub fn set_remote_devices(&self, room_id: &str, devices: &[ConnectedDevice], ours: &str) {
+        let Some(live) = self.room(room_id) else {
+            return;
+        };
+        let mut fresh = RemoteDevices::new();
+        for d in devices {
+            let server = d.user_id.split_once(':').map_or("", |(_, s)| s);
+            if server == ours {
+                continue;
+            }
+            fresh.entry(d.user_id.clone()).or_default().insert(
+                d.device_id.clone(),
+                RemoteDevice {
+                    server: server.to_owned(),
+                    display_name: d.display_name.as_str().into(),
+                },
+            );
+        }
+        let old = std::mem::replace(&mut *live.remote(), fresh.clone());
+        for (user, devices) in &old {
+            for (device, r) in devices {
+                if !fresh.get(user).is_some_and(|d| d.contains_key(device)) {
+                    self.broadcast_presence(&live, room_id, user, device, &r.display_name, false);
+                }
+            }
+        }
+        for (user, devices) in &fresh {
+            for (device, r) in devices {
+                if !old.get(user).is_some_and(|d| d.contains_key(device)) {
+                    self.broadcast_presence(&live, room_id, user, device, &r.display_name, true);
+                }
+            }
+        }
+    }
+
+    /// Whether `from` may speak for the device: on the origin, the device must be connected
+    /// through `from`; on a replica, only the origin speaks.
+    fn remote_speaker(live: &LiveRoom, from: &str, user_id: &str, device_id: &str) -> bool {
+        if live.origin_is_self {
+            live.remote()
+                .get(user_id)
+                .and_then(|d| d.get(device_id))
+                .is_some_and(|r| r.server == from)
+        } else {
+            from == live.origin
+        }
+    }
+
+    /// A typing notice from homeserver `from`.
+    pub fn remote_typing(
+        &self,
+        room_id: &str,
+        from: &str,
+        user_id: &str,
+        device_id: &str,
+        typing: bool,
+    ) {
+        let Some(live) = self.room(room_id) else {
+            return;
+        };
+        if !Self::remote_speaker(&live, from, user_id, device_id) {
+            return;
+        }
+        let frame = Outgoing::Typing {
+            room_id,
+            user_id,
+            device_id,
+            typing,
+        }
+        .to_frame();
+        live.broadcast(&frame, None);
+        self.send_edu(
+            &live.forward_targets(from),
+            edu::TYPING,
+            &json!({ "room_id": room_id, "user_id": user_id, "device_id": device_id, "typing": typing }),
+        );
+    }
+
+    /// A signal from homeserver `from` for one device: delivered if it is connected here, passed
+    /// on by the origin if it is connected through a third server, dropped otherwise (signaling
+    /// is best-effort; the sender's client renegotiates).
+    pub fn remote_signal(
+        &self,
+        room_id: &str,
+        from: &str,
+        sender: &DeviceRef<'_>,
+        to_user: &str,
+        to_device: &str,
+        payload: &str,
+    ) {
+        let Some(live) = self.room(room_id) else {
+            return;
+        };
+        if !Self::remote_speaker(&live, from, &sender.user_id, &sender.device_id) {
+            return;
+        }
+        let local = live
+            .subs()
+            .get(to_user)
+            .and_then(|d| d.get(to_device))
+            .map(|s| s.conn.clone());
+        if let Some(conn) = local {
+            conn.send(
+                Outgoing::Signal {
+                    room_id,
+                    from: DeviceRef {
+                        user_id: sender.user_id.clone(),
+                        device_id: sender.device_id.clone(),
+                    },
+                    payload,
+                }
+                .to_frame(),
+            );
+            self.inner.metrics.signals_relayed.inc();
+            return;
+        }
+        if !live.origin_is_self {
+            return;
+        }
+        let server = live
+            .remote()
+            .get(to_user)
+            .and_then(|d| d.get(to_device))
+            .map(|r| r.server.clone());
+        if let Some(server) = server.filter(|s| s != from) {
+            self.send_edu(
+                &[server],
+                edu::SIGNAL,
+                &json!({
+                    "room_id": room_id,
+                    "from": { "user_id": sender.user_id, "device_id": sender.device_id },
+                    "to": { "user_id": to_user, "device_id": to_device },
+                    "payload": payload,
+                }),
+            );
+        }
+    }
+
     /// The room's live state, created (from its newest sequence number) on first use.
     async fn live_room(&self, room_id: &str) -> Result<Arc<LiveRoom>, ApiError> {
         if let Some(live) = self.room(room_id) {
@@ -708,11 +1169,19 @@ impl RoomHub {
             .unwrap_or_else(|p| p.into_inner())
             .entry(room_id.into())
             .or_insert_with(|| {
+                let origin_is_self = self
+                    .inner
+                    .link
+                    .get()
+                    .is_none_or(|l| l.server_name.as_str() == room.origin);
                 Arc::new(LiveRoom {
                     room_id: room_id.into(),
                     transitions: tokio::sync::Mutex::new(()),
                     fanout: tokio::sync::Mutex::new(room.last_seq),
                     subs: Mutex::default(),
+                    remote: Mutex::default(),
+                    origin: room.origin.clone(),
+                    origin_is_self,
                     closed: AtomicBool::new(false),
                 })
             })
@@ -720,6 +1189,16 @@ impl RoomHub {
         self.inner.metrics.live_rooms.set(self.live_rooms() as i64);
         Ok(live)
     }
+}
+
+fn presence_content(room_id: &str, who: &Identity, online: bool) -> Value {
+    json!({
+        "room_id": room_id,
+        "user_id": who.user_id,
+        "device_id": who.device_id,
+        "display_name": who.display_name,
+        "online": online,
+    })
 }
 
 fn not_subscribed() -> ApiError {

@@ -167,6 +167,33 @@ pub fn lock_content(locked: bool) -> Value {
     serde_json::json!({ "type": "lock", "locked": locked })
 }
 
+/// Checks a chat message's kind and ciphertext against the protocol's rules and the event size
+/// limit, and builds its content.
+pub fn checked_chat_content(
+    kind: &str,
+    ciphertext: &str,
+    max_event_bytes: usize,
+) -> Result<Value, crate::error::ApiError> {
+    use crate::error::{ApiError, ErrorCode};
+    if kind.is_empty()
+        || kind.len() > 32
+        || !kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    {
+        return Err(ApiError::bad_request(
+            "`kind` must be 1–32 characters of a-z, 0-9, '.', '_' or '-'",
+        ));
+    }
+    if ciphertext.len() > max_event_bytes {
+        return Err(ApiError::new(
+            ErrorCode::EventTooLarge,
+            format!("ciphertext and payloads are limited to {max_event_bytes} bytes"),
+        ));
+    }
+    Ok(chat_content(kind, ciphertext))
+}
+
 /// Content of a client's encrypted chat event.
 pub fn chat_content(kind: &str, ciphertext: &str) -> Value {
     serde_json::json!({ "type": "chat", "kind": kind, "ciphertext": ciphertext })

@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
-use confab_federation::ids::RoomId;
+use confab_federation::ids::{RoomId, ServerName};
 use confab_schema::models::{Invite, Member, NewEvent, Room, membership};
 use confab_schema::{AsyncConnection, AsyncPgConnection, queries};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorCode};
+use crate::federation::rooms::{queue_appended, wake};
 use crate::hub::{CloseReason, Identity};
 use crate::protocol::{self, MemberOut, RoomSummary};
 use crate::sessions::{hash_token, new_token};
@@ -177,7 +178,7 @@ impl AppState {
             .await?;
         let room = room.ok_or_else(ApiError::room_not_found)?;
         self.hub
-            .publish(&room.room_id, &events.unwrap_or_default())
+            .publish(&room.room_id, &events.unwrap_or_default().events)
             .await;
         drop(db);
         self.room_summary(&room, who).await
@@ -215,12 +216,23 @@ impl AppState {
         invite_token: Option<&str>,
     ) -> Result<RoomSummary, ApiError> {
         let room_id = parse_room_id(room_id)?;
-        if room_id.server_name() != &self.settings.server.name {
-            return Err(ApiError::new(
-                ErrorCode::RoomNotFound,
-                "that room lives on another homeserver, and federation is not available here",
-            ));
-        }
+        let room = if room_id.server_name() == &self.settings.server.name {
+            self.join_core(&room_id, who, invite_token, None).await?
+        } else {
+            crate::federation::rooms::join_remote(self, &room_id, who, invite_token).await?
+        };
+        self.room_summary(&room, who).await
+    }
+
+    /// Applies the rules of joining a room of ours to `who`, a user of this server or, through
+    /// federation, of `via`, which then takes part in the room. Returns the room.
+    pub(crate) async fn join_core(
+        &self,
+        room_id: &RoomId,
+        who: &Identity,
+        invite_token: Option<&str>,
+        via: Option<&ServerName>,
+    ) -> Result<Room, ApiError> {
         let connected_elsewhere = self.hub.is_connected(room_id.as_str(), &who.user_id);
         let connected = self.hub.connected_users(room_id.as_str());
         let max = self.settings.rooms.max_participants;
@@ -290,31 +302,52 @@ impl AppState {
                     },
                 )
                 .await?;
-                let events = queries::append_events(
+                if let Some(server) = via {
+                    queries::add_room_server(db, &room.room_id, server.as_str()).await?;
+                }
+                let appended = queries::append_events(
                     db,
                     &room.room_id,
                     &[member_event(who, membership::JOINED)],
                 )
-                .await?;
-                Ok::<_, ApiError>((room, events))
+                .await?
+                .unwrap_or_default();
+                let woken = queue_appended(&self.federation_sender, db, &appended).await?;
+                Ok::<_, ApiError>((room, Some((appended.events, woken))))
             })
             .await?;
         drop(db);
-        if let Some(events) = events {
+        if let Some((events, woken)) = events {
+            wake(&self.federation_sender, &woken).await;
             self.hub.publish(&room.room_id, &events).await;
         }
-        let room = {
-            let mut db = confab_schema::connect(&self.pool).await?;
-            require_room(&mut db, &room.room_id).await?
-        };
-        self.room_summary(&room, who).await
+        let mut db = confab_schema::connect(&self.pool).await?;
+        require_room(&mut db, &room.room_id).await
     }
 
     /// Leaves a room; the member may come back without an invite, even if it is locked.
     pub async fn leave_room(&self, room_id: &str, who: &Identity) -> Result<(), ApiError> {
         let room_id = parse_room_id(room_id)?;
-        self.change_membership(room_id.as_str(), who, &who.user_id, membership::LEFT)
+        if room_id.server_name() == &self.settings.server.name {
+            self.change_membership(room_id.as_str(), who, &who.user_id, membership::LEFT)
+                .await?;
+        } else {
+            {
+                let mut db = confab_schema::connect(&self.pool).await?;
+                require_member(&mut db, room_id.as_str(), who).await?;
+            }
+            crate::federation::rooms::leave_remote(self, &room_id, who).await?;
+            // The origin's membership event follows; the replica reflects the leave at once.
+            let mut db = confab_schema::connect(&self.pool).await?;
+            queries::set_membership(
+                &mut db,
+                room_id.as_str(),
+                &who.user_id,
+                membership::LEFT,
+                now_ms(),
+            )
             .await?;
+        }
         self.hub.remove_member(room_id.as_str(), &who.user_id).await;
         Ok(())
     }
@@ -351,8 +384,10 @@ impl AppState {
         Ok(())
     }
 
-    /// Records a membership change of `target` and its event, as one transaction.
-    async fn change_membership(
+    /// Records a membership change of `target` and its event, as one transaction; the event
+    /// reaches every server in the room, after which a server left with no member leaves the
+    /// room's servers.
+    pub(crate) async fn change_membership(
         &self,
         room_id: &str,
         actor: &Identity,
@@ -380,11 +415,30 @@ impl AppState {
                     origin_ts: now,
                     content: protocol::member_content(target, &member.display_name, state),
                 };
-                Ok::<_, ApiError>(queries::append_events(db, room_id, &[event]).await?)
+                let appended = queries::append_events(db, room_id, &[event])
+                    .await?
+                    .unwrap_or_default();
+                let woken = queue_appended(&self.federation_sender, db, &appended).await?;
+                let target_server = target.split_once(':').map_or("", |(_, s)| s);
+                if appended.servers.iter().any(|s| s == target_server) {
+                    let members = queries::members(db, room_id).await?;
+                    let remaining = members.iter().any(|m| {
+                        m.membership == membership::JOINED
+                            && m.user_id
+                                .split_once(':')
+                                .is_some_and(|(_, s)| s == target_server)
+                    });
+                    if !remaining {
+                        queries::remove_room_server(db, room_id, target_server).await?;
+                    }
+                }
+                Ok::<_, ApiError>((appended.events, woken))
             })
             .await?;
         drop(db);
-        self.hub.publish(room_id, &events.unwrap_or_default()).await;
+        let (events, woken) = events;
+        wake(&self.federation_sender, &woken).await;
+        self.hub.publish(room_id, &events).await;
         Ok(())
     }
 
@@ -497,12 +551,17 @@ impl AppState {
                 let room = queries::set_room_locked(db, room_id, locked)
                     .await?
                     .ok_or_else(ApiError::room_not_found)?;
-                let events = queries::append_events(db, room_id, &[event]).await?;
-                Ok::<_, ApiError>((room, events))
+                let appended = queries::append_events(db, room_id, &[event])
+                    .await?
+                    .unwrap_or_default();
+                let woken = queue_appended(&self.federation_sender, db, &appended).await?;
+                Ok::<_, ApiError>((room, (appended.events, woken)))
             })
             .await?;
         drop(db);
-        self.hub.publish(room_id, &events.unwrap_or_default()).await;
+        let (events, woken) = events;
+        wake(&self.federation_sender, &woken).await;
+        self.hub.publish(room_id, &events).await;
         Ok(Room {
             last_seq: room.last_seq + 1,
             ..room
@@ -521,11 +580,9 @@ impl AppState {
 
     /// Deletes a room now, unchecked (see [`Self::kick_as`]), and tells everyone.
     pub async fn delete_room(&self, room_id: &str, reason: CloseReason) -> Result<(), ApiError> {
-        let mut db = confab_schema::connect(&self.pool).await?;
-        if !queries::delete_room(&mut db, room_id).await? {
+        if !self.delete_room_everywhere(room_id, reason, false).await? {
             return Err(ApiError::room_not_found());
         }
-        self.hub.close(room_id, reason);
         Ok(())
     }
 
@@ -559,15 +616,31 @@ impl AppState {
 
     /// Deletes rooms whose idle time is up; returns how many.
     pub async fn sweep_expired(&self) -> Result<usize, ApiError> {
-        let mut db = confab_schema::connect(&self.pool).await?;
-        let expired = queries::delete_expired_rooms(&mut db, now_ms()).await?;
-        for room_id in &expired {
-            tracing::info!(room_id, "room expired and deleted");
-            self.hub.close(room_id, CloseReason::Expired);
-            self.metrics.rooms_expired.inc();
+        let mut deleted = 0;
+        loop {
+            let expired = {
+                let mut db = confab_schema::connect(&self.pool).await?;
+                queries::expired_rooms(&mut db, now_ms(), 100).await?
+            };
+            let full = expired.len() == 100;
+            for room_id in &expired {
+                // Each room in its own transaction, with its deletion queued for the other
+                // servers taking part.
+                if self
+                    .delete_room_everywhere(room_id, CloseReason::Expired, true)
+                    .await?
+                {
+                    tracing::info!(room_id, "room expired and deleted");
+                    self.metrics.rooms_expired.inc();
+                    deleted += 1;
+                }
+            }
+            if !full {
+                break;
+            }
         }
         self.metrics.room_sweeps.inc();
-        Ok(expired.len())
+        Ok(deleted)
     }
 
     /// At start-up no session is live: every room without a countdown starts one.

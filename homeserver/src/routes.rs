@@ -12,7 +12,9 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorCode};
-use crate::federation::{auth as federation_auth, endpoints as federation};
+use crate::federation::{
+    auth as federation_auth, endpoints as federation, rooms as federated_rooms,
+};
 use crate::hub::Identity;
 use crate::rooms::InviteOptions;
 use crate::{sessions, turn, ws};
@@ -73,6 +75,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 ))
                 .route("/ping", web::get().to(federation::ping))
                 .route("/ping", web::post().to(federation::ping))
+                .route(
+                    "/rooms/{room_id}/join",
+                    web::post().to(federated_rooms::join),
+                )
+                .route(
+                    "/rooms/{room_id}/leave",
+                    web::post().to(federated_rooms::leave),
+                )
+                .route(
+                    "/rooms/{room_id}/presence",
+                    web::post().to(federated_rooms::presence),
+                )
+                .route(
+                    "/rooms/{room_id}/events",
+                    web::get().to(federated_rooms::events),
+                )
+                .route("/send_chat", web::post().to(federated_rooms::send_chat))
                 .default_service(web::to(federation::unrecognized)),
         );
 }

@@ -11,11 +11,14 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use confab_federation::ids::ServerName;
 use confab_schema::models::{Event, NewEvent};
 use confab_schema::{AsyncConnection, DbError, DbPool, queries};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
+use crate::federation::rooms::{queue_appended, wake};
+use crate::federation::sender::TransactionSender;
 use crate::hub::RoomHub;
 use crate::metrics::Metrics;
 
@@ -40,11 +43,22 @@ pub struct EventWriter {
 
 impl EventWriter {
     /// Starts the writer tasks on the current runtime.
-    pub fn start(pool: DbPool, hub: RoomHub, metrics: Metrics) -> Self {
+    pub fn start(
+        pool: DbPool,
+        hub: RoomHub,
+        metrics: Metrics,
+        federation: TransactionSender,
+    ) -> Self {
         let shards = (0..SHARDS)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(8192);
-                tokio::spawn(run(rx, pool.clone(), hub.clone(), metrics.clone()));
+                tokio::spawn(run(
+                    rx,
+                    pool.clone(),
+                    hub.clone(),
+                    metrics.clone(),
+                    federation.clone(),
+                ));
                 tx
             })
             .collect();
@@ -91,7 +105,13 @@ impl EventWriter {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<AppendRequest>, pool: DbPool, hub: RoomHub, metrics: Metrics) {
+async fn run(
+    mut rx: mpsc::Receiver<AppendRequest>,
+    pool: DbPool,
+    hub: RoomHub,
+    metrics: Metrics,
+    federation: TransactionSender,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -102,9 +122,10 @@ async fn run(mut rx: mpsc::Receiver<AppendRequest>, pool: DbPool, hub: RoomHub, 
             }
         }
         metrics.write_batch.observe(batch.len() as f64);
-        match commit(&pool, &mut batch).await {
-            Ok(committed) => {
+        match commit(&pool, &federation, &mut batch).await {
+            Ok((committed, woken)) => {
                 metrics.events_persisted.inc_by(batch.len() as u64);
+                wake(&federation, &woken).await;
                 let mut queues: HashMap<String, VecDeque<Event>> = HashMap::new();
                 for (room_id, events) in committed {
                     if let Some(events) = events {
@@ -131,12 +152,17 @@ async fn run(mut rx: mpsc::Receiver<AppendRequest>, pool: DbPool, hub: RoomHub, 
     }
 }
 
-/// Commits a batch: per room, one sequence update and one multi-row insert. A room that no longer
-/// exists maps to `None`.
+/// What a committed batch appended, per room, and the federation destinations to wake.
+type Committed = (Vec<(String, Option<Vec<Event>>)>, Vec<ServerName>);
+
+/// Commits a batch: per room, one sequence update and one multi-row insert, and for federated
+/// rooms the PDUs for the other servers, in the same transaction. A room that no longer exists
+/// maps to `None`.
 async fn commit(
     pool: &DbPool,
+    federation: &TransactionSender,
     batch: &mut [AppendRequest],
-) -> Result<Vec<(String, Option<Vec<Event>>)>, DbError> {
+) -> Result<Committed, DbError> {
     let mut by_room: Vec<(&str, Vec<NewEvent>)> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
     for req in batch.iter_mut() {
@@ -149,12 +175,20 @@ async fn commit(
         }
     }
     let mut conn = confab_schema::connect(pool).await?;
-    let appended = conn
-        .transaction(async |conn| queries::append_events_batch(conn, &by_room).await)
+    let (appended, woken) = conn
+        .transaction(async |conn| {
+            let appended = queries::append_events_batch(conn, &by_room).await?;
+            let mut woken = Vec::new();
+            for a in appended.iter().flatten() {
+                woken.extend(queue_appended(federation, conn, a).await?);
+            }
+            Ok::<_, DbError>((appended, woken))
+        })
         .await?;
-    Ok(by_room
+    let committed = by_room
         .iter()
         .zip(appended)
-        .map(|((room_id, _), events)| ((*room_id).to_owned(), events))
-        .collect())
+        .map(|((room_id, _), a)| ((*room_id).to_owned(), a.map(|a| a.events)))
+        .collect();
+    Ok((committed, woken))
 }

@@ -388,6 +388,15 @@ impl Connection {
                 .subscribe(room_id.as_str(), who, &self.conn, since)
                 .await?;
             self.rooms.insert(room_id.to_string());
+            if room_id.server_name() != &self.state.settings.server.name {
+                // A replica: the origin learns of this device and tells who else is there. If
+                // it cannot be reached the room still works here, read-only in effect.
+                if let Err(err) =
+                    crate::federation::rooms::announce(&self.state, &room_id, who).await
+                {
+                    tracing::warn!(room_id = %room_id, error = %err, "could not announce a device to the room's origin");
+                }
+            }
             let summary = self.state.get_room(room_id.as_str(), who).await?;
             Ok::<_, ApiError>((live, summary))
         }
@@ -421,47 +430,70 @@ impl Connection {
         let prepared = (|| {
             let room_id = required(&msg.room_id, "room_id")?;
             let kind = required(&msg.kind, "kind")?;
-            if kind.is_empty()
-                || kind.len() > 32
-                || !kind
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-            {
-                return Err(ApiError::bad_request(
-                    "`kind` must be 1–32 characters of a-z, 0-9, '.', '_' or '-'",
-                ));
-            }
             let ciphertext = required(&msg.ciphertext, "ciphertext")?;
-            self.check_event_size(ciphertext)?;
+            let content = protocol::checked_chat_content(
+                kind,
+                ciphertext,
+                self.state.settings.limits.max_event_bytes,
+            )?;
             if !self.state.hub.is_subscribed(room_id, who, self.conn.id) {
                 return Err(not_subscribed());
             }
-            Ok((room_id.to_owned(), protocol::chat_content(kind, ciphertext)))
+            Ok((room_id.to_owned(), kind, ciphertext, content))
         })();
-        let (room_id, content) = match prepared {
+        let (room_id, kind, ciphertext, content) = match prepared {
             Ok(p) => p,
             Err(err) => return self.reply_error(id.as_ref(), "chat", &err),
         };
-        let pending = self
-            .state
-            .writer
-            .enqueue(
-                &room_id,
-                NewEvent {
+        // A room of another homeserver: its origin numbers the message; ours forwards it.
+        let origin = confab_federation::ids::RoomId::parse(&room_id)
+            .ok()
+            .map(|r| r.server_name().clone())
+            .filter(|s| s != &self.state.settings.server.name);
+        let pending: PendingChat = match origin {
+            Some(origin) => {
+                let item = crate::federation::rooms::SendItem {
+                    room_id: room_id.clone(),
                     sender: who.user_id.clone(),
                     device_id: who.device_id.clone(),
-                    origin_ts: now_ms(),
-                    content,
-                },
-            )
-            .await;
+                    kind: kind.to_owned(),
+                    ciphertext: ciphertext.to_owned(),
+                };
+                let rx = self
+                    .state
+                    .chat_forwarder
+                    .forward(&self.state.federation.client, &origin, item)
+                    .await;
+                Box::pin(async move {
+                    rx.await.unwrap_or_else(|_| {
+                        Err(ApiError::internal("chat forwarder", &"forwarder stopped"))
+                    })
+                })
+            }
+            None => {
+                let pending = self
+                    .state
+                    .writer
+                    .enqueue(
+                        &room_id,
+                        NewEvent {
+                            sender: who.user_id.clone(),
+                            device_id: who.device_id.clone(),
+                            origin_ts: now_ms(),
+                            content,
+                        },
+                    )
+                    .await;
+                Box::pin(async move { pending.await.map(|e| (e.seq, e.origin_ts)) })
+            }
+        };
         let conn = self.conn.clone();
         let state = self.state.clone();
         actix_web::rt::spawn(async move {
             match pending.await {
-                Ok(event) => {
+                Ok((seq, ts)) => {
                     if let Some(id) = &id {
-                        let result = json!({ "seq": event.seq, "ts": event.origin_ts });
+                        let result = json!({ "seq": seq, "ts": ts });
                         conn.send(
                             Outgoing::Ack {
                                 id,
@@ -527,6 +559,9 @@ impl Connection {
         Ok(())
     }
 }
+
+/// A chat message on its way: its number and time once committed (here or at the room's origin).
+type PendingChat = std::pin::Pin<Box<dyn Future<Output = Result<(i64, i64), ApiError>> + Send>>;
 
 fn required<'a>(
     field: &'a Option<std::borrow::Cow<'_, str>>,

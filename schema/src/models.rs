@@ -91,6 +91,14 @@ pub struct NewEvent {
     pub content: serde_json::Value,
 }
 
+/// Events appended to one room, and the other servers taking part in it then (on the room's
+/// origin; empty elsewhere), which are to be sent them.
+#[derive(Debug, Clone, Default)]
+pub struct Appended {
+    pub events: Vec<Event>,
+    pub servers: Vec<String>,
+}
+
 /// A persistent event queued for a federation destination until it acknowledges it.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = federation_outbound, check_for_backend(diesel::pg::Pg))]

@@ -6,12 +6,12 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::DbError;
 use crate::models::{
-    DestinationState, Event, Invite, Member, NewEvent, NewOutboundPdu, OutboundPdu, ReceivedTxn,
-    Room, Session, membership,
+    Appended, DestinationState, Event, Invite, Member, NewEvent, NewOutboundPdu, OutboundPdu,
+    ReceivedTxn, Room, Session, membership,
 };
 use crate::schema::{
     events, federation_destinations, federation_outbound, federation_received_txns, invites,
-    room_members, rooms, sessions,
+    room_members, room_servers, rooms, sessions,
 };
 
 type Conn = AsyncPgConnection;
@@ -137,6 +137,125 @@ pub async fn delete_expired_rooms(conn: &mut Conn, now_ts: i64) -> Result<Vec<St
             .get_results(conn)
             .await?,
     )
+}
+
+/// The rooms whose idle deadline has passed, oldest deadline first, at most `limit`.
+pub async fn expired_rooms(
+    conn: &mut Conn,
+    now_ts: i64,
+    limit: i64,
+) -> Result<Vec<String>, DbError> {
+    Ok(rooms::table
+        .filter(rooms::expires_ts.le(now_ts))
+        .order(rooms::expires_ts.asc())
+        .limit(limit)
+        .select(rooms::room_id)
+        .load(conn)
+        .await?)
+}
+
+/// Deletes a room if its idle deadline has passed (someone may have come back since it was
+/// listed); returns whether it did.
+pub async fn delete_room_if_expired(
+    conn: &mut Conn,
+    room_id: &str,
+    now_ts: i64,
+) -> Result<bool, DbError> {
+    let n = diesel::delete(
+        rooms::table
+            .find(room_id)
+            .filter(rooms::expires_ts.le(now_ts)),
+    )
+    .execute(conn)
+    .await?;
+    Ok(n > 0)
+}
+
+// ---- federated rooms ---------------------------------------------------------------------------
+
+/// The other servers taking part in a room (on its origin).
+pub async fn room_servers(conn: &mut Conn, room_id: &str) -> Result<Vec<String>, DbError> {
+    Ok(room_servers::table
+        .filter(room_servers::room_id.eq(room_id))
+        .order(room_servers::server_name.asc())
+        .select(room_servers::server_name)
+        .load(conn)
+        .await?)
+}
+
+/// Adds a server to those taking part in a room.
+pub async fn add_room_server(conn: &mut Conn, room_id: &str, server: &str) -> Result<(), DbError> {
+    diesel::insert_into(room_servers::table)
+        .values((
+            room_servers::room_id.eq(room_id),
+            room_servers::server_name.eq(server),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Removes a server from those taking part in a room.
+pub async fn remove_room_server(
+    conn: &mut Conn,
+    room_id: &str,
+    server: &str,
+) -> Result<(), DbError> {
+    diesel::delete(room_servers::table.find((room_id, server)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Creates or refreshes a replica of another server's room from the state it sent: the room row
+/// (keeping the newest sequence number either side has) and no events yet.
+pub async fn upsert_replica_room(conn: &mut Conn, room: &Room) -> Result<(), DbError> {
+    diesel::insert_into(rooms::table)
+        .values(room)
+        .on_conflict(rooms::room_id)
+        .do_update()
+        .set((
+            rooms::host_user_id.eq(excluded(rooms::host_user_id)),
+            rooms::locked.eq(excluded(rooms::locked)),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Inserts a replica's membership as the origin states it, host flag included.
+pub async fn put_replica_member(conn: &mut Conn, member: &Member) -> Result<(), DbError> {
+    diesel::insert_into(room_members::table)
+        .values(member)
+        .on_conflict((room_members::room_id, room_members::user_id))
+        .do_update()
+        .set((
+            room_members::membership.eq(excluded(room_members::membership)),
+            room_members::display_name.eq(excluded(room_members::display_name)),
+            room_members::is_host.eq(excluded(room_members::is_host)),
+            room_members::updated_ts.eq(excluded(room_members::updated_ts)),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Appends an event the room's origin numbered to a replica, if it is the next one: returns
+/// `Ok(true)` if stored, `Ok(false)` if it was already there. The caller holds the room row
+/// (`room_for_update`) and checked `event.seq == last_seq + 1` or less.
+pub async fn insert_replica_event(conn: &mut Conn, event: &Event) -> Result<bool, DbError> {
+    let n = diesel::insert_into(events::table)
+        .values(event)
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    diesel::update(rooms::table.find(&event.room_id))
+        .filter(rooms::last_seq.lt(event.seq))
+        .set(rooms::last_seq.eq(event.seq))
+        .execute(conn)
+        .await?;
+    Ok(n > 0)
 }
 
 /// The rooms `user_id` is a joined member of, newest first.
@@ -299,7 +418,7 @@ pub async fn append_events(
     conn: &mut Conn,
     room_id: &str,
     new_events: &[NewEvent],
-) -> Result<Option<Vec<Event>>, DbError> {
+) -> Result<Option<Appended>, DbError> {
     let mut appended = append_events_batch(conn, &[(room_id, new_events.to_vec())]).await?;
     Ok(appended.pop().flatten())
 }
@@ -311,7 +430,7 @@ pub async fn append_events(
 pub async fn append_events_batch(
     conn: &mut Conn,
     batch: &[(&str, Vec<NewEvent>)],
-) -> Result<Vec<Option<Vec<Event>>>, DbError> {
+) -> Result<Vec<Option<Appended>>, DbError> {
     use diesel::sql_types::{Array, BigInt, Text};
 
     #[derive(QueryableByName)]
@@ -320,6 +439,8 @@ pub async fn append_events_batch(
         room_id: String,
         #[diesel(sql_type = BigInt)]
         last_seq: i64,
+        #[diesel(sql_type = Array<Text>)]
+        servers: Vec<String>,
     }
 
     let mut order: Vec<usize> = (0..batch.len()).collect();
@@ -332,15 +453,16 @@ pub async fn append_events_batch(
     let numbered: Vec<Numbered> = diesel::sql_query(
         "WITH v AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS v(room_id, n) ORDER BY room_id) \
          UPDATE rooms SET last_seq = rooms.last_seq + v.n FROM v \
-         WHERE rooms.room_id = v.room_id RETURNING rooms.room_id, rooms.last_seq",
+         WHERE rooms.room_id = v.room_id RETURNING rooms.room_id, rooms.last_seq, \
+         ARRAY(SELECT s.server_name FROM room_servers s WHERE s.room_id = rooms.room_id) AS servers",
     )
     .bind::<Array<Text>, _>(&room_ids)
     .bind::<Array<BigInt>, _>(&counts)
     .load(conn)
     .await?;
-    let last: std::collections::HashMap<&str, i64> = numbered
+    let mut last: std::collections::HashMap<&str, (i64, Vec<String>)> = numbered
         .iter()
-        .map(|n| (n.room_id.as_str(), n.last_seq))
+        .map(|n| (n.room_id.as_str(), (n.last_seq, n.servers.clone())))
         .collect();
     // Rows to insert borrow from the input; each event is copied once, into the result.
     #[derive(Insertable)]
@@ -356,12 +478,12 @@ pub async fn append_events_batch(
     let mut rows = Vec::new();
     let mut firsts = Vec::with_capacity(batch.len());
     for (room_id, events) in batch {
-        let Some(&last) = last.get(room_id) else {
+        let Some((last, servers)) = last.remove(room_id) else {
             firsts.push(None);
             continue;
         };
         let first = last - i64::try_from(events.len()).unwrap_or(i64::MAX) + 1;
-        firsts.push(Some(first));
+        firsts.push(Some((first, servers)));
         rows.extend(events.iter().zip(first..).map(|(e, seq)| Row {
             room_id,
             seq,
@@ -382,9 +504,9 @@ pub async fn append_events_batch(
         .iter()
         .zip(firsts)
         .map(|((room_id, events), first)| {
-            let first = first?;
-            Some(
-                events
+            let (first, servers) = first?;
+            Some(Appended {
+                events: events
                     .iter()
                     .zip(first..)
                     .map(|(e, seq)| Event {
@@ -396,7 +518,8 @@ pub async fn append_events_batch(
                         content: e.content.clone(),
                     })
                     .collect(),
-            )
+                servers,
+            })
         })
         .collect())
 }

@@ -68,6 +68,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    room_servers (room_id, server_name) {
+        room_id -> Text,
+        server_name -> Text,
+    }
+}
+
+diesel::table! {
     rooms (room_id) {
         room_id -> Text,
         origin -> Text,
@@ -93,6 +100,7 @@ diesel::table! {
 diesel::joinable!(events -> rooms (room_id));
 diesel::joinable!(invites -> rooms (room_id));
 diesel::joinable!(room_members -> rooms (room_id));
+diesel::joinable!(room_servers -> rooms (room_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     events,
@@ -101,6 +109,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     federation_received_txns,
     invites,
     room_members,
+    room_servers,
     rooms,
     sessions,
 );

@@ -40,9 +40,12 @@ pub async fn send_transaction(
     txn_id: web::Path<String>,
     FederatedRequest(request): FederatedRequest,
 ) -> Result<HttpResponse, MatrixError> {
+    let handler = super::rooms::RoomsHandler {
+        state: state.clone().into_inner(),
+    };
     let response = super::inbox::receive_transaction(
         &state.pool,
-        &state.federation_inbox,
+        &handler,
         &request.origin,
         &txn_id,
         request.content.as_ref(),

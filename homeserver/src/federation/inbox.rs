@@ -7,10 +7,9 @@
 //! then get the recorded answer, so a transaction id is handled once. A handler that writes to
 //! the database through the connection it is given commits with the record: exactly once.
 //!
-//! [`FederationInbox`] is the handler in place until federated rooms exist: it broadcasts every
-//! PDU and EDU to whoever subscribed (tests, and the room layer's first version). Its delivery
-//! happens before the record commits, so if the commit fails the sender retries and the inbox
-//! sees the transaction again: at least once.
+//! The server's handler is `super::rooms::RoomsHandler`; it also passes every item to the
+//! [`FederationInbox`], a broadcast for observers (tests). [`FederationInbox`] is itself a
+//! handler that only broadcasts, before the record commits (at least once).
 
 use confab_federation::ids::ServerName;
 use confab_federation::transaction::{
@@ -28,7 +27,16 @@ use super::error::{MatrixError, MatrixErrorCode};
 /// same id within its backoff cap (an hour by default), so a day is ample.
 pub const RECEIVED_TXN_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 
-/// What handles the contents of new transactions: the seam for federated rooms.
+/// What a handler did with a transaction.
+pub struct Handled {
+    /// The outcome of each PDU.
+    pub response: TransactionResponse,
+    /// What to do once the transaction's record committed (fan-out, EDUs): never for a copy
+    /// of a transaction handled before.
+    pub after_commit: Option<BoxFuture<'static, ()>>,
+}
+
+/// What handles the contents of new transactions (federated rooms: `super::rooms`).
 pub trait TransactionHandler: Send + Sync {
     /// Handles the PDUs and EDUs of a transaction from `origin` that was not handled before,
     /// inside the database transaction that records it (`db`); returns the outcome of each PDU.
@@ -38,7 +46,7 @@ pub trait TransactionHandler: Send + Sync {
         db: &'a mut AsyncPgConnection,
         origin: &'a ServerName,
         transaction: &'a Transaction,
-    ) -> BoxFuture<'a, Result<TransactionResponse, DbError>>;
+    ) -> BoxFuture<'a, Result<Handled, DbError>>;
 }
 
 /// One item of a received transaction, as [`FederationInbox`] broadcasts it.
@@ -83,6 +91,14 @@ impl FederationInbox {
     pub fn subscribe(&self) -> broadcast::Receiver<Inbound> {
         self.sender.subscribe()
     }
+
+    /// Passes items to the subscribers, in order.
+    pub fn publish(&self, items: Vec<Inbound>) {
+        for item in items {
+            // No subscriber is not an error: nobody is observing.
+            let _ = self.sender.send(item);
+        }
+    }
 }
 
 impl Default for FederationInbox {
@@ -97,7 +113,7 @@ impl TransactionHandler for FederationInbox {
         _db: &'a mut AsyncPgConnection,
         origin: &'a ServerName,
         transaction: &'a Transaction,
-    ) -> BoxFuture<'a, Result<TransactionResponse, DbError>> {
+    ) -> BoxFuture<'a, Result<Handled, DbError>> {
         Box::pin(async move {
             for pdu in &transaction.pdus {
                 // No subscriber is not an error: the stand-in has nobody to give them to.
@@ -112,7 +128,10 @@ impl TransactionHandler for FederationInbox {
                     edu: edu.clone(),
                 });
             }
-            Ok(TransactionResponse::accept_all(transaction))
+            Ok(Handled {
+                response: TransactionResponse::accept_all(transaction),
+                after_commit: None,
+            })
         })
     }
 }
@@ -160,15 +179,20 @@ pub async fn receive_transaction(
                 let stored = queries::received_txn_response(db, origin.as_str(), txn_id).await?;
                 return Ok::<_, DbError>(Err(stored));
             }
-            let response = handler.handle(db, origin, &transaction).await?;
-            let value = serde_json::to_value(&response).unwrap_or_default();
+            let handled = handler.handle(db, origin, &transaction).await?;
+            let value = serde_json::to_value(&handled.response).unwrap_or_default();
             queries::set_received_txn_response(db, origin.as_str(), txn_id, &value).await?;
-            Ok(Ok(response))
+            Ok(Ok(handled))
         })
         .await
         .map_err(internal)?;
     match outcome {
-        Ok(response) => Ok(response),
+        Ok(handled) => {
+            if let Some(after) = handled.after_commit {
+                after.await;
+            }
+            Ok(handled.response)
+        }
         Err(Some(stored)) => stored_response(stored),
         Err(None) => Err(MatrixError::internal(
             "receive transaction",

@@ -13,7 +13,9 @@
 //!   `/_matrix/`, because Matrix's similar `GET /_matrix/federation/v1/version` is
 //!   unauthenticated;
 //! - `PUT /_matrix/federation/v1/send/{txnId}`: a transaction of PDUs and EDUs, handled once per
-//!   id by [`inbox`]; our own transactions are sent by [`sender::TransactionSender`].
+//!   id by [`inbox`]; our own transactions are sent by [`sender::TransactionSender`];
+//! - `/_confab/federation/v1/rooms/{roomId}/{join,leave,presence,events}` and
+//!   `/_confab/federation/v1/send_chat`: federated rooms, see [`rooms`].
 
 pub mod auth;
 pub mod client;
@@ -21,6 +23,7 @@ pub mod endpoints;
 pub mod error;
 pub mod identity;
 pub mod inbox;
+pub mod rooms;
 pub mod sender;
 pub mod tools;
 

@@ -219,6 +219,11 @@ impl TransactionSender {
         self.shutdown.send_replace(true);
     }
 
+    /// Whether events for `destination` would be queued (federation on, not us, not denied).
+    pub fn accepts(&self, destination: &ServerName) -> bool {
+        self.check_destination(destination).is_ok()
+    }
+
     fn check_destination(&self, destination: &ServerName) -> Result<(), SenderError> {
         if !self.enabled {
             return Err(SenderError::Disabled);
