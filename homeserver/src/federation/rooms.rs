@@ -286,6 +286,11 @@ fn refusal(origin: &ServerName, status: u16, body: &Value) -> ApiError {
         .filter(|c| *c != ErrorCode::Internal);
     match code {
         Some(code) => ApiError::new(code, reason),
+        // A Matrix refusal before any room rule ran, e.g. its deny list.
+        None if status == 403 => ApiError::new(
+            ErrorCode::FederationDenied,
+            format!("the room's homeserver {origin} refused this server: {reason}"),
+        ),
         None => {
             let mut e = ApiError::new(
                 ErrorCode::Unavailable,
@@ -1125,6 +1130,22 @@ async fn apply_events(
     if n > 0 {
         // Publish before the membership effects, so a kicked user's sockets see the event first.
         effects.insert(0, Effect::Publish(room_id.to_owned(), applied));
+    }
+    let someone_went = effects
+        .iter()
+        .any(|e| matches!(e, Effect::Kick(..) | Effect::Leave(..)));
+    if someone_went {
+        // With none of our users left in it, this server takes no further part (the origin
+        // stops sending), so the replica is purged rather than left to go stale.
+        let members = queries::members(db, room_id).await?;
+        let ours_left = members.iter().any(|m| {
+            m.membership == membership::JOINED
+                && m.user_id.split_once(':').is_some_and(|(_, s)| s == ours)
+        });
+        if !ours_left {
+            queries::delete_room(db, room_id).await?;
+            effects.push(Effect::Close(room_id.to_owned(), CloseReason::Closed));
+        }
     }
     Ok((n, effects))
 }
