@@ -64,6 +64,9 @@ export default defineConfig({
           CONFAB__SERVER__PUBLIC_URL: url,
           CONFAB__SERVER__DATA_DIR: dataDir!,
           CONFAB__SERVER__WEB_CLIENT_DIR: join(webClient, 'dist'),
+          // federation.e2e.ts federates a second server with this one, both on loopback over HTTP.
+          CONFAB__FEDERATION__ALLOW_INSECURE_HTTP: 'true',
+          CONFAB__FEDERATION__ALLOW_PRIVATE_ADDRESSES: 'true',
           RUST_LOG: process.env.RUST_LOG ?? 'warn',
         },
         reuseExistingServer: false,
