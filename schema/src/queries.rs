@@ -241,21 +241,31 @@ pub async fn put_replica_member(conn: &mut Conn, member: &Member) -> Result<(), 
     Ok(())
 }
 
-/// Appends an event the room's origin numbered to a replica, if it is the next one: returns
-/// `Ok(true)` if stored, `Ok(false)` if it was already there. The caller holds the room row
-/// (`room_for_update`) and checked `event.seq == last_seq + 1` or less.
-pub async fn insert_replica_event(conn: &mut Conn, event: &Event) -> Result<bool, DbError> {
-    let n = diesel::insert_into(events::table)
-        .values(event)
-        .on_conflict_do_nothing()
+/// Appends events the room's origin numbered to a replica, in one statement, and moves its
+/// newest sequence number to theirs. The caller holds the room row (`room_for_update`) and
+/// passes only the events that follow on from it, in order; one already stored is skipped.
+pub async fn insert_replica_events(
+    conn: &mut Conn,
+    room_id: &str,
+    new_events: &[Event],
+) -> Result<(), DbError> {
+    let Some(newest) = new_events.iter().map(|e| e.seq).max() else {
+        return Ok(());
+    };
+    // Postgres allows 65535 bind parameters per statement; six per row.
+    for chunk in new_events.chunks(10_000) {
+        diesel::insert_into(events::table)
+            .values(chunk)
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?;
+    }
+    diesel::update(rooms::table.find(room_id))
+        .filter(rooms::last_seq.lt(newest))
+        .set(rooms::last_seq.eq(newest))
         .execute(conn)
         .await?;
-    diesel::update(rooms::table.find(&event.room_id))
-        .filter(rooms::last_seq.lt(event.seq))
-        .set(rooms::last_seq.eq(event.seq))
-        .execute(conn)
-        .await?;
-    Ok(n > 0)
+    Ok(())
 }
 
 /// The rooms `user_id` is a joined member of, newest first.

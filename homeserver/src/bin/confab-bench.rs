@@ -8,6 +8,9 @@
 //! confab-bench signal [--rooms 100] [--clients 8] [--secs 10]   # signaling relay, closed loop
 //! confab-bench chat   [--rooms 100] [--clients 8] [--secs 10] [--rate 0]  # persisted chat
 //! confab-bench idle   [--conns 10000]                            # memory of idle connections
+//! confab-bench federation [--rooms 100] [--window 8] [--secs 10] [--rate 0]
+//!                     # chat from users of B to users of A in rooms on B, through signed
+//!                     # transactions; closed loop (`--window` in flight per room) or open loop
 //! confab-bench all                                               # the README's figures
 //! confab-bench bare-relay --listen 127.0.0.1:0                   # (internal) the reference relay
 //! ```
@@ -67,12 +70,23 @@ fn main() -> anyhow::Result<()> {
                 chat_bench(rooms as usize, clients as usize, secs, rate).await
             }
             "idle" => idle_bench(opt("conns", 10_000) as usize).await,
+            "federation" => {
+                federation_bench(
+                    opt("rooms", 100) as usize,
+                    opt("window", 8) as usize,
+                    opt("secs", 10),
+                    opt("rate", 0),
+                )
+                .await
+            }
             "all" => {
                 print_machine();
                 signal_bench(100, 8, 10).await?;
                 chat_bench(100, 8, 10, 0).await?;
                 chat_bench(100, 8, 10, 5_000).await?;
-                idle_bench(10_000).await
+                idle_bench(10_000).await?;
+                federation_bench(100, 8, 10, 0).await?;
+                federation_bench(100, 1, 10, 1_000).await
             }
             other => bail!("unknown command {other:?}; see the doc comment of confab-bench"),
         }
@@ -875,4 +889,157 @@ async fn setup_users(addr: SocketAddr, n: usize, prefix: &str) -> Vec<Member> {
         });
     }
     out
+}
+
+// ---- federation ----------------------------------------------------------------------------
+
+/// Two homeservers, A and B, federating over loopback. Each room lives on B, with a sender who
+/// is a user of B and a receiver who is a user of A (joined through A). Every message is
+/// committed on B, sent to A in a signed transaction, committed in A's replica and pushed to the
+/// receiver's socket on A; the latency is from the sender's send to the receiver's receipt.
+/// Closed loop: each room keeps `window` messages in flight (a receipt releases the next).
+/// Open loop (`rate` > 0): messages at a steady total rate.
+async fn federation_bench(rooms: usize, window: usize, secs: u64, rate: u64) -> anyhow::Result<()> {
+    let mode = if rate == 0 {
+        format!("closed loop, {window} in flight per room")
+    } else {
+        format!("open loop at {rate} events/s")
+    };
+    println!(
+        "\n== federated chat B -> A: {rooms} rooms on B, a sender on B and a receiver on A each, {PAYLOAD}-byte ciphertexts, {mode}, {secs} s =="
+    );
+    let federating = [
+        ("CONFAB__FEDERATION__ALLOW_INSECURE_HTTP", "true"),
+        ("CONFAB__FEDERATION__ALLOW_PRIVATE_ADDRESSES", "true"),
+    ];
+    let (a, b) = tokio::try_join!(start_confab(&federating), start_confab(&federating))?;
+    let http = reqwest::Client::new();
+    let (base_a, base_b) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
+    let senders = setup_users(b.addr, rooms, "sender").await;
+    let receivers = setup_users(a.addr, rooms, "receiver").await;
+    let mut room_ids = Vec::with_capacity(rooms);
+    for (s, r) in senders.iter().zip(&receivers) {
+        let room = post(&http, &base_b, "/rooms", Some(&s.token), json!({})).await;
+        let room_id = room["room_id"].as_str().unwrap().to_owned();
+        let invite = post(
+            &http,
+            &base_b,
+            &format!("/rooms/{room_id}/invites"),
+            Some(&s.token),
+            json!({}),
+        )
+        .await;
+        post(
+            &http,
+            &base_a,
+            &format!("/rooms/{room_id}/join"),
+            Some(&r.token),
+            json!({"invite_token": invite["token"]}),
+        )
+        .await;
+        room_ids.push(room_id);
+    }
+    let window_state = Arc::new(Window {
+        measuring: AtomicBool::new(false),
+        messages: AtomicU64::new(0),
+    });
+    let samples = Arc::new(Samples::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let per_room = rate as f64 / rooms as f64;
+    let mut tasks = Vec::new();
+    for ((room_id, s), r) in room_ids.iter().zip(&senders).zip(&receivers) {
+        let mut rx_ws = confab_client(a.addr, r, Some(room_id)).await;
+        let tx_ws = confab_client(b.addr, s, Some(room_id)).await;
+        let (released_tx, mut released) = mpsc::unbounded_channel::<()>();
+        let (window_state, samples, stop_rx) =
+            (window_state.clone(), samples.clone(), stop.clone());
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = stop_rx;
+            while let Some(Ok(msg)) = rx_ws.next().await {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                let Message::Text(text) = msg else { continue };
+                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                if v["type"] != "event" || v["content"]["type"] != "chat" {
+                    continue;
+                }
+                if window_state.measuring.load(Ordering::Acquire) {
+                    window_state.messages.fetch_add(1, Ordering::Relaxed);
+                    if let Some(d) = v["content"]["ciphertext"]
+                        .as_str()
+                        .and_then(|p| parse_sent(start, p))
+                    {
+                        samples.push(d);
+                    }
+                }
+                let _ = released_tx.send(());
+            }
+        }));
+        let room_id = room_id.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut sink, mut acks) = tx_ws.split();
+            // Acks are read and dropped, so the server never waits on this socket.
+            tokio::spawn(async move { while let Some(Ok(_)) = acks.next().await {} });
+            let chat = |id: u64| {
+                json!({"type": "chat", "id": id, "room_id": room_id, "kind": "text",
+                       "ciphertext": payload(start)})
+                .to_string()
+            };
+            let mut id = 10u64;
+            if per_room > 0.0 {
+                let period = Duration::from_secs_f64(1.0 / per_room);
+                tokio::time::sleep(period.mul_f64(rand::random::<f64>())).await;
+                let mut tick = tokio::time::interval(period);
+                while !stop.load(Ordering::Acquire) {
+                    tick.tick().await;
+                    id += 1;
+                    if sink.send(Message::text(chat(id))).await.is_err() {
+                        break;
+                    }
+                }
+            } else {
+                for _ in 0..window {
+                    id += 1;
+                    let _ = sink.send(Message::text(chat(id))).await;
+                }
+                while released.recv().await.is_some() && !stop.load(Ordering::Acquire) {
+                    id += 1;
+                    if sink.send(Message::text(chat(id))).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+    let cpu_a0 = a.cpu_seconds();
+    let (elapsed, cpu_b) = measure(&b, &window_state, secs).await;
+    let cpu_a = a.cpu_seconds() - cpu_a0;
+    stop.store(true, Ordering::Release);
+    let (rss_a, rss_b) = (a.rss_bytes(), b.rss_bytes());
+    drop(a);
+    drop(b);
+    for t in tasks {
+        t.abort();
+    }
+    let f = figures(&window_state, &samples, elapsed, cpu_b, rss_b);
+    println!(
+        "    confab: {:>9.0} events/s delivered on A  send-to-receipt p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  ({} samples)  CPU per event: B {:.1} us, A {:.1} us (Postgres not included)  RSS B {:.0} MiB, A {:.0} MiB",
+        f.rate,
+        f.p50,
+        f.p99,
+        f.p999,
+        f.samples,
+        f.cpu_us_per_msg,
+        if f.rate > 0.0 {
+            cpu_a * 1e6 / (f.rate * elapsed)
+        } else {
+            0.0
+        },
+        f.rss_mib,
+        rss_a as f64 / (1024.0 * 1024.0)
+    );
+    Ok(())
 }

@@ -1079,7 +1079,6 @@ async fn apply_events(
         if event.seq > last + 1 {
             break;
         }
-        queries::insert_replica_event(db, &event).await?;
         last = event.seq;
         match event.content.get("type").and_then(Value::as_str) {
             Some("member") => {
@@ -1126,6 +1125,7 @@ async fn apply_events(
         }
         applied.push(event);
     }
+    queries::insert_replica_events(db, room_id, &applied).await?;
     let n = applied.len();
     if n > 0 {
         // Publish before the membership effects, so a kicked user's sockets see the event first.
@@ -1167,10 +1167,8 @@ impl TransactionHandler for RoomsHandler {
         Box::pin(async move {
             let mut response = TransactionResponse::default();
             let mut effects = Vec::new();
-            for pdu in &transaction.pdus {
-                let result = self.handle_pdu(db, origin, pdu, &mut effects).await?;
-                response.pdus.insert(pdu.event_id.clone(), result);
-            }
+            self.handle_pdus(db, origin, &transaction.pdus, &mut response, &mut effects)
+                .await?;
             for edu in &transaction.edus {
                 effects.push(Effect::Edu(origin.clone(), edu.clone()));
             }
@@ -1201,68 +1199,104 @@ impl TransactionHandler for RoomsHandler {
 }
 
 impl RoomsHandler {
-    async fn handle_pdu(
+    /// Applies the room PDUs of a transaction: each room's events together (one lock, one
+    /// insert), rooms in the order they first appear, deletions last. Refusals are per PDU.
+    async fn handle_pdus(
         &self,
         db: &mut AsyncPgConnection,
         origin: &ServerName,
-        pdu: &Pdu,
+        pdus: &[Pdu],
+        response: &mut TransactionResponse,
         effects: &mut Vec<Effect>,
-    ) -> Result<PduResult, DbError> {
+    ) -> Result<(), DbError> {
         let refuse = |why: &str| PduResult {
             error: Some(why.to_owned()),
         };
-        if pdu.event_type != EVENT_PDU && pdu.event_type != DELETED_PDU {
-            // Not ours to interpret; accepted so that the sender does not retry it.
-            return Ok(PduResult::default());
-        }
-        let Ok(room_id) = RoomId::parse(&pdu.room_id) else {
-            return Ok(refuse("bad room id"));
-        };
-        if room_id.server_name() != origin {
-            return Ok(refuse("only a room's origin sends its events"));
-        }
-        let Some(room) = queries::room(db, room_id.as_str()).await? else {
-            // No replica here (never joined, or expired here): nothing to update.
-            return Ok(PduResult::default());
-        };
-        if room.origin != origin.as_str() {
-            return Ok(refuse("this room has another origin here"));
-        }
-        if pdu.event_type == DELETED_PDU {
-            let reason = match pdu.rest.get("reason").and_then(Value::as_str) {
-                Some("expired") => CloseReason::Expired,
-                _ => CloseReason::Closed,
-            };
-            queries::delete_room(db, room_id.as_str()).await?;
-            effects.push(Effect::Close(room_id.to_string(), reason));
-            return Ok(PduResult::default());
-        }
-        let Some(event) = pdu
-            .rest
-            .get("event")
-            .and_then(|e| WireEvent::deserialize(e).ok())
-        else {
-            return Ok(refuse("no event in the PDU"));
-        };
-        let event = event.into_event(room_id.as_str());
-        let seq = event.seq;
-        if seq > room.last_seq + 1 {
-            // Events went missing here (a replica rebuilt, an answer lost): read them from the
-            // origin first, so that the replica's log never has a hole.
-            match fetch_missing(&self.state.federation.client, &room_id, room.last_seq, seq).await {
-                Ok(missing) => {
-                    let (_, more) =
-                        apply_events(db, &self.state, room_id.as_str(), missing).await?;
-                    effects.extend(more);
+        let mut rooms: Vec<(RoomId, Vec<(String, Event)>)> = Vec::new();
+        let mut deletions = Vec::new();
+        for pdu in pdus {
+            let result = if pdu.event_type != EVENT_PDU && pdu.event_type != DELETED_PDU {
+                // Not ours to interpret; accepted so that the sender does not retry it.
+                PduResult::default()
+            } else if let Ok(room_id) = RoomId::parse(&pdu.room_id) {
+                if room_id.server_name() != origin {
+                    refuse("only a room's origin sends its events")
+                } else if pdu.event_type == DELETED_PDU {
+                    let reason = match pdu.rest.get("reason").and_then(Value::as_str) {
+                        Some("expired") => CloseReason::Expired,
+                        _ => CloseReason::Closed,
+                    };
+                    deletions.push((room_id, reason));
+                    PduResult::default()
+                } else if let Some(event) = pdu
+                    .rest
+                    .get("event")
+                    .and_then(|e| WireEvent::deserialize(e).ok())
+                {
+                    let event = event.into_event(room_id.as_str());
+                    match rooms.iter_mut().find(|(r, _)| r == &room_id) {
+                        Some((_, events)) => events.push((pdu.event_id.clone(), event)),
+                        None => rooms.push((room_id, vec![(pdu.event_id.clone(), event)])),
+                    }
+                    PduResult::default()
+                } else {
+                    refuse("no event in the PDU")
                 }
-                Err(err) => {
-                    tracing::warn!(room_id = %room_id, error = %err, "could not fill a replica's gap");
+            } else {
+                refuse("bad room id")
+            };
+            response.pdus.insert(pdu.event_id.clone(), result);
+        }
+        for (room_id, events) in rooms {
+            let Some(room) = queries::room(db, room_id.as_str()).await? else {
+                // No replica here (never joined, or expired here): nothing to update.
+                continue;
+            };
+            if room.origin != origin.as_str() {
+                for (event_id, _) in &events {
+                    response.pdus.insert(
+                        event_id.clone(),
+                        refuse("this room has another origin here"),
+                    );
+                }
+                continue;
+            }
+            let mut events: Vec<Event> = events.into_iter().map(|(_, e)| e).collect();
+            events.sort_by_key(|e| e.seq);
+            let first = events.first().map_or(0, |e| e.seq);
+            if first > room.last_seq + 1 {
+                // Events went missing here (a replica rebuilt, an answer lost): read them from
+                // the origin first, so that the replica's log never has a hole.
+                match fetch_missing(
+                    &self.state.federation.client,
+                    &room_id,
+                    room.last_seq,
+                    first,
+                )
+                .await
+                {
+                    Ok(mut missing) => {
+                        missing.append(&mut events);
+                        events = missing;
+                    }
+                    Err(err) => {
+                        tracing::warn!(room_id = %room_id, error = %err, "could not fill a replica's gap");
+                    }
                 }
             }
+            let (_, more) = apply_events(db, &self.state, room_id.as_str(), events).await?;
+            effects.extend(more);
         }
-        let (_, more) = apply_events(db, &self.state, room_id.as_str(), vec![event]).await?;
-        effects.extend(more);
-        Ok(PduResult::default())
+        for (room_id, reason) in deletions {
+            let ours = queries::room(db, room_id.as_str())
+                .await?
+                .is_some_and(|r| r.origin == origin.as_str());
+            if ours {
+                queries::delete_room(db, room_id.as_str()).await?;
+                effects.push(Effect::Close(room_id.to_string(), reason));
+            }
+        }
+        Ok(())
     }
 }
 
