@@ -2,6 +2,7 @@
 //! (hub, event writer, sweeper), federation (keys, signed requests, discovery), the embedded
 //! Postgres default, and the command line.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
