@@ -112,11 +112,20 @@ enum PeersCommand {
     /// Known destinations: queue depth, last success and failure, backoff.
     Peers,
     /// Stop federating with a server (a host alone covers every port), at once and for good.
-    Deny { server: String },
+    Deny {
+        #[arg(value_name = "SERVER")]
+        peer: String,
+    },
     /// Federate with a server again, whatever the configured lists say.
-    Allow { server: String },
+    Allow {
+        #[arg(value_name = "SERVER")]
+        peer: String,
+    },
     /// Forget a destination's backoff and try delivering to it now.
-    Retry { server: String },
+    Retry {
+        #[arg(value_name = "SERVER")]
+        peer: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,19 +185,19 @@ async fn execute(client: &AdminClient, command: AdminCommand, json: bool) -> any
         AdminCommand::Federation(PeersCommand::Peers) => {
             (Method::GET, vec!["federation", "peers"], None)
         }
-        AdminCommand::Federation(PeersCommand::Deny { server }) => (
+        AdminCommand::Federation(PeersCommand::Deny { peer }) => (
             Method::POST,
-            vec!["federation", "peers", server, "deny"],
+            vec!["federation", "peers", peer, "deny"],
             None,
         ),
-        AdminCommand::Federation(PeersCommand::Allow { server }) => (
+        AdminCommand::Federation(PeersCommand::Allow { peer }) => (
             Method::POST,
-            vec!["federation", "peers", server, "allow"],
+            vec!["federation", "peers", peer, "allow"],
             None,
         ),
-        AdminCommand::Federation(PeersCommand::Retry { server }) => (
+        AdminCommand::Federation(PeersCommand::Retry { peer }) => (
             Method::POST,
-            vec!["federation", "peers", server, "retry"],
+            vec!["federation", "peers", peer, "retry"],
             None,
         ),
         AdminCommand::Keys(KeysCommand::Show) => (Method::GET, vec!["keys"], None),
@@ -389,14 +398,14 @@ fn render(command: &AdminCommand, answer: Value) -> anyhow::Result<String> {
                     .collect(),
             )
         }
-        AdminCommand::Federation(PeersCommand::Deny { server }) => {
-            format!("federation with {server} denied\n")
+        AdminCommand::Federation(PeersCommand::Deny { peer }) => {
+            format!("federation with {peer} denied\n")
         }
-        AdminCommand::Federation(PeersCommand::Allow { server }) => {
-            format!("federation with {server} allowed\n")
+        AdminCommand::Federation(PeersCommand::Allow { peer }) => {
+            format!("federation with {peer} allowed\n")
         }
-        AdminCommand::Federation(PeersCommand::Retry { server }) => {
-            format!("retrying delivery to {server} now\n")
+        AdminCommand::Federation(PeersCommand::Retry { peer }) => {
+            format!("retrying delivery to {peer} now\n")
         }
         AdminCommand::Keys(KeysCommand::Show) => {
             let k: KeysOut = parse(answer)?;
