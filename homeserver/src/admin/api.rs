@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use confab_federation::ids::{RoomId, ServerName, UserId};
+use confab_federation::policy::PolicyError;
 use confab_schema::models::{AclOverride, Invite, Room, membership};
 use confab_schema::queries;
 use serde::{Deserialize, Serialize};
@@ -133,7 +134,7 @@ pub struct PeerRow {
     pub last_failure_ts: Option<i64>,
     /// Whether the sender waits before the next attempt.
     pub backing_off: bool,
-    /// `allowed`, or why not.
+    /// `allowed`, `denied` or `not on the allow list`.
     pub federation: String,
     /// An admin's decision (`allow` or `deny`), if one was made.
     pub admin_override: Option<String>,
@@ -462,9 +463,11 @@ async fn peers(state: Data) -> ApiResult {
             let retry_after_ts = st.and_then(|s| s.retry_after_ts);
             let federation = match ServerName::parse(name) {
                 Ok(server) => match state.federation.acl.check(&server) {
-                    Ok(()) => "allowed".to_owned(),
-                    Err(e) => format!("refused: {e}"),
-                },
+                    Ok(()) => "allowed",
+                    Err(PolicyError::NotAllowed(_)) => "not on the allow list",
+                    Err(_) => "denied",
+                }
+                .to_owned(),
                 Err(_) => "invalid name".to_owned(),
             };
             PeerRow {
