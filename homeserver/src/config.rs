@@ -191,8 +191,10 @@ impl AdminSettings {
     pub fn allowed_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
         self.allowed_addresses
             .iter()
+            .map(|raw| raw.trim())
+            // An empty environment variable reads as one empty entry: it means "no list".
+            .filter(|raw| !raw.is_empty())
             .map(|raw| {
-                let raw = raw.trim();
                 raw.parse::<ipnet::IpNet>()
                     .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
                     .map_err(|_| format!("{raw:?} is neither an IP address nor a CIDR block"))
@@ -403,6 +405,37 @@ mod tests {
         assert_eq!(
             s.websocket.allowed_origins,
             vec!["http://a.test", "http://b.test"]
+        );
+    }
+
+    #[test]
+    fn admin_addresses_from_the_environment() {
+        let s = Settings::load_from(
+            None,
+            env(&[(
+                "CONFAB__ADMIN__ALLOWED_ADDRESSES",
+                "10.0.0.1, 192.168.0.0/16",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(s.admin.allowed_networks().unwrap().len(), 2);
+        let s =
+            Settings::load_from(None, env(&[("CONFAB__ADMIN__ALLOWED_ADDRESSES", "")])).unwrap();
+        assert!(s.admin.allowed_networks().unwrap().is_empty());
+        let err = Settings::load_from(None, env(&[("CONFAB__ADMIN__TOKEN", "short")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("admin.token"), "{err}");
+        assert!(
+            !format!(
+                "{:?}",
+                Settings::load_from(
+                    None,
+                    env(&[("CONFAB__ADMIN__TOKEN", "a-secret-of-sixteen")])
+                )
+                .unwrap()
+            )
+            .contains("a-secret")
         );
     }
 

@@ -57,12 +57,8 @@ pub fn tokens_match(configured: &str, given: &str) -> bool {
     diff == 0
 }
 
-/// Whether `peer` may call the admin API under `state`'s settings.
-fn address_allowed(state: &AppState, peer: Option<IpAddr>) -> bool {
-    // Validated at load, so an error here cannot happen; refusing is the safe answer anyway.
-    let Ok(networks) = state.settings.admin.allowed_networks() else {
-        return false;
-    };
+/// Whether `peer` may call the admin API when `networks` are allowed (none: any address).
+fn address_allowed(networks: &[ipnet::IpNet], peer: Option<IpAddr>) -> bool {
     if networks.is_empty() {
         return true;
     }
@@ -82,7 +78,13 @@ fn check(req: &ServiceRequest) -> Result<(), ApiError> {
             "the admin API is disabled on this server: set `admin.token` to enable it",
         ));
     }
-    if !address_allowed(state, req.peer_addr().map(|a| a.ip())) {
+    // Validated at load, so this cannot fail; refusing would be the safe answer anyway.
+    let networks = state
+        .settings
+        .admin
+        .allowed_networks()
+        .map_err(|e| ApiError::internal("admin.allowed_addresses", &e))?;
+    if !address_allowed(&networks, req.peer_addr().map(|a| a.ip())) {
         return Err(ApiError::new(
             ErrorCode::AddressNotAllowed,
             "this address may not use the admin API (see `admin.allowed_addresses`)",
@@ -161,6 +163,21 @@ mod tests {
         assert!(!tokens_match("0123456789abcdef", "0123456789abcdeF"));
         assert!(!tokens_match("0123456789abcdef", "0123456789abcde"));
         assert!(!tokens_match("0123456789abcdef", ""));
+    }
+
+    #[test]
+    fn addresses_match_blocks() {
+        let nets: Vec<ipnet::IpNet> = vec![
+            "127.0.0.1/32".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert!(address_allowed(&nets, ip("127.0.0.1")));
+        assert!(address_allowed(&nets, ip("::ffff:10.9.8.7")));
+        assert!(!address_allowed(&nets, ip("127.0.0.2")));
+        assert!(!address_allowed(&nets, ip("::1")));
+        assert!(!address_allowed(&nets, None));
+        assert!(address_allowed(&[], ip("203.0.113.9")));
     }
 
     #[test]
