@@ -134,7 +134,7 @@ pub async fn gate(
     if status < 400 {
         tracing::info!(%peer, %method, %path, %room, %user, %server, status, outcome = code, "admin call");
     } else {
-        tracing::warn!(%peer, %method, %path, %room, %user, %server, status, outcome = code, "admin call refused");
+        tracing::warn!(%peer, %method, %path, %room, %user, %server, status, outcome = code, "admin call failed");
     }
     Ok(res)
 }
