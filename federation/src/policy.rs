@@ -14,8 +14,9 @@
 //!   addresses no server can legitimately have (unspecified, multicast, documentation, reserved)
 //!   are refused always.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::RwLock;
 
 use crate::ids::ServerName;
 
@@ -46,10 +47,26 @@ pub enum PolicyError {
 /// An entry with a port matches that exact name; an entry without one matches the host on any
 /// port, because operators think of a server by its host. Host names compare case-insensitively,
 /// as DNS does. The deny list wins over the allow list; an empty allow list allows everyone.
-#[derive(Debug, Clone, Default)]
+///
+/// On top of the configured lists, decisions made at run time ([`ServerAcl::set_override`], the
+/// admin API's `federation deny|allow`) win over both lists, an exact name over a host. They sit
+/// behind a lock inside the ACL so that every holder of the shared `Arc` sees a change at once.
+#[derive(Debug, Default)]
 pub struct ServerAcl {
     denied: HashSet<String>,
     allowed: HashSet<String>,
+    /// Run-time decisions by name or host: `true` allows, `false` denies.
+    overrides: RwLock<HashMap<String, bool>>,
+}
+
+impl Clone for ServerAcl {
+    fn clone(&self) -> Self {
+        Self {
+            denied: self.denied.clone(),
+            allowed: self.allowed.clone(),
+            overrides: RwLock::new(self.overrides_read().clone()),
+        }
+    }
 }
 
 impl ServerAcl {
@@ -62,7 +79,33 @@ impl ServerAcl {
         Self {
             denied: denied.into_iter().map(normalize).collect(),
             allowed: allowed.into_iter().map(normalize).collect(),
+            overrides: RwLock::default(),
         }
+    }
+
+    fn overrides_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, bool>> {
+        // The map is replaced entry by entry, so a panic elsewhere cannot leave it half-written.
+        self.overrides.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Allows (`true`) or denies (`false`) federation with `server` from now on, whatever the
+    /// configured lists say. `server` is a full name, or a host for every port.
+    pub fn set_override(&self, server: &str, allowed: bool) {
+        self.overrides
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(server.to_ascii_lowercase(), allowed);
+    }
+
+    /// The run-time decisions, by name or host, sorted.
+    pub fn overrides(&self) -> Vec<(String, bool)> {
+        let mut all: Vec<_> = self
+            .overrides_read()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        all.sort();
+        all
     }
 
     /// Whether this server may federate with `server`.
@@ -70,6 +113,18 @@ impl ServerAcl {
         let full = server.as_str().to_ascii_lowercase();
         let host = server.host().to_ascii_lowercase();
         let listed = |list: &HashSet<String>| list.contains(&full) || list.contains(&host);
+        let decided = {
+            let overrides = self.overrides_read();
+            overrides
+                .get(&full)
+                .or_else(|| overrides.get(&host))
+                .copied()
+        };
+        match decided {
+            Some(true) => return Ok(()),
+            Some(false) => return Err(PolicyError::Denied(server.to_string())),
+            None => {}
+        }
         if listed(&self.denied) {
             return Err(PolicyError::Denied(server.to_string()));
         }
@@ -356,5 +411,25 @@ mod tests {
             acl.check(&n("evil.example")),
             Err(PolicyError::Denied(_))
         ));
+    }
+
+    #[test]
+    fn run_time_decisions_win_over_the_lists() {
+        let n = |s: &str| ServerName::parse(s).unwrap();
+        let acl = ServerAcl::new(&[n("evil.example")], &[n("friend.example")]);
+        acl.set_override("Evil.example", true);
+        assert_eq!(acl.check(&n("evil.example:8448")), Ok(()));
+        acl.set_override("friend.example:8448", false);
+        assert!(matches!(
+            acl.check(&n("friend.example:8448")),
+            Err(PolicyError::Denied(_))
+        ));
+        assert_eq!(acl.check(&n("friend.example:1")), Ok(()));
+        // An exact name wins over its host.
+        acl.set_override("evil.example:1", false);
+        assert!(acl.check(&n("evil.example:1")).is_err());
+        assert_eq!(acl.check(&n("evil.example:2")), Ok(()));
+        let shared = acl.clone();
+        assert_eq!(shared.overrides().len(), 3);
     }
 }

@@ -242,6 +242,12 @@ pub async fn prepare(settings: Settings, database_url: &str) -> anyhow::Result<A
     tracing::info!(key_id = %identity.key.key_id(), "federation signing key loaded");
     let federation = Federation::new(&settings, identity)?;
     let state = AppState::new(settings, pool, federation);
+    let decisions = crate::admin::load_acl_overrides(&state)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.reason))?;
+    if decisions > 0 {
+        tracing::info!(decisions, "admin federation decisions applied");
+    }
     let restarted = state
         .restart_countdowns()
         .await

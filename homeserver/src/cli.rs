@@ -1,6 +1,7 @@
 //! The command line: `confab serve` runs the homeserver (with the embedded Postgres unless a
 //! database URL is configured); `confab default-config` prints the defaults; `confab federation …`
-//! holds the federation debugging and key tools (`crate::federation::tools`).
+//! holds the federation debugging and key tools (`crate::federation::tools`); `confab admin …`
+//! operates a running server through its admin API (`crate::admin::cli`).
 
 use std::path::PathBuf;
 
@@ -33,6 +34,8 @@ enum Command {
         #[command(subcommand)]
         command: crate::federation::tools::FederationCommand,
     },
+    /// Operate a running server through its admin API (needs `admin.token`).
+    Admin(crate::admin::cli::AdminArgs),
 }
 
 /// Entry point of the binary.
@@ -44,6 +47,7 @@ pub fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Federation { command } => crate::federation::tools::run(command),
+        Command::Admin(args) => crate::admin::cli::run(args),
         Command::Serve { config } => {
             let settings = Settings::load(config.as_deref())?;
             init_tracing(&settings);

@@ -39,6 +39,7 @@ pub struct Settings {
     pub websocket: WebSocketSettings,
     pub ice: IceSettings,
     pub federation: FederationSettings,
+    pub admin: AdminSettings,
     pub log: LogSettings,
 }
 
@@ -158,6 +159,50 @@ pub struct FederationSettings {
     pub ephemeral_queue: usize,
 }
 
+/// `[admin]`: the admin API and `confab admin`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token of the admin API; empty disables it.
+    pub token: String,
+    /// IPs or CIDR blocks allowed to call the admin API; empty allows any address.
+    pub allowed_addresses: Vec<String>,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    // Settings are logged and printed in errors; the token must never be.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field(
+                "token",
+                &if self.token.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("allowed_addresses", &self.allowed_addresses)
+            .finish()
+    }
+}
+
+impl AdminSettings {
+    /// The allowed addresses, parsed: a bare IP is a block of one address.
+    pub fn allowed_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.allowed_addresses
+            .iter()
+            .map(|raw| raw.trim())
+            // An empty environment variable reads as one empty entry: it means "no list".
+            .filter(|raw| !raw.is_empty())
+            .map(|raw| {
+                raw.parse::<ipnet::IpNet>()
+                    .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{raw:?} is neither an IP address nor a CIDR block"))
+            })
+            .collect()
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -207,6 +252,7 @@ impl Settings {
                 .with_list_parse_key("ice.turn_urls")
                 .with_list_parse_key("federation.denied_servers")
                 .with_list_parse_key("federation.allowed_servers")
+                .with_list_parse_key("admin.allowed_addresses")
                 .source(Some(env)),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
@@ -280,6 +326,15 @@ impl Settings {
         if self.federation.ephemeral_queue == 0 {
             return invalid("federation.ephemeral_queue", "must be at least 1");
         }
+        if let Err(reason) = self.admin.allowed_networks() {
+            return invalid("admin.allowed_addresses", &reason);
+        }
+        if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
+            return invalid(
+                "admin.token",
+                "must be empty or at least 16 characters long",
+            );
+        }
         if self.log.level.trim().is_empty() {
             return invalid("log.level", "must not be empty");
         }
@@ -316,6 +371,16 @@ mod tests {
         assert_eq!(s.rooms.max_participants, 8);
         assert!(s.database.url.is_empty());
         assert_eq!(s.log.format, LogFormat::Text);
+        assert!(s.admin.token.is_empty());
+        let nets = s.admin.allowed_networks().unwrap();
+        assert!(
+            nets.iter()
+                .any(|n| n.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()))
+        );
+        assert!(
+            nets.iter()
+                .any(|n| n.contains(&"::1".parse::<std::net::IpAddr>().unwrap()))
+        );
     }
 
     #[test]
@@ -340,6 +405,37 @@ mod tests {
         assert_eq!(
             s.websocket.allowed_origins,
             vec!["http://a.test", "http://b.test"]
+        );
+    }
+
+    #[test]
+    fn admin_addresses_from_the_environment() {
+        let s = Settings::load_from(
+            None,
+            env(&[(
+                "CONFAB__ADMIN__ALLOWED_ADDRESSES",
+                "10.0.0.1, 192.168.0.0/16",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(s.admin.allowed_networks().unwrap().len(), 2);
+        let s =
+            Settings::load_from(None, env(&[("CONFAB__ADMIN__ALLOWED_ADDRESSES", "")])).unwrap();
+        assert!(s.admin.allowed_networks().unwrap().is_empty());
+        let err = Settings::load_from(None, env(&[("CONFAB__ADMIN__TOKEN", "short")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("admin.token"), "{err}");
+        assert!(
+            !format!(
+                "{:?}",
+                Settings::load_from(
+                    None,
+                    env(&[("CONFAB__ADMIN__TOKEN", "a-secret-of-sixteen")])
+                )
+                .unwrap()
+            )
+            .contains("a-secret")
         );
     }
 
@@ -389,6 +485,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("name"), "{err}");
+        let err = Settings::load_from(
+            None,
+            env(&[("CONFAB__ADMIN__ALLOWED_ADDRESSES", "10.0.0.0/8,nope")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("admin.allowed_addresses"), "{err}");
         let err = Settings::load_from(None, env(&[("CONFAB__ROOMS__MAX_PARTICIPANTS", "1")]))
             .unwrap_err()
             .to_string();

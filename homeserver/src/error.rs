@@ -41,6 +41,10 @@ pub enum ErrorCode {
     DeviceNotInRoom,
     AlreadyAuthenticated,
     NotAuthenticated,
+    /// The admin API is off: no `admin.token` is configured.
+    AdminDisabled,
+    /// The caller's address may not use the admin API (`admin.allowed_addresses`).
+    AddressNotAllowed,
     Unavailable,
     Internal,
 }
@@ -80,6 +84,8 @@ impl ErrorCode {
             DeviceNotInRoom => "device_not_in_room",
             AlreadyAuthenticated => "already_authenticated",
             NotAuthenticated => "not_authenticated",
+            AdminDisabled => "admin_disabled",
+            AddressNotAllowed => "address_not_allowed",
             Unavailable => "unavailable",
             Internal => "internal",
         }
@@ -94,7 +100,7 @@ impl ErrorCode {
             Unauthorized | NotAuthenticated => StatusCode::UNAUTHORIZED,
             NotHost | NotMember | Forbidden | FederationDenied | RoomLocked | InviteRequired
             | Kicked | InviteInvalid | InviteExpired | InviteRevoked | InviteUsedUp
-            | NotSubscribed => StatusCode::FORBIDDEN,
+            | NotSubscribed | AdminDisabled | AddressNotAllowed => StatusCode::FORBIDDEN,
             RoomNotFound | NotFound | DeviceNotInRoom => StatusCode::NOT_FOUND,
             RoomFull => StatusCode::CONFLICT,
             TooManyRooms | RateLimited | TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
@@ -210,6 +216,8 @@ mod tests {
             ErrorCode::InviteUsedUp,
             ErrorCode::TooManyConnections,
             ErrorCode::DeviceNotInRoom,
+            ErrorCode::AdminDisabled,
+            ErrorCode::AddressNotAllowed,
         ] {
             assert_eq!(
                 serde_json::to_value(code).unwrap(),

@@ -1,7 +1,8 @@
 //! The Confab homeserver: configuration, the client REST API and WebSocket, the room engine
 //! (hub, event writer, sweeper), federation (keys, signed requests, discovery), the embedded
-//! Postgres default, and the command line.
+//! Postgres default, the admin API, and the command line.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;

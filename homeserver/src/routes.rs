@@ -51,6 +51,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/ws", web::get().to(ws::handshake))
                 .default_service(web::to(not_found)),
         )
+        // Admin: every call passes the token, address and enabled checks first, and is logged.
+        .service(
+            web::scope(crate::admin::PREFIX)
+                .wrap(actix_web::middleware::from_fn(crate::admin::gate))
+                .configure(crate::admin::api::configure),
+        )
         // Federation: the key document is public; everything under the two federation scopes
         // passes X-Matrix authentication before any handler (see `crate::federation`).
         .route(

@@ -3,8 +3,8 @@
 use diesel::prelude::*;
 
 use crate::schema::{
-    events, federation_destinations, federation_outbound, federation_received_txns, invites,
-    room_members, rooms, sessions,
+    events, federation_acl_overrides, federation_destinations, federation_outbound,
+    federation_received_txns, invites, room_members, rooms, sessions,
 };
 
 /// A guest session: one user with one device, found by the hash of its access token.
@@ -145,4 +145,15 @@ pub struct ReceivedTxn {
     pub txn_id: String,
     pub received_ts: i64,
     pub response: serde_json::Value,
+}
+
+/// An operator's decision to deny or allow federation with a server, made through the admin API.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = federation_acl_overrides, check_for_backend(diesel::pg::Pg))]
+pub struct AclOverride {
+    /// A full server name, or a host alone (every port).
+    pub server_name: String,
+    /// `true` to allow, `false` to deny.
+    pub allowed: bool,
+    pub updated_ts: i64,
 }

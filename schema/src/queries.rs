@@ -6,12 +6,12 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::DbError;
 use crate::models::{
-    Appended, DestinationState, Event, Invite, Member, NewEvent, NewOutboundPdu, OutboundPdu,
-    ReceivedTxn, Room, Session, membership,
+    AclOverride, Appended, DestinationState, Event, Invite, Member, NewEvent, NewOutboundPdu,
+    OutboundPdu, ReceivedTxn, Room, Session, membership,
 };
 use crate::schema::{
-    events, federation_destinations, federation_outbound, federation_received_txns, invites,
-    room_members, room_servers, rooms, sessions,
+    events, federation_acl_overrides, federation_destinations, federation_outbound,
+    federation_received_txns, invites, room_members, room_servers, rooms, sessions,
 };
 
 type Conn = AsyncPgConnection;
@@ -787,4 +787,103 @@ pub async fn delete_received_txns_before(
     )
     .execute(conn)
     .await?)
+}
+
+// ---- admin ---------------------------------------------------------------------------------
+
+/// Every room, oldest first, for operators.
+pub async fn all_rooms(conn: &mut Conn) -> Result<Vec<Room>, DbError> {
+    Ok(rooms::table
+        .order(rooms::created_ts.asc())
+        .select(Room::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// How many events a room has, and its newest one: activity without reading content.
+pub async fn room_activity(
+    conn: &mut Conn,
+    room_id: &str,
+) -> Result<(i64, Option<Event>), DbError> {
+    let count = events::table
+        .filter(events::room_id.eq(room_id))
+        .count()
+        .get_result(conn)
+        .await?;
+    let last = events::table
+        .filter(events::room_id.eq(room_id))
+        .order(events::seq.desc())
+        .select(Event::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    Ok((count, last))
+}
+
+/// An invite by id, whatever its room.
+pub async fn invite(conn: &mut Conn, invite_id: &str) -> Result<Option<Invite>, DbError> {
+    Ok(invites::table
+        .find(invite_id)
+        .select(Invite::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Every destination ever sent to, by name.
+pub async fn all_destination_states(conn: &mut Conn) -> Result<Vec<DestinationState>, DbError> {
+    Ok(federation_destinations::table
+        .order(federation_destinations::destination.asc())
+        .select(DestinationState::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// How many rows are queued per destination.
+pub async fn outbound_depths(conn: &mut Conn) -> Result<Vec<(String, i64)>, DbError> {
+    Ok(federation_outbound::table
+        .group_by(federation_outbound::destination)
+        .select((federation_outbound::destination, diesel::dsl::count_star()))
+        .load(conn)
+        .await?)
+}
+
+/// Forgets a destination's failures so that nothing holds the next attempt back; `false` if it
+/// was never sent to.
+pub async fn clear_destination_backoff(
+    conn: &mut Conn,
+    destination: &str,
+) -> Result<bool, DbError> {
+    let n = diesel::update(federation_destinations::table.find(destination))
+        .set((
+            federation_destinations::failures.eq(0),
+            federation_destinations::retry_after_ts.eq(None::<i64>),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(n > 0)
+}
+
+/// Every federation decision made by an operator.
+pub async fn acl_overrides(conn: &mut Conn) -> Result<Vec<AclOverride>, DbError> {
+    Ok(federation_acl_overrides::table
+        .order(federation_acl_overrides::server_name.asc())
+        .select(AclOverride::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Records an operator's decision about a server, replacing an earlier one.
+pub async fn upsert_acl_override(conn: &mut Conn, row: &AclOverride) -> Result<(), DbError> {
+    diesel::insert_into(federation_acl_overrides::table)
+        .values(row)
+        .on_conflict(federation_acl_overrides::server_name)
+        .do_update()
+        .set((
+            federation_acl_overrides::allowed.eq(row.allowed),
+            federation_acl_overrides::updated_ts.eq(row.updated_ts),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
 }

@@ -12,6 +12,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    federation_acl_overrides (server_name) {
+        server_name -> Text,
+        allowed -> Bool,
+        updated_ts -> Int8,
+    }
+}
+
+diesel::table! {
     federation_destinations (destination) {
         destination -> Text,
         failures -> Int4,
@@ -104,6 +112,7 @@ diesel::joinable!(room_servers -> rooms (room_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     events,
+    federation_acl_overrides,
     federation_destinations,
     federation_outbound,
     federation_received_txns,

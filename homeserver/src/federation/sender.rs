@@ -88,6 +88,8 @@ impl SenderStats {
 
 enum Command {
     Wake(ServerName),
+    /// Cut a backoff short: an operator asked for an attempt now.
+    Retry(ServerName),
     Ephemeral(ServerName, Edu),
 }
 
@@ -195,6 +197,23 @@ impl TransactionSender {
         let _ = self.commands.send(Command::Wake(destination.clone())).await;
     }
 
+    /// Forgets `destination`'s failures and makes its worker try again now, even in the middle
+    /// of a backoff (an operator knows the peer is back). Returns whether the destination was
+    /// known: sent to before, or with events queued.
+    pub async fn retry_now(&self, destination: &ServerName) -> Result<bool, SenderError> {
+        let mut conn = confab_schema::connect(&self.pool).await?;
+        let known = queries::clear_destination_backoff(&mut conn, destination.as_str()).await?
+            || queries::count_outbound(&mut conn, destination.as_str()).await? > 0;
+        drop(conn);
+        if known {
+            let _ = self
+                .commands
+                .send(Command::Retry(destination.clone()))
+                .await;
+        }
+        Ok(known)
+    }
+
     /// Sends an ephemeral event to `destination`, best-effort: it is dropped (and counted) if
     /// the destination is refused, backing off, or has too many waiting.
     pub fn send_ephemeral(&self, destination: &ServerName, edu: Edu) {
@@ -238,6 +257,7 @@ impl TransactionSender {
 /// A worker as the coordinator sees it.
 struct WorkerHandle {
     wake: Arc<Notify>,
+    retry: Arc<Notify>,
     edus: mpsc::Sender<Edu>,
 }
 
@@ -280,6 +300,11 @@ async fn coordinate(context: Arc<SenderContext>, mut commands: mpsc::Receiver<Co
                     .wake
                     .notify_one();
             }
+            Some(Command::Retry(destination)) => {
+                let handle = worker(&mut workers, &context, &destination);
+                handle.retry.notify_one();
+                handle.wake.notify_one();
+            }
             Some(Command::Ephemeral(destination, edu)) => {
                 let handle = worker(&mut workers, &context, &destination);
                 if handle.edus.try_send(edu).is_err() {
@@ -312,11 +337,13 @@ fn worker<'a>(
 ) -> &'a WorkerHandle {
     workers.entry(destination.clone()).or_insert_with(|| {
         let wake = Arc::new(Notify::new());
+        let retry = Arc::new(Notify::new());
         let (edus, receiver) = mpsc::channel(context.ephemeral_queue);
         let worker = DestinationWorker {
             destination: destination.clone(),
             context: context.clone(),
             wake: wake.clone(),
+            retry: retry.clone(),
             edus: receiver,
             carried: VecDeque::new(),
             in_flight: None,
@@ -324,7 +351,7 @@ fn worker<'a>(
             shutdown: context.shutdown.clone(),
         };
         tokio::spawn(worker.run());
-        WorkerHandle { wake, edus }
+        WorkerHandle { wake, retry, edus }
     })
 }
 
@@ -349,6 +376,9 @@ struct DestinationWorker {
     destination: ServerName,
     context: Arc<SenderContext>,
     wake: Arc<Notify>,
+    /// Notified when an operator asks for an attempt now; separate from `wake`, which every
+    /// enqueue notifies and which must not cut a backoff short.
+    retry: Arc<Notify>,
     edus: mpsc::Receiver<Edu>,
     /// EDUs taken off the channel while idle, sent first.
     carried: VecDeque<Edu>,
@@ -541,6 +571,9 @@ impl DestinationWorker {
     async fn idle(&mut self) -> bool {
         tokio::select! {
             () = self.wake.notified() => true,
+            // Consumed here too, so that a retry asked for while idle does not cut short a
+            // later, unrelated backoff.
+            () = self.retry.notified() => true,
             edu = self.edus.recv() => match edu {
                 Some(edu) => {
                     self.carried.push_back(edu);
@@ -564,6 +597,10 @@ impl DestinationWorker {
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => return true,
+                () = self.retry.notified() => {
+                    self.failures = 0;
+                    return true;
+                }
                 edu = self.edus.recv() => match edu {
                     Some(_) => SenderStats::add(&self.context.stats.edus_dropped, 1),
                     None => return false,
