@@ -58,6 +58,22 @@ pub struct ServerSettings {
     pub web_client_dir: PathBuf,
     /// Largest HTTP request body.
     pub max_body_bytes: usize,
+    /// PEM certificate chain for serving HTTPS directly; empty for plain HTTP.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of that certificate; empty for plain HTTP.
+    pub tls_key_file: PathBuf,
+}
+
+impl ServerSettings {
+    /// The certificate chain file, if HTTPS is configured.
+    pub fn tls_cert_file(&self) -> Option<&Path> {
+        Some(self.tls_cert_file.as_path()).filter(|p| !p.as_os_str().is_empty())
+    }
+
+    /// The private key file, if HTTPS is configured.
+    pub fn tls_key_file(&self) -> Option<&Path> {
+        Some(self.tls_key_file.as_path()).filter(|p| !p.as_os_str().is_empty())
+    }
 }
 
 /// `[database]`
@@ -226,6 +242,21 @@ impl Settings {
         {
             return invalid("server.public_url", "must start with http:// or https://");
         }
+        match (self.server.tls_cert_file(), self.server.tls_key_file()) {
+            (Some(_), None) => {
+                return invalid(
+                    "server.tls_key_file",
+                    "must be set too when server.tls_cert_file is (both or neither)",
+                );
+            }
+            (None, Some(_)) => {
+                return invalid(
+                    "server.tls_cert_file",
+                    "must be set too when server.tls_key_file is (both or neither)",
+                );
+            }
+            _ => {}
+        }
         if self.rooms.max_participants < 2 {
             return invalid("rooms.max_participants", "must be at least 2");
         }
@@ -389,6 +420,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("name"), "{err}");
+        let err = Settings::load_from(None, env(&[("CONFAB__SERVER__TLS_CERT_FILE", "c.pem")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.tls_key_file"), "{err}");
+        let err = Settings::load_from(None, env(&[("CONFAB__SERVER__TLS_KEY_FILE", "k.pem")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.tls_cert_file"), "{err}");
         let err = Settings::load_from(None, env(&[("CONFAB__ROOMS__MAX_PARTICIPANTS", "1")]))
             .unwrap_err()
             .to_string();
