@@ -407,6 +407,17 @@ mod tests {
     }
 
     #[test]
+    fn example_configs_load() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples");
+        for (file, name) in [("alpha.toml", "alpha:8008"), ("beta.toml", "beta:8008")] {
+            let s = Settings::load_from(Some(&examples.join(file)), env(&[])).unwrap();
+            assert_eq!(s.server.name.to_string(), name);
+            assert!(s.federation.allow_insecure_http && s.federation.allow_private_addresses);
+            assert!(s.database.url.ends_with(name.split(':').next().unwrap()));
+        }
+    }
+
+    #[test]
     fn invalid_values_are_named() {
         let err = Settings::load_from(None, env(&[("CONFAB__SERVER__LISTEN", "nope")]))
             .unwrap_err()
