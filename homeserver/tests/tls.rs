@@ -147,4 +147,17 @@ fn a_missing_key_or_an_unreadable_certificate_is_named() {
         !dir.path().join("postgres").exists(),
         "refused before starting the database"
     );
+
+    // A key that does not belong to the certificate.
+    let (one, other) = (self_signed(), self_signed());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
+        .arg("serve")
+        .env("CONFAB__SERVER__TLS_CERT_FILE", &one.cert_file)
+        .env("CONFAB__SERVER__TLS_KEY_FILE", &other.key_file)
+        .env("CONFAB__SERVER__DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TLS certificate and key"), "{stderr}");
 }
