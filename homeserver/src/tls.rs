@@ -1,6 +1,6 @@
 //! HTTPS served directly: the rustls server configuration built from `server.tls_cert_file` and
 //! `server.tls_key_file` (PEM), on rustls' ring provider, the same crypto library the signing
-//! keys use (aws-lc-rs would add a C toolchain dependency and a second implementation).
+//! keys use (aws-lc-rs would add a second crypto library, built with CMake).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! HTTPS served directly with rustls: a self-signed certificate for 127.0.0.1, a REST call over
 //! HTTPS and an authenticated WSS connection, both trusting only that certificate; and the
-//! clear refusal of a half-configured or unreadable certificate.
+//! clear refusal of a half-configured, unreadable or mismatched certificate and key.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -119,7 +119,7 @@ async fn https_and_wss_with_a_self_signed_certificate() {
 }
 
 #[test]
-fn a_missing_key_or_an_unreadable_certificate_is_named() {
+fn a_missing_unreadable_or_mismatched_certificate_or_key_stops_start_up() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
         .arg("serve")
         .env("CONFAB__SERVER__TLS_CERT_FILE", "/nonexistent/cert.pem")
