@@ -114,8 +114,10 @@ const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
     connect-src 'self' ws: wss:; worker-src 'self' blob:; object-src 'none'; \
     base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
-/// Builds the HTTP server on `listener` and starts the sweeper; the caller awaits `server`.
-pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Running> {
+/// Builds the HTTP server on `listener` (HTTPS when `server.tls_cert_file` is set) and starts
+/// the sweeper; the caller awaits `server`.
+pub fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Running> {
+    let tls = crate::tls::server_config(&state.settings.server)?;
     let state = Arc::new(state);
     let data = web::Data::from(state.clone());
     let web_dir = state.settings.server.web_client_dir.clone();
@@ -187,15 +189,14 @@ pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Running>
     })
     // Protocol frames are small and latency-bound: without this, Nagle's algorithm holds a
     // frame back until the previous one is acknowledged (up to a delayed-ACK timeout).
-    .on_connect(|conn, _| {
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            let _ = tcp.set_nodelay(true);
-        }
-    })
-    .listen(listener)?
+    .tcp_nodelay(true)
     // Sockets get `shutdown` and close themselves; give them a moment before the hard stop.
     .shutdown_timeout(5)
-    .disable_signals()
+    .disable_signals();
+    let server = match tls {
+        Some(config) => server.listen_rustls_0_23(listener, config)?,
+        None => server.listen(listener)?,
+    }
     .run();
     let handle = server.handle();
     tokio::spawn(sweeper(state.clone()));

@@ -79,6 +79,8 @@ fn raise_fd_limit() {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    // A bad certificate or key stops start-up before the database is touched.
+    crate::tls::server_config(&settings.server)?;
     let embedded = if settings.database.url.is_empty() {
         let root = settings.server.data_dir.join("postgres");
         let bin = (!settings.database.postgres_bin_dir.is_empty())

@@ -59,6 +59,22 @@ pub struct ServerSettings {
     pub web_client_dir: PathBuf,
     /// Largest HTTP request body.
     pub max_body_bytes: usize,
+    /// PEM certificate chain for serving HTTPS directly; empty for plain HTTP.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of that certificate; empty for plain HTTP.
+    pub tls_key_file: PathBuf,
+}
+
+impl ServerSettings {
+    /// The certificate chain file, if HTTPS is configured.
+    pub fn tls_cert_file(&self) -> Option<&Path> {
+        Some(self.tls_cert_file.as_path()).filter(|p| !p.as_os_str().is_empty())
+    }
+
+    /// The private key file, if HTTPS is configured.
+    pub fn tls_key_file(&self) -> Option<&Path> {
+        Some(self.tls_key_file.as_path()).filter(|p| !p.as_os_str().is_empty())
+    }
 }
 
 /// `[database]`
@@ -272,6 +288,21 @@ impl Settings {
         {
             return invalid("server.public_url", "must start with http:// or https://");
         }
+        match (self.server.tls_cert_file(), self.server.tls_key_file()) {
+            (Some(_), None) => {
+                return invalid(
+                    "server.tls_key_file",
+                    "must be set too when server.tls_cert_file is (both or neither)",
+                );
+            }
+            (None, Some(_)) => {
+                return invalid(
+                    "server.tls_cert_file",
+                    "must be set too when server.tls_key_file is (both or neither)",
+                );
+            }
+            _ => {}
+        }
         if self.rooms.max_participants < 2 {
             return invalid("rooms.max_participants", "must be at least 2");
         }
@@ -472,6 +503,17 @@ mod tests {
     }
 
     #[test]
+    fn example_configs_load() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples");
+        for (file, name) in [("alpha.toml", "alpha:8008"), ("beta.toml", "beta:8008")] {
+            let s = Settings::load_from(Some(&examples.join(file)), env(&[])).unwrap();
+            assert_eq!(s.server.name.to_string(), name);
+            assert!(s.federation.allow_insecure_http && s.federation.allow_private_addresses);
+            assert!(s.database.url.ends_with(name.split(':').next().unwrap()));
+        }
+    }
+
+    #[test]
     fn invalid_values_are_named() {
         let err = Settings::load_from(None, env(&[("CONFAB__SERVER__LISTEN", "nope")]))
             .unwrap_err()
@@ -492,6 +534,14 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("admin.allowed_addresses"), "{err}");
+        let err = Settings::load_from(None, env(&[("CONFAB__SERVER__TLS_CERT_FILE", "c.pem")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.tls_key_file"), "{err}");
+        let err = Settings::load_from(None, env(&[("CONFAB__SERVER__TLS_KEY_FILE", "k.pem")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.tls_cert_file"), "{err}");
         let err = Settings::load_from(None, env(&[("CONFAB__ROOMS__MAX_PARTICIPANTS", "1")]))
             .unwrap_err()
             .to_string();

@@ -16,6 +16,7 @@ pub mod rooms;
 pub mod routes;
 pub mod sessions;
 pub mod time;
+pub mod tls;
 pub mod turn;
 pub mod writer;
 pub mod ws;

@@ -1,4 +1,4 @@
-import { expect, type Browser, type BrowserContext, type Page } from '@playwright/test';
+import { expect, type Browser, type BrowserContext, type BrowserContextOptions, type Page } from '@playwright/test';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 
@@ -8,9 +8,12 @@ export interface Participant {
   name: string;
 }
 
-/** A separate browser profile per participant: its own localStorage, so its own guest session. */
-export async function participant(browser: Browser, name: string): Promise<Participant> {
-  const context = await browser.newContext();
+/**
+ * A separate browser profile per participant: its own localStorage, so its own guest session.
+ * `options.baseURL` points it at another homeserver than the configured one.
+ */
+export async function participant(browser: Browser, name: string, options: BrowserContextOptions = {}): Promise<Participant> {
+  const context = await browser.newContext(options);
   // Keep handles on the page's WebSockets so a test can cut them like a network drop would.
   await context.addInitScript(() => {
     const Native = window.WebSocket;
@@ -36,8 +39,9 @@ export async function inRoom(p: Participant): Promise<void> {
   });
 }
 
-export async function createRoom(p: Participant): Promise<string> {
-  await p.page.goto('/#/');
+/** `query` holds link settings after the fragment, e.g. `?relay=1`, carried into the room. */
+export async function createRoom(p: Participant, query = ''): Promise<string> {
+  await p.page.goto(`/#/${query}`);
   await p.page.getByLabel(/Display name/).fill(p.name);
   await p.page.getByRole('button', { name: 'Create a room' }).click();
   await p.page.getByRole('heading', { name: 'Join the room' }).waitFor();
@@ -96,6 +100,8 @@ export interface PeerStats {
   connection: string;
   signaling: string;
   ice: string;
+  localCandidateType: string | null;
+  remoteCandidateType: string | null;
 }
 export function stats(p: Participant): Promise<Record<string, PeerStats>> {
   return p.page.evaluate(() => window.__confab!.stats() as Promise<Record<string, PeerStats>>);

@@ -32,6 +32,8 @@ export interface MeshOptions {
   self: DeviceRef;
   sid: string;
   iceServers: IceServer[];
+  /** 'relay' keeps every connection on TURN relay candidates (no host or reflexive addresses leave). */
+  iceTransportPolicy: RTCIceTransportPolicy;
   createPeerConnection(config: RTCConfiguration): RTCPeerConnection;
   sendSignal(to: DeviceRef, env: SignalEnvelope): void;
   onChange(): void;
@@ -49,6 +51,9 @@ export interface InboundStats {
   connection: string;
   signaling: string;
   ice: string;
+  /** Candidate types of the selected pair ('host', 'srflx', 'prflx', 'relay'); null before one is chosen. */
+  localCandidateType: string | null;
+  remoteCandidateType: string | null;
 }
 
 interface LocalSource {
@@ -78,7 +83,7 @@ class PeerLink {
   ) {
     this.key = deviceKey(ref.user_id, ref.device_id);
     const iceServers = opts.iceServers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }));
-    this.pc = opts.createPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
+    this.pc = opts.createPeerConnection({ iceServers, iceTransportPolicy: opts.iceTransportPolicy, bundlePolicy: 'max-bundle' });
     const polite = isPolite(deviceKey(opts.self.user_id, opts.self.device_id), this.key);
     this.negotiator = new PerfectNegotiator(this.pc, polite, (msg) => this.mesh.signalOut(this, msg), {
       error: (e) => opts.log?.(`negotiation with ${this.key}`, e),
@@ -409,6 +414,7 @@ export class Mesh {
         connection: link.pc.connectionState,
         signaling: link.pc.signalingState,
         ice: link.pc.iceConnectionState,
+        ...selectedCandidateTypes(stats),
       };
       stats.forEach((r: { type: string; kind?: string; framesDecoded?: number; bytesReceived?: number; totalAudioEnergy?: number }) => {
         if (r.type !== 'inbound-rtp') return;
@@ -431,4 +437,19 @@ export class Mesh {
     for (const link of this.peers.values()) link.close();
     this.peers.clear();
   }
+}
+
+type StatsRow = { type: string; id: string; selectedCandidatePairId?: string; localCandidateId?: string; remoteCandidateId?: string; candidateType?: string; nominated?: boolean; state?: string };
+
+/** The candidate types of the pair the ICE agent selected (the transport's, else the nominated succeeded pair). */
+function selectedCandidateTypes(stats: RTCStatsReport): { localCandidateType: string | null; remoteCandidateType: string | null } {
+  const rows = new Map<string, StatsRow>();
+  stats.forEach((r: StatsRow) => rows.set(r.id, r));
+  let pair: StatsRow | undefined;
+  for (const r of rows.values()) {
+    if (r.type === 'transport' && r.selectedCandidatePairId) pair = rows.get(r.selectedCandidatePairId);
+  }
+  pair ??= [...rows.values()].find((r) => r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded');
+  const type = (id: string | undefined) => (id ? (rows.get(id)?.candidateType ?? null) : null);
+  return { localCandidateType: type(pair?.localCandidateId), remoteCandidateType: type(pair?.remoteCandidateId) };
 }

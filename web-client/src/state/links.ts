@@ -3,8 +3,11 @@
  * may ride in an invite link's fragment because no server ever receives it.
  *
  *   #/                                  home
- *   #/join/<room_id>[/<token>[/<secret>]][?name=…&mic=0&cam=1&screen=0]   pre-join screen
+ *   #/join/<room_id>[/<token>[/<secret>]][?name=…&mic=0&cam=1&screen=0&relay=1]   pre-join screen
  *   #/room/<room_id>[?…]                the room (secret already known to this browser)
+ *
+ * The query after the fragment's path holds per-visit settings (`MediaPrefs`); `#/?relay=1` on the
+ * home page carries `relay` into the room it creates.
  */
 
 export interface MediaPrefs {
@@ -12,6 +15,12 @@ export interface MediaPrefs {
   mic?: boolean;
   cam?: boolean;
   screen?: boolean;
+  /**
+   * `relay=1`: media and data channels go only through the homeserver's TURN relay
+   * (`iceTransportPolicy: 'relay'`), so peers never learn this browser's IP addresses; costs the
+   * relay's bandwidth and fails if the homeserver hands out no TURN server.
+   */
+  relay?: boolean;
 }
 
 export type Route =
@@ -32,10 +41,29 @@ export function parsePrefs(query: string): MediaPrefs {
   const mic = flag(q.get('mic'));
   const cam = flag(q.get('cam'));
   const screen = flag(q.get('screen'));
+  const relay = flag(q.get('relay'));
   if (mic !== undefined) prefs.mic = mic;
   if (cam !== undefined) prefs.cam = cam;
   if (screen !== undefined) prefs.screen = screen;
+  if (relay !== undefined) prefs.relay = relay;
   return prefs;
+}
+
+/**
+ * The settings that follow a visitor from page to page (home → pre-join → room, and a reload of
+ * the room), as a `?…` suffix for a fragment; mic, cam and name are chosen on the pre-join screen.
+ */
+export function carriedQuery(p: MediaPrefs): string {
+  const q = new URLSearchParams();
+  if (p.screen) q.set('screen', '1');
+  if (p.relay) q.set('relay', '1');
+  const s = q.toString();
+  return s ? `?${s}` : '';
+}
+
+/** The ICE transport policy the visitor asked for (see `MediaPrefs.relay`). */
+export function iceTransportPolicy(p: MediaPrefs): RTCIceTransportPolicy {
+  return p.relay ? 'relay' : 'all';
 }
 
 function safeDecode(s: string | undefined): string | null {

@@ -50,6 +50,8 @@ export interface RoomSessionDeps {
   wsUrl: string;
   wsFactory: WebSocketFactory;
   iceServers: IceServer[];
+  /** 'relay' to send media through TURN only (the `relay=1` link setting); default 'all'. */
+  iceTransportPolicy?: RTCIceTransportPolicy;
   createPeerConnection(config: RTCConfiguration): RTCPeerConnection;
   media: MediaBackend;
   randomId(): string;
@@ -99,11 +101,14 @@ export class RoomSession {
     const me = { userId: d.session.user_id, deviceId: d.session.device_id };
     this.store = new Store(initialRoomState(d.roomId, me, d.myName, d.weakKey));
     if (d.weakKey) this.banner({ tone: 'warn', text: 'No passphrase: messages are encrypted with the room id only, which anyone who sees the link can read.' });
+    const hasTurn = d.iceServers.some((s) => [s.urls].flat().some((u) => /^turns?:/.test(u)));
+    if (d.iceTransportPolicy === 'relay' && !hasTurn) this.banner({ tone: 'warn', text: 'Relay-only calls were asked for (relay=1), but this homeserver offers no TURN relay: calls cannot connect.' });
     this.transfers = new FileTransfers({ hash: sha256Hex, onChange: () => this.queueChange() });
     this.mesh = new Mesh({
       self: { user_id: me.userId, device_id: me.deviceId },
       sid: d.randomId(),
       iceServers: d.iceServers,
+      iceTransportPolicy: d.iceTransportPolicy ?? 'all',
       createPeerConnection: d.createPeerConnection,
       sendSignal: (to, env) => void this.sendSignal(to, env),
       onChange: () => this.queueChange(),

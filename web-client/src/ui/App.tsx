@@ -14,7 +14,7 @@ export function App() {
   return (
     <ServicesContext.Provider value={services}>
       <div className={styles.app}>
-        {route.page === 'home' && <Home />}
+        {route.page === 'home' && <Home prefs={route.prefs} />}
         {route.page === 'join' && <PreJoin key={route.roomId} route={route} />}
         {route.page === 'room' && (
           <Suspense fallback={<p role="status" className={styles.loading}>Opening the room…</p>}>

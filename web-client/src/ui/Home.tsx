@@ -1,12 +1,12 @@
 import { useEffect, useState, type FormEvent } from 'react';
 import { useServices } from './services';
 import { navigate } from './useHashRoute';
-import { inviteFragment, roomFragment, routeFromPastedLink } from '../state/links';
+import { carriedQuery, inviteFragment, roomFragment, routeFromPastedLink, type MediaPrefs } from '../state/links';
 import { randomSecret } from '../crypto/e2ee';
 import { describeError, type RoomSummary } from '../protocol/types';
 import styles from './Home.module.css';
 
-export function Home() {
+export function Home({ prefs }: { prefs: MediaPrefs }) {
   const services = useServices();
   const [name, setName] = useState(() => services.memory.displayName);
   const [shareName, setShareName] = useState(() => services.memory.shareName);
@@ -50,7 +50,7 @@ export function Home() {
       await services.ensureSession();
       const room = await services.rest.createRoom();
       services.memory.rememberRoom(room.room_id, { passphrase: randomSecret(), joinedSeq: room.latest_seq });
-      navigate(inviteFragment(room.room_id, null, null));
+      navigate(inviteFragment(room.room_id, null, null) + carriedQuery(prefs));
     } catch (e) {
       setError(describeError(e));
     } finally {

@@ -1,18 +1,11 @@
 import { useEffect, useRef, useState, type FormEvent } from 'react';
 import { useServices } from './services';
 import { navigate } from './useHashRoute';
-import { roomFragment, type Route } from '../state/links';
+import { carriedQuery, roomFragment, type Route } from '../state/links';
 import { describeError } from '../protocol/types';
 import styles from './PreJoin.module.css';
 
 type JoinRoute = Extract<Route, { page: 'join' }>;
-
-function prefsQuery(p: JoinRoute['prefs']): string {
-  const q = new URLSearchParams();
-  if (p.screen) q.set('screen', '1');
-  const s = q.toString();
-  return s ? `?${s}` : '';
-}
 
 export function PreJoin({ route }: { route: JoinRoute }) {
   const services = useServices();
@@ -72,7 +65,7 @@ export function PreJoin({ route }: { route: JoinRoute }) {
       handedOff.current = true;
       services.handoff = { roomId: route.roomId, preview, mic, cam, audioDeviceId: audioId || undefined, videoDeviceId: videoId || undefined, noiseSuppression: noise };
       // Replace, so the secret in the invite fragment leaves the address bar and the history.
-      navigate(roomFragment(route.roomId) + prefsQuery(route.prefs), true);
+      navigate(roomFragment(route.roomId) + carriedQuery(route.prefs), true);
     } catch (err) {
       setError(describeError(err));
       setBusy(false);

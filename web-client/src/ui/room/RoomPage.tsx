@@ -1,7 +1,7 @@
 import { useEffect, useState, useSyncExternalStore } from 'react';
 import { useServices } from '../services';
 import { navigate } from '../useHashRoute';
-import { inviteFragment, type MediaPrefs } from '../../state/links';
+import { iceTransportPolicy, inviteFragment, type MediaPrefs } from '../../state/links';
 import { RoomSession } from '../../state/roomSession';
 import { deriveRoomKey, effectivePassphrase } from '../../crypto/e2ee';
 import { describeError } from '../../protocol/types';
@@ -109,6 +109,7 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
         wsUrl: wsUrl(),
         wsFactory,
         iceServers: config.ice_servers,
+        iceTransportPolicy: iceTransportPolicy(prefs),
         createPeerConnection,
         media: browserMedia,
         randomId: () => randomHex(16),
