@@ -241,17 +241,17 @@ pub async fn put_replica_member(conn: &mut Conn, member: &Member) -> Result<(), 
     Ok(())
 }
 
-/// Appends events the room's origin numbered to a replica, in one statement, and moves its
-/// newest sequence number to theirs. The caller holds the room row (`room_for_update`) and
-/// passes only the events that follow on from it, in order; one already stored is skipped.
+/// Appends events the room's origin numbered to replicas, in one statement, and moves each
+/// room's newest sequence number to `newest`. The caller holds the rooms' rows
+/// (`rooms_for_update`) and passes only events that follow on from them; one already stored is
+/// skipped.
 pub async fn insert_replica_events(
     conn: &mut Conn,
-    room_id: &str,
     new_events: &[Event],
+    newest: &[(String, i64)],
 ) -> Result<(), DbError> {
-    let Some(newest) = new_events.iter().map(|e| e.seq).max() else {
-        return Ok(());
-    };
+    use diesel::sql_types::{Array, BigInt, Text};
+
     // Postgres allows 65535 bind parameters per statement; six per row.
     for chunk in new_events.chunks(10_000) {
         diesel::insert_into(events::table)
@@ -260,12 +260,41 @@ pub async fn insert_replica_events(
             .execute(conn)
             .await?;
     }
-    diesel::update(rooms::table.find(room_id))
-        .filter(rooms::last_seq.lt(newest))
-        .set(rooms::last_seq.eq(newest))
-        .execute(conn)
-        .await?;
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = newest.iter().map(|(r, _)| r.as_str()).collect();
+    let seqs: Vec<i64> = newest.iter().map(|(_, s)| *s).collect();
+    diesel::sql_query(
+        "UPDATE rooms SET last_seq = v.seq FROM unnest($1::text[], $2::bigint[]) AS v(room_id, seq) \
+         WHERE rooms.room_id = v.room_id AND rooms.last_seq < v.seq",
+    )
+    .bind::<Array<Text>, _>(&ids)
+    .bind::<Array<BigInt>, _>(&seqs)
+    .execute(conn)
+    .await?;
     Ok(())
+}
+
+/// Rooms by id, without locking them.
+pub async fn rooms_by_ids(conn: &mut Conn, room_ids: &[&str]) -> Result<Vec<Room>, DbError> {
+    Ok(rooms::table
+        .filter(rooms::room_id.eq_any(room_ids))
+        .select(Room::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Rooms by id, locked for the caller's transaction in id order (so that two transactions
+/// locking overlapping sets cannot deadlock).
+pub async fn rooms_for_update(conn: &mut Conn, room_ids: &[&str]) -> Result<Vec<Room>, DbError> {
+    Ok(rooms::table
+        .filter(rooms::room_id.eq_any(room_ids))
+        .order(rooms::room_id.asc())
+        .select(Room::as_select())
+        .for_update()
+        .load(conn)
+        .await?)
 }
 
 /// The rooms `user_id` is a joined member of, newest first.

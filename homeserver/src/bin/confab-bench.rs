@@ -212,6 +212,7 @@ async fn start_confab(extra: &[(&str, &str)]) -> anyhow::Result<ServerProcess> {
         .env("CONFAB__LIMITS__MAX_ROOMS_PER_USER", "100000")
         .env("CONFAB__DATABASE__POOL_SIZE", "16")
         .stdout(Stdio::null());
+    cmd.stderr(Stdio::inherit());
     for (k, v) in extra {
         cmd.env(k, v);
     }

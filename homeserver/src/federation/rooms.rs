@@ -1065,10 +1065,72 @@ async fn apply_events(
     room_id: &str,
     events: Vec<Event>,
 ) -> Result<(usize, Vec<Effect>), DbError> {
-    let Some(room) = queries::room_for_update(db, room_id).await? else {
-        return Ok((0, Vec::new()));
-    };
+    apply_room_events(db, state, vec![(room_id.to_owned(), events)]).await
+}
+
+/// [`apply_events`] for several rooms at once, with a fixed number of statements whatever the
+/// number of rooms and events (state changes aside): one to lock the rooms, one to insert the
+/// events, one to move the rooms' sequence numbers.
+async fn apply_room_events(
+    db: &mut AsyncPgConnection,
+    state: &AppState,
+    batches: Vec<(String, Vec<Event>)>,
+) -> Result<(usize, Vec<Effect>), DbError> {
+    let mut ids: Vec<&str> = batches.iter().map(|(r, _)| r.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rooms = queries::rooms_for_update(db, &ids).await?;
     let ours = state.settings.server.name.as_str();
+    let mut total = 0;
+    let mut all_applied = Vec::new();
+    let mut newest = Vec::new();
+    let mut effects = Vec::new();
+    for (room_id, events) in batches {
+        let Some(room) = rooms.iter().find(|r| r.room_id == room_id) else {
+            continue;
+        };
+        let (applied, mut room_effects) = apply_to_room(db, room, ours, events).await?;
+        let Some(last) = applied.last().map(|e| e.seq) else {
+            continue;
+        };
+        total += applied.len();
+        newest.push((room_id.clone(), last));
+        all_applied.extend(applied.iter().cloned());
+        // Publish before the membership effects, so a kicked user's sockets see the event first.
+        effects.push(Effect::Publish(room_id.clone(), applied));
+        let someone_went = room_effects
+            .iter()
+            .any(|e| matches!(e, Effect::Kick(..) | Effect::Leave(..)));
+        effects.append(&mut room_effects);
+        if someone_went {
+            // With none of our users left in it, this server takes no further part (the origin
+            // stops sending), so the replica is purged rather than left to go stale.
+            let members = queries::members(db, &room_id).await?;
+            let ours_left = members.iter().any(|m| {
+                m.membership == membership::JOINED
+                    && m.user_id.split_once(':').is_some_and(|(_, s)| s == ours)
+            });
+            if !ours_left {
+                queries::delete_room(db, &room_id).await?;
+                newest.retain(|(r, _)| r != &room_id);
+                all_applied.retain(|e| e.room_id != room_id);
+                effects.push(Effect::Close(room_id.clone(), CloseReason::Closed));
+            }
+        }
+    }
+    queries::insert_replica_events(db, &all_applied, &newest).await?;
+    Ok((total, effects))
+}
+
+/// The events of one locked replica room that follow on from its newest, with their state
+/// changes (membership, lock) written and their effects listed.
+async fn apply_to_room(
+    db: &mut AsyncPgConnection,
+    room: &Room,
+    ours: &str,
+    events: Vec<Event>,
+) -> Result<(Vec<Event>, Vec<Effect>), DbError> {
+    let room_id = room.room_id.as_str();
     let mut last = room.last_seq;
     let mut applied = Vec::new();
     let mut effects = Vec::new();
@@ -1125,29 +1187,7 @@ async fn apply_events(
         }
         applied.push(event);
     }
-    queries::insert_replica_events(db, room_id, &applied).await?;
-    let n = applied.len();
-    if n > 0 {
-        // Publish before the membership effects, so a kicked user's sockets see the event first.
-        effects.insert(0, Effect::Publish(room_id.to_owned(), applied));
-    }
-    let someone_went = effects
-        .iter()
-        .any(|e| matches!(e, Effect::Kick(..) | Effect::Leave(..)));
-    if someone_went {
-        // With none of our users left in it, this server takes no further part (the origin
-        // stops sending), so the replica is purged rather than left to go stale.
-        let members = queries::members(db, room_id).await?;
-        let ours_left = members.iter().any(|m| {
-            m.membership == membership::JOINED
-                && m.user_id.split_once(':').is_some_and(|(_, s)| s == ours)
-        });
-        if !ours_left {
-            queries::delete_room(db, room_id).await?;
-            effects.push(Effect::Close(room_id.to_owned(), CloseReason::Closed));
-        }
-    }
-    Ok((n, effects))
+    Ok((applied, effects))
 }
 
 /// Handles received transactions: the room PDUs of origins, and the EDUs of federated rooms.
@@ -1247,8 +1287,11 @@ impl RoomsHandler {
             };
             response.pdus.insert(pdu.event_id.clone(), result);
         }
+        let ids: Vec<&str> = rooms.iter().map(|(r, _)| r.as_str()).collect();
+        let replicas = queries::rooms_by_ids(db, &ids).await?;
+        let mut batches = Vec::with_capacity(rooms.len());
         for (room_id, events) in rooms {
-            let Some(room) = queries::room(db, room_id.as_str()).await? else {
+            let Some(room) = replicas.iter().find(|r| r.room_id == room_id.as_str()) else {
                 // No replica here (never joined, or expired here): nothing to update.
                 continue;
             };
@@ -1284,9 +1327,10 @@ impl RoomsHandler {
                     }
                 }
             }
-            let (_, more) = apply_events(db, &self.state, room_id.as_str(), events).await?;
-            effects.extend(more);
+            batches.push((room_id.to_string(), events));
         }
+        let (_, more) = apply_room_events(db, &self.state, batches).await?;
+        effects.extend(more);
         for (room_id, reason) in deletions {
             let ours = queries::room(db, room_id.as_str())
                 .await?

@@ -1,1 +1,2 @@
+DROP INDEX federation_outbound_txn;
 DROP TABLE room_servers;

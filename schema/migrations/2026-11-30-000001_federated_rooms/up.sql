@@ -6,3 +6,8 @@ CREATE TABLE room_servers (
     server_name  TEXT NOT NULL,
     PRIMARY KEY (room_id, server_name)
 );
+
+-- The sender deletes a delivered transaction's rows by id; without this it would scan every row
+-- queued for the destination, which is slowest exactly when a backlog builds up.
+CREATE INDEX federation_outbound_txn ON federation_outbound (destination, txn_id)
+    WHERE txn_id IS NOT NULL;
