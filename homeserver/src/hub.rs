@@ -499,7 +499,13 @@ impl RoomHub {
                     ),
                 ));
             }
-            live.is_empty()
+            // A replica's knowledge of other servers' devices says nothing about whether its
+            // own countdown runs: only its own subscribers stop it.
+            if live.origin_is_self {
+                live.is_empty()
+            } else {
+                live.subs().is_empty()
+            }
         };
         if first {
             let mut db = confab_schema::connect(&self.inner.pool).await?;
@@ -957,6 +963,26 @@ impl RoomHub {
             .split_once(':')
             .map_or(from, |(_, server)| server)
             .to_owned();
+        if online {
+            let known = live.remote().get(&device.user_id).map_or(0, |d| {
+                d.len() - usize::from(d.contains_key(&device.device_id))
+            });
+            if !live.has_user(&device.user_id) && live.user_count() >= self.inner.max_participants {
+                return Err(ApiError::new(
+                    ErrorCode::RoomFull,
+                    format!(
+                        "the room already has its maximum of {} participants",
+                        self.inner.max_participants
+                    ),
+                ));
+            }
+            if known >= self.inner.max_connections_per_user {
+                return Err(ApiError::new(
+                    ErrorCode::TooManyConnections,
+                    "that user already has the most devices allowed in this room",
+                ));
+            }
+        }
         let changed = {
             let mut remote = live.remote();
             if online {

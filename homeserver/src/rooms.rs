@@ -378,6 +378,7 @@ impl AppState {
         actor: &Identity,
         target: &str,
     ) -> Result<(), ApiError> {
+        self.require_origin(room_id)?;
         self.change_membership(room_id, actor, target, membership::KICKED)
             .await?;
         self.hub.kick(room_id, target).await;
@@ -539,6 +540,7 @@ impl AppState {
         actor: &Identity,
         locked: bool,
     ) -> Result<Room, ApiError> {
+        self.require_origin(room_id)?;
         let mut db = confab_schema::connect(&self.pool).await?;
         let event = NewEvent {
             sender: actor.user_id.clone(),
@@ -648,6 +650,22 @@ impl AppState {
         let mut db = confab_schema::connect(&self.pool).await?;
         let expires = now_ms().saturating_add(self.idle_ttl_ms());
         Ok(queries::start_idle_countdowns(&mut db, expires).await?)
+    }
+
+    /// Refuses to change a replica: only a room's origin numbers its events, so a change made
+    /// here would fork the room's log.
+    fn require_origin(&self, room_id: &str) -> Result<(), ApiError> {
+        let room = parse_room_id(room_id)?;
+        if room.server_name() != &self.settings.server.name {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "this room lives on {}; only that homeserver can change it",
+                    room.server_name()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn idle_ttl_ms(&self) -> i64 {

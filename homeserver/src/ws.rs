@@ -394,6 +394,15 @@ impl Connection {
                 if let Err(err) =
                     crate::federation::rooms::announce(&self.state, &room_id, who).await
                 {
+                    if err.code != ErrorCode::Unavailable {
+                        // The origin refused (no longer a member, room full): so do we.
+                        self.state
+                            .hub
+                            .unsubscribe(room_id.as_str(), who, self.conn.id)
+                            .await;
+                        self.rooms.remove(room_id.as_str());
+                        return Err(err);
+                    }
                     tracing::warn!(room_id = %room_id, error = %err, "could not announce a device to the room's origin");
                 }
             }

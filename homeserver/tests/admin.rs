@@ -474,3 +474,65 @@ async fn federation_peers_deny_allow_and_retry() {
     let out = confab(&s.base, TOKEN, &["federation", "deny", "bad name"]).await;
     assert!(one_line_failure(&out).contains("bad_request"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kick_and_close_reach_a_federated_second_server() {
+    let fed = [
+        ("CONFAB__ADMIN__TOKEN", TOKEN),
+        ("CONFAB__FEDERATION__RETRY_BASE", "50ms"),
+        ("CONFAB__FEDERATION__RETRY_CAP", "200ms"),
+    ];
+    let (a, b) = tokio::join!(
+        TestServer::start_federating(&fed),
+        TestServer::start_federating(&fed)
+    );
+    let host = b.guest("Host").await;
+    let room = b.room(&host).await;
+    let mut remote = Vec::new();
+    for name in ["Alice", "Ann"] {
+        let guest = a.guest(name).await;
+        let invite = b.invite(&host, &room, json!({})).await;
+        let (status, body) = a
+            .post(
+                &format!("/rooms/{room}/join"),
+                &guest.token,
+                json!({ "invite_token": invite["token"] }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (ws, _) = WsClient::joined(&a, &guest, &room, 0).await;
+        remote.push((guest, ws));
+    }
+    let (ann, mut ann_ws) = remote.pop().unwrap();
+    let (alice, mut alice_ws) = remote.pop().unwrap();
+
+    // An operator of B kicks Alice: her socket on A is told at once, Ann sees why.
+    ok(&b, &["users", "kick", &room, &alice.user_id]).await;
+    alice_ws
+        .wait_for(|m| m["type"] == "kicked" && m["room_id"] == room)
+        .await;
+    let member = ann_ws
+        .wait_for(|m| {
+            m["type"] == "event"
+                && m["content"]["type"] == "member"
+                && m["content"]["user_id"] == alice.user_id
+                && m["content"]["membership"] == "kicked"
+        })
+        .await;
+    assert_eq!(member["sender"], format!("@_admin:{}", b.server_name()));
+
+    // The operator of A cannot change B's room: only its origin can.
+    let out = confab(&a.base, TOKEN, &["rooms", "lock", &room]).await;
+    let line = one_line_failure(&out);
+    assert!(
+        line.contains("forbidden") || line.contains("lives on"),
+        "{line}"
+    );
+
+    // Closing on B reaches Ann on A, and A's replica is gone.
+    ok(&b, &["rooms", "close", &room]).await;
+    let closed = ann_ws.wait_for(|m| m["type"] == "room_closed").await;
+    assert_eq!(closed["room_id"], room);
+    let (status, body) = a.get(&format!("/rooms/{room}"), &ann.token).await;
+    assert_eq!(status, 404, "{body}");
+}

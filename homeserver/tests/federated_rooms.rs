@@ -222,7 +222,8 @@ async fn idle_expiry_on_the_origin_deletes_the_replicas() {
     // A keeps idle replicas for an hour: only B's deletion can remove A's copy.
     let a = federating(&[("CONFAB__ROOMS__IDLE_TTL", "1h")]).await;
     let b = federating(&[
-        ("CONFAB__ROOMS__IDLE_TTL", "300ms"),
+        // Long enough for the join and connection below on a busy machine.
+        ("CONFAB__ROOMS__IDLE_TTL", "2s"),
         ("CONFAB__ROOMS__SWEEP_INTERVAL", "50ms"),
     ])
     .await;
@@ -440,6 +441,33 @@ async fn servers_act_only_for_their_own_users_and_rooms() {
         answer.body["pdus"]["$forged"]["error"].is_string(),
         "{}",
         answer.body
+    );
+
+    // A server cannot bring a device into B's room by EDU: devices come online only through
+    // the signed, membership-checked presence request. (The answer comes after B handled it.)
+    let txn = json!({
+        "origin": a.server_name().as_str(),
+        "origin_server_ts": 0,
+        "pdus": [],
+        "edus": [{"edu_type": "confab.presence", "content": {
+            "room_id": room, "user_id": format!("@intruder:{}", a.server_name()),
+            "device_id": "EVIL", "display_name": "Intruder", "online": true}}],
+    });
+    let answer = client
+        .request(
+            &b.server_name(),
+            Method::PUT,
+            "/_matrix/federation/v1/send/presence1",
+            Some(&txn),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let (status, summary) = b.get(&format!("/rooms/{room}"), &host.token).await;
+    assert_eq!(status, 200, "{summary}");
+    assert!(
+        !summary["connected"].to_string().contains("intruder"),
+        "{summary}"
     );
 
     // A server B denies cannot bring its users in.

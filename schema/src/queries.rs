@@ -478,8 +478,6 @@ pub async fn append_events_batch(
         room_id: String,
         #[diesel(sql_type = BigInt)]
         last_seq: i64,
-        #[diesel(sql_type = Array<Text>)]
-        servers: Vec<String>,
     }
 
     let mut order: Vec<usize> = (0..batch.len()).collect();
@@ -492,16 +490,29 @@ pub async fn append_events_batch(
     let numbered: Vec<Numbered> = diesel::sql_query(
         "WITH v AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS v(room_id, n) ORDER BY room_id) \
          UPDATE rooms SET last_seq = rooms.last_seq + v.n FROM v \
-         WHERE rooms.room_id = v.room_id RETURNING rooms.room_id, rooms.last_seq, \
-         ARRAY(SELECT s.server_name FROM room_servers s WHERE s.room_id = rooms.room_id) AS servers",
+         WHERE rooms.room_id = v.room_id RETURNING rooms.room_id, rooms.last_seq",
     )
     .bind::<Array<Text>, _>(&room_ids)
     .bind::<Array<BigInt>, _>(&counts)
     .load(conn)
     .await?;
+    // Read after the update, in a statement of its own: the update may have waited for a join
+    // holding a room's row, and only a new statement sees the server that join added.
+    let servers: Vec<(String, String)> = room_servers::table
+        .filter(room_servers::room_id.eq_any(&room_ids))
+        .select((room_servers::room_id, room_servers::server_name))
+        .load(conn)
+        .await?;
     let mut last: std::collections::HashMap<&str, (i64, Vec<String>)> = numbered
         .iter()
-        .map(|n| (n.room_id.as_str(), (n.last_seq, n.servers.clone())))
+        .map(|n| {
+            let of_room = servers
+                .iter()
+                .filter(|(r, _)| r == &n.room_id)
+                .map(|(_, s)| s.clone())
+                .collect();
+            (n.room_id.as_str(), (n.last_seq, of_room))
+        })
         .collect();
     // Rows to insert borrow from the input; each event is copied once, into the result.
     #[derive(Insertable)]

@@ -189,7 +189,9 @@ pub async fn receive_transaction(
     match outcome {
         Ok(handled) => {
             if let Some(after) = handled.after_commit {
-                after.await;
+                // Committed effects must run even if the sender gives up on this request (which
+                // drops this future); the hub orders fan-out by sequence number either way.
+                let _ = tokio::spawn(after).await;
             }
             Ok(handled.response)
         }

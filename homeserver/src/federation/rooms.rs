@@ -427,6 +427,10 @@ impl AppState {
         let mut db = confab_schema::connect(&self.pool).await?;
         let woken = db
             .transaction(async |db| {
+                // Locked first, so that a join committing meanwhile is seen with its server.
+                if queries::room_for_update(db, room_id).await?.is_none() {
+                    return Ok::<_, DbError>(None);
+                }
                 let servers = queries::room_servers(db, room_id).await?;
                 let deleted = if only_if_expired {
                     queries::delete_room_if_expired(db, room_id, now).await?
@@ -434,7 +438,7 @@ impl AppState {
                     queries::delete_room(db, room_id).await?
                 };
                 if !deleted {
-                    return Ok::<_, DbError>(None);
+                    return Ok(None);
                 }
                 let pdus = [deleted_pdu(room_id, reason)];
                 Ok(Some(queue_pdus(sender, db, &servers, &pdus).await?))
@@ -930,6 +934,9 @@ pub async fn presence(
             .into());
         }
     }
+    if p.device_id.is_empty() || p.device_id.len() > 64 {
+        return Err(ApiError::bad_request("device_id must have 1 to 64 bytes").into());
+    }
     let device = ConnectedDevice {
         user_id: user.to_string(),
         device_id: p.device_id,
@@ -1310,22 +1317,20 @@ impl RoomsHandler {
             if first > room.last_seq + 1 {
                 // Events went missing here (a replica rebuilt, an answer lost): read them from
                 // the origin first, so that the replica's log never has a hole.
-                match fetch_missing(
+                // If that fails the whole transaction fails (and is retried), rather than
+                // acknowledging events this replica could not place.
+                let mut missing = fetch_missing(
                     &self.state.federation.client,
                     &room_id,
                     room.last_seq,
                     first,
                 )
                 .await
-                {
-                    Ok(mut missing) => {
-                        missing.append(&mut events);
-                        events = missing;
-                    }
-                    Err(err) => {
-                        tracing::warn!(room_id = %room_id, error = %err, "could not fill a replica's gap");
-                    }
-                }
+                .map_err(|e| {
+                    DbError::Unavailable(format!("cannot fill a gap in {room_id}: {e}"))
+                })?;
+                missing.append(&mut events);
+                events = missing;
             }
             batches.push((room_id.to_string(), events));
         }
@@ -1344,7 +1349,11 @@ impl RoomsHandler {
     }
 }
 
-/// The events after `since` and before `until`, from the room's origin.
+/// Pages read to fill one gap, at most; a longer gap is filled over the next transactions.
+const MAX_GAP_PAGES: usize = 4;
+
+/// The events after `since` and before `until`, from the room's origin, at most
+/// [`MAX_GAP_PAGES`] pages of them.
 async fn fetch_missing(
     client: &FederationClient,
     room_id: &RoomId,
@@ -1352,7 +1361,9 @@ async fn fetch_missing(
     until: i64,
 ) -> Result<Vec<Event>, ApiError> {
     let mut out = Vec::new();
-    while since + 1 < until {
+    let mut pages = 0;
+    while since.saturating_add(1) < until && pages < MAX_GAP_PAGES {
+        pages += 1;
         let page = fetch_events(client, room_id, since).await?;
         let Some(last) = page.events.last().map(|e| e.seq) else {
             break;
@@ -1404,6 +1415,11 @@ struct SignalEdu {
 
 /// Whether `origin` may tell us about `user_id` in `room_id`: a server speaks for its own
 /// users, and a room's origin for everyone in it.
+/// Whether any identifier or name in an EDU is longer than any this server would accept.
+fn too_long(fields: &[&str]) -> bool {
+    fields.iter().any(|f| f.len() > 255)
+}
+
 fn may_speak(origin: &ServerName, room_id: &str, user_id: &str) -> bool {
     let room_server = RoomId::parse(room_id).ok();
     let user_server = user_id.split_once(':').map(|(_, s)| s);
@@ -1417,7 +1433,18 @@ async fn handle_edu(state: &AppState, origin: &ServerName, edu: &Edu) {
             let Ok(p) = PresenceEdu::deserialize(&edu.content) else {
                 return;
             };
-            if !may_speak(origin, &p.room_id, &p.user_id) || p.display_name.len() > 256 {
+            if !may_speak(origin, &p.room_id, &p.user_id)
+                || too_long(&[&p.device_id, &p.display_name])
+            {
+                return;
+            }
+            // A device comes online through the signed, membership-checked presence request,
+            // never an EDU: an origin takes only departures by EDU, a replica only its origin's
+            // news.
+            let room_is_ours = RoomId::parse(&p.room_id)
+                .is_ok_and(|r| r.server_name() == &state.settings.server.name);
+            let from_origin = RoomId::parse(&p.room_id).is_ok_and(|r| r.server_name() == origin);
+            if (room_is_ours && p.online) || (!room_is_ours && !from_origin) {
                 return;
             }
             let device = ConnectedDevice {
