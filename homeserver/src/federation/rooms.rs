@@ -533,6 +533,15 @@ async fn store_replica(
     let mut db = confab_schema::connect(&state.pool).await?;
     let effects = db
         .transaction(async |db| {
+            // A replica that already has newer events than this answer (PDUs overtook it) has
+            // newer state too: only the events are taken from the answer then.
+            let newer_here = queries::room_for_update(db, &room_id)
+                .await?
+                .is_some_and(|r| r.last_seq > room_state.latest_seq);
+            if newer_here {
+                let (_, effects) = apply_events(db, state, &room_id, events).await?;
+                return Ok::<_, DbError>(effects);
+            }
             queries::upsert_replica_room(db, &row).await?;
             for m in &room_state.members {
                 queries::put_replica_member(
@@ -550,7 +559,7 @@ async fn store_replica(
                 .await?;
             }
             let (_, effects) = apply_events(db, state, &room_id, events).await?;
-            Ok::<_, DbError>(effects)
+            Ok(effects)
         })
         .await?;
     drop(db);
