@@ -185,3 +185,18 @@ test('the database holds no plaintext of any chat message the tests sent', async
   expect(sentPlaintexts.filter((p) => p.length < 10)).toEqual([]);
   for (const plain of sentPlaintexts) expect(stored, `plaintext ${JSON.stringify(plain)} is in the events table`).not.toContain(plain);
 });
+
+test('RNNoise on the microphone: it loads offline and the peer hears the processed track', async ({ browser }) => {
+  const [alice, bob] = (people = await Promise.all(['Alice', 'Bob'].map((n) => participant(browser, n))));
+  await createRoom(alice!);
+  const link = await inviteLink(alice!);
+  await joinWithLink(bob!, link, { query: '&rnnoise=1' });
+  await inRoom(bob!);
+  // Set only once the WASM loaded (from this server, nothing else is reachable) and the graph runs.
+  await expect
+    .poll(() => bob!.page.evaluate(() => (window.__confab!.state() as { local: { rnnoise: boolean } }).local.rnnoise))
+    .toBe(true);
+  await receivesMediaFromAll(alice!, [bob!]);
+  // The choice survives a reload of the room.
+  expect(bob!.page.url()).toContain('rnnoise=1');
+});

@@ -10,6 +10,8 @@ export const browserMedia: MediaBackend = {
   getUserMedia: (c) => navigator.mediaDevices.getUserMedia(c),
   getDisplayMedia: (c) => navigator.mediaDevices.getDisplayMedia(c),
   createStream: (tracks) => new MediaStream(tracks),
+  // Lazily: the WASM is large and only needed by those who choose it.
+  denoise: async (mic) => (await import('./rnnoise')).denoise(mic),
 };
 
 export const wsFactory = (url: string): WebSocketLike => new WebSocket(url) as unknown as WebSocketLike;

@@ -21,6 +21,8 @@ export interface MediaPrefs {
    * relay's bandwidth and fails if the homeserver hands out no TURN server.
    */
   relay?: boolean;
+  /** `rnnoise=1`: RNNoise on the microphone (chosen on the pre-join screen, pre-set from here). */
+  rnnoise?: boolean;
 }
 
 export type Route =
@@ -46,6 +48,8 @@ export function parsePrefs(query: string): MediaPrefs {
   if (cam !== undefined) prefs.cam = cam;
   if (screen !== undefined) prefs.screen = screen;
   if (relay !== undefined) prefs.relay = relay;
+  const rnnoise = flag(q.get('rnnoise'));
+  if (rnnoise !== undefined) prefs.rnnoise = rnnoise;
   return prefs;
 }
 
@@ -57,6 +61,7 @@ export function carriedQuery(p: MediaPrefs): string {
   const q = new URLSearchParams();
   if (p.screen) q.set('screen', '1');
   if (p.relay) q.set('relay', '1');
+  if (p.rnnoise) q.set('rnnoise', '1');
   const s = q.toString();
   return s ? `?${s}` : '';
 }

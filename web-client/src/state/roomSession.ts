@@ -37,6 +37,8 @@ export interface MediaBackend {
   getUserMedia(c: MediaStreamConstraints): Promise<MediaStream>;
   getDisplayMedia(c: DisplayMediaStreamOptions): Promise<MediaStream>;
   createStream(tracks: MediaStreamTrack[]): MediaStream;
+  /** A track carrying `mic` with RNNoise applied (loaded on first use). */
+  denoise?(mic: MediaStreamTrack): Promise<MediaStreamTrack>;
 }
 
 export interface RoomSessionDeps {
@@ -72,6 +74,8 @@ export interface MediaChoice {
   audioDeviceId?: string;
   videoDeviceId?: string;
   noiseSuppression: boolean;
+  /** RNNoise on the microphone, on top of (or instead of) the browser's own suppression. */
+  rnnoise?: boolean;
   /** A stream already captured by the pre-join preview, reused to avoid asking again. */
   preview?: MediaStream | null;
 }
@@ -489,13 +493,25 @@ export class RoomSession {
         }
       }
     }
+    let rnnoise = false;
+    const mic = stream?.getAudioTracks()[0];
+    if (stream && mic && m.rnnoise && this.d.media.denoise) {
+      try {
+        const clean = await this.d.media.denoise(mic);
+        stream.removeTrack(mic);
+        stream.addTrack(clean);
+        rnnoise = true;
+      } catch (e) {
+        this.banner({ tone: 'warn', text: `RNNoise could not start (${String(e)}); the microphone is used as it is.` });
+      }
+    }
     if (stream) {
       if (!m.cam) for (const t of stream.getVideoTracks()) { t.stop(); stream.removeTrack(t); }
       for (const t of stream.getAudioTracks()) t.enabled = m.mic;
       this.mesh.setMicEnabled(m.mic && stream.getAudioTracks().length > 0);
       this.mesh.addStream(stream, 'camera');
     }
-    this.store.set((s) => ({ ...s, local: { ...s.local, camera: stream, mic: m.mic && !!stream?.getAudioTracks().length, cam: !!stream?.getVideoTracks().length } }));
+    this.store.set((s) => ({ ...s, local: { ...s.local, camera: stream, mic: m.mic && !!stream?.getAudioTracks().length, cam: !!stream?.getVideoTracks().length, rnnoise } }));
   }
 
   toggleMic(): void {

@@ -80,7 +80,8 @@ export interface RoomViewState {
   weakKey: boolean;
   peers: Record<string, PeerView>;
   transfers: TransferView[];
-  local: { mic: boolean; cam: boolean; screen: boolean; camera: MediaStream | null; screenStream: MediaStream | null };
+  /** `rnnoise`: the microphone goes through RNNoise. */
+  local: { mic: boolean; cam: boolean; screen: boolean; camera: MediaStream | null; screenStream: MediaStream | null; rnnoise?: boolean };
 }
 
 export function initialRoomState(roomId: string, me: { userId: string; deviceId: string }, myName: string, weakKey: boolean): RoomViewState {

@@ -15,6 +15,7 @@ export function PreJoin({ route }: { route: JoinRoute }) {
   const [mic, setMic] = useState(route.prefs.mic ?? true);
   const [cam, setCam] = useState(route.prefs.cam ?? true);
   const [noise, setNoise] = useState(true);
+  const [rnnoise, setRnnoise] = useState(route.prefs.rnnoise ?? false);
   const [devices, setDevices] = useState<MediaDeviceInfo[]>([]);
   const [audioId, setAudioId] = useState('');
   const [videoId, setVideoId] = useState('');
@@ -63,9 +64,9 @@ export function PreJoin({ route }: { route: JoinRoute }) {
       const summary = await services.rest.join(route.roomId, route.token ?? undefined);
       services.memory.rememberRoom(route.roomId, { passphrase, joinedSeq: summary.latest_seq });
       handedOff.current = true;
-      services.handoff = { roomId: route.roomId, preview, mic, cam, audioDeviceId: audioId || undefined, videoDeviceId: videoId || undefined, noiseSuppression: noise };
+      services.handoff = { roomId: route.roomId, preview, mic, cam, audioDeviceId: audioId || undefined, videoDeviceId: videoId || undefined, noiseSuppression: noise, rnnoise };
       // Replace, so the secret in the invite fragment leaves the address bar and the history.
-      navigate(roomFragment(route.roomId) + carriedQuery(route.prefs), true);
+      navigate(roomFragment(route.roomId) + carriedQuery({ ...route.prefs, rnnoise }), true);
     } catch (err) {
       setError(describeError(err));
       setBusy(false);
@@ -134,6 +135,10 @@ export function PreJoin({ route }: { route: JoinRoute }) {
           <label className={styles.check}>
             <input type="checkbox" checked={noise} onChange={(e) => setNoise(e.target.checked)} />
             <span>Noise suppression (browser)</span>
+          </label>
+          <label className={styles.check}>
+            <input type="checkbox" checked={rnnoise} onChange={(e) => setRnnoise(e.target.checked)} />
+            <span>Stronger noise suppression (RNNoise, loads 5 MB once)</span>
           </label>
           <button type="submit" className="primary" disabled={busy}>
             {busy ? 'Joining…' : 'Join'}

@@ -28,6 +28,7 @@ export interface JoinHandoff {
   audioDeviceId?: string;
   videoDeviceId?: string;
   noiseSuppression: boolean;
+  rnnoise: boolean;
 }
 
 export class Services {

@@ -123,7 +123,7 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
       window.__confab = {
         state: () => {
           const s = created!.store.get();
-          return { ...s, local: { mic: s.local.mic, cam: s.local.cam, screen: s.local.screen }, peers: Object.fromEntries(Object.entries(s.peers).map(([k, p]) => [k, { ...p, streams: p.streams.map((x) => ({ id: x.id, label: x.label, tracks: x.stream.getTracks().length })) }])), transfers: s.transfers.map((t) => ({ ...t, data: undefined })) };
+          return { ...s, local: { mic: s.local.mic, cam: s.local.cam, screen: s.local.screen, rnnoise: s.local.rnnoise ?? false }, peers: Object.fromEntries(Object.entries(s.peers).map(([k, p]) => [k, { ...p, streams: p.streams.map((x) => ({ id: x.id, label: x.label, tracks: x.stream.getTracks().length })) }])), transfers: s.transfers.map((t) => ({ ...t, data: undefined })) };
         },
         stats: () => created!.mesh.inboundStats(),
         pending: () => created!.pendingCount(),
@@ -136,6 +136,7 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
         audioDeviceId: handoff?.audioDeviceId,
         videoDeviceId: handoff?.videoDeviceId,
         noiseSuppression: handoff?.noiseSuppression ?? true,
+        rnnoise: handoff?.rnnoise ?? prefs.rnnoise ?? false,
         preview: handoff?.preview ?? null,
       });
       if (prefs.screen) await created.toggleScreen();
