@@ -219,25 +219,33 @@ async fn users_of_two_servers_meet_in_a_room_on_a_third() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_expiry_on_the_origin_deletes_the_replicas() {
-    // A keeps idle replicas for an hour: only B's deletion can remove A's copy.
-    let a = federating(&[("CONFAB__ROOMS__IDLE_TTL", "1h")]).await;
+    // A and C keep idle replicas for an hour: only B's deletion can remove their copies.
+    let keep = [("CONFAB__ROOMS__IDLE_TTL", "1h")];
+    let (a, c) = tokio::join!(federating(&keep), federating(&keep));
     let b = federating(&[
-        // Long enough for the join and connection below on a busy machine.
-        ("CONFAB__ROOMS__IDLE_TTL", "2s"),
+        ("CONFAB__ROOMS__IDLE_TTL", "300ms"),
         ("CONFAB__ROOMS__SWEEP_INTERVAL", "50ms"),
     ])
     .await;
     let host = b.guest("Host").await;
     let room = b.room(&host).await;
+    // The host's connection stops the countdown that started with the room.
+    let (host_ws, _) = WsClient::joined(&b, &host, &room, 0).await;
     let alice = a.guest("Alice").await;
-    let invite = b.invite(&host, &room, json!({})).await;
-    let (status, body) = join_remote(&a, &alice, &room, &invite["token"]).await;
-    assert_eq!(status, 200, "{body}");
+    let carol = c.guest("Carol").await;
+    let mut sockets = Vec::new();
+    for (server, guest) in [(&a, &alice), (&c, &carol)] {
+        let invite = b.invite(&host, &room, json!({})).await;
+        let (status, body) = join_remote(server, guest, &room, &invite["token"]).await;
+        assert_eq!(status, 200, "{body}");
+        let (mut ws, _) = WsClient::joined(server, guest, &room, 0).await;
+        let ack = ws.chat(&room, "still here").await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        sockets.push(ws);
+    }
 
-    // While Alice is connected through A, B's room does not expire.
-    let (mut aw, _) = WsClient::joined(&a, &alice, &room, 0).await;
-    let ack = aw.chat(&room, "still here").await;
-    assert_eq!(ack["type"], "ack", "{ack}");
+    // The host leaves the call; Alice and Carol, connected through A and C, keep B's room alive.
+    host_ws.close().await;
     let mut db = confab_schema::connect(&b.state.pool).await.unwrap();
     let on_b = confab_schema::queries::room(&mut db, &room)
         .await
@@ -245,28 +253,31 @@ async fn idle_expiry_on_the_origin_deletes_the_replicas() {
         .unwrap();
     assert_eq!(
         on_b.expires_ts, None,
-        "a remote participant keeps the room alive"
+        "remote participants keep the room alive"
     );
     drop(db);
 
-    // Alice leaves the call: B's countdown runs out and both copies go.
-    aw.close().await;
+    // They leave too: B's countdown runs out and every copy goes.
+    for ws in sockets {
+        ws.close().await;
+    }
     let room_id = room.clone();
-    until_db(&b, "B's room to expire", async |db| {
-        confab_schema::queries::room(db, &room_id)
-            .await
-            .unwrap()
-            .is_none()
-    })
-    .await;
-    until_db(&a, "A's replica to be purged", async |db| {
-        confab_schema::queries::room(db, &room_id)
-            .await
-            .unwrap()
-            .is_none()
-    })
-    .await;
+    for (server, what) in [
+        (&b, "B's room to expire"),
+        (&a, "A's replica to be purged"),
+        (&c, "C's replica to be purged"),
+    ] {
+        until_db(server, what, async |db| {
+            confab_schema::queries::room(db, &room_id)
+                .await
+                .unwrap()
+                .is_none()
+        })
+        .await;
+    }
     let (status, body) = a.get(&format!("/rooms/{room}"), &alice.token).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = c.get(&format!("/rooms/{room}"), &carol.token).await;
     assert_eq!(status, 404, "{body}");
 }
 
