@@ -115,12 +115,15 @@ async fn persistent_events_arrive_once_in_order_in_batches() {
         queued(&a, &b_name).await == 0
     })
     .await;
-    wait_until("the EDU is acknowledged", async || {
-        SenderStats::get(&sender.stats().edus_sent) == 1
+    // The sender dequeues, records the success and only then counts: wait for the counters.
+    wait_until("all 120 PDUs and the EDU are counted as sent", async || {
+        let stats = sender.stats();
+        SenderStats::get(&stats.pdus_sent) >= 120 && SenderStats::get(&stats.edus_sent) >= 1
     })
     .await;
     let stats = sender.stats();
     assert_eq!(SenderStats::get(&stats.pdus_sent), 120);
+    assert_eq!(SenderStats::get(&stats.edus_sent), 1);
     // At most 50 PDUs per transaction: at least three transactions.
     assert!(SenderStats::get(&stats.transactions_sent) >= 3);
     assert_eq!(SenderStats::get(&stats.transactions_failed), 0);
@@ -200,6 +203,11 @@ async fn a_destination_that_is_down_gets_everything_once_when_it_comes_back() {
     assert_in_order(&pdus, &a_name, 0);
     wait_until("A's queue is empty", async || {
         queued(&a, &b_name).await == 0
+    })
+    .await;
+    // Counted just after the rows are deleted.
+    wait_until("the 70 PDUs are counted as sent", async || {
+        SenderStats::get(&sender.stats().pdus_sent) >= 70
     })
     .await;
     assert_eq!(SenderStats::get(&sender.stats().pdus_sent), 70);
