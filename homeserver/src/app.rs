@@ -19,6 +19,7 @@ use crate::federation::identity::ServerIdentity;
 use crate::federation::inbox::FederationInbox;
 use crate::federation::sender::TransactionSender;
 use crate::hub::{FederationLink, RoomHub};
+use crate::limiter::KeyedLimiter;
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::writer::EventWriter;
@@ -38,6 +39,13 @@ pub struct AppState {
     pub federation_inbox: FederationInbox,
     /// Forwards our users' chat in other servers' rooms to those rooms' origins.
     pub chat_forwarder: crate::federation::rooms::ChatForwarder,
+    /// Guest sessions created per client address.
+    pub session_limiter: KeyedLimiter,
+    /// Refused joins per client address, and per federated server.
+    pub join_limiter: KeyedLimiter,
+    pub federated_join_limiter: KeyedLimiter,
+    /// `server.trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl AppState {
@@ -62,6 +70,8 @@ impl AppState {
             sender: federation_sender.clone(),
             server_name: settings.server.name.clone(),
         });
+        let limits = settings.limits.clone();
+        let trusted_proxies = settings.server.trusted_proxy_networks().unwrap_or_default();
         let writer = EventWriter::start(
             pool.clone(),
             hub.clone(),
@@ -78,6 +88,13 @@ impl AppState {
             federation_sender,
             federation_inbox: FederationInbox::new(),
             chat_forwarder: Default::default(),
+            session_limiter: KeyedLimiter::new(limits.sessions_per_minute),
+            join_limiter: KeyedLimiter::new(limits.join_failures_per_minute),
+            federated_join_limiter: KeyedLimiter::new(
+                limits.join_failures_per_minute.saturating_mul(10),
+            ),
+            // Validated with the rest of the settings.
+            trusted_proxies,
         }
     }
 

@@ -63,6 +63,8 @@ pub struct ServerSettings {
     pub tls_cert_file: PathBuf,
     /// PEM private key of that certificate; empty for plain HTTP.
     pub tls_key_file: PathBuf,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (IPs or CIDR blocks).
+    pub trusted_proxies: Vec<String>,
 }
 
 impl ServerSettings {
@@ -74,6 +76,11 @@ impl ServerSettings {
     /// The private key file, if HTTPS is configured.
     pub fn tls_key_file(&self) -> Option<&Path> {
         Some(self.tls_key_file.as_path()).filter(|p| !p.as_os_str().is_empty())
+    }
+
+    /// The trusted proxies, parsed.
+    pub fn trusted_proxy_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        parse_networks(&self.trusted_proxies)
     }
 }
 
@@ -115,6 +122,8 @@ pub struct Limits {
     pub max_connections_per_user: usize,
     pub max_rooms_per_user: usize,
     pub send_queue_frames: usize,
+    pub sessions_per_minute: u32,
+    pub join_failures_per_minute: u32,
 }
 
 /// `[websocket]`
@@ -205,18 +214,22 @@ impl std::fmt::Debug for AdminSettings {
 impl AdminSettings {
     /// The allowed addresses, parsed: a bare IP is a block of one address.
     pub fn allowed_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
-        self.allowed_addresses
-            .iter()
-            .map(|raw| raw.trim())
-            // An empty environment variable reads as one empty entry: it means "no list".
-            .filter(|raw| !raw.is_empty())
-            .map(|raw| {
-                raw.parse::<ipnet::IpNet>()
-                    .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| format!("{raw:?} is neither an IP address nor a CIDR block"))
-            })
-            .collect()
+        parse_networks(&self.allowed_addresses)
     }
+}
+
+/// IPs and CIDR blocks; a bare IP is a block of one address.
+fn parse_networks(list: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
+    list.iter()
+        .map(|raw| raw.trim())
+        // An empty environment variable reads as one empty entry: it means "no list".
+        .filter(|raw| !raw.is_empty())
+        .map(|raw| {
+            raw.parse::<ipnet::IpNet>()
+                .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{raw:?} is neither an IP address nor a CIDR block"))
+        })
+        .collect()
 }
 
 /// `[log]`
@@ -269,6 +282,7 @@ impl Settings {
                 .with_list_parse_key("federation.denied_servers")
                 .with_list_parse_key("federation.allowed_servers")
                 .with_list_parse_key("admin.allowed_addresses")
+                .with_list_parse_key("server.trusted_proxies")
                 .source(Some(env)),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
@@ -332,6 +346,15 @@ impl Settings {
         }
         if self.limits.send_queue_frames < 16 {
             return invalid("limits.send_queue_frames", "must be at least 16");
+        }
+        if self.limits.sessions_per_minute == 0 {
+            return invalid("limits.sessions_per_minute", "must be at least 1");
+        }
+        if self.limits.join_failures_per_minute == 0 {
+            return invalid("limits.join_failures_per_minute", "must be at least 1");
+        }
+        if let Err(reason) = self.server.trusted_proxy_networks() {
+            return invalid("server.trusted_proxies", &reason);
         }
         if self.websocket.heartbeat_interval >= self.websocket.client_timeout {
             return invalid(

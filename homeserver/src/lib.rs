@@ -10,6 +10,7 @@ pub mod embedded_pg;
 pub mod error;
 pub mod federation;
 pub mod hub;
+pub mod limiter;
 pub mod metrics;
 pub mod protocol;
 pub mod rooms;

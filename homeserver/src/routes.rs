@@ -17,7 +17,7 @@ use crate::federation::{
 };
 use crate::hub::Identity;
 use crate::rooms::InviteOptions;
-use crate::{sessions, turn, ws};
+use crate::{limiter, sessions, turn, ws};
 
 /// Base path of the client API.
 pub const CLIENT_PREFIX: &str = "/_confab/client/v1";
@@ -174,7 +174,16 @@ struct CreateSession {
     display_name: String,
 }
 
-async fn create_session(state: Data, body: web::Json<CreateSession>) -> ApiResult {
+async fn create_session(
+    state: Data,
+    req: HttpRequest,
+    body: web::Json<CreateSession>,
+) -> ApiResult {
+    let address = limiter::address_key(limiter::client_ip(&req, &state.trusted_proxies));
+    state
+        .session_limiter
+        .take(&address)
+        .map_err(|wait| limiter::rate_limited(wait, "too many new sessions"))?;
     let session =
         sessions::create_guest(&state.pool, &state.settings.server.name, &body.display_name)
             .await?;
@@ -220,12 +229,21 @@ struct JoinBody {
 
 async fn join_room(
     state: Data,
+    req: HttpRequest,
     Authed(who): Authed,
     path: web::Path<String>,
     body: Option<web::Json<JoinBody>>,
 ) -> ApiResult {
     let token = body.as_ref().and_then(|b| b.invite_token.as_deref());
-    Ok(HttpResponse::Ok().json(state.join_room(&path, &who, token).await?))
+    // Keyed by address, not user: guest sessions cost nothing to make.
+    let address = limiter::address_key(limiter::client_ip(&req, &state.trusted_proxies));
+    let joined = limiter::limit_refusals(
+        &state.join_limiter,
+        &address,
+        state.join_room(&path, &who, token),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(joined))
 }
 
 async fn leave_room(state: Data, Authed(who): Authed, path: web::Path<String>) -> ApiResult {

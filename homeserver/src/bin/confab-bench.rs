@@ -210,6 +210,7 @@ async fn start_confab(extra: &[(&str, &str)]) -> anyhow::Result<ServerProcess> {
         .env("CONFAB__LIMITS__MESSAGE_BURST", "1000000")
         .env("CONFAB__LIMITS__MAX_CONNECTIONS_PER_USER", "100000")
         .env("CONFAB__LIMITS__MAX_ROOMS_PER_USER", "100000")
+        .env("CONFAB__LIMITS__SESSIONS_PER_MINUTE", "1000000")
         .env("CONFAB__DATABASE__POOL_SIZE", "16")
         .stdout(Stdio::null());
     cmd.stderr(Stdio::inherit());

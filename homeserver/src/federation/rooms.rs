@@ -249,11 +249,16 @@ impl ResponseError for RoomRefusal {
             429 => "M_LIMIT_EXCEEDED",
             _ => "M_UNKNOWN",
         };
-        HttpResponse::build(status).json(json!({
+        let mut body = json!({
             "errcode": errcode,
             "error": self.0.reason,
             "code": self.0.code,
-        }))
+        });
+        // Matrix's field for M_LIMIT_EXCEEDED, which Confab's own answers use too.
+        if let Some(ms) = self.0.retry_after_ms {
+            body["retry_after_ms"] = json!(ms);
+        }
+        HttpResponse::build(status).json(body)
     }
 }
 
@@ -285,7 +290,10 @@ fn refusal(origin: &ServerName, status: u16, body: &Value) -> ApiError {
         .and_then(|c| ErrorCode::deserialize(c).ok())
         .filter(|c| *c != ErrorCode::Internal);
     match code {
-        Some(code) => ApiError::new(code, reason),
+        Some(code) => ApiError {
+            retry_after_ms: body.get("retry_after_ms").and_then(Value::as_u64),
+            ..ApiError::new(code, reason)
+        },
         // A Matrix refusal before any room rule ran, e.g. its deny list.
         None if status == 403 => ApiError::new(
             ErrorCode::FederationDenied,
@@ -809,14 +817,18 @@ pub async fn join(
         device_id: String::new(),
         display_name: crate::sessions::validate_display_name(&join.display_name)?,
     };
-    state
-        .join_core(
+    // All of a server's users share its budget: its own limit per address is out of our sight.
+    crate::limiter::limit_refusals(
+        &state.federated_join_limiter,
+        request.origin.as_str(),
+        state.join_core(
             &room_id,
             &who,
             join.invite_token.as_deref(),
             Some(&request.origin),
-        )
-        .await?;
+        ),
+    )
+    .await?;
     let answer = room_state(&state, room_id.as_str(), join.since.max(0)).await?;
     Ok(HttpResponse::Ok().json(answer))
 }

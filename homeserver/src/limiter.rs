@@ -1,0 +1,231 @@
+//! Per-address limits on what an unauthenticated caller can repeat: creating guest sessions and
+//! failing to join rooms. Invite tokens carry 256 random bits, so guessing one is hopeless
+//! anyway; the limit keeps a caller from trying at all, and from enumerating room ids.
+//!
+//! Each key (a client address, or a federated server's name) has a token bucket refilled
+//! continuously at `per_minute` tokens a minute, holding at most `per_minute`. Memory is bounded:
+//! past [`MAX_KEYS`] keys, the buckets that have refilled (which behave as new ones) are dropped.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::HttpRequest;
+use ipnet::IpNet;
+
+use crate::error::{ApiError, ErrorCode};
+
+/// Most keys tracked at once per limiter.
+pub const MAX_KEYS: usize = 65_536;
+
+/// A keyed token bucket.
+pub struct KeyedLimiter {
+    per_minute: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl KeyedLimiter {
+    /// A limiter allowing `per_minute` actions a minute per key, all of them at once if saved up.
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute: f64::from(per_minute.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `key` may act now; when not, how long until it may. Spends nothing.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        match buckets.get(key) {
+            Some(bucket) => self.wait(self.refilled(*bucket, now)),
+            None => Ok(()),
+        }
+    }
+
+    /// Spends one action of `key`; when it has none left, says how long until it has one.
+    pub fn take(&self, key: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if !buckets.contains_key(key) && buckets.len() >= MAX_KEYS {
+            let full = self.per_minute;
+            buckets.retain(|_, b| self.refilled(*b, now).tokens < full);
+            if buckets.len() >= MAX_KEYS {
+                // Every tracked key is mid-limit: forget the lot rather than grow, since an
+                // attacker able to fill the table holds more addresses than a limit can stop.
+                buckets.clear();
+            }
+        }
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: self.per_minute,
+            at: now,
+        });
+        *bucket = self.refilled(*bucket, now);
+        self.wait(*bucket)?;
+        bucket.tokens -= 1.0;
+        Ok(())
+    }
+
+    fn refilled(&self, bucket: Bucket, now: Instant) -> Bucket {
+        let gained = now.duration_since(bucket.at).as_secs_f64() * self.per_minute / 60.0;
+        Bucket {
+            tokens: (bucket.tokens + gained).min(self.per_minute),
+            at: now,
+        }
+    }
+
+    fn wait(&self, bucket: Bucket) -> Result<(), Duration> {
+        if bucket.tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - bucket.tokens) * 60.0 / self.per_minute,
+            ))
+        }
+    }
+}
+
+/// Runs `attempt` unless `key` has used up its refusals; a refusal of the kind an outsider
+/// probing for rooms or invites gets spends one.
+pub async fn limit_refusals<T>(
+    limiter: &KeyedLimiter,
+    key: &str,
+    attempt: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    limiter
+        .check(key)
+        .map_err(|wait| rate_limited(wait, "too many refused joins"))?;
+    let result = attempt.await;
+    if let Err(err) = &result
+        && is_probe(err.code)
+    {
+        // Already refused: whether this empties the bucket only matters to the next attempt.
+        let _ = limiter.take(key);
+    }
+    result
+}
+
+/// Refusals that say a guess was wrong; not those a rightful guest can meet (a full room, a
+/// database that is away).
+fn is_probe(code: ErrorCode) -> bool {
+    use ErrorCode::*;
+    matches!(
+        code,
+        RoomNotFound
+            | BadRoomId
+            | InviteRequired
+            | InviteInvalid
+            | InviteExpired
+            | InviteRevoked
+            | InviteUsedUp
+            | RoomLocked
+            | Kicked
+    )
+}
+
+/// A `rate_limited` answer saying when to come back.
+pub fn rate_limited(wait: Duration, what: &str) -> ApiError {
+    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+    ApiError {
+        retry_after_ms: Some(ms),
+        ..ApiError::new(
+            ErrorCode::RateLimited,
+            format!("{what} from here; try again in {} s", ms.div_ceil(1000)),
+        )
+    }
+}
+
+/// The address a request comes from: the peer, or, when the peer is one of `trusted_proxies`,
+/// the last address in `X-Forwarded-For` that is not one of them (earlier entries are whatever
+/// the client claimed). `None` only for a request without a peer (never over TCP).
+pub fn client_ip(req: &HttpRequest, trusted_proxies: &[IpNet]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|n| n.contains(ip));
+    if !trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|part| part.trim().parse().ok())
+        .collect();
+    Some(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !trusted(ip))
+            .unwrap_or(peer),
+    )
+}
+
+/// The limiter key of an address: IPv6 clients get a whole /64 each, as one host usually does.
+pub fn address_key(ip: Option<IpAddr>) -> String {
+    match ip.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(ip) => ip.to_string(),
+        None => "unknown".to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_gets_its_budget_then_waits_and_others_are_unaffected() {
+        let limiter = KeyedLimiter::new(3);
+        for _ in 0..3 {
+            assert!(limiter.check("a").is_ok());
+            limiter.take("a").unwrap();
+        }
+        let wait = limiter.take("a").unwrap_err();
+        // One token comes back every 20 s at 3 a minute.
+        assert!(wait > Duration::from_secs(19) && wait <= Duration::from_secs(20));
+        assert!(limiter.check("a").is_err());
+        assert!(limiter.take("b").is_ok());
+    }
+
+    #[test]
+    fn refilled_buckets_are_dropped_past_the_key_limit() {
+        let limiter = KeyedLimiter::new(60);
+        {
+            let mut buckets = limiter.buckets.lock().unwrap();
+            let long_ago = Instant::now() - Duration::from_secs(120);
+            for i in 0..MAX_KEYS {
+                buckets.insert(
+                    i.to_string(),
+                    Bucket {
+                        tokens: 0.0,
+                        at: long_ago,
+                    },
+                );
+            }
+        }
+        limiter.take("new").unwrap();
+        assert_eq!(limiter.buckets.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_64() {
+        let a = address_key(Some("2001:db8:1:2:aaaa::1".parse().unwrap()));
+        let b = address_key(Some("2001:db8:1:2:bbbb::2".parse().unwrap()));
+        assert_eq!(a, b);
+        assert_eq!(
+            address_key(Some("::ffff:10.0.0.1".parse().unwrap())),
+            "10.0.0.1"
+        );
+    }
+}
