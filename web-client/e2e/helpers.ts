@@ -147,9 +147,18 @@ export async function diagnostics(p: Participant): Promise<string> {
  * embedded cluster that the Playwright config started; null when the server is external.
  */
 export function eventContents(): string[] | null {
+  return query('select content::text from events order by room_id, seq');
+}
+
+/** Every display name the server holds (sessions and room_members); null when the server is external. */
+export function registeredNames(): string[] | null {
+  return query('select display_name from sessions union all select display_name from room_members');
+}
+
+function query(sql: string): string[] | null {
   const dataDir = process.env.CONFAB_E2E_DATA_DIR;
   if (!dataDir || process.env.CONFAB_URL) return null;
   const url = `postgresql://confab@localhost/confab?host=${join(dataDir, 'postgres', 'run')}`;
-  const out = execFileSync('psql', [url, '-Atc', 'select content::text from events order by room_id, seq'], { encoding: 'utf8' });
+  const out = execFileSync('psql', [url, '-Atc', sql], { encoding: 'utf8' });
   return out.split('\n').filter((l) => l !== '');
 }

@@ -9,6 +9,7 @@ import {
   createRoom,
   diagnostics,
   eventContents,
+  registeredNames,
   sentPlaintexts,
   inRoom,
   inviteLink,
@@ -184,6 +185,11 @@ test('the database holds no plaintext of any chat message the tests sent', async
   // long enough that a chance match is out of the question.
   expect(sentPlaintexts.filter((p) => p.length < 10)).toEqual([]);
   for (const plain of sentPlaintexts) expect(stored, `plaintext ${JSON.stringify(plain)} is in the events table`).not.toContain(plain);
+
+  // The names people typed go to peers encrypted; the server only ever got neutral labels.
+  const names = registeredNames()!;
+  expect(names.length).toBeGreaterThan(1);
+  for (const name of names) expect(name).toMatch(/^Guest [0-9a-f]{4}$/);
 });
 
 test('RNNoise on the microphone: it loads offline and the peer hears the processed track', async ({ browser }) => {
