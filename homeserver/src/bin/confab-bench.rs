@@ -8,6 +8,8 @@
 //! confab-bench signal [--rooms 100] [--clients 8] [--secs 10]   # signaling relay, closed loop
 //! confab-bench chat   [--rooms 100] [--clients 8] [--secs 10] [--rate 0]  # persisted chat
 //! confab-bench idle   [--conns 10000]                            # memory of idle connections
+//! confab-bench soak   [--minutes 10] [--rate 4000] [--rooms 100] [--clients 8]
+//!                     # open-loop chat at about half the closed-loop capacity, a line a minute
 //! confab-bench federation [--rooms 100] [--window 8] [--secs 10] [--rate 0]
 //!                     # chat from users of B to users of A in rooms on B, through signed
 //!                     # transactions; closed loop (`--window` in flight per room) or open loop
@@ -70,6 +72,15 @@ fn main() -> anyhow::Result<()> {
                 chat_bench(rooms as usize, clients as usize, secs, rate).await
             }
             "idle" => idle_bench(opt("conns", 10_000) as usize).await,
+            "soak" => {
+                soak_bench(
+                    opt("minutes", 10),
+                    opt("rate", 4_000),
+                    opt("rooms", 100) as usize,
+                    opt("clients", 8) as usize,
+                )
+                .await
+            }
             "federation" => {
                 federation_bench(
                     opt("rooms", 100) as usize,
@@ -432,6 +443,18 @@ impl Samples {
         }
     }
 
+    /// Takes the samples so far, leaving none.
+    fn take(&self) -> Samples {
+        let taken = self
+            .micros
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
+        Samples {
+            micros: std::sync::Mutex::new(taken),
+        }
+    }
+
     fn percentiles(&self) -> (f64, f64, f64, usize) {
         let mut v = self.micros.lock().map(|v| v.clone()).unwrap_or_default();
         v.sort_unstable();
@@ -699,120 +722,209 @@ async fn chat_bench(rooms: usize, clients: usize, secs: u64, rate: u64) -> anyho
         "\n== persisted chat: {rooms} rooms x {clients} clients, {PAYLOAD}-byte ciphertexts, {mode}, {secs} s =="
     );
     let server = start_confab(&[]).await?;
-    let setup = setup_rooms(server.addr, rooms, clients).await;
-    let window = Arc::new(Window {
-        measuring: AtomicBool::new(false),
-        messages: AtomicU64::new(0),
-    });
-    let delivered = Arc::new(AtomicU64::new(0));
-    let samples = Arc::new(Samples::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let per_client = if rate == 0 {
-        0.0
-    } else {
-        rate as f64 / (rooms * clients) as f64
-    };
-    let mut tasks = Vec::new();
-    for (room_id, members) in &setup {
-        for m in members {
-            let ws = confab_client(server.addr, m, Some(room_id)).await;
-            let (window, samples, stop, delivered) = (
-                window.clone(),
-                samples.clone(),
-                stop.clone(),
-                delivered.clone(),
-            );
-            let room_id = room_id.clone();
-            let my_user = m.user_id.clone();
-            tasks.push(tokio::spawn(async move {
-                let (sink, mut stream) = ws.split();
-                let sink = Arc::new(Mutex::new(sink));
-                let sent_at: Arc<std::sync::Mutex<HashMap<u64, Instant>>> = Arc::default();
-                let ciphertext = "c".repeat(PAYLOAD);
-                let send = {
-                    let (sink, sent_at, room_id) = (sink.clone(), sent_at.clone(), room_id.clone());
-                    move |id: u64| {
-                        let (sink, sent_at, room_id, ciphertext) = (sink.clone(), sent_at.clone(), room_id.clone(), ciphertext.clone());
-                        async move {
-                            if let Ok(mut s) = sent_at.lock() {
-                                s.insert(id, Instant::now());
-                            }
-                            let msg = json!({"type": "chat", "id": id, "room_id": room_id, "kind": "text", "ciphertext": ciphertext});
-                            let _ = sink.lock().await.send(Message::text(msg.to_string())).await;
-                        }
-                    }
-                };
-                let mut next_id = 10u64;
-                if per_client > 0.0 {
-                    // Open loop: a steady rate, independent of the acks; spread the clients' phases.
-                    let period = Duration::from_secs_f64(1.0 / per_client);
-                    let send = send.clone();
-                    let stop = stop.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(period.mul_f64(rand::random::<f64>())).await;
-                        let mut tick = tokio::time::interval(period);
-                        let mut id = 1_000_000u64;
-                        while !stop.load(Ordering::Acquire) {
-                            tick.tick().await;
-                            id += 1;
-                            send(id).await;
-                        }
-                    });
-                } else {
-                    send(next_id).await;
-                }
-                while let Some(Ok(msg)) = stream.next().await {
-                    if stop.load(Ordering::Acquire) {
-                        break;
-                    }
-                    let Message::Text(text) = msg else { continue };
-                    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                    match v["type"].as_str() {
-                        Some("ack") => {
-                            let id = v["id"].as_u64().unwrap_or(0);
-                            let t = sent_at.lock().ok().and_then(|mut s| s.remove(&id));
-                            if window.measuring.load(Ordering::Acquire) {
-                                window.messages.fetch_add(1, Ordering::Relaxed);
-                                if let Some(t) = t {
-                                    samples.push(t.elapsed());
-                                }
-                            }
-                            if per_client == 0.0 {
-                                next_id += 1;
-                                send(next_id).await;
-                            }
-                        }
-                        Some("event")
-                            if v["sender"] != my_user.as_str()
-                                && window.measuring.load(Ordering::Acquire) =>
-                        {
-                            delivered.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Some("error") => eprintln!("error: {v}"),
-                        _ => {}
-                    }
-                }
-            }));
-        }
-    }
-    let (elapsed, cpu) = measure(&server, &window, secs).await;
-    stop.store(true, Ordering::Release);
+    let load = ChatLoad::start(server.addr, rooms, clients, rate).await;
+    let (elapsed, cpu) = measure(&server, &load.window, secs).await;
     let rss = server.rss_bytes();
+    load.stop();
     drop(server);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
-    let f = figures(&window, &samples, elapsed, cpu, rss);
+    let f = figures(&load.window, &load.samples, elapsed, cpu, rss);
     println!(
         "    confab: {:>9.0} events/s committed and acked, {:.0} deliveries/s to other members  ack p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  ({} samples)  server CPU {:.1} us/event (Postgres not included)  RSS {:.0} MiB",
         f.rate,
-        delivered.load(Ordering::Relaxed) as f64 / elapsed,
+        load.delivered.load(Ordering::Relaxed) as f64 / elapsed,
         f.p50,
         f.p99,
         f.p999,
         f.samples,
         f.cpu_us_per_msg,
         f.rss_mib
+    );
+    Ok(())
+}
+
+/// Chat traffic from `clients` members in each of `rooms` rooms: closed loop (each sends its
+/// next message on the ack of the last) when `rate` is 0, else an open loop of `rate` events/s
+/// in all.
+struct ChatLoad {
+    window: Arc<Window>,
+    samples: Arc<Samples>,
+    delivered: Arc<AtomicU64>,
+    /// Error replies from the server.
+    errors: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ChatLoad {
+    async fn start(addr: SocketAddr, rooms: usize, clients: usize, rate: u64) -> Self {
+        let setup = setup_rooms(addr, rooms, clients).await;
+        let window = Arc::new(Window {
+            measuring: AtomicBool::new(false),
+            messages: AtomicU64::new(0),
+        });
+        let delivered = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let samples = Arc::new(Samples::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let per_client = if rate == 0 {
+            0.0
+        } else {
+            rate as f64 / (rooms * clients) as f64
+        };
+        let mut tasks = Vec::new();
+        for (room_id, members) in &setup {
+            for m in members {
+                let ws = confab_client(addr, m, Some(room_id)).await;
+                let (window, samples, stop, delivered, errors) = (
+                    window.clone(),
+                    samples.clone(),
+                    stop.clone(),
+                    delivered.clone(),
+                    errors.clone(),
+                );
+                let room_id = room_id.clone();
+                let my_user = m.user_id.clone();
+                tasks.push(tokio::spawn(async move {
+                    let (sink, mut stream) = ws.split();
+                    let sink = Arc::new(Mutex::new(sink));
+                    let sent_at: Arc<std::sync::Mutex<HashMap<u64, Instant>>> = Arc::default();
+                    let ciphertext = "c".repeat(PAYLOAD);
+                    let send = {
+                        let (sink, sent_at, room_id) = (sink.clone(), sent_at.clone(), room_id.clone());
+                        move |id: u64| {
+                            let (sink, sent_at, room_id, ciphertext) = (sink.clone(), sent_at.clone(), room_id.clone(), ciphertext.clone());
+                            async move {
+                                if let Ok(mut s) = sent_at.lock() {
+                                    s.insert(id, Instant::now());
+                                }
+                                let msg = json!({"type": "chat", "id": id, "room_id": room_id, "kind": "text", "ciphertext": ciphertext});
+                                let _ = sink.lock().await.send(Message::text(msg.to_string())).await;
+                            }
+                        }
+                    };
+                    let mut next_id = 10u64;
+                    if per_client > 0.0 {
+                        // Open loop: a steady rate, independent of the acks; spread the clients' phases.
+                        let period = Duration::from_secs_f64(1.0 / per_client);
+                        let send = send.clone();
+                        let stop = stop.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(period.mul_f64(rand::random::<f64>())).await;
+                            let mut tick = tokio::time::interval(period);
+                            let mut id = 1_000_000u64;
+                            while !stop.load(Ordering::Acquire) {
+                                tick.tick().await;
+                                id += 1;
+                                send(id).await;
+                            }
+                        });
+                    } else {
+                        send(next_id).await;
+                    }
+                    while let Some(Ok(msg)) = stream.next().await {
+                        if stop.load(Ordering::Acquire) {
+                            break;
+                        }
+                        let Message::Text(text) = msg else { continue };
+                        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                        match v["type"].as_str() {
+                            Some("ack") => {
+                                let id = v["id"].as_u64().unwrap_or(0);
+                                let t = sent_at.lock().ok().and_then(|mut s| s.remove(&id));
+                                if window.measuring.load(Ordering::Acquire) {
+                                    window.messages.fetch_add(1, Ordering::Relaxed);
+                                    if let Some(t) = t {
+                                        samples.push(t.elapsed());
+                                    }
+                                }
+                                if per_client == 0.0 {
+                                    next_id += 1;
+                                    send(next_id).await;
+                                }
+                            }
+                            Some("event")
+                                if v["sender"] != my_user.as_str()
+                                    && window.measuring.load(Ordering::Acquire) =>
+                            {
+                                delivered.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Some("error") => {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                                eprintln!("error: {v}");
+                            }
+                            _ => {}
+                        }
+                    }
+                }));
+            }
+        }
+        Self {
+            window,
+            samples,
+            delivered,
+            errors,
+            stop,
+            tasks,
+        }
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for ChatLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The soak: open-loop chat at `rate` events/s for `minutes`, with a line a minute (events,
+/// errors, ack latency, server memory) and a verdict on memory growth and latency drift.
+async fn soak_bench(minutes: u64, rate: u64, rooms: usize, clients: usize) -> anyhow::Result<()> {
+    println!(
+        "\n== soak: persisted chat, open loop at {rate} events/s, {rooms} rooms x {clients} clients, {minutes} min =="
+    );
+    let server = start_confab(&[]).await?;
+    let load = ChatLoad::start(server.addr, rooms, clients, rate).await;
+    // Warm-up: caches, pools and allocator arenas reach their working size.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    load.window.measuring.store(true, Ordering::Release);
+    let mut rows = Vec::new();
+    for minute in 1..=minutes {
+        let cpu0 = server.cpu_seconds();
+        let errors0 = load.errors.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let events = load.window.messages.swap(0, Ordering::Relaxed);
+        let samples = load.samples.take();
+        let (p50, p99, p999, _) = samples.percentiles();
+        let errors = load.errors.load(Ordering::Relaxed) - errors0;
+        let rss = server.rss_bytes() as f64 / (1024.0 * 1024.0);
+        let cpu = (server.cpu_seconds() - cpu0) / 60.0 * 100.0;
+        println!(
+            "    minute {minute:>3}: {:>7.0} events/s acked  errors {errors}  ack p50 {p50:.2} ms  p99 {p99:.2} ms  p99.9 {p999:.2} ms  server RSS {rss:.1} MiB  CPU {cpu:.0}%",
+            events as f64 / 60.0
+        );
+        rows.push((events, errors, p99, rss));
+    }
+    load.stop();
+    drop(server);
+    let total: u64 = rows.iter().map(|r| r.0).sum();
+    let errors: u64 = rows.iter().map(|r| r.1).sum();
+    let (first_rss, last_rss) = (
+        rows.first().map_or(0.0, |r| r.3),
+        rows.last().map_or(0.0, |r| r.3),
+    );
+    let p99s: Vec<f64> = rows.iter().map(|r| r.2).collect();
+    let (lo, hi) = p99s
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), &p| (lo.min(p), hi.max(p)));
+    println!(
+        "    soak: {total} events acked, {errors} errors; server RSS {first_rss:.1} MiB after minute 1, {last_rss:.1} MiB after minute {minutes} ({:+.1} MiB); per-minute p99 between {lo:.2} and {hi:.2} ms",
+        last_rss - first_rss
     );
     Ok(())
 }
