@@ -124,12 +124,21 @@ pub struct Running {
     pub state: Arc<AppState>,
 }
 
-/// Content-Security-Policy of the web client: only this origin, WebSocket to it, media and
-/// images from blobs (files received peer to peer), nothing inline but styles.
-const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
-    style-src 'self' 'unsafe-inline'; img-src 'self' blob: data:; media-src 'self' blob:; \
-    connect-src 'self' ws: wss:; worker-src 'self' blob:; object-src 'none'; \
-    base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+/// Content-Security-Policy of the web client: only this origin, and the WebSocket at
+/// `public_url` (named, since not every browser counts ws: as 'self'); media and images from
+/// blobs (files received peer to peer); nothing inline but styles.
+fn content_security_policy(public_url: &str) -> String {
+    let socket = public_url
+        .trim_end_matches('/')
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
+    format!(
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+         style-src 'self' 'unsafe-inline'; img-src 'self' blob: data:; media-src 'self' blob:; \
+         connect-src 'self' {socket}; worker-src 'self' blob:; object-src 'none'; \
+         base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    )
+}
 
 /// Builds the HTTP server on `listener` (HTTPS when `server.tls_cert_file` is set) and starts
 /// the sweeper; the caller awaits `server`.
@@ -141,6 +150,7 @@ pub fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Running> 
     let serve_web = web_dir.join("index.html").is_file();
     let body_limit = state.settings.server.max_body_bytes;
     let metrics = state.metrics.clone();
+    let csp = content_security_policy(&state.settings.server.public_url);
     let server = HttpServer::new(move || {
         let metrics = metrics.clone();
         let mut app = App::new()
@@ -158,7 +168,7 @@ pub fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Running> 
                     .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
                     .add((header::REFERRER_POLICY, "no-referrer"))
                     .add((header::X_FRAME_OPTIONS, "DENY"))
-                    .add((header::CONTENT_SECURITY_POLICY, CSP))
+                    .add((header::CONTENT_SECURITY_POLICY, csp.as_str()))
                     .add((
                         "Permissions-Policy",
                         "camera=(self), microphone=(self), display-capture=(self)",

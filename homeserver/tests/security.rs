@@ -262,6 +262,16 @@ async fn every_answer_carries_the_security_headers() {
             .find(|d| d.trim().starts_with("script-src"))
             .unwrap();
         assert!(!scripts.contains("unsafe-inline") && !scripts.contains("'unsafe-eval'"));
+        // Sockets only to this server, not to any ws: host (a way out for stolen data).
+        let connect = csp
+            .split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with("connect-src"))
+            .unwrap();
+        assert_eq!(
+            connect,
+            format!("connect-src 'self' ws://127.0.0.1:{}", s.port)
+        );
         assert_eq!(header("x-content-type-options"), "nosniff");
         assert_eq!(header("x-frame-options"), "DENY");
         assert_eq!(header("referrer-policy"), "no-referrer");
