@@ -227,6 +227,10 @@ pub fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Running> 
     .run();
     let handle = server.handle();
     tokio::spawn(sweeper(state.clone()));
+    tokio::spawn(crate::federation::rooms::presence_lease(
+        Arc::downgrade(&state),
+        state.settings.federation.presence_lease,
+    ));
     Ok(Running {
         handle,
         server,

@@ -182,6 +182,9 @@ pub struct FederationSettings {
     pub retry_cap: Duration,
     /// Ephemeral events (typing, signaling) held per destination waiting to be sent.
     pub ephemeral_queue: usize,
+    /// How long a device connected through another server counts without being confirmed.
+    #[serde(with = "humantime_serde")]
+    pub presence_lease: Duration,
 }
 
 /// `[admin]`: the admin API and `confab admin`.
@@ -376,6 +379,9 @@ impl Settings {
                 "federation.retry_cap",
                 "must be at least federation.retry_base",
             );
+        }
+        if self.federation.presence_lease < Duration::from_millis(300) {
+            return invalid("federation.presence_lease", "must be at least 300ms");
         }
         if self.federation.ephemeral_queue == 0 {
             return invalid("federation.ephemeral_queue", "must be at least 1");

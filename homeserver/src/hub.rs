@@ -149,6 +149,8 @@ struct RemoteDevice {
     /// The homeserver it is connected to: its user's.
     server: String,
     display_name: Arc<str>,
+    /// When its server last said it is connected (on the origin, which expires silent ones).
+    seen: std::time::Instant,
 }
 
 /// Devices connected through other homeservers, by user, then device.
@@ -993,6 +995,7 @@ impl RoomHub {
                         RemoteDevice {
                             server,
                             display_name: device.display_name.as_str().into(),
+                            seen: std::time::Instant::now(),
                         },
                     )
                     .is_none()
@@ -1036,6 +1039,84 @@ impl RoomHub {
         Ok(self.connected_devices(room_id))
     }
 
+    /// On the origin, takes off every remote device its server has not confirmed for `lease`:
+    /// an offline notice lost on the way, or a server that restarted or went away, must not
+    /// leave a ghost that holds a place in the room and keeps it from expiring. Returns how many.
+    pub async fn expire_remote_devices(&self, lease: std::time::Duration) -> usize {
+        let rooms: Vec<Arc<LiveRoom>> = self
+            .inner
+            .rooms
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|r| r.origin_is_self)
+            .cloned()
+            .collect();
+        let mut expired = 0;
+        for live in rooms {
+            let stale: Vec<(String, ConnectedDevice)> = live
+                .remote()
+                .iter()
+                .flat_map(|(user, devices)| {
+                    devices
+                        .iter()
+                        .filter(|(_, r)| r.seen.elapsed() > lease)
+                        .map(move |(device, r)| {
+                            (
+                                r.server.clone(),
+                                ConnectedDevice {
+                                    user_id: user.clone(),
+                                    device_id: device.clone(),
+                                    display_name: r.display_name.to_string(),
+                                },
+                            )
+                        })
+                })
+                .collect();
+            for (server, device) in stale {
+                tracing::info!(room = %live.room_id, user = %device.user_id, device = %device.device_id, %server, "remote device not confirmed in time; taken off");
+                // The same path as its server saying it left; a room already gone has no ghost.
+                if self
+                    .remote_presence(&live.room_id, &server, &device, false, false)
+                    .await
+                    .is_ok()
+                {
+                    expired += 1;
+                }
+            }
+        }
+        expired
+    }
+
+    /// On a replica, this server's own devices in each room, to confirm them to the origin.
+    pub fn replica_devices(&self) -> Vec<(String, Identity)> {
+        let rooms: Vec<Arc<LiveRoom>> = self
+            .inner
+            .rooms
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|r| !r.origin_is_self && !r.closed.load(Ordering::Acquire))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for live in rooms {
+            for (user, devices) in live.subs().iter() {
+                for (device, sub) in devices {
+                    out.push((
+                        live.room_id.to_string(),
+                        Identity {
+                            user_id: user.clone(),
+                            device_id: device.clone(),
+                            display_name: sub.display_name.to_string(),
+                        },
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// On a replica, replaces what it knows of devices connected through other servers with the
     /// origin's list (`ours` are this server's own devices, which it knows better), telling the
     /// local subscribers what changed.
@@ -1054,6 +1135,7 @@ impl RoomHub {
                 RemoteDevice {
                     server: server.to_owned(),
                     display_name: d.display_name.as_str().into(),
+                    seen: std::time::Instant::now(),
                 },
             );
         }

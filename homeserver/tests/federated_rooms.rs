@@ -487,3 +487,63 @@ async fn servers_act_only_for_their_own_users_and_rooms() {
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["code"], "federation_denied");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_devices_count_only_while_their_server_confirms_them() {
+    // Devices are confirmed every 300 ms and taken off after 900 ms without confirmation.
+    let lease = [("CONFAB__FEDERATION__PRESENCE_LEASE", "900ms")];
+    let (a, b) = tokio::join!(federating(&lease), federating(&lease));
+    let host = b.guest("Host").await;
+    let room = b.room(&host).await;
+    let alice = a.guest("Alice").await;
+    let invite = b.invite(&host, &room, json!({})).await;
+    let (status, summary) = join_remote(&a, &alice, &room, &invite["token"]).await;
+    assert_eq!(status, 200, "{summary}");
+    let (mut hw, _) = WsClient::joined(&b, &host, &room, 0).await;
+    let (_aw, _) = WsClient::joined(&a, &alice, &room, 0).await;
+    hw.wait_for(|m| {
+        m["type"] == "presence" && m["device_id"] == alice.device_id && m["online"] == true
+    })
+    .await;
+
+    // A says, signed, that Alice has two more devices, and then never confirms them: as if
+    // their offline notices were lost, or A restarted without them.
+    for ghost in ["GHOST1", "GHOST2"] {
+        let answer = a
+            .state
+            .federation
+            .client
+            .request(
+                &b.server_name(),
+                Method::POST,
+                &format!("/_confab/federation/v1/rooms/{room}/presence"),
+                Some(&json!({
+                    "user_id": alice.user_id, "device_id": ghost,
+                    "display_name": "Guest 0001", "online": true,
+                })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        hw.wait_for(|m| m["type"] == "presence" && m["device_id"] == ghost && m["online"] == true)
+            .await;
+        // B takes it off by itself once the lease runs out.
+        hw.wait_for(|m| m["type"] == "presence" && m["device_id"] == ghost && m["online"] == false)
+            .await;
+    }
+    // By now more than a lease has passed since Alice's real device was first announced: it
+    // stayed because A kept confirming it, and nobody was told it left.
+    assert!(
+        !hw.pending
+            .iter()
+            .any(|m| m["type"] == "presence" && m["device_id"] == alice.device_id),
+        "{:?}",
+        hw.pending
+    );
+    let connected = b.state.hub.connected_devices(&room);
+    assert!(
+        connected.iter().any(|d| d.device_id == alice.device_id),
+        "{connected:?}"
+    );
+    assert!(!connected.iter().any(|d| d.device_id.starts_with("GHOST")));
+}

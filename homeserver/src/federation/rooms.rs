@@ -667,6 +667,38 @@ pub async fn announce(state: &AppState, room_id: &RoomId, who: &Identity) -> Res
     Ok(())
 }
 
+/// Keeps the lists of devices connected through other servers true both ways, every third of
+/// `federation.presence_lease`: the origin takes off remote devices not confirmed within the
+/// lease, and a replica confirms each of its own connected devices to the origin (whose answer
+/// also refreshes the replica's list of everyone else). Ends when the server's state is gone.
+pub async fn presence_lease(state: std::sync::Weak<AppState>, lease: std::time::Duration) {
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(state) = state.upgrade() else {
+            return;
+        };
+        state.hub.expire_remote_devices(lease).await;
+        let confirmations = state
+            .hub
+            .replica_devices()
+            .into_iter()
+            .filter_map(|(room, who)| Some((RoomId::parse(&room).ok()?, who)))
+            .map(|(room_id, who)| {
+                let state = state.clone();
+                async move {
+                    if let Err(err) = announce(&state, &room_id, &who).await {
+                        // The origin may be down; the next round tries again.
+                        tracing::debug!(room = %room_id, user = %who.user_id, error = %err.reason, "device not confirmed to the origin");
+                    }
+                }
+            });
+        // Concurrently: one unreachable origin must not hold back the others past the lease.
+        futures_util::future::join_all(confirmations).await;
+    }
+}
+
 struct Forward {
     item: SendItem,
     reply: oneshot::Sender<Result<(i64, i64), ApiError>>,
