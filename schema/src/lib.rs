@@ -52,11 +52,22 @@ impl DbError {
     }
 }
 
-/// Builds a connection pool of at most `max_size` connections for `url`.
-pub fn build_pool(url: &str, max_size: usize) -> Result<DbPool, DbError> {
+/// Builds a connection pool of at most `max_size` connections for `url`. Waiting for a free
+/// connection, opening one and checking an idle one each give up after `timeout`, so that with
+/// the database away (or the pool exhausted) callers get [`DbError::Unavailable`] promptly
+/// instead of waiting for as long as it takes.
+pub fn build_pool(
+    url: &str,
+    max_size: usize,
+    timeout: std::time::Duration,
+) -> Result<DbPool, DbError> {
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
     Pool::builder(manager)
         .max_size(max_size)
+        .runtime(deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
         .build()
         .map_err(|e| DbError::Config(e.to_string()))
 }
