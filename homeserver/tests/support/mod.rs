@@ -404,6 +404,48 @@ impl WsClient {
         }
     }
 
+    /// Connects to any WebSocket URL (a server in another process, say).
+    pub async fn connect_url(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Self {
+            ws,
+            next_id: 1,
+            pending: Default::default(),
+        }
+    }
+
+    /// Connects through a socket with a tiny kernel receive buffer, so that a client that stops
+    /// reading makes the server's queue fill after a known number of bytes, not after whatever
+    /// loopback's autotuned buffers would absorb.
+    pub async fn connect_small_buffer(url: &str) -> Self {
+        let addr = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+        Self {
+            ws,
+            next_id: 1,
+            pending: Default::default(),
+        }
+    }
+
+    /// Authenticates a connected client.
+    pub async fn auth(&mut self, guest: &Guest) {
+        let reply = self
+            .request(json!({"type": "auth", "token": guest.token}))
+            .await;
+        assert_eq!(reply["type"], "ack", "{reply}");
+    }
+
     /// Connects and authenticates.
     pub async fn authed(server: &TestServer, guest: &Guest) -> Self {
         let mut c = Self::connect(server).await;
