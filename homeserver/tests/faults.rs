@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 use support::{Guest, PATIENCE, TestServer, WsClient};
@@ -66,9 +66,10 @@ async fn a_client_that_stops_reading_is_dropped_and_resumes_without_slowing_the_
         .await;
     let slow_device = g[2].device_id.clone();
 
-    // The healthy reader reads on its own task, reports when the slow one leaves the room, and
-    // stops at the end marker.
-    let (offline_tx, mut offline_rx) = tokio::sync::mpsc::unbounded_channel();
+    // The healthy reader reads on its own task and reports what it sees. The sender waits for
+    // it to see each message before sending the next, so that on a loaded machine it is never
+    // the reader that falls a queue behind: only the client that stopped reading can.
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
     let reading = tokio::spawn(async move {
         let mut chats = Vec::new();
         loop {
@@ -77,10 +78,11 @@ async fn a_client_that_stops_reading_is_dropped_and_resumes_without_slowing_the_
                 && m["device_id"] == slow_device.as_str()
                 && m["online"] == false
             {
-                offline_tx.send(()).unwrap();
+                seen_tx.send(None).unwrap();
             }
             if is_chat(&m) {
                 let end = m["content"]["ciphertext"] == "end";
+                seen_tx.send(m["seq"].as_i64()).unwrap();
                 chats.push(m);
                 if end {
                     return chats;
@@ -88,6 +90,21 @@ async fn a_client_that_stops_reading_is_dropped_and_resumes_without_slowing_the_
             }
         }
     });
+    let mut dropped = false;
+    let mut sent_and_seen = async |ciphertext: &str, dropped: &mut bool| -> i64 {
+        let ack = sender.chat(&room, ciphertext).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        let seq = ack["result"]["seq"].as_i64().unwrap();
+        loop {
+            match tokio::time::timeout(PATIENCE, seen_rx.recv()).await {
+                Err(_) => panic!("the healthy reader did not get message {seq} in {PATIENCE:?}"),
+                Ok(None) => panic!("the healthy reader stopped"),
+                Ok(Some(None)) => *dropped = true,
+                Ok(Some(Some(got))) if got == seq => return seq,
+                Ok(Some(Some(got))) => panic!("the healthy reader got {got}, expected {seq}"),
+            }
+        }
+    };
 
     // Bytes the slow client's path can hold before the server's queue fills: the kernel's
     // buffers, actix-ws's channel of 32 frames, the queue and one frame in hand, with margin.
@@ -96,26 +113,21 @@ async fn a_client_that_stops_reading_is_dropped_and_resumes_without_slowing_the_
     let filler = "x".repeat(CIPHERTEXT - 8);
     let mut acked = Vec::new();
     let started = Instant::now();
-    let mut dropped = false;
     for i in 0..bound {
-        if offline_rx.try_recv().is_ok() {
-            dropped = true;
+        if dropped {
             break;
         }
-        let ack = sender.chat(&room, &format!("{i:08}{filler}")).await;
-        assert_eq!(ack["type"], "ack", "{ack}");
-        acked.push(ack["result"]["seq"].as_i64().unwrap());
+        acked.push(sent_and_seen(&format!("{i:08}{filler}"), &mut dropped).await);
     }
     assert!(
         dropped,
         "the slow client was still in the room after {bound} messages of {frame} bytes"
     );
     let burst = started.elapsed();
-    let end = sender.chat(&room, "end").await;
-    acked.push(end["result"]["seq"].as_i64().unwrap());
+    acked.push(sent_and_seen("end", &mut dropped).await);
 
     // The others got everything, in order, once.
-    let got = tokio::time::timeout(PATIENCE * 3, reading)
+    let got = tokio::time::timeout(PATIENCE, reading)
         .await
         .expect("the reader got the end marker")
         .unwrap();
