@@ -6,8 +6,13 @@
 
 mod support;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use confab::federation::inbox::Inbound;
+use confab::federation::sender::SenderStats;
+use confab_federation::ids::ServerName;
+use confab_federation::transaction::Pdu;
+use confab_schema::queries;
 use serde_json::{Value, json};
 use support::{Guest, PATIENCE, TestServer, WsClient};
 
@@ -172,4 +177,183 @@ async fn a_client_that_stops_reading_is_dropped_and_resumes_without_slowing_the_
         acked.len() - 1,
         before.len()
     );
+}
+
+// ---- a federated peer that never returns --------------------------------------------------
+
+const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+
+/// Polls `check` until it holds, failing after [`PATIENCE`]: waiting on real state that has no
+/// notification (the sender's counters, the database).
+async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs `confab admin --server <s> <args>`, which must succeed; returns its stdout.
+async fn admin(s: &TestServer, args: &[&str]) -> String {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_confab"));
+    cmd.arg("admin")
+        .arg("--server")
+        .arg(&s.base)
+        .args(args)
+        .env("CONFAB_ADMIN_TOKEN", ADMIN_TOKEN)
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(PATIENCE, cmd.output())
+        .await
+        .expect("confab admin finished in time")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `confab admin federation peers --json`, the row of `peer`.
+async fn peer_row(s: &TestServer, peer: &ServerName) -> Value {
+    let all: Value =
+        serde_json::from_str(&admin(s, &["federation", "peers", "--json"]).await).unwrap();
+    all["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["server"] == peer.as_str())
+        .unwrap_or_else(|| panic!("{peer} is not listed: {all}"))
+        .clone()
+}
+
+fn pdu(n: usize) -> Pdu {
+    serde_json::from_value(json!({
+        "event_id": format!("$giveup{n}"),
+        "room_id": "!room:a.example",
+        "type": "confab.chat",
+        "content": {"ciphertext": format!("c{n}")},
+    }))
+    .unwrap()
+}
+
+async fn queued(server: &TestServer, destination: &ServerName) -> i64 {
+    let mut conn = confab_schema::connect(&server.state.pool).await.unwrap();
+    queries::count_outbound(&mut conn, destination.as_str())
+        .await
+        .unwrap()
+}
+
+/// The next PDU `server` received, failing after [`PATIENCE`].
+async fn next_pdu(server: &TestServer) -> Pdu {
+    let mut inbox = server.inbox.lock().await;
+    loop {
+        match tokio::time::timeout(PATIENCE, inbox.recv())
+            .await
+            .expect("no PDU arrived in time")
+            .unwrap()
+        {
+            Inbound::Pdu { pdu, .. } => return pdu,
+            Inbound::Edu { .. } => {}
+        }
+    }
+}
+
+/// Queues `n` PDUs numbered from `first` for `peer`, which is down, and waits until the sender
+/// gives up on it and drops them.
+async fn given_up(a: &TestServer, peer: &ServerName, first: usize, n: usize) {
+    let sender = &a.state.federation_sender;
+    let dropped = SenderStats::get(&sender.stats().pdus_dropped);
+    for i in first..first + n {
+        sender.enqueue_persistent(peer, pdu(i)).await.unwrap();
+    }
+    wait_until("the sender gives up on the peer", async || {
+        SenderStats::get(&sender.stats().pdus_dropped) >= dropped + n as u64
+    })
+    .await;
+    assert!(sender.is_given_up(peer));
+    assert_eq!(queued(a, peer).await, 0, "the queue was dropped");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_never_returns_is_given_up_and_taken_back() {
+    let a = TestServer::start_federating(&[
+        ("CONFAB__ADMIN__TOKEN", ADMIN_TOKEN),
+        ("CONFAB__FEDERATION__RETRY_BASE", "20ms"),
+        ("CONFAB__FEDERATION__RETRY_CAP", "100ms"),
+        ("CONFAB__FEDERATION__GIVE_UP_AFTER", "1s"),
+    ])
+    .await;
+    let b = TestServer::start_federating(&[]).await.stop_keeping().await;
+    let b_name = b.server_name();
+    let sender = &a.state.federation_sender;
+
+    // Down for longer than give_up_after: the queue is dropped, and counted.
+    let started = Instant::now();
+    given_up(&a, &b_name, 0, 30).await;
+    let gave_up_in = started.elapsed();
+    assert!(
+        gave_up_in >= Duration::from_secs(1),
+        "not before give_up_after: {gave_up_in:?}"
+    );
+    let row = peer_row(&a, &b_name).await;
+    assert_eq!(row["given_up"], true, "{row}");
+    assert_eq!(row["dropped"], 30, "{row}");
+    assert_eq!(row["queued"], 0, "{row}");
+    assert!(row["given_up_ts"].is_i64(), "{row}");
+    let table = admin(&a, &["federation", "peers"]).await;
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(b_name.as_str()))
+        .unwrap();
+    assert!(line.contains("given up "), "{table}");
+    assert!(table.lines().next().unwrap().contains("DROPPED"), "{table}");
+
+    // While given up the queue stays bounded: new events are counted, not queued.
+    for i in 30..40 {
+        sender.enqueue_persistent(&b_name, pdu(i)).await.unwrap();
+    }
+    assert_eq!(queued(&a, &b_name).await, 0);
+    let row = peer_row(&a, &b_name).await;
+    assert_eq!(row["dropped"], 40, "{row}");
+
+    // An operator's retry takes it back: what is queued next is delivered.
+    let b = b.start().await;
+    admin(&a, &["federation", "retry", b_name.as_str()]).await;
+    assert!(!sender.is_given_up(&b_name));
+    let row = peer_row(&a, &b_name).await;
+    assert_eq!(row["given_up"], false, "{row}");
+    sender.enqueue_persistent(&b_name, pdu(40)).await.unwrap();
+    assert_eq!(next_pdu(&b).await.event_id, "$giveup40");
+
+    // Given up again; this time the peer comes back by itself and says so with a request.
+    let b = b.stop_keeping().await;
+    given_up(&a, &b_name, 41, 5).await;
+    assert_eq!(peer_row(&a, &b_name).await["dropped"], 45);
+    let b = b.start().await;
+    let answer = b
+        .state
+        .federation
+        .client
+        .request(
+            &a.server_name(),
+            reqwest::Method::GET,
+            "/_confab/federation/v1/ping",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert!(
+        !sender.is_given_up(&b_name),
+        "a verified request takes it back"
+    );
+    sender.enqueue_persistent(&b_name, pdu(46)).await.unwrap();
+    assert_eq!(next_pdu(&b).await.event_id, "$giveup46");
+    let row = peer_row(&a, &b_name).await;
+    assert_eq!(
+        (row["given_up"].clone(), row["dropped"].clone()),
+        (json!(false), json!(45))
+    );
+    eprintln!("give up: after {gave_up_in:?} of failures (give_up_after 1s)");
 }
