@@ -8,13 +8,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use confab::embedded_pg::EmbeddedPostgres;
 use confab::federation::inbox::Inbound;
 use confab::federation::sender::SenderStats;
 use confab_federation::ids::ServerName;
 use confab_federation::transaction::Pdu;
 use confab_schema::queries;
 use serde_json::{Value, json};
-use support::{Guest, PATIENCE, TestServer, WsClient};
+use support::{Guest, PATIENCE, TestDb, TestServer, WsClient};
 
 fn is_chat(m: &Value) -> bool {
     m["type"] == "event" && m["content"]["type"] == "chat"
@@ -22,6 +23,15 @@ fn is_chat(m: &Value) -> bool {
 
 fn seqs(events: &[Value]) -> Vec<i64> {
     events.iter().map(|e| e["seq"].as_i64().unwrap()).collect()
+}
+
+/// The numbers of the next `n` chat events `c` receives.
+async fn chats(c: &mut WsClient, n: usize) -> Vec<i64> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        out.push(c.wait_for(is_chat).await["seq"].as_i64().unwrap());
+    }
+    out
 }
 
 async fn room_with(s: &TestServer, n: usize) -> (String, Vec<Guest>) {
@@ -356,4 +366,202 @@ async fn a_peer_that_never_returns_is_given_up_and_taken_back() {
         (json!(false), json!(45))
     );
     eprintln!("give up: after {gave_up_in:?} of failures (give_up_after 1s)");
+}
+
+// ---- Postgres restarted under traffic ----------------------------------------------------
+
+/// A Postgres cluster of the test's own, in a temporary folder, that it may stop and start.
+struct OwnCluster {
+    root: std::path::PathBuf,
+    pg: Option<EmbeddedPostgres>,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnCluster {
+    async fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("confab-faults-pg-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        // When the tests run as root, Postgres runs as an unprivileged user that must reach it.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = dir.path().join("pg");
+        let mut cluster = Self {
+            root,
+            pg: None,
+            _dir: dir,
+        };
+        cluster.up().await;
+        cluster
+    }
+
+    fn url(&self) -> String {
+        self.pg.as_ref().unwrap().url("{db}")
+    }
+
+    async fn up(&mut self) {
+        let root = self.root.clone();
+        let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&root, None, &[]))
+            .await
+            .unwrap()
+            .expect("start the test's own Postgres");
+        self.pg = Some(pg);
+    }
+
+    /// Fast shutdown: sessions are cut, everything committed is kept.
+    async fn down(&mut self) {
+        let pg = self.pg.take().unwrap();
+        tokio::task::spawn_blocking(move || pg.stop())
+            .await
+            .unwrap()
+            .expect("stop the test's own Postgres");
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        if let Some(pg) = self.pg.take() {
+            let _ = pg.stop();
+        }
+    }
+}
+
+/// Runs `call`, which must answer well within a hang's reach; returns its answer and duration.
+async fn promptly<T>(what: &str, call: impl Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let answer = tokio::time::timeout(PATIENCE, call)
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung for {PATIENCE:?}"));
+    (answer, started.elapsed())
+}
+
+fn assert_unavailable(what: &str, body: &Value) {
+    assert_eq!(body["code"], "unavailable", "{what}: {body}");
+    assert!(
+        body["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0),
+        "{what}: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restarted_under_traffic_costs_retryable_errors_and_nothing_acknowledged() {
+    let mut cluster = OwnCluster::start().await;
+    let db = TestDb::on_cluster(&cluster.url(), "confab").await;
+    let s = TestServer::start_on_database(db, &[("CONFAB__DATABASE__CONNECT_TIMEOUT", "1s")]).await;
+    let (room, g) = room_with(&s, 1).await;
+    let (mut a, _) = WsClient::joined(&s, &g[0], &room, 0).await;
+    let (mut b, _) = WsClient::joined(&s, &g[1], &room, 0).await;
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let ack = a.chat(&room, &format!("before-{i}")).await;
+        acked.push(ack["result"]["seq"].as_i64().unwrap());
+    }
+    assert_eq!(chats(&mut b, 20).await, acked);
+
+    let went_down = Instant::now();
+    cluster.down().await;
+
+    // The sockets stay open and answer what needs no database …
+    for c in [&mut a, &mut b] {
+        let (pong, _) = promptly("a ping", c.request(json!({"type": "ping"}))).await;
+        assert_eq!(pong["type"], "ack", "{pong}");
+    }
+    // … health says so at once …
+    let (res, took) = promptly("/health", s.http.get(format!("{}/health", s.base)).send()).await;
+    assert_eq!(res.unwrap().status(), 503);
+    let mut slowest = took;
+    // … and what needs it is refused promptly, with a retryable error.
+    let ((status, body), took) = promptly(
+        "GET /rooms/…",
+        s.get(&format!("/rooms/{room}"), &g[1].token),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_unavailable("GET /rooms/…", &body);
+    slowest = slowest.max(took);
+    let ((status, body), took) = promptly(
+        "POST /sessions",
+        s.call(
+            reqwest::Method::POST,
+            "/sessions",
+            None,
+            Some(json!({"display_name": "Late"})),
+        ),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_unavailable("POST /sessions", &body);
+    slowest = slowest.max(took);
+    let res = s
+        .http
+        .get(format!("{}/_confab/client/v1/rooms/{room}", s.base))
+        .bearer_auth(&g[1].token)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().contains_key("retry-after"));
+    for i in 0..3 {
+        let (reply, took) = promptly("a chat send", a.chat(&room, &format!("down-{i}"))).await;
+        assert_eq!(reply["type"], "error", "{reply}");
+        assert_unavailable("a chat send", &reply);
+        slowest = slowest.max(took);
+    }
+    assert!(
+        slowest < Duration::from_secs(5),
+        "answers while the database is away take at most about database.connect_timeout: {slowest:?}"
+    );
+
+    cluster.up().await;
+    let down_for = went_down.elapsed();
+    let came_back = Instant::now();
+
+    // The server recovers by itself: health, then chat, live to the other socket.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let res = s
+            .http
+            .get(format!("{}/health", s.base))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never healthy again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recovered_in = came_back.elapsed();
+    for i in 0..5 {
+        let ack = a.chat(&room, &format!("after-{i}")).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        acked.push(ack["result"]["seq"].as_i64().unwrap());
+    }
+    assert_eq!(chats(&mut b, 5).await, acked[20..], "live again, no gap");
+
+    // Everything acknowledged is in the log, once and in order; nothing refused is.
+    let (status, body) = s
+        .get(&format!("/rooms/{room}/events?since=0"), &g[1].token)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let chats: Vec<Value> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["content"]["type"] == "chat")
+        .cloned()
+        .collect();
+    assert_eq!(seqs(&chats), acked);
+    let texts: Vec<&str> = chats
+        .iter()
+        .map(|e| e["content"]["ciphertext"].as_str().unwrap())
+        .collect();
+    assert!(texts.iter().all(|t| !t.starts_with("down-")), "{texts:?}");
+    eprintln!(
+        "postgres restart: down for {down_for:?}, slowest answer meanwhile {slowest:?}, \
+         healthy {recovered_in:?} after it was back"
+    );
+    a.close().await;
+    b.close().await;
+    s.stop().await;
 }

@@ -116,6 +116,22 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// A new database `name` on another cluster (one a test owns, given as a URL template with
+    /// `{db}`), left empty for the server's migrations.
+    pub async fn on_cluster(cluster: &str, name: &str) -> Self {
+        let maintenance = cluster.replace("{db}", "postgres");
+        confab_schema::create_database(&maintenance, name, None)
+            .await
+            .unwrap();
+        Self {
+            url: cluster.replace("{db}", name),
+            name: name.to_owned(),
+            maintenance,
+        }
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let (maintenance, name) = (self.maintenance.clone(), self.name.clone());
@@ -183,6 +199,16 @@ impl TestServer {
             .collect();
         let data_dir = Arc::new(tempfile::tempdir().unwrap());
         Self::start_on(db, env, 0, data_dir).await
+    }
+
+    /// Starts a server on a database of the test's choosing, plus extra `CONFAB__…` settings.
+    pub async fn start_on_database(db: TestDb, env: &[(&str, &str)]) -> Self {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let data_dir = Arc::new(tempfile::tempdir().unwrap());
+        Self::start_on(Arc::new(db), env, 0, data_dir).await
     }
 
     /// Starts a server that federates over plain HTTP with servers on loopback, as the other
