@@ -565,3 +565,386 @@ async fn postgres_restarted_under_traffic_costs_retryable_errors_and_nothing_ack
     b.close().await;
     s.stop().await;
 }
+
+// ---- SIGKILL during a chat burst ----------------------------------------------------------
+
+/// `confab serve` as a process of its own, on a database of the shared test cluster; killed
+/// (SIGKILL) when dropped, so that a failing test leaves nothing running.
+struct ServeProcess {
+    child: std::process::Child,
+    base: String,
+}
+
+impl ServeProcess {
+    fn spawn(port: u16, data: &std::path::Path, database_url: &str) -> Self {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(data.join("serve.log"))
+            .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
+            .arg("serve")
+            .env("CONFAB__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("CONFAB__SERVER__NAME", format!("127.0.0.1:{port}"))
+            .env(
+                "CONFAB__SERVER__PUBLIC_URL",
+                format!("http://127.0.0.1:{port}"),
+            )
+            .env("CONFAB__SERVER__DATA_DIR", data)
+            .env("CONFAB__SERVER__WEB_CLIENT_DIR", "/nonexistent")
+            .env("CONFAB__DATABASE__URL", database_url)
+            .env("CONFAB__DATABASE__POOL_SIZE", "8")
+            .env("CONFAB__LIMITS__MESSAGES_PER_SECOND", "100000")
+            .env("CONFAB__LIMITS__MESSAGE_BURST", "100000")
+            .env("CONFAB__LIMITS__SEND_QUEUE_FRAMES", "8192")
+            .env("CONFAB__LOG__LEVEL", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Polls `/health` until the server and its database answer (bounded).
+    async fn healthy(&mut self, http: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(res) = http.get(format!("{}/health", self.base)).send().await
+                && res.status() == 200
+            {
+                return;
+            }
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "confab serve exited early"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "confab serve never became healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(!status.success(), "killed, not exited: {status:?}");
+    }
+
+    fn ws_url(&self) -> String {
+        format!("{}/_confab/client/v1/ws", self.base.replace("http", "ws"))
+    }
+
+    async fn call(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Value {
+        let mut req = http.request(method, format!("{}/_confab/client/v1{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+
+    /// Every event of the room, from its log.
+    async fn log(&self, http: &reqwest::Client, room: &str, token: &str) -> Vec<Value> {
+        let mut events: Vec<Value> = Vec::new();
+        loop {
+            let since = events.last().map_or(0, |e| e["seq"].as_i64().unwrap());
+            let page = self
+                .call(
+                    http,
+                    reqwest::Method::GET,
+                    &format!("/rooms/{room}/events?since={since}&limit=500"),
+                    Some(token),
+                    None,
+                )
+                .await;
+            let page = page["events"].as_array().unwrap().clone();
+            if page.is_empty() {
+                return events;
+            }
+            events.extend(page);
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What one client saw of the burst before the server died.
+#[derive(Default)]
+struct BurstRecord {
+    /// Ciphertexts sent, in order.
+    sent: Vec<String>,
+    /// Acknowledged: ciphertext and the number it got, in the order the acks came.
+    acked: Vec<(String, i64)>,
+    /// Every room event received, in order.
+    events: Vec<Value>,
+}
+
+/// Sends chat with request ids, keeping `WINDOW` unacknowledged, until the socket dies; reports
+/// each ack on `acks`.
+async fn burst(
+    mut c: WsClient,
+    room: String,
+    who: usize,
+    acks: tokio::sync::mpsc::UnboundedSender<()>,
+) -> BurstRecord {
+    const WINDOW: usize = 16;
+    // A bound on the loop, far beyond what is sent before the kill.
+    const MOST: usize = 100_000;
+    let mut record = BurstRecord::default();
+    let mut ids: std::collections::HashMap<u64, String> = Default::default();
+    async fn send(
+        c: &mut WsClient,
+        room: &str,
+        who: usize,
+        ids: &mut std::collections::HashMap<u64, String>,
+        record: &mut BurstRecord,
+    ) {
+        let text = format!("c{who}-{:06}", record.sent.len());
+        let id = 1_000 + record.sent.len() as u64;
+        ids.insert(id, text.clone());
+        c.send(
+            json!({"type": "chat", "id": id, "room_id": room, "kind": "text", "ciphertext": text}),
+        )
+        .await;
+        record.sent.push(text);
+    }
+    for _ in 0..WINDOW {
+        send(&mut c, &room, who, &mut ids, &mut record).await;
+    }
+    loop {
+        let msg = match c.next_raw().await {
+            Some(tokio_tungstenite::tungstenite::Message::Text(t)) => {
+                serde_json::from_str::<Value>(&t).unwrap()
+            }
+            Some(_) | None => return record,
+        };
+        match msg["type"].as_str() {
+            Some("ack") => {
+                let id = msg["id"].as_u64().unwrap();
+                let text = ids.get(&id).unwrap().clone();
+                record
+                    .acked
+                    .push((text, msg["result"]["seq"].as_i64().unwrap()));
+                let _ = acks.send(());
+                if record.sent.len() < MOST {
+                    send(&mut c, &room, who, &mut ids, &mut record).await;
+                }
+            }
+            Some("event") => record.events.push(msg),
+            Some("error") => panic!("client {who}: {msg}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_a_chat_burst_loses_nothing_acknowledged() {
+    const CLIENTS: usize = 4;
+    const ACKS_BEFORE_KILL: usize = 400;
+    let db = TestDb::new().await;
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let http = reqwest::Client::new();
+    let mut first = ServeProcess::spawn(port, data.path(), &db.url);
+    first.healthy(&http).await;
+
+    let mut tokens = Vec::new();
+    for i in 0..CLIENTS {
+        let session = first
+            .call(
+                &http,
+                reqwest::Method::POST,
+                "/sessions",
+                None,
+                Some(json!({"display_name": format!("Guest {i}")})),
+            )
+            .await;
+        tokens.push(session["access_token"].as_str().unwrap().to_owned());
+    }
+    let room = first
+        .call(
+            &http,
+            reqwest::Method::POST,
+            "/rooms",
+            Some(&tokens[0]),
+            Some(json!({})),
+        )
+        .await["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for token in &tokens[1..] {
+        let invite = first
+            .call(
+                &http,
+                reqwest::Method::POST,
+                &format!("/rooms/{room}/invites"),
+                Some(&tokens[0]),
+                Some(json!({})),
+            )
+            .await;
+        first
+            .call(
+                &http,
+                reqwest::Method::POST,
+                &format!("/rooms/{room}/join"),
+                Some(token),
+                Some(json!({"invite_token": invite["token"]})),
+            )
+            .await;
+    }
+    let connect = async |server: &ServeProcess, token: &str, since: i64| {
+        let mut c = WsClient::connect_url(&server.ws_url()).await;
+        let reply = c.request(json!({"type": "auth", "token": token})).await;
+        assert_eq!(reply["type"], "ack", "{reply}");
+        let reply = c
+            .request(json!({"type": "subscribe", "room_id": room, "since": since}))
+            .await;
+        assert_eq!(reply["type"], "ack", "{reply}");
+        c
+    };
+
+    let (acks_tx, mut acks_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut bursts = Vec::new();
+    for (who, token) in tokens.iter().enumerate() {
+        let c = connect(&first, token, 0).await;
+        bursts.push(tokio::spawn(burst(c, room.clone(), who, acks_tx.clone())));
+    }
+    drop(acks_tx);
+    for n in 0..ACKS_BEFORE_KILL {
+        tokio::time::timeout(PATIENCE, acks_rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {n} acks in {PATIENCE:?}"))
+            .expect("a client stopped before the kill");
+    }
+    first.kill();
+    let mut records = Vec::new();
+    for b in bursts {
+        records.push(tokio::time::timeout(PATIENCE, b).await.unwrap().unwrap());
+    }
+
+    let mut second = ServeProcess::spawn(port, data.path(), &db.url);
+    second.healthy(&http).await;
+    let log = second.log(&http, &room, &tokens[0]).await;
+    let log_seqs = seqs(&log);
+    assert_eq!(
+        log_seqs,
+        (1..=log_seqs.len() as i64).collect::<Vec<_>>(),
+        "the log is numbered without a gap"
+    );
+    let at: std::collections::HashMap<i64, &str> = log
+        .iter()
+        .filter(|e| e["content"]["type"] == "chat")
+        .map(|e| {
+            (
+                e["seq"].as_i64().unwrap(),
+                e["content"]["ciphertext"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let mut in_log: std::collections::HashMap<&str, usize> = Default::default();
+    for text in at.values() {
+        *in_log.entry(text).or_default() += 1;
+    }
+
+    let (mut acked, mut unacked_kept, mut sent) = (0, 0, 0);
+    for (who, record) in records.iter().enumerate() {
+        sent += record.sent.len();
+        acked += record.acked.len();
+        // Every acknowledged message is in the log once, under the number its ack gave.
+        for (text, seq) in &record.acked {
+            assert_eq!(at.get(seq), Some(&text.as_str()), "client {who}: ack {seq}");
+            assert_eq!(
+                in_log.get(text.as_str()),
+                Some(&1),
+                "client {who}: {text} once"
+            );
+        }
+        // Each client's messages are in the log in the order sent, each at most once, and
+        // they are a prefix of what it sent: the first one missing was never committed, and
+        // neither was anything after it.
+        let mine: Vec<&str> = log
+            .iter()
+            .filter(|e| e["content"]["type"] == "chat")
+            .map(|e| e["content"]["ciphertext"].as_str().unwrap())
+            .filter(|t| t.starts_with(&format!("c{who}-")))
+            .collect();
+        assert_eq!(
+            mine,
+            record.sent[..mine.len()]
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            "client {who}: its messages, in order"
+        );
+        assert!(mine.len() >= record.acked.len());
+        assert!(
+            record.sent.len() > record.acked.len(),
+            "client {who}: the kill came mid-burst, with messages unacknowledged"
+        );
+        unacked_kept += mine.len() - record.acked.len();
+        // What it saw live before the kill is the start of the log.
+        let seen = seqs(&record.events);
+        assert_eq!(seen, log_seqs[..seen.len()], "client {who}: live stream");
+    }
+
+    // Each client resumes from the last event it saw and gets the rest of the log, once.
+    for (who, record) in records.iter().enumerate() {
+        let since = record
+            .events
+            .last()
+            .map_or(0, |e| e["seq"].as_i64().unwrap());
+        let mut c = connect(&second, &tokens[who], since).await;
+        let missed = &log_seqs[record.events.len()..];
+        let got = seqs(&c.events(missed.len()).await);
+        assert_eq!(got, missed, "client {who}: resumed stream");
+        // Nothing more: a ping's ack comes back with nothing in front of it.
+        let pong = c.request(json!({"type": "ping"})).await;
+        assert_eq!(pong["type"], "ack");
+        assert!(
+            !c.pending.iter().any(|m| m["type"] == "event"),
+            "client {who}: a duplicate after the resume: {:?}",
+            c.pending
+        );
+        c.close().await;
+    }
+    eprintln!(
+        "sigkill: {sent} sent by {CLIENTS} clients, {acked} acknowledged before the kill, \
+         {unacked_kept} more committed without an ack, log of {} events",
+        log.len()
+    );
+    second.kill();
+}
