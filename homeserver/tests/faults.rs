@@ -720,25 +720,21 @@ async fn burst(
     // A bound on the loop, far beyond what is sent before the kill.
     const MOST: usize = 100_000;
     let mut record = BurstRecord::default();
-    let mut ids: std::collections::HashMap<u64, String> = Default::default();
-    async fn send(
-        c: &mut WsClient,
-        room: &str,
-        who: usize,
-        ids: &mut std::collections::HashMap<u64, String>,
-        record: &mut BurstRecord,
-    ) {
+    // The request id of the n-th message is n; its ciphertext names the client and n. `false`
+    // once the connection is gone.
+    async fn send(c: &mut WsClient, room: &str, who: usize, record: &mut BurstRecord) -> bool {
         let text = format!("c{who}-{:06}", record.sent.len());
-        let id = 1_000 + record.sent.len() as u64;
-        ids.insert(id, text.clone());
-        c.send(
+        let id = record.sent.len();
+        record.sent.push(text.clone());
+        c.try_send(
             json!({"type": "chat", "id": id, "room_id": room, "kind": "text", "ciphertext": text}),
         )
-        .await;
-        record.sent.push(text);
+        .await
     }
     for _ in 0..WINDOW {
-        send(&mut c, &room, who, &mut ids, &mut record).await;
+        if !send(&mut c, &room, who, &mut record).await {
+            return record;
+        }
     }
     loop {
         let msg = match c.next_raw().await {
@@ -749,14 +745,14 @@ async fn burst(
         };
         match msg["type"].as_str() {
             Some("ack") => {
-                let id = msg["id"].as_u64().unwrap();
-                let text = ids.get(&id).unwrap().clone();
+                let id = usize::try_from(msg["id"].as_u64().unwrap()).unwrap();
+                let text = record.sent[id].clone();
                 record
                     .acked
                     .push((text, msg["result"]["seq"].as_i64().unwrap()));
                 let _ = acks.send(());
-                if record.sent.len() < MOST {
-                    send(&mut c, &room, who, &mut ids, &mut record).await;
+                if record.sent.len() < MOST && !send(&mut c, &room, who, &mut record).await {
+                    return record;
                 }
             }
             Some("event") => record.events.push(msg),

@@ -611,6 +611,22 @@ impl DestinationWorker {
                     .back_off(&format!("delivered but cannot dequeue: {err}"))
                     .await;
             }
+        } else if self.failures > 0 {
+            // Ephemeral events got through after failures: the run of failures is over, or a
+            // later failure would count from its start and give the destination up too early.
+            let recorded = async {
+                let mut conn = confab_schema::connect(&self.context.pool).await?;
+                queries::record_destination_success(
+                    &mut conn,
+                    self.destination.as_str(),
+                    crate::time::now_ms(),
+                )
+                .await
+            }
+            .await;
+            if let Err(err) = recorded {
+                tracing::debug!(error = %err, "cannot record a federation success");
+            }
         }
         let stats = &self.context.stats;
         SenderStats::add(&stats.transactions_sent, 1);

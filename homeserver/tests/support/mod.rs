@@ -504,6 +504,11 @@ impl WsClient {
             .unwrap();
     }
 
+    /// Sends, reporting instead of panicking if the connection is gone (a server just killed).
+    pub async fn try_send(&mut self, value: Value) -> bool {
+        self.ws.send(Message::text(value.to_string())).await.is_ok()
+    }
+
     pub async fn send_raw(&mut self, msg: Message) {
         self.ws.send(msg).await.unwrap();
     }
