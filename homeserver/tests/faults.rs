@@ -25,15 +25,6 @@ fn seqs(events: &[Value]) -> Vec<i64> {
     events.iter().map(|e| e["seq"].as_i64().unwrap()).collect()
 }
 
-/// The numbers of the next `n` chat events `c` receives.
-async fn chats(c: &mut WsClient, n: usize) -> Vec<i64> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        out.push(c.wait_for(is_chat).await["seq"].as_i64().unwrap());
-    }
-    out
-}
-
 async fn room_with(s: &TestServer, n: usize) -> (String, Vec<Guest>) {
     let host = s.guest("Host").await;
     let room = s.room(&host).await;
@@ -444,21 +435,69 @@ fn assert_unavailable(what: &str, body: &Value) {
     );
 }
 
+/// One client chatting without a pause through the outage, one message at a time: each message
+/// with the answer it got. Reports each answer on `progress` (`true` for an ack).
+async fn steady_chat(
+    mut c: WsClient,
+    room: String,
+    progress: tokio::sync::mpsc::UnboundedSender<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (WsClient, Vec<(String, Value)>) {
+    let mut answers = Vec::new();
+    // Bounded: the test stops it long before.
+    for i in 0..100_000 {
+        if *stop.borrow() {
+            break;
+        }
+        let text = format!("steady-{i:06}");
+        let (reply, _) = promptly("a chat send", c.chat(&room, &text)).await;
+        let _ = progress.send(reply["type"] == "ack");
+        answers.push((text, reply));
+    }
+    (c, answers)
+}
+
+/// Waits for `n` acknowledgements from [`steady_chat`].
+async fn steady_acks(progress: &mut tokio::sync::mpsc::UnboundedReceiver<bool>, n: usize) {
+    let mut acks = 0;
+    while acks < n {
+        let ack = tokio::time::timeout(PATIENCE, progress.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{acks} of {n} chat acks in {PATIENCE:?}"))
+            .expect("the steady sender stopped");
+        acks += usize::from(ack);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_restarted_under_traffic_costs_retryable_errors_and_nothing_acknowledged() {
     let mut cluster = OwnCluster::start().await;
     let db = TestDb::on_cluster(&cluster.url(), "confab").await;
-    let s = TestServer::start_on_database(db, &[("CONFAB__DATABASE__CONNECT_TIMEOUT", "1s")]).await;
-    let (room, g) = room_with(&s, 1).await;
+    let s = TestServer::start_on_database(
+        db,
+        &[
+            ("CONFAB__DATABASE__CONNECT_TIMEOUT", "1s"),
+            // The steady sender gets its refusals at once, and at once sends again.
+            ("CONFAB__LIMITS__MESSAGES_PER_SECOND", "100000"),
+            ("CONFAB__LIMITS__MESSAGE_BURST", "100000"),
+        ],
+    )
+    .await;
+    let (room, g) = room_with(&s, 3).await;
     let (mut a, _) = WsClient::joined(&s, &g[0], &room, 0).await;
     let (mut b, _) = WsClient::joined(&s, &g[1], &room, 0).await;
+    let (steady, _) = WsClient::joined(&s, &g[2], &room, 0).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (progress_tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    let steady = tokio::spawn(steady_chat(steady, room.clone(), progress_tx, stop_rx));
     let mut acked = Vec::new();
     for i in 0..20 {
         let ack = a.chat(&room, &format!("before-{i}")).await;
         acked.push(ack["result"]["seq"].as_i64().unwrap());
     }
-    assert_eq!(chats(&mut b, 20).await, acked);
+    steady_acks(&mut progress, 20).await;
 
+    // Stopped while the steady sender is mid-flight.
     let went_down = Instant::now();
     cluster.down().await;
 
@@ -507,6 +546,15 @@ async fn postgres_restarted_under_traffic_costs_retryable_errors_and_nothing_ack
         assert_unavailable("a chat send", &reply);
         slowest = slowest.max(took);
     }
+    // A socket opened now is told to retry its `auth`, and kept open for it.
+    let mut late = WsClient::connect(&s).await;
+    let (reply, took) = promptly(
+        "an auth",
+        late.request(json!({"type": "auth", "token": g[3].token})),
+    )
+    .await;
+    assert_unavailable("an auth", &reply);
+    slowest = slowest.max(took);
     assert!(
         slowest < Duration::from_secs(5),
         "answers while the database is away take at most about database.connect_timeout: {slowest:?}"
@@ -516,7 +564,7 @@ async fn postgres_restarted_under_traffic_costs_retryable_errors_and_nothing_ack
     let down_for = went_down.elapsed();
     let came_back = Instant::now();
 
-    // The server recovers by itself: health, then chat, live to the other socket.
+    // The server recovers by itself: health, then chat, live to the other sockets.
     let deadline = Instant::now() + PATIENCE;
     loop {
         let res = s
@@ -532,38 +580,119 @@ async fn postgres_restarted_under_traffic_costs_retryable_errors_and_nothing_ack
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let recovered_in = came_back.elapsed();
+    let reply = late
+        .request(json!({"type": "auth", "token": g[3].token}))
+        .await;
+    assert_eq!(
+        reply["type"], "ack",
+        "the same socket authenticates now: {reply}"
+    );
     for i in 0..5 {
         let ack = a.chat(&room, &format!("after-{i}")).await;
         assert_eq!(ack["type"], "ack", "{ack}");
         acked.push(ack["result"]["seq"].as_i64().unwrap());
     }
-    assert_eq!(chats(&mut b, 5).await, acked[20..], "live again, no gap");
+    steady_acks(&mut progress, 5).await;
+    stop_tx.send_replace(true);
+    let (steady, answers) = tokio::time::timeout(PATIENCE, steady)
+        .await
+        .expect("the steady sender stops")
+        .unwrap();
 
-    // Everything acknowledged is in the log, once and in order; nothing refused is.
-    let (status, body) = s
-        .get(&format!("/rooms/{room}/events?since=0"), &g[1].token)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let chats: Vec<Value> = body["events"]
-        .as_array()
-        .unwrap()
+    // The steady sender only ever got acks or retryable refusals, never a hang or another error.
+    let mut refused = 0;
+    for (text, reply) in &answers {
+        match reply["type"].as_str() {
+            Some("ack") => acked.push(reply["result"]["seq"].as_i64().unwrap()),
+            _ => {
+                assert_unavailable(text, reply);
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "the steady sender ran through the outage");
+    acked.sort_unstable();
+
+    // Everything acknowledged is in the log, once, under its number; nothing refused while the
+    // database was away for good is.
+    let log = log_of(&s, &room, &g[1].token).await;
+    let log_chats: Vec<&Value> = log
         .iter()
         .filter(|e| e["content"]["type"] == "chat")
-        .cloned()
         .collect();
-    assert_eq!(seqs(&chats), acked);
-    let texts: Vec<&str> = chats
+    let log_texts: Vec<&str> = log_chats
         .iter()
         .map(|e| e["content"]["ciphertext"].as_str().unwrap())
         .collect();
-    assert!(texts.iter().all(|t| !t.starts_with("down-")), "{texts:?}");
+    let mut unique = log_texts.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), log_texts.len(), "no message twice");
+    for seq in &acked {
+        assert!(
+            log.iter().any(|e| e["seq"] == *seq),
+            "acknowledged {seq} is in the log"
+        );
+    }
+    for (text, reply) in &answers {
+        if reply["type"] == "ack" {
+            let at = log_chats
+                .iter()
+                .find(|e| e["seq"] == reply["result"]["seq"]);
+            assert_eq!(at.unwrap()["content"]["ciphertext"], text.as_str());
+        }
+    }
+    assert!(
+        log_texts.iter().all(|t| !t.starts_with("down-")),
+        "{log_texts:?}"
+    );
+
+    // The other socket, open throughout, got the whole log live: in order, no gap, no repeat.
+    let last = log.last().unwrap()["seq"].as_i64().unwrap();
+    let mut live = Vec::new();
+    while live.last() != Some(&last) {
+        live.push(
+            b.wait_for(|m| m["type"] == "event").await["seq"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let first_live = live[0];
+    let expected: Vec<i64> = seqs(&log)
+        .into_iter()
+        .filter(|s| *s >= first_live)
+        .collect();
+    assert_eq!(live, expected, "the live stream through the outage");
     eprintln!(
         "postgres restart: down for {down_for:?}, slowest answer meanwhile {slowest:?}, \
-         healthy {recovered_in:?} after it was back"
+         healthy {recovered_in:?} after it was back; the steady sender got {} acks and {refused} \
+         retryable refusals",
+        answers.len() - refused
     );
-    a.close().await;
-    b.close().await;
+    for c in [a, b, steady, late] {
+        c.close().await;
+    }
     s.stop().await;
+}
+
+/// Every event of a room, from its log (REST, paged).
+async fn log_of(s: &TestServer, room: &str, token: &str) -> Vec<Value> {
+    let mut events: Vec<Value> = Vec::new();
+    loop {
+        let since = events.last().map_or(0, |e| e["seq"].as_i64().unwrap());
+        let (status, page) = s
+            .get(
+                &format!("/rooms/{room}/events?since={since}&limit=500"),
+                token,
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let page = page["events"].as_array().unwrap().clone();
+        if page.is_empty() {
+            return events;
+        }
+        events.extend(page);
+    }
 }
 
 // ---- SIGKILL during a chat burst ----------------------------------------------------------

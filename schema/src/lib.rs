@@ -42,10 +42,28 @@ impl DbError {
     /// Whether the failure is the database being unreachable rather than a bad query: callers
     /// answer those with a retryable error.
     pub fn is_unavailable(&self) -> bool {
+        use diesel::result::DatabaseErrorKind as Kind;
         match self {
             DbError::Unavailable(_) => true,
-            DbError::Query(diesel::result::Error::DatabaseError(kind, _)) => {
-                matches!(kind, diesel::result::DatabaseErrorKind::ClosedConnection)
+            // The connection broke under the query (no answer at all: socket closed, server gone).
+            DbError::Query(diesel::result::Error::DatabaseError(
+                Kind::ClosedConnection | Kind::UnableToSendCommand,
+                _,
+            )) => true,
+            // The server answered that it is going away or not ready. diesel-async keeps only
+            // the message of such an error, not its SQLSTATE (57P01-57P03, class 08), so these
+            // are recognised by Postgres's own (untranslated, as `lc_messages` is C by default)
+            // wording; a translated one is answered `internal`, as before.
+            DbError::Query(diesel::result::Error::DatabaseError(Kind::Unknown, info)) => {
+                const GOING_AWAY: [&str; 6] = [
+                    "terminating connection due to administrator command",
+                    "terminating connection due to unexpected postmaster exit",
+                    "the database system is shutting down",
+                    "the database system is starting up",
+                    "the database system is in recovery mode",
+                    "the database system is not yet accepting connections",
+                ];
+                GOING_AWAY.iter().any(|m| info.message().starts_with(m))
             }
             _ => false,
         }
