@@ -207,3 +207,37 @@ pub fn migrations_fingerprint() -> String {
     });
     format!("{hash:016x}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::DbError;
+    use diesel::result::{DatabaseErrorKind as Kind, Error};
+
+    fn db_error(kind: Kind, message: &str) -> DbError {
+        DbError::Query(Error::DatabaseError(kind, Box::new(message.to_owned())))
+    }
+
+    #[test]
+    fn postgres_going_away_is_unavailable_and_a_bad_query_is_not() {
+        for unavailable in [
+            DbError::Unavailable("connection refused".into()),
+            db_error(Kind::ClosedConnection, "closed"),
+            db_error(Kind::UnableToSendCommand, "connection closed"),
+            db_error(
+                Kind::Unknown,
+                "terminating connection due to administrator command",
+            ),
+            db_error(Kind::Unknown, "the database system is shutting down"),
+            db_error(Kind::Unknown, "the database system is starting up"),
+        ] {
+            assert!(unavailable.is_unavailable(), "{unavailable}");
+        }
+        for other in [
+            db_error(Kind::UniqueViolation, "duplicate key"),
+            db_error(Kind::Unknown, "syntax error at or near \"SELEC\""),
+            DbError::Query(Error::NotFound),
+        ] {
+            assert!(!other.is_unavailable(), "{other}");
+        }
+    }
+}
