@@ -981,8 +981,10 @@ async fn sigkill_during_a_chat_burst_loses_nothing_acknowledged() {
         records.push(tokio::time::timeout(PATIENCE, b).await.unwrap().unwrap());
     }
 
+    let restarting = Instant::now();
     let mut second = ServeProcess::spawn(port, data.path(), &db.url);
     second.healthy(&http).await;
+    let restarted_in = restarting.elapsed();
     let log = second.log(&http, &room, &tokens[0]).await;
     let log_seqs = seqs(&log);
     assert_eq!(
@@ -1068,7 +1070,8 @@ async fn sigkill_during_a_chat_burst_loses_nothing_acknowledged() {
     }
     eprintln!(
         "sigkill: {sent} sent by {CLIENTS} clients, {acked} acknowledged before the kill, \
-         {unacked_kept} more committed without an ack, log of {} events",
+         {unacked_kept} more committed without an ack, log of {} events; healthy again \
+         {restarted_in:?} after the restart",
         log.len()
     );
     second.kill();
