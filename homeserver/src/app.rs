@@ -263,7 +263,11 @@ async fn sweeper(state: Arc<AppState>) {
 /// `settings` and `url`.
 pub async fn prepare(settings: Settings, database_url: &str) -> anyhow::Result<AppState> {
     confab_schema::run_migrations(database_url).await?;
-    let pool = confab_schema::build_pool(database_url, settings.database.pool_size)?;
+    let pool = confab_schema::build_pool(
+        database_url,
+        settings.database.pool_size,
+        settings.database.connect_timeout,
+    )?;
     let (data_dir, name) = (
         settings.server.data_dir.clone(),
         settings.server.name.clone(),

@@ -92,6 +92,10 @@ pub struct DatabaseSettings {
     pub url: String,
     /// Pool size.
     pub pool_size: usize,
+    /// Longest wait for a pooled connection (free, new or rechecked) before a request is
+    /// answered `unavailable`.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
     /// Where the PostgreSQL binaries are; empty to search.
     pub postgres_bin_dir: String,
 }
@@ -185,6 +189,10 @@ pub struct FederationSettings {
     /// How long a device connected through another server counts without being confirmed.
     #[serde(with = "humantime_serde")]
     pub presence_lease: Duration,
+    /// A destination failing without a break for longer than this is given up: its queued
+    /// persistent events are dropped and no new ones are queued until it is back.
+    #[serde(with = "humantime_serde")]
+    pub give_up_after: Duration,
 }
 
 /// `[admin]`: the admin API and `confab admin`.
@@ -332,6 +340,9 @@ impl Settings {
         if self.database.pool_size == 0 {
             return invalid("database.pool_size", "must be at least 1");
         }
+        if self.database.connect_timeout.is_zero() {
+            return invalid("database.connect_timeout", "must be longer than zero");
+        }
         if self.limits.max_event_bytes >= self.limits.max_frame_bytes {
             return invalid(
                 "limits.max_event_bytes",
@@ -373,6 +384,9 @@ impl Settings {
         }
         if self.federation.max_request_bytes < 1024 {
             return invalid("federation.max_request_bytes", "must be at least 1024");
+        }
+        if self.federation.give_up_after.is_zero() {
+            return invalid("federation.give_up_after", "must be longer than zero");
         }
         if self.federation.retry_cap < self.federation.retry_base {
             return invalid(

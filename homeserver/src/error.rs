@@ -111,6 +111,10 @@ impl ErrorCode {
     }
 }
 
+/// When a client is told to try again after the database was unavailable: long enough not to
+/// hammer a server that is recovering, short enough that a restart of Postgres goes unnoticed.
+pub const UNAVAILABLE_RETRY_MS: u64 = 1000;
+
 /// An error answered to a client.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code:?}: {reason}")]
@@ -119,7 +123,7 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// What went wrong, for people.
     pub reason: String,
-    /// For `rate_limited`: when to try again.
+    /// For `rate_limited` and `unavailable`: when to try again.
     pub retry_after_ms: Option<u64>,
 }
 
@@ -175,10 +179,12 @@ impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
         if err.is_unavailable() {
             tracing::warn!(error = %err, "database unavailable");
-            ApiError::new(
+            let mut answer = ApiError::new(
                 ErrorCode::Unavailable,
                 "the database is unavailable; try again shortly",
-            )
+            );
+            answer.retry_after_ms = Some(UNAVAILABLE_RETRY_MS);
+            answer
         } else {
             ApiError::internal("database", &err)
         }

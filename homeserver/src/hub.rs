@@ -77,7 +77,13 @@ impl ConnHandle {
 
     /// Queues a frame without waiting. A full queue means the client stopped reading: it is
     /// disconnected as a slow consumer rather than slowing down the room (it can resume).
+    /// Nothing is queued once a close was asked for: what a client receives is then always
+    /// everything up to some point, so resuming after the last event it got misses nothing
+    /// (a frame refused for a full queue followed by a later one accepted would be a gap).
     pub fn send(&self, frame: ByteString) -> bool {
+        if self.control.closed.load(Ordering::Acquire) {
+            return false;
+        }
         match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -93,7 +99,7 @@ impl ConnHandle {
 
     /// Queues a frame, waiting for room in the queue: used only for a socket's own backlog.
     pub async fn send_wait(&self, frame: ByteString) -> bool {
-        self.tx.send(frame).await.is_ok()
+        !self.control.closed.load(Ordering::Acquire) && self.tx.send(frame).await.is_ok()
     }
 
     /// Asks the socket's writer to close it with `code` and `reason`.
@@ -104,17 +110,18 @@ impl ConnHandle {
             *slot = Some((code, reason.to_owned()));
         }
         self.control.closed.store(true, Ordering::Release);
-        self.control.notify.notify_one();
+        self.control.notify.notify_waiters();
     }
 }
 
 impl ConnControl {
     /// Resolves once someone asked for the socket to be closed; returns the code and reason.
+    /// Both the socket's reader and its writer wait on it.
     pub async fn closed(&self) -> (u16, String) {
         loop {
             let notified = self.notify.notified();
             if self.closed.load(Ordering::Acquire) {
-                let reason = self.close.lock().ok().and_then(|mut s| s.take());
+                let reason = self.close.lock().ok().and_then(|s| s.clone());
                 return reason.unwrap_or((1000, String::new()));
             }
             notified.await;

@@ -114,15 +114,33 @@ impl Connection {
 
         // The writer: drains the queue into the socket, and closes it when asked.
         let mut writer_session = session.clone();
+        let writer_control = control.clone();
+        let linger = state.settings.websocket.client_timeout;
         let writer = actix_web::rt::spawn(async move {
+            let control = writer_control;
+            // A frame whose send a close interrupted: sent first when flushing, so that the
+            // client still gets an unbroken run of frames and resumes after the last one.
+            let mut carried = None;
             let (code, reason) = loop {
                 tokio::select! {
                     biased;
                     closing = control.closed() => break closing,
                     frame = rx.recv() => match frame {
                         Some(frame) => {
-                            if writer_session.text(frame).await.is_err() {
-                                return;
+                            // A client that stopped reading blocks this send for as long as it
+                            // does not read; the close asked for meanwhile (slow consumer) must
+                            // not wait behind it. The channel send is cancel-safe.
+                            tokio::select! {
+                                biased;
+                                sent = writer_session.text(frame.clone()) => {
+                                    if sent.is_err() {
+                                        return;
+                                    }
+                                }
+                                closing = control.closed() => {
+                                    carried = Some(frame);
+                                    break closing;
+                                }
                             }
                         }
                         // Every sender is gone: the reader ended, having asked for a close.
@@ -130,18 +148,24 @@ impl Connection {
                     },
                 }
             };
-            // Flush what was queued before the close (e.g. `kicked`, `shutdown`, an error).
-            while let Ok(frame) = rx.try_recv() {
-                if writer_session.text(frame).await.is_err() {
-                    return;
+            // Flush what was queued before the close (e.g. `kicked`, `shutdown`, an error), then
+            // the close frame; a client that does not read them within `client_timeout` is
+            // dropped without (it resumes after the last event it got, like any other).
+            let flush = async {
+                let queued = std::iter::from_fn(|| rx.try_recv().ok());
+                for frame in carried.into_iter().chain(queued) {
+                    if writer_session.text(frame).await.is_err() {
+                        return;
+                    }
                 }
-            }
-            let _ = writer_session
-                .close(Some(CloseReason {
-                    code: CloseCode::from(code),
-                    description: Some(reason),
-                }))
-                .await;
+                let _ = writer_session
+                    .close(Some(CloseReason {
+                        code: CloseCode::from(code),
+                        description: Some(reason),
+                    }))
+                    .await;
+            };
+            let _ = tokio::time::timeout(linger, flush).await;
         });
 
         let ws = &state.settings.websocket;
@@ -195,6 +219,9 @@ impl Connection {
                         break;
                     }
                 }
+                // Closed by someone else (slow consumer, session ended): stop reading and leave
+                // the rooms now, even if the client never answers the close.
+                _ = control.closed() => break,
                 () = &mut auth_deadline, if me.who.is_none() => {
                     me.conn.close(1008, "authenticate with an `auth` message first");
                     break;

@@ -42,21 +42,50 @@ impl DbError {
     /// Whether the failure is the database being unreachable rather than a bad query: callers
     /// answer those with a retryable error.
     pub fn is_unavailable(&self) -> bool {
+        use diesel::result::DatabaseErrorKind as Kind;
         match self {
             DbError::Unavailable(_) => true,
-            DbError::Query(diesel::result::Error::DatabaseError(kind, _)) => {
-                matches!(kind, diesel::result::DatabaseErrorKind::ClosedConnection)
+            // The connection broke under the query (no answer at all: socket closed, server gone).
+            DbError::Query(diesel::result::Error::DatabaseError(
+                Kind::ClosedConnection | Kind::UnableToSendCommand,
+                _,
+            )) => true,
+            // The server answered that it is going away or not ready. diesel-async keeps only
+            // the message of such an error, not its SQLSTATE (57P01-57P03, class 08), so these
+            // are recognised by Postgres's own (untranslated, as `lc_messages` is C by default)
+            // wording; a translated one is answered `internal`, as before.
+            DbError::Query(diesel::result::Error::DatabaseError(Kind::Unknown, info)) => {
+                const GOING_AWAY: [&str; 6] = [
+                    "terminating connection due to administrator command",
+                    "terminating connection due to unexpected postmaster exit",
+                    "the database system is shutting down",
+                    "the database system is starting up",
+                    "the database system is in recovery mode",
+                    "the database system is not yet accepting connections",
+                ];
+                GOING_AWAY.iter().any(|m| info.message().starts_with(m))
             }
             _ => false,
         }
     }
 }
 
-/// Builds a connection pool of at most `max_size` connections for `url`.
-pub fn build_pool(url: &str, max_size: usize) -> Result<DbPool, DbError> {
+/// Builds a connection pool of at most `max_size` connections for `url`. Waiting for a free
+/// connection, opening one and checking an idle one each give up after `timeout`, so that with
+/// the database away (or the pool exhausted) callers get [`DbError::Unavailable`] promptly
+/// instead of waiting for as long as it takes.
+pub fn build_pool(
+    url: &str,
+    max_size: usize,
+    timeout: std::time::Duration,
+) -> Result<DbPool, DbError> {
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
     Pool::builder(manager)
         .max_size(max_size)
+        .runtime(deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
         .build()
         .map_err(|e| DbError::Config(e.to_string()))
 }
@@ -177,4 +206,38 @@ pub fn migrations_fingerprint() -> String {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
     format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DbError;
+    use diesel::result::{DatabaseErrorKind as Kind, Error};
+
+    fn db_error(kind: Kind, message: &str) -> DbError {
+        DbError::Query(Error::DatabaseError(kind, Box::new(message.to_owned())))
+    }
+
+    #[test]
+    fn postgres_going_away_is_unavailable_and_a_bad_query_is_not() {
+        for unavailable in [
+            DbError::Unavailable("connection refused".into()),
+            db_error(Kind::ClosedConnection, "closed"),
+            db_error(Kind::UnableToSendCommand, "connection closed"),
+            db_error(
+                Kind::Unknown,
+                "terminating connection due to administrator command",
+            ),
+            db_error(Kind::Unknown, "the database system is shutting down"),
+            db_error(Kind::Unknown, "the database system is starting up"),
+        ] {
+            assert!(unavailable.is_unavailable(), "{unavailable}");
+        }
+        for other in [
+            db_error(Kind::UniqueViolation, "duplicate key"),
+            db_error(Kind::Unknown, "syntax error at or near \"SELEC\""),
+            DbError::Query(Error::NotFound),
+        ] {
+            assert!(!other.is_unavailable(), "{other}");
+        }
+    }
 }

@@ -135,6 +135,12 @@ pub struct DestinationState {
     pub retry_after_ts: Option<i64>,
     pub last_success_ts: Option<i64>,
     pub last_failure_ts: Option<i64>,
+    /// When the current run of failures began; `None` while healthy.
+    pub failing_since_ts: Option<i64>,
+    /// When the destination was given up (its queue dropped); `None` unless it is.
+    pub given_up_ts: Option<i64>,
+    /// Persistent events dropped for it, in total.
+    pub dropped_pdus: i64,
 }
 
 /// A transaction received from another server, with the answer it got.

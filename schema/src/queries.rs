@@ -706,7 +706,7 @@ pub async fn count_outbound(conn: &mut Conn, destination: &str) -> Result<i64, D
 
 // ---- federation: destinations --------------------------------------------------------------
 
-/// Records a delivered transaction: the destination is healthy again.
+/// Records a delivered transaction: the destination is healthy again (and no longer given up).
 pub async fn record_destination_success(
     conn: &mut Conn,
     destination: &str,
@@ -718,6 +718,9 @@ pub async fn record_destination_success(
         retry_after_ts: None,
         last_success_ts: Some(now_ts),
         last_failure_ts: None,
+        failing_since_ts: None,
+        given_up_ts: None,
+        dropped_pdus: 0,
     };
     diesel::insert_into(federation_destinations::table)
         .values(&row)
@@ -727,28 +730,34 @@ pub async fn record_destination_success(
             federation_destinations::failures.eq(0),
             federation_destinations::retry_after_ts.eq(None::<i64>),
             federation_destinations::last_success_ts.eq(now_ts),
+            federation_destinations::failing_since_ts.eq(None::<i64>),
+            federation_destinations::given_up_ts.eq(None::<i64>),
         ))
         .execute(conn)
         .await?;
     Ok(())
 }
 
-/// Records a failed transaction: `failures` in a row, no retry before `retry_after_ts`.
+/// Records a failed transaction: `failures` in a row, no retry before `retry_after_ts`. Returns
+/// when the current run of failures began (now, if this is its first).
 pub async fn record_destination_failure(
     conn: &mut Conn,
     destination: &str,
     failures: i32,
     retry_after_ts: i64,
     now_ts: i64,
-) -> Result<(), DbError> {
+) -> Result<i64, DbError> {
     let row = DestinationState {
         destination: destination.to_owned(),
         failures,
         retry_after_ts: Some(retry_after_ts),
         last_success_ts: None,
         last_failure_ts: Some(now_ts),
+        failing_since_ts: Some(now_ts),
+        given_up_ts: None,
+        dropped_pdus: 0,
     };
-    diesel::insert_into(federation_destinations::table)
+    let since: Option<i64> = diesel::insert_into(federation_destinations::table)
         .values(&row)
         .on_conflict(federation_destinations::destination)
         .do_update()
@@ -756,10 +765,70 @@ pub async fn record_destination_failure(
             federation_destinations::failures.eq(failures),
             federation_destinations::retry_after_ts.eq(retry_after_ts),
             federation_destinations::last_failure_ts.eq(now_ts),
+            federation_destinations::failing_since_ts.eq(diesel::dsl::sql::<
+                diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+            >(
+                "COALESCE(federation_destinations.failing_since_ts, EXCLUDED.failing_since_ts)",
+            )),
         ))
+        .returning(federation_destinations::failing_since_ts)
+        .get_result(conn)
+        .await?;
+    Ok(since.unwrap_or(now_ts))
+}
+
+/// Gives up on a destination: drops everything queued for it and marks it, so that nothing new
+/// is queued until it is back. Returns how many events were dropped.
+pub async fn give_up_destination(
+    conn: &mut Conn,
+    destination: &str,
+    now_ts: i64,
+) -> Result<i64, DbError> {
+    use diesel_async::AsyncConnection;
+    conn.transaction(async |conn| {
+        let dropped = diesel::delete(
+            federation_outbound::table.filter(federation_outbound::destination.eq(destination)),
+        )
+        .execute(conn)
+        .await?;
+        let dropped = i64::try_from(dropped).unwrap_or(i64::MAX);
+        diesel::update(federation_destinations::table.find(destination))
+            .set((
+                federation_destinations::given_up_ts.eq(now_ts),
+                federation_destinations::dropped_pdus
+                    .eq(federation_destinations::dropped_pdus + dropped),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(dropped)
+    })
+    .await
+}
+
+/// Counts events not queued for a destination because it was given up.
+pub async fn count_dropped_pdus(
+    conn: &mut Conn,
+    destination: &str,
+    dropped: i64,
+) -> Result<(), DbError> {
+    diesel::update(federation_destinations::table.find(destination))
+        .set(
+            federation_destinations::dropped_pdus
+                .eq(federation_destinations::dropped_pdus + dropped),
+        )
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Every destination given up on, by name.
+pub async fn given_up_destinations(conn: &mut Conn) -> Result<Vec<String>, DbError> {
+    Ok(federation_destinations::table
+        .filter(federation_destinations::given_up_ts.is_not_null())
+        .order(federation_destinations::destination.asc())
+        .select(federation_destinations::destination)
+        .load(conn)
+        .await?)
 }
 
 /// How delivery to `destination` is going, if anything was ever sent there.
@@ -888,8 +957,8 @@ pub async fn outbound_depths(conn: &mut Conn) -> Result<Vec<(String, i64)>, DbEr
         .await?)
 }
 
-/// Forgets a destination's failures so that nothing holds the next attempt back; `false` if it
-/// was never sent to.
+/// Forgets a destination's failures so that nothing holds the next attempt back, and takes it
+/// back if it was given up (its run of failures starts afresh); `false` if it was never sent to.
 pub async fn clear_destination_backoff(
     conn: &mut Conn,
     destination: &str,
@@ -898,6 +967,8 @@ pub async fn clear_destination_backoff(
         .set((
             federation_destinations::failures.eq(0),
             federation_destinations::retry_after_ts.eq(None::<i64>),
+            federation_destinations::failing_since_ts.eq(None::<i64>),
+            federation_destinations::given_up_ts.eq(None::<i64>),
         ))
         .execute(conn)
         .await?;

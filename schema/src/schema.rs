@@ -26,6 +26,9 @@ diesel::table! {
         retry_after_ts -> Nullable<Int8>,
         last_success_ts -> Nullable<Int8>,
         last_failure_ts -> Nullable<Int8>,
+        failing_since_ts -> Nullable<Int8>,
+        given_up_ts -> Nullable<Int8>,
+        dropped_pdus -> Int8,
     }
 }
 

@@ -134,6 +134,19 @@ pub struct PeerRow {
     pub last_failure_ts: Option<i64>,
     /// Whether the sender waits before the next attempt.
     pub backing_off: bool,
+    /// When its current run of failures began, if it is failing.
+    #[serde(default)]
+    pub failing_since_ts: Option<i64>,
+    /// Whether it was given up (`federation.give_up_after`): nothing is queued for it until it
+    /// is back.
+    #[serde(default)]
+    pub given_up: bool,
+    /// When it was given up.
+    #[serde(default)]
+    pub given_up_ts: Option<i64>,
+    /// Persistent events dropped for it, in total (at give-up and while given up).
+    #[serde(default)]
+    pub dropped: i64,
     /// `allowed`, `denied` or `not on the allow list`.
     pub federation: String,
     /// An admin's decision (`allow` or `deny`), if one was made.
@@ -478,6 +491,10 @@ async fn peers(state: Data) -> ApiResult {
                 last_success_ts: st.and_then(|s| s.last_success_ts),
                 last_failure_ts: st.and_then(|s| s.last_failure_ts),
                 backing_off: retry_after_ts.is_some_and(|t| t > now),
+                failing_since_ts: st.and_then(|s| s.failing_since_ts),
+                given_up: st.is_some_and(|s| s.given_up_ts.is_some()),
+                given_up_ts: st.and_then(|s| s.given_up_ts),
+                dropped: st.map_or(0, |s| s.dropped_pdus),
                 federation,
                 admin_override: overrides
                     .get(name)

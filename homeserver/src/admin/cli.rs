@@ -109,7 +109,7 @@ enum SessionsCommand {
 
 #[derive(Debug, Subcommand)]
 enum PeersCommand {
-    /// Known destinations: queue depth, last success and failure, backoff.
+    /// Known destinations: queue depth, last success and failure, backoff, given up, dropped.
     Peers,
     /// Stop federating with a server (a host alone covers every port), at once and for good.
     Deny {
@@ -373,6 +373,8 @@ fn render(command: &AdminCommand, answer: Value) -> anyhow::Result<String> {
                     "LAST SUCCESS",
                     "LAST FAILURE",
                     "NEXT RETRY",
+                    "DELIVERY",
+                    "DROPPED",
                     "FEDERATION",
                 ],
                 peers
@@ -389,6 +391,12 @@ fn render(command: &AdminCommand, answer: Value) -> anyhow::Result<String> {
                             } else {
                                 "-".to_owned()
                             },
+                            match (p.given_up_ts, p.failing_since_ts) {
+                                (Some(ts), _) => format!("given up {}", timestamp(ts)),
+                                (None, Some(ts)) => format!("failing since {}", timestamp(ts)),
+                                (None, None) => "ok".to_owned(),
+                            },
+                            p.dropped.to_string(),
                             match &p.admin_override {
                                 Some(o) => format!("{} (admin: {o})", p.federation),
                                 None => p.federation.clone(),

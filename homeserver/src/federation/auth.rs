@@ -66,6 +66,11 @@ pub async fn authenticate(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     match verify(&mut req).await {
         Ok(verified) => {
+            // A server that signs requests to us is up: if we had given up delivering to it,
+            // take it back.
+            if let Some(state) = req.app_data::<web::Data<AppState>>() {
+                state.federation_sender.heard_from(&verified.origin).await;
+            }
             req.extensions_mut().insert(verified);
             next.call(req).await
         }

@@ -16,10 +16,17 @@
 //!   even across restarts, so the receiver recognises a retry whose first answer was lost.
 //! - A failure (transport, non-200, database) retries the same transaction after an exponential
 //!   backoff with full jitter ([`Backoff`]), recorded in `federation_destinations` for operators.
+//! - A destination that has failed without a break for longer than `federation.give_up_after`
+//!   is **given up**: its queued PDUs are dropped (counted, and logged), and new ones are not
+//!   queued for it, so a peer that never returns cannot grow the queue forever. It is taken back
+//!   when it sends us a verified request ([`TransactionSender::heard_from`]) or an operator asks
+//!   for a retry ([`TransactionSender::retry_now`]). The mark lives in the database and, for the
+//!   hot enqueue path, in memory; several processes sharing a database each learn a give-up
+//!   from their own worker or at start-up.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use confab_federation::backoff::Backoff;
@@ -71,8 +78,10 @@ pub struct SenderStats {
     pub pdus_sent: AtomicU64,
     /// EDUs acknowledged.
     pub edus_sent: AtomicU64,
-    /// EDUs dropped: queue full, destination backing off or denied.
+    /// EDUs dropped: queue full, destination backing off, given up or denied.
     pub edus_dropped: AtomicU64,
+    /// PDUs dropped because their destination was given up.
+    pub pdus_dropped: AtomicU64,
 }
 
 impl SenderStats {
@@ -93,12 +102,29 @@ enum Command {
     Ephemeral(ServerName, Edu),
 }
 
+/// Destinations given up on, shared by the handles and the workers.
+#[derive(Debug, Default)]
+struct GivenUp(Mutex<HashSet<ServerName>>);
+
+impl GivenUp {
+    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<ServerName>> {
+        // A set of names cannot be left half-updated; poisoning is ignored.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn contains(&self, destination: &ServerName) -> bool {
+        self.set().contains(destination)
+    }
+}
+
 /// What every worker shares.
 struct SenderContext {
     pool: DbPool,
     client: FederationClient,
     backoff: Backoff,
     ephemeral_queue: usize,
+    give_up_after_ms: i64,
+    given_up: Arc<GivenUp>,
     stats: Arc<SenderStats>,
     shutdown: watch::Receiver<bool>,
 }
@@ -111,6 +137,7 @@ pub struct TransactionSender {
     acl: Arc<ServerAcl>,
     origin: ServerName,
     enabled: bool,
+    given_up: Arc<GivenUp>,
     stats: Arc<SenderStats>,
     shutdown: Arc<watch::Sender<bool>>,
 }
@@ -135,12 +162,15 @@ impl TransactionSender {
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let stats = Arc::new(SenderStats::default());
+        let given_up = Arc::new(GivenUp::default());
         let origin = client.origin().clone();
         let context = Arc::new(SenderContext {
             pool: pool.clone(),
             client,
             backoff: Backoff::new(settings.retry_base, settings.retry_cap),
             ephemeral_queue: settings.ephemeral_queue,
+            give_up_after_ms: i64::try_from(settings.give_up_after.as_millis()).unwrap_or(i64::MAX),
+            given_up: given_up.clone(),
             stats: stats.clone(),
             shutdown: shutdown_rx,
         });
@@ -151,6 +181,7 @@ impl TransactionSender {
             acl,
             origin,
             enabled: settings.enabled,
+            given_up,
             stats,
             shutdown: Arc::new(shutdown),
         }
@@ -172,7 +203,9 @@ impl TransactionSender {
 
     /// Writes PDUs to the queue through `conn`, which may be inside the caller's transaction so
     /// that an event and its delivery commit together; call [`Self::wake`] for each destination
-    /// after the commit. Refuses the whole batch if one destination is refused.
+    /// after the commit. Refuses the whole batch if one destination is refused. PDUs for a
+    /// destination that was given up are not queued, only counted; the numbers returned are
+    /// those of the PDUs queued, in the order given.
     pub async fn queue(
         &self,
         conn: &mut AsyncPgConnection,
@@ -180,13 +213,25 @@ impl TransactionSender {
     ) -> Result<Vec<i64>, SenderError> {
         let now = crate::time::now_ms();
         let mut rows = Vec::with_capacity(items.len());
+        let mut skipped: HashMap<&ServerName, i64> = HashMap::new();
         for (destination, pdu) in items {
             self.check_destination(destination)?;
+            if self.given_up.contains(destination) {
+                *skipped.entry(destination).or_default() += 1;
+                continue;
+            }
             rows.push(NewOutboundPdu {
                 destination: destination.to_string(),
                 pdu: serde_json::to_value(pdu)?,
                 created_ts: now,
             });
+        }
+        for (destination, n) in skipped {
+            queries::count_dropped_pdus(conn, destination.as_str(), n).await?;
+            SenderStats::add(&self.stats.pdus_dropped, usize::try_from(n).unwrap_or(0));
+        }
+        if rows.is_empty() {
+            return Ok(Vec::new());
         }
         Ok(queries::enqueue_outbound(conn, &rows).await?)
     }
@@ -200,11 +245,13 @@ impl TransactionSender {
     /// Forgets `destination`'s failures and makes its worker try again now, even in the middle
     /// of a backoff (an operator knows the peer is back). Returns whether the destination was
     /// known: sent to before, or with events queued.
+    /// A destination that was given up is taken back: events are queued for it again.
     pub async fn retry_now(&self, destination: &ServerName) -> Result<bool, SenderError> {
         let mut conn = confab_schema::connect(&self.pool).await?;
         let known = queries::clear_destination_backoff(&mut conn, destination.as_str()).await?
             || queries::count_outbound(&mut conn, destination.as_str()).await? > 0;
         drop(conn);
+        self.given_up.set().remove(destination);
         if known {
             let _ = self
                 .commands
@@ -214,10 +261,33 @@ impl TransactionSender {
         Ok(known)
     }
 
+    /// A server we had given up on sent us a verified request, so it is up again: take it back
+    /// and deliver to it now. Cheap for every other server (a look-up in memory), so it may be
+    /// called for every inbound request.
+    pub async fn heard_from(&self, server: &ServerName) {
+        if !self.given_up.contains(server) {
+            return;
+        }
+        match self.retry_now(server).await {
+            Ok(_) => {
+                tracing::info!(destination = %server, "given-up destination is back: delivering to it again")
+            }
+            Err(err) => {
+                tracing::warn!(destination = %server, error = %err, "cannot take back a given-up destination yet")
+            }
+        }
+    }
+
+    /// Whether `destination` was given up (see the module docs).
+    pub fn is_given_up(&self, destination: &ServerName) -> bool {
+        self.given_up.contains(destination)
+    }
+
     /// Sends an ephemeral event to `destination`, best-effort: it is dropped (and counted) if
-    /// the destination is refused, backing off, or has too many waiting.
+    /// the destination is refused, backing off, given up, or has too many waiting.
     pub fn send_ephemeral(&self, destination: &ServerName, edu: Edu) {
         if self.check_destination(destination).is_err()
+            || self.given_up.contains(destination)
             || self
                 .commands
                 .try_send(Command::Ephemeral(destination.clone(), edu))
@@ -268,7 +338,7 @@ async fn coordinate(context: Arc<SenderContext>, mut commands: mpsc::Receiver<Co
     let mut workers: HashMap<ServerName, WorkerHandle> = HashMap::new();
     let mut attempt = 0;
     loop {
-        match pending_destinations(&context.pool).await {
+        match resume(&context).await {
             Ok(destinations) => {
                 for destination in destinations {
                     worker(&mut workers, &context, &destination)
@@ -315,10 +385,18 @@ async fn coordinate(context: Arc<SenderContext>, mut commands: mpsc::Receiver<Co
     }
 }
 
-async fn pending_destinations(pool: &DbPool) -> Result<Vec<ServerName>, DbError> {
-    let mut conn = confab_schema::connect(pool).await?;
-    let names = queries::destinations_with_outbound(&mut conn).await?;
-    Ok(names
+/// Learns which destinations were given up, then returns those with rows queued.
+async fn resume(context: &SenderContext) -> Result<Vec<ServerName>, DbError> {
+    let mut conn = confab_schema::connect(&context.pool).await?;
+    let given_up = server_names(&queries::given_up_destinations(&mut conn).await?);
+    context.given_up.set().extend(given_up);
+    Ok(server_names(
+        &queries::destinations_with_outbound(&mut conn).await?,
+    ))
+}
+
+fn server_names(names: &[String]) -> Vec<ServerName> {
+    names
         .iter()
         .filter_map(|name| match ServerName::parse(name) {
             Ok(name) => Some(name),
@@ -327,7 +405,7 @@ async fn pending_destinations(pool: &DbPool) -> Result<Vec<ServerName>, DbError>
                 None
             }
         })
-        .collect())
+        .collect()
 }
 
 fn worker<'a>(
@@ -533,6 +611,22 @@ impl DestinationWorker {
                     .back_off(&format!("delivered but cannot dequeue: {err}"))
                     .await;
             }
+        } else if self.failures > 0 {
+            // Ephemeral events got through after failures: the run of failures is over, or a
+            // later failure would count from its start and give the destination up too early.
+            let recorded = async {
+                let mut conn = confab_schema::connect(&self.context.pool).await?;
+                queries::record_destination_success(
+                    &mut conn,
+                    self.destination.as_str(),
+                    crate::time::now_ms(),
+                )
+                .await
+            }
+            .await;
+            if let Err(err) = recorded {
+                tracing::debug!(error = %err, "cannot record a federation success");
+            }
         }
         let stats = &self.context.stats;
         SenderStats::add(&stats.transactions_sent, 1);
@@ -592,7 +686,12 @@ impl DestinationWorker {
         self.failures = self.failures.saturating_add(1);
         SenderStats::add(&self.context.stats.transactions_failed, 1);
         tracing::info!(destination = %self.destination, failures = self.failures, ?delay, %reason, "federation transaction failed; retrying later");
-        self.record_failure(delay).await;
+        if let Some(failing_since) = self.record_failure(delay).await
+            && crate::time::now_ms().saturating_sub(failing_since) >= self.context.give_up_after_ms
+            && let Some(keep_going) = self.give_up(failing_since).await
+        {
+            return keep_going;
+        }
         let deadline = tokio::time::Instant::now() + delay;
         loop {
             tokio::select! {
@@ -610,7 +709,55 @@ impl DestinationWorker {
         }
     }
 
-    async fn record_failure(&self, delay: Duration) {
+    /// The destination has failed for longer than `give_up_after`: drop its queue and stop
+    /// queueing for it, then wait for work (a retry or a request from it takes it back). `None`
+    /// if the database could not record it: the caller keeps backing off and tries again at the
+    /// next failure.
+    async fn give_up(&mut self, failing_since: i64) -> Option<bool> {
+        // Marked first, so that no new row is queued while the old ones are deleted.
+        self.context.given_up.set().insert(self.destination.clone());
+        let now = crate::time::now_ms();
+        let dropped = async {
+            let mut conn = confab_schema::connect(&self.context.pool).await?;
+            queries::give_up_destination(&mut conn, self.destination.as_str(), now).await
+        }
+        .await;
+        let dropped = match dropped {
+            Ok(n) => n,
+            Err(err) => {
+                self.context.given_up.set().remove(&self.destination);
+                tracing::warn!(destination = %self.destination, error = %err, "cannot give up on a failing destination yet");
+                return None;
+            }
+        };
+        let failing_for = Duration::from_millis(u64::try_from(now - failing_since).unwrap_or(0));
+        tracing::warn!(
+            destination = %self.destination,
+            dropped,
+            ?failing_for,
+            "giving up on a destination that keeps failing: its queued events are dropped and none \
+             are queued until it is back (a request from it, or `confab admin federation retry`)"
+        );
+        SenderStats::add(
+            &self.context.stats.pdus_dropped,
+            usize::try_from(dropped).unwrap_or(0),
+        );
+        let mut edus = self
+            .in_flight
+            .take()
+            .map_or(0, |b| b.transaction.edus.len());
+        edus += self.carried.drain(..).count();
+        while self.edus.try_recv().is_ok() {
+            edus += 1;
+        }
+        SenderStats::add(&self.context.stats.edus_dropped, edus);
+        self.failures = 0;
+        Some(self.idle().await)
+    }
+
+    /// Records a failure for operators; returns when the current run of failures began, if the
+    /// database could say.
+    async fn record_failure(&self, delay: Duration) -> Option<i64> {
         let now = crate::time::now_ms();
         let retry_after = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
         let failures = i32::try_from(self.failures).unwrap_or(i32::MAX);
@@ -634,8 +781,12 @@ impl DestinationWorker {
             .await
         }
         .await;
-        if let Err(err) = result {
-            tracing::debug!(error = %err, "cannot record a federation failure");
+        match result {
+            Ok(since) => Some(since),
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot record a federation failure");
+                None
+            }
         }
     }
 }

@@ -116,6 +116,22 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// A new database `name` on another cluster (one a test owns, given as a URL template with
+    /// `{db}`), left empty for the server's migrations.
+    pub async fn on_cluster(cluster: &str, name: &str) -> Self {
+        let maintenance = cluster.replace("{db}", "postgres");
+        confab_schema::create_database(&maintenance, name, None)
+            .await
+            .unwrap();
+        Self {
+            url: cluster.replace("{db}", name),
+            name: name.to_owned(),
+            maintenance,
+        }
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let (maintenance, name) = (self.maintenance.clone(), self.name.clone());
@@ -183,6 +199,16 @@ impl TestServer {
             .collect();
         let data_dir = Arc::new(tempfile::tempdir().unwrap());
         Self::start_on(db, env, 0, data_dir).await
+    }
+
+    /// Starts a server on a database of the test's choosing, plus extra `CONFAB__…` settings.
+    pub async fn start_on_database(db: TestDb, env: &[(&str, &str)]) -> Self {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let data_dir = Arc::new(tempfile::tempdir().unwrap());
+        Self::start_on(Arc::new(db), env, 0, data_dir).await
     }
 
     /// Starts a server that federates over plain HTTP with servers on loopback, as the other
@@ -404,6 +430,48 @@ impl WsClient {
         }
     }
 
+    /// Connects to any WebSocket URL (a server in another process, say).
+    pub async fn connect_url(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Self {
+            ws,
+            next_id: 1,
+            pending: Default::default(),
+        }
+    }
+
+    /// Connects through a socket with a tiny kernel receive buffer, so that a client that stops
+    /// reading makes the server's queue fill after a known number of bytes, not after whatever
+    /// loopback's autotuned buffers would absorb.
+    pub async fn connect_small_buffer(url: &str) -> Self {
+        let addr = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+        Self {
+            ws,
+            next_id: 1,
+            pending: Default::default(),
+        }
+    }
+
+    /// Authenticates a connected client.
+    pub async fn auth(&mut self, guest: &Guest) {
+        let reply = self
+            .request(json!({"type": "auth", "token": guest.token}))
+            .await;
+        assert_eq!(reply["type"], "ack", "{reply}");
+    }
+
     /// Connects and authenticates.
     pub async fn authed(server: &TestServer, guest: &Guest) -> Self {
         let mut c = Self::connect(server).await;
@@ -434,6 +502,11 @@ impl WsClient {
             .send(Message::text(value.to_string()))
             .await
             .unwrap();
+    }
+
+    /// Sends, reporting instead of panicking if the connection is gone (a server just killed).
+    pub async fn try_send(&mut self, value: Value) -> bool {
+        self.ws.send(Message::text(value.to_string())).await.is_ok()
     }
 
     pub async fn send_raw(&mut self, msg: Message) {
