@@ -195,7 +195,17 @@ export class ConfabError extends Error {
   }
 }
 
-/** A sentence a person can act on, for each machine code the client may show. */
+/**
+ * How long to wait before trying again after an error that a later attempt may not meet (the
+ * server's own `retry_after_ms`, else a second); null for errors that will not change by waiting.
+ */
+export function retryDelay(err: unknown): number | null {
+  if (!(err instanceof ConfabError)) return null;
+  if (err.code !== 'rate_limited' && err.code !== 'unavailable') return null;
+  return err.retryAfterMs ?? 1000;
+}
+
+/** A sentence a person can act on, for each machine code the client may show (else the server's reason). */
 export function describeError(err: unknown): string {
   if (err instanceof ConfabError) {
     const known: Record<string, string> = {
@@ -209,7 +219,6 @@ export function describeError(err: unknown): string {
       room_not_found: 'This room no longer exists.',
       room_full: 'The room is full.',
       too_many_rooms: 'You already host as many rooms as this server allows.',
-      rate_limited: 'Slow down: too many messages.',
       too_many_connections: 'Too many tabs are connected with this session.',
       unauthorized: 'Your session has expired.',
       event_too_large: 'That message is too large for this server.',

@@ -5,7 +5,7 @@
  * imports neither the DOM nor React.
  */
 import { ConfabSocket, type SocketStatus, type WebSocketFactory, type LiveMessage } from '../protocol/socket';
-import { ConfabError, describeError, type RoomEvent, type RoomSummary, type Session, type IceServer } from '../protocol/types';
+import { ConfabError, describeError, retryDelay, type RoomEvent, type RoomSummary, type Session, type IceServer } from '../protocol/types';
 import type { RestClient } from '../protocol/rest';
 import { DecryptError, openJson, sealJson, sha256Hex, type MessageContext } from '../crypto/e2ee';
 import { Mesh, type SignalEnvelope } from '../mesh/mesh';
@@ -399,8 +399,10 @@ export class RoomSession {
         (err: unknown) => {
           item.inFlight = false;
           if (err instanceof ConfabError && (err.code === 'disconnected' || err.code === 'timeout')) return; // resent on resume
-          if (err instanceof ConfabError && err.code === 'rate_limited') {
-            setTimeout(() => this.flushOutbox(), err.retryAfterMs ?? 1000);
+          // Too fast, or the server's database is briefly away: the message waits and goes again.
+          const delay = retryDelay(err);
+          if (delay !== null) {
+            setTimeout(() => this.flushOutbox(), delay);
             return;
           }
           this.outbox = this.outbox.filter((o) => o !== item);
