@@ -317,6 +317,33 @@ mod tests {
     }
 
     #[test]
+    fn decoding_names_what_it_can_of_a_refused_frame() {
+        use crate::error::ErrorCode;
+        fn refused(text: &str) -> RefusedFrame<'_> {
+            decode_request(text, 64).unwrap_err()
+        }
+        let long = format!(r#"{{"type":"ping","id":1,"x":"{}"}}"#, "x".repeat(64));
+        let r = refused(&long);
+        assert_eq!(
+            (r.error.code, r.id, &*r.request),
+            (ErrorCode::FrameTooLarge, None, "frame")
+        );
+        // The request's own fields are wrong, but its type and id can still be named.
+        let r = refused(r#"{"type":"chat","id":"a","kind":5}"#);
+        assert_eq!(
+            (r.error.code, r.id, &*r.request),
+            (ErrorCode::BadRequest, Some(Value::from("a")), "chat")
+        );
+        // An id that breaks the rules is never echoed.
+        let r = refused(r#"{"type":"chat","id":-1,"kind":5}"#);
+        assert_eq!((r.id, &*r.request), (None, "chat"));
+        let r = refused(r#"{"type":"ping","id":1.5}"#);
+        assert_eq!((r.id, &*r.request), (None, "ping"));
+        assert_eq!(refused("[1]").request, "frame");
+        assert!(decode_request(r#"{"type":"ping","id":18446744073709551615}"#, 64).is_ok());
+    }
+
+    #[test]
     fn outgoing_shapes() {
         let v: Value = serde_json::from_str(
             &Outgoing::Signal {
