@@ -105,7 +105,7 @@ fuzz:
 			-max_total_time=$(FUZZ_SECS) -max_len=16384 -rss_limit_mb=2048 -malloc_limit_mb=256 \
 			-print_final_stats=1 -artifact_prefix=$(FUZZ_OUT)/artifacts/$$t/ \
 			2> $(FUZZ_OUT)/$$t.log; status=$$?; \
-		echo "fuzz $$t: $$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_OUT)/$$t.log) executions in $(FUZZ_SECS) s, coverage $$(grep -o 'cov: [0-9]*' $(FUZZ_OUT)/$$t.log | tail -n1) (libFuzzer; log in $(FUZZ_OUT)/$$t.log)"; \
+		echo "fuzz $$t: $$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_OUT)/$$t.log) executions in $(FUZZ_SECS) s, $$(grep -o 'cov: [0-9]*' $(FUZZ_OUT)/$$t.log | tail -n1 | cut -d' ' -f2) coverage edges (libFuzzer; log in $(FUZZ_OUT)/$$t.log)"; \
 		if [ $$status != 0 ]; then tail -n 40 $(FUZZ_OUT)/$$t.log; exit $$status; fi; \
 	done
 
