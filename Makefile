@@ -8,7 +8,7 @@ WEB := web-client
 # The shared Postgres cluster the Rust tests start under target/ (see homeserver/tests/support).
 TEST_PG := target/test-postgres
 
-.PHONY: run test demo web web-deps chromium coturn rust-test rust-lint web-test browser-test bench stop-test-db fmt
+.PHONY: run test demo web web-deps chromium coturn rust-test rust-lint web-test browser-test bench stop-test-db fmt fuzz fuzz-lint
 
 ## Run the homeserver on http://127.0.0.1:8008 with the embedded Postgres and the built web client.
 run: web
@@ -52,6 +52,7 @@ coturn:
 
 rust-lint:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path $(FUZZ_CRATE)/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 rust-test:
@@ -78,3 +79,38 @@ bench:
 
 fmt:
 	$(CARGO) fmt --all
+
+## Coverage-guided fuzzing with libFuzzer, on the stable toolchain (see homeserver/fuzz/Cargo.toml):
+## each target for FUZZ_SECS seconds (default 60), e.g. `make fuzz FUZZ_SECS=600`, or only some
+## with FUZZ_TARGETS="ws_frame identifiers". New inputs go to target/fuzz/corpus/<target> (add the
+## interesting ones to homeserver/fuzz/corpus), crashes to target/fuzz/artifacts/<target>.
+## `make test` runs the same targets for a bounded time without libFuzzer (homeserver/tests/fuzz.rs).
+FUZZ_SECS ?= 60
+FUZZ_TARGETS ?= ws_frame xmatrix_header canonical_json federation_transaction identifiers
+FUZZ_CRATE := homeserver/fuzz
+FUZZ_OUT := target/fuzz
+# An explicit --target keeps these flags off build scripts and proc macros, which must not be
+# instrumented (they would not link without libFuzzer).
+FUZZ_TRIPLE = $(shell rustc -vV | sed -n 's/^host: //p')
+FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks
+
+fuzz:
+	RUSTFLAGS="$(FUZZ_RUSTFLAGS)" CARGO_TARGET_DIR=$(FUZZ_OUT) $(CARGO) build --release \
+		--manifest-path $(FUZZ_CRATE)/Cargo.toml --target $(FUZZ_TRIPLE) $(addprefix --bin ,$(FUZZ_TARGETS))
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_OUT)/corpus/$$t $(FUZZ_OUT)/artifacts/$$t; \
+		$(FUZZ_OUT)/$(FUZZ_TRIPLE)/release/$$t $(FUZZ_OUT)/corpus/$$t $(FUZZ_CRATE)/corpus/$$t \
+			-max_total_time=$(FUZZ_SECS) -max_len=16384 -rss_limit_mb=2048 -malloc_limit_mb=256 \
+			-print_final_stats=1 -artifact_prefix=$(FUZZ_OUT)/artifacts/$$t/ \
+			2> $(FUZZ_OUT)/$$t.log; status=$$?; \
+		echo "fuzz $$t: $$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_OUT)/$$t.log) executions in $(FUZZ_SECS) s, $$(grep -o 'cov: [0-9]*' $(FUZZ_OUT)/$$t.log | tail -n1 | cut -d' ' -f2) coverage edges (libFuzzer; log in $(FUZZ_OUT)/$$t.log)"; \
+		if [ $$status != 0 ]; then tail -n 40 $(FUZZ_OUT)/$$t.log; exit $$status; fi; \
+	done
+
+## Lints of the fuzz crate, which is outside the workspace (its own build of the dependencies:
+## minutes, so not part of `make test`; the targets' code is linted there through tests/fuzz.rs).
+fuzz-lint:
+	$(CARGO) fmt --manifest-path $(FUZZ_CRATE)/Cargo.toml -- --check
+	CARGO_TARGET_DIR=$(FUZZ_OUT)/lint $(CARGO) clippy --manifest-path $(FUZZ_CRATE)/Cargo.toml --all-targets -- -D warnings

@@ -34,6 +34,73 @@ pub struct Incoming<'a> {
     pub typing: Option<bool>,
 }
 
+/// A text frame that is not a request the server can act on, and how to answer it.
+#[derive(Debug)]
+pub struct RefusedFrame<'a> {
+    /// The request's id, when one could be read and is valid, so the client's request still
+    /// gets its one reply.
+    pub id: Option<Value>,
+    /// The request type to name in the error (`frame` when even that is unreadable).
+    pub request: Cow<'a, str>,
+    /// The error to send.
+    pub error: crate::error::ApiError,
+}
+
+/// Decodes one text frame of the WebSocket protocol: the size limit, the JSON, and the request
+/// id's rules. This is all the socket does with untrusted bytes before a handler sees typed
+/// fields; it is a pure function so that it can be fuzzed on its own (`homeserver/fuzz`).
+pub fn decode_request(
+    text: &str,
+    max_frame_bytes: usize,
+) -> Result<Incoming<'_>, RefusedFrame<'_>> {
+    use crate::error::{ApiError, ErrorCode};
+    if text.len() > max_frame_bytes {
+        return Err(RefusedFrame {
+            id: None,
+            request: Cow::Borrowed("frame"),
+            error: ApiError::new(
+                ErrorCode::FrameTooLarge,
+                format!("frames are limited to {max_frame_bytes} bytes"),
+            ),
+        });
+    }
+    let msg: Incoming = match serde_json::from_str(text) {
+        Ok(msg) => msg,
+        Err(err) => {
+            let envelope: Option<Envelope> = serde_json::from_str(text).ok();
+            let (id, request) = match envelope {
+                Some(e) => (e.id.filter(valid_request_id), e.msg_type.map(Cow::Owned)),
+                None => (None, None),
+            };
+            return Err(RefusedFrame {
+                id,
+                request: request.unwrap_or(Cow::Borrowed("frame")),
+                error: ApiError::bad_request(format!("not a valid request: {err}")),
+            });
+        }
+    };
+    if msg.id.as_ref().is_some_and(|id| !valid_request_id(id)) {
+        // Not echoed: an id that breaks the rules may be what makes the client's matching fail.
+        return Err(RefusedFrame {
+            id: None,
+            request: msg.msg_type,
+            error: ApiError::bad_request(
+                "`id` must be a string of at most 64 characters or a non-negative integer",
+            ),
+        });
+    }
+    Ok(msg)
+}
+
+/// Request ids are echoed in replies, so they are kept small and simple.
+pub fn valid_request_id(id: &Value) -> bool {
+    match id {
+        Value::String(s) => s.chars().count() <= 64,
+        Value::Number(n) => n.is_u64(),
+        _ => false,
+    }
+}
+
 /// Deserializes an optional string borrowing from the frame when it has no escapes: serde only
 /// borrows into a bare `Cow<str>`, so `Option<Cow<str>>` needs this to avoid an allocation per
 /// field on the hot path.
@@ -247,6 +314,33 @@ mod tests {
         assert_eq!(m.id, Some(Value::from(7)));
         assert!(m.room_id.is_none());
         assert!(serde_json::from_str::<Incoming>(r#"{"id":1}"#).is_err());
+    }
+
+    #[test]
+    fn decoding_names_what_it_can_of_a_refused_frame() {
+        use crate::error::ErrorCode;
+        fn refused(text: &str) -> RefusedFrame<'_> {
+            decode_request(text, 64).unwrap_err()
+        }
+        let long = format!(r#"{{"type":"ping","id":1,"x":"{}"}}"#, "x".repeat(64));
+        let r = refused(&long);
+        assert_eq!(
+            (r.error.code, r.id, &*r.request),
+            (ErrorCode::FrameTooLarge, None, "frame")
+        );
+        // The request's own fields are wrong, but its type and id can still be named.
+        let r = refused(r#"{"type":"chat","id":"a","kind":5}"#);
+        assert_eq!(
+            (r.error.code, r.id, &*r.request),
+            (ErrorCode::BadRequest, Some(Value::from("a")), "chat")
+        );
+        // An id that breaks the rules is never echoed.
+        let r = refused(r#"{"type":"chat","id":-1,"kind":5}"#);
+        assert_eq!((r.id, &*r.request), (None, "chat"));
+        let r = refused(r#"{"type":"ping","id":1.5}"#);
+        assert_eq!((r.id, &*r.request), (None, "ping"));
+        assert_eq!(refused("[1]").request, "frame");
+        assert!(decode_request(r#"{"type":"ping","id":18446744073709551615}"#, 64).is_ok());
     }
 
     #[test]

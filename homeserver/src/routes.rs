@@ -232,8 +232,10 @@ async fn join_room(
     req: HttpRequest,
     Authed(who): Authed,
     path: web::Path<String>,
-    body: Option<web::Json<JoinBody>>,
+    req: HttpRequest,
+    body: JsonResult<JoinBody>,
 ) -> ApiResult {
+    let body = optional_body(&req, body)?;
     let token = body.as_ref().and_then(|b| b.invite_token.as_deref());
     // Keyed by address, not user: guest sessions cost nothing to make.
     let address = limiter::address_key(limiter::client_ip(&req, &state.trusted_proxies));
@@ -244,6 +246,33 @@ async fn join_room(
     )
     .await?;
     Ok(HttpResponse::Ok().json(joined))
+}
+
+/// A JSON body as extracted, kept for [`optional_body`] to judge.
+pub type JsonResult<T> = Result<web::Json<T>, actix_web::Error>;
+
+/// A body that may be left out, but that must be valid when sent: actix's `Option<Json<T>>`
+/// would read a body with a misspelt field as no body at all, and answer for the wrong reason
+/// (a join with `{"invite": …}` refused as `invite_required`).
+pub fn optional_body<T>(req: &HttpRequest, body: JsonResult<T>) -> Result<Option<T>, ApiError> {
+    match body {
+        Ok(body) => Ok(Some(body.into_inner())),
+        Err(_) if !has_body(req) => Ok(None),
+        // `json_error` made it an `ApiError`; anything else is still the client's body at fault.
+        Err(err) => Err(err
+            .as_error::<ApiError>()
+            .cloned()
+            .unwrap_or_else(|| ApiError::bad_request(format!("invalid JSON body: {err}")))),
+    }
+}
+
+fn has_body(req: &HttpRequest) -> bool {
+    let headers = req.headers();
+    headers.contains_key(actix_web::http::header::TRANSFER_ENCODING)
+        || headers
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
 }
 
 async fn leave_room(state: Data, Authed(who): Authed, path: web::Path<String>) -> ApiResult {
@@ -270,9 +299,12 @@ async fn events(
     path: web::Path<String>,
     query: web::Query<EventsQuery>,
 ) -> ApiResult {
-    let (events, latest) = state
-        .events(&path, &who, query.since.max(0), query.limit)
-        .await?;
+    if query.since < 0 {
+        return Err(ApiError::bad_request(
+            "`since` is the last sequence number seen: 0 or more",
+        ));
+    }
+    let (events, latest) = state.events(&path, &who, query.since, query.limit).await?;
     let events: Vec<_> = events.iter().map(crate::protocol::EventOut::from).collect();
     Ok(HttpResponse::Ok().json(json!({ "events": events, "latest_seq": latest })))
 }
@@ -281,9 +313,10 @@ async fn create_invite(
     state: Data,
     Authed(who): Authed,
     path: web::Path<String>,
-    body: Option<web::Json<InviteOptions>>,
+    req: HttpRequest,
+    body: JsonResult<InviteOptions>,
 ) -> ApiResult {
-    let options = body.map(web::Json::into_inner).unwrap_or_default();
+    let options = optional_body(&req, body)?.unwrap_or_default();
     Ok(HttpResponse::Created().json(state.create_invite(&path, &who, &options).await?))
 }
 

@@ -203,6 +203,15 @@ impl Connection {
                                     1009,
                                     "frame above the hard size limit".to_owned(),
                                 ),
+                                // RFC 6455 answers a text frame that is not UTF-8 with 1007;
+                                // actix-ws reports it only as an I/O error carrying the text of
+                                // a `Utf8Error`.
+                                actix_ws::ProtocolError::Io(e)
+                                    if e.kind() == std::io::ErrorKind::InvalidData
+                                        && e.to_string().contains("utf-8") =>
+                                {
+                                    (1007, "text frames must be valid UTF-8".to_owned())
+                                }
                                 other => (1002, format!("protocol error: {other}")),
                             };
                             me.conn.close(code, &reason);
@@ -264,52 +273,15 @@ impl Connection {
     /// Handles one text frame; `false` ends the session.
     async fn on_text(&mut self, text: &ByteString) -> bool {
         let limits = &self.state.settings.limits;
-        if text.len() > limits.max_frame_bytes {
-            self.reply_error(
-                None,
-                "frame",
-                &ApiError::new(
-                    ErrorCode::FrameTooLarge,
-                    format!("frames are limited to {} bytes", limits.max_frame_bytes),
-                ),
-            );
-            return true;
-        }
-        let msg: Incoming = match serde_json::from_str(text) {
+        let msg = match protocol::decode_request(text, limits.max_frame_bytes) {
             Ok(msg) => msg,
-            Err(err) => {
-                // Still answer the request's id, if one can be read, so that the client's
-                // request does not wait for a reply that never comes.
-                let envelope: Option<protocol::Envelope> = serde_json::from_str(text).ok();
-                let id = envelope
-                    .as_ref()
-                    .and_then(|e| e.id.as_ref())
-                    .filter(|id| valid_request_id(id));
-                let kind = envelope
-                    .as_ref()
-                    .and_then(|e| e.msg_type.as_deref())
-                    .unwrap_or("frame");
-                self.reply_error(
-                    id,
-                    kind,
-                    &ApiError::bad_request(format!("not a valid request: {err}")),
-                );
+            Err(refused) => {
+                self.reply_error(refused.id.as_ref(), &refused.request, &refused.error);
                 return true;
             }
         };
         let id = msg.id.as_ref();
         let kind: &str = &msg.msg_type;
-        if let Some(bad) = id.filter(|id| !valid_request_id(id)) {
-            let _ = bad;
-            self.reply_error(
-                None,
-                kind,
-                &ApiError::bad_request(
-                    "`id` must be a string of at most 64 characters or a non-negative integer",
-                ),
-            );
-            return true;
-        }
         if let Err(retry) = self.rate.take() {
             let mut err = ApiError::new(
                 ErrorCode::RateLimited,
@@ -405,7 +377,15 @@ impl Connection {
 
     async fn subscribe(&mut self, who: &Identity, msg: &Incoming<'_>) -> bool {
         let id = msg.id.as_ref();
-        let since = msg.since.unwrap_or(0).max(0);
+        let since = msg.since.unwrap_or(0);
+        if since < 0 {
+            self.reply_error(
+                id,
+                "subscribe",
+                &ApiError::bad_request("`since` is the last sequence number seen: 0 or more"),
+            );
+            return true;
+        }
         let result = async {
             let room_id = required(&msg.room_id, "room_id")?;
             let room_id = self.state.check_subscriber(room_id, who).await?;
@@ -613,14 +593,6 @@ fn not_subscribed() -> ApiError {
         ErrorCode::NotSubscribed,
         "this connection is not subscribed to that room",
     )
-}
-
-fn valid_request_id(id: &Value) -> bool {
-    match id {
-        Value::String(s) => s.chars().count() <= 64,
-        Value::Number(n) => n.is_u64(),
-        _ => false,
-    }
 }
 
 /// Metric label for a request type; unknown types share one label so that clients cannot grow

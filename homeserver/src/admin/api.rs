@@ -353,9 +353,10 @@ pub fn invite_link(public_url: &str, room_id: &str, token: &str) -> String {
 async fn create_invite(
     state: Data,
     path: web::Path<String>,
-    body: Option<web::Json<InviteOptions>>,
+    req: actix_web::HttpRequest,
+    body: crate::routes::JsonResult<InviteOptions>,
 ) -> ApiResult {
-    let options = body.map(web::Json::into_inner).unwrap_or_default();
+    let options = crate::routes::optional_body(&req, body)?.unwrap_or_default();
     if options.max_uses == Some(0) {
         return Err(ApiError::bad_request("max_uses must be at least 1"));
     }

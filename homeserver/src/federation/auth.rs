@@ -8,8 +8,9 @@
 //! (`M_UNAUTHORIZED`); addressed to us (`M_UNAUTHORIZED`, as the spec requires); an origin the
 //! operator federates with (`M_FORBIDDEN`); a body within `federation.max_request_bytes`
 //! (`M_TOO_LARGE`, from `Content-Length` before reading, else while reading); JSON if present
-//! (`M_NOT_JSON`); the origin's key, from the key cache (`M_UNAUTHORIZED`); and the signature
-//! over method, target, origin, destination and body (`M_UNAUTHORIZED`).
+//! (`M_NOT_JSON`); the origin's key, from the key cache (`M_UNAUTHORIZED`); a body with a canonical
+//! JSON form, without which nothing can sign it (`M_BAD_JSON`); and the signature over method,
+//! target, origin, destination and body (`M_UNAUTHORIZED`).
 //!
 //! A verified request carries a [`VerifiedRequest`] in its extensions, read by handlers through
 //! the [`FederatedRequest`] extractor; the body is put back, so handlers may also read it.
@@ -22,7 +23,7 @@ use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use bytes::{Bytes, BytesMut};
 use confab_federation::ids::ServerName;
-use confab_federation::xmatrix::{XMatrixAuth, verify_request};
+use confab_federation::xmatrix::{AuthError, XMatrixAuth, verify_request};
 use futures_util::StreamExt;
 use serde_json::Value;
 
@@ -143,7 +144,12 @@ async fn verify(req: &mut ServiceRequest) -> Result<VerifiedRequest, MatrixError
         content.as_ref(),
         &key,
     )
-    .map_err(|e| unauthorized(&e))?;
+    .map_err(|e| match e {
+        // Not a question of who signed: no signature can cover such a body, so the sender
+        // needs to know the body is at fault (floats, integers beyond 2^53).
+        AuthError::Canonical(_) => MatrixError::new(MatrixErrorCode::BadJson, e.to_string()),
+        e => unauthorized(&e),
+    })?;
 
     req.set_payload(Payload::from(body));
     Ok(VerifiedRequest {
