@@ -232,7 +232,6 @@ async fn join_room(
     req: HttpRequest,
     Authed(who): Authed,
     path: web::Path<String>,
-    req: HttpRequest,
     body: JsonResult<JoinBody>,
 ) -> ApiResult {
     let body = optional_body(&req, body)?;
