@@ -15,26 +15,10 @@ use confab_federation::ids::ServerName;
 use confab_federation::transaction::Pdu;
 use confab_schema::queries;
 use serde_json::{Value, json};
-use support::{Guest, PATIENCE, TestDb, TestServer, WsClient};
-
-fn is_chat(m: &Value) -> bool {
-    m["type"] == "event" && m["content"]["type"] == "chat"
-}
+use support::{PATIENCE, TestDb, TestServer, WsClient, is_chat};
 
 fn seqs(events: &[Value]) -> Vec<i64> {
     events.iter().map(|e| e["seq"].as_i64().unwrap()).collect()
-}
-
-async fn room_with(s: &TestServer, n: usize) -> (String, Vec<Guest>) {
-    let host = s.guest("Host").await;
-    let room = s.room(&host).await;
-    let mut guests = vec![host.clone()];
-    for i in 0..n {
-        let g = s.guest(&format!("Guest {i}")).await;
-        s.join_with_invite(&host, &g, &room).await;
-        guests.push(g);
-    }
-    (room, guests)
 }
 
 /// The largest send buffer the kernel lets a TCP socket grow to: what loopback can absorb on
@@ -57,7 +41,7 @@ async fn a_client_that_stops_reading_is_dropped_and_resumes_without_slowing_the_
         ("CONFAB__LIMITS__MESSAGE_BURST", "100000"),
     ])
     .await;
-    let (room, g) = room_with(&s, 2).await;
+    let (room, g) = s.room_with(2).await;
     let (mut sender, _) = WsClient::joined(&s, &g[0], &room, 0).await;
     let (mut reader, _) = WsClient::joined(&s, &g[1], &room, 0).await;
     let mut slow = WsClient::connect_small_buffer(&s.ws_url()).await;
@@ -483,7 +467,7 @@ async fn postgres_restarted_under_traffic_costs_retryable_errors_and_nothing_ack
         ],
     )
     .await;
-    let (room, g) = room_with(&s, 3).await;
+    let (room, g) = s.room_with(3).await;
     let (mut a, _) = WsClient::joined(&s, &g[0], &room, 0).await;
     let (mut b, _) = WsClient::joined(&s, &g[1], &room, 0).await;
     let (steady, _) = WsClient::joined(&s, &g[2], &room, 0).await;

@@ -6,24 +6,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Guest, TestServer, WsClient};
-
-/// A host, a room, and `n` more guests already joined through invites.
-async fn room_with(s: &TestServer, n: usize) -> (String, Vec<Guest>) {
-    let host = s.guest("Host").await;
-    let room = s.room(&host).await;
-    let mut guests = vec![host.clone()];
-    for i in 0..n {
-        let g = s.guest(&format!("Guest {i}")).await;
-        s.join_with_invite(&host, &g, &room).await;
-        guests.push(g);
-    }
-    (room, guests)
-}
-
-fn is_chat(m: &Value) -> bool {
-    m["type"] == "event" && m["content"]["type"] == "chat"
-}
+use support::{TestServer, WsClient, is_chat};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn authentication_comes_first() {
@@ -62,7 +45,7 @@ async fn silent_sockets_are_closed_after_the_auth_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn chat_fans_out_to_everyone_in_order() {
     let s = TestServer::start().await;
-    let (room, g) = room_with(&s, 2).await;
+    let (room, g) = s.room_with(2).await;
     let (mut a, ack) = WsClient::joined(&s, &g[0], &room, 0).await;
     assert_eq!(ack["result"]["room_id"], room.as_str());
     let (mut b, _) = WsClient::joined(&s, &g[1], &room, 0).await;
@@ -104,7 +87,7 @@ async fn chat_fans_out_to_everyone_in_order() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_request_with_an_id_gets_exactly_one_reply() {
     let s = TestServer::start().await;
-    let (room, g) = room_with(&s, 0).await;
+    let (room, g) = s.room_with(0).await;
     let (mut a, _) = WsClient::joined(&s, &g[0], &room, 0).await;
     // A mix of good and bad requests, each with an id; the replies must pair up one to one.
     let requests = vec![
@@ -170,7 +153,7 @@ async fn every_request_with_an_id_gets_exactly_one_reply() {
 #[tokio::test(flavor = "multi_thread")]
 async fn signaling_reaches_only_the_addressed_device() {
     let s = TestServer::start().await;
-    let (room, g) = room_with(&s, 2).await;
+    let (room, g) = s.room_with(2).await;
     let (mut a, _) = WsClient::joined(&s, &g[0], &room, 0).await;
     let (mut b, _) = WsClient::joined(&s, &g[1], &room, 0).await;
     let (mut c, _) = WsClient::joined(&s, &g[2], &room, 0).await;
@@ -205,7 +188,7 @@ async fn signaling_reaches_only_the_addressed_device() {
 #[tokio::test(flavor = "multi_thread")]
 async fn typing_and_presence_reach_the_others() {
     let s = TestServer::start().await;
-    let (room, g) = room_with(&s, 1).await;
+    let (room, g) = s.room_with(1).await;
     let (mut a, _) = WsClient::joined(&s, &g[0], &room, 0).await;
     let (mut b, ack) = WsClient::joined(&s, &g[1], &room, 0).await;
     let connected = ack["result"]["connected"].as_array().unwrap();
@@ -237,7 +220,7 @@ async fn typing_and_presence_reach_the_others() {
 #[tokio::test(flavor = "multi_thread")]
 async fn reconnecting_resumes_without_loss_or_duplicates() {
     let s = TestServer::start().await;
-    let (room, g) = room_with(&s, 1).await;
+    let (room, g) = s.room_with(1).await;
     let (mut a, _) = WsClient::joined(&s, &g[0], &room, 0).await;
     let (mut b, _) = WsClient::joined(&s, &g[1], &room, 0).await;
     let first = a.chat(&room, "one").await["result"]["seq"]
@@ -298,7 +281,7 @@ async fn reconnecting_resumes_without_loss_or_duplicates() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_socket_of_the_same_device_replaces_the_first() {
     let s = TestServer::start().await;
-    let (room, g) = room_with(&s, 1).await;
+    let (room, g) = s.room_with(1).await;
     let (mut old, _) = WsClient::joined(&s, &g[1], &room, 0).await;
     let (mut new, _) = WsClient::joined(&s, &g[1], &room, 0).await;
     let replaced = old.wait_for(|m| m["type"] == "replaced").await;
@@ -312,7 +295,7 @@ async fn a_second_socket_of_the_same_device_replaces_the_first() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_room_refuses_more_participants() {
     let s = TestServer::start_with(&[("CONFAB__ROOMS__MAX_PARTICIPANTS", "2")]).await;
-    let (room, g) = room_with(&s, 2).await;
+    let (room, g) = s.room_with(2).await;
     let (_a, _) = WsClient::joined(&s, &g[0], &room, 0).await;
     let (_b, _) = WsClient::joined(&s, &g[1], &room, 0).await;
     let mut c = WsClient::authed(&s, &g[2]).await;
@@ -336,7 +319,7 @@ async fn a_full_room_refuses_more_participants() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kick_ends_the_live_session_at_once() {
     let s = TestServer::start().await;
-    let (room, g) = room_with(&s, 1).await;
+    let (room, g) = s.room_with(1).await;
     let (mut host, _) = WsClient::joined(&s, &g[0], &room, 0).await;
     let (mut guest, _) = WsClient::joined(&s, &g[1], &room, 0).await;
     let (status, _) = s
@@ -368,7 +351,7 @@ async fn kick_ends_the_live_session_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn lock_and_close_reach_subscribers() {
     let s = TestServer::start().await;
-    let (room, g) = room_with(&s, 1).await;
+    let (room, g) = s.room_with(1).await;
     let (mut guest, _) = WsClient::joined(&s, &g[1], &room, 0).await;
     s.post(&format!("/rooms/{room}/lock"), &g[0].token, json!({}))
         .await;
@@ -384,11 +367,13 @@ async fn lock_and_close_reach_subscribers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_rooms_expire_and_live_ones_do_not() {
     let s = TestServer::start_with(&[
-        ("CONFAB__ROOMS__IDLE_TTL", "300ms"),
+        // Long enough that the new room, counting down until its first subscriber, outlives
+        // the set-up even on a loaded machine.
+        ("CONFAB__ROOMS__IDLE_TTL", "2s"),
         ("CONFAB__ROOMS__SWEEP_INTERVAL", "50ms"),
     ])
     .await;
-    let (room, g) = room_with(&s, 1).await;
+    let (room, g) = s.room_with(1).await;
     let (a, _) = WsClient::joined(&s, &g[0], &room, 0).await;
     let (status, summary) = s.get(&format!("/rooms/{room}"), &g[0].token).await;
     assert_eq!(
@@ -397,11 +382,11 @@ async fn idle_rooms_expire_and_live_ones_do_not() {
         "a live room does not count down"
     );
 
-    // Kept alive across several TTLs by a connected participant: wait until the sweeper has
-    // completed eight more runs (at least 400 ms, longer than the 300 ms TTL).
+    // Kept alive past its TTL by a connected participant: wait until the sweeper has completed
+    // 45 more runs (at least 2.25 s, longer than the 2 s TTL).
     let sweeps = s.state.metrics.room_sweeps.get();
     let deadline = std::time::Instant::now() + support::PATIENCE;
-    while s.state.metrics.room_sweeps.get() < sweeps + 8 {
+    while s.state.metrics.room_sweeps.get() < sweeps + 45 {
         assert!(
             std::time::Instant::now() < deadline,
             "the sweeper stopped running"
@@ -430,7 +415,7 @@ async fn idle_rooms_expire_and_live_ones_do_not() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_keeps_rooms_and_backlog_and_tells_clients() {
     let s = TestServer::start().await;
-    let (room, g) = room_with(&s, 1).await;
+    let (room, g) = s.room_with(1).await;
     let (mut a, _) = WsClient::joined(&s, &g[0], &room, 0).await;
     let mut sent = Vec::new();
     for i in 0..5 {
@@ -516,7 +501,7 @@ async fn dead_sockets_are_detected_and_presence_follows() {
         ("CONFAB__WEBSOCKET__CLIENT_TIMEOUT", "400ms"),
     ])
     .await;
-    let (room, g) = room_with(&s, 1).await;
+    let (room, g) = s.room_with(1).await;
     let (mut watcher, _) = WsClient::joined(&s, &g[0], &room, 0).await;
     // This client stops reading (so it never answers pings), like a vanished laptop.
     let (silent, _) = WsClient::joined(&s, &g[1], &room, 0).await;
@@ -539,7 +524,7 @@ async fn dead_sockets_are_detected_and_presence_follows() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resume_point_beyond_the_log_still_gets_new_events() {
     let s = TestServer::start().await;
-    let (room, g) = room_with(&s, 1).await;
+    let (room, g) = s.room_with(1).await;
     let (mut a, _) = WsClient::joined(&s, &g[0], &room, 0).await;
     let (mut b, _) = WsClient::joined(&s, &g[1], &room, 1_000_000_000).await;
     let seq = a.chat(&room, "after a bogus since").await["result"]["seq"]

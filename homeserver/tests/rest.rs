@@ -424,15 +424,7 @@ async fn health_metrics_and_config() {
 
     let g = s.guest("M").await;
     let _ = s.get("/rooms/bad", &g.token).await;
-    let text = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     assert!(
         text.contains("confab_http_request_duration_seconds"),
         "{text}"

@@ -134,15 +134,7 @@ async fn refused_joins_are_limited_per_client_address() {
     .await;
     assert_eq!((status, code(&body)), (429, "rate_limited"), "{body}");
     // Refusals are counted where operators look.
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("confab_errors_total{code=\"rate_limited\"} 3"),
         "{metrics}"

@@ -380,6 +380,31 @@ impl TestServer {
         body["room_id"].as_str().unwrap().to_owned()
     }
 
+    /// A host, a room, and `n` more guests already joined through invites.
+    pub async fn room_with(&self, n: usize) -> (String, Vec<Guest>) {
+        let host = self.guest("Host").await;
+        let room = self.room(&host).await;
+        let mut guests = vec![host.clone()];
+        for i in 0..n {
+            let g = self.guest(&format!("Guest {i}")).await;
+            self.join_with_invite(&host, &g, &room).await;
+            guests.push(g);
+        }
+        (room, guests)
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Creates an invite; returns its token.
     pub async fn invite(&self, host: &Guest, room: &str, options: Value) -> Value {
         let (status, body) = self
@@ -604,4 +629,9 @@ impl WsClient {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// Whether a pushed message is a chat event.
+pub fn is_chat(m: &Value) -> bool {
+    m["type"] == "event" && m["content"]["type"] == "chat"
 }
