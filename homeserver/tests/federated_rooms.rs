@@ -340,6 +340,45 @@ async fn origin_restart_and_a_peer_down_lose_and_reorder_nothing() {
         events_a.iter().map(|e| &e.content).collect::<Vec<_>>(),
         events_b.iter().map(|e| &e.content).collect::<Vec<_>>()
     );
+
+    // The sender records transaction ids without waiting for the disk, so a crash of its
+    // Postgres can make it resend events under a new id: A applies them by number, once.
+    let resent: Vec<Value> = events_b[events_b.len() - 5..]
+        .iter()
+        .map(|e| serde_json::to_value(confab::federation::rooms::event_pdu(e)).unwrap())
+        .collect();
+    let txn = json!({"origin": b.server_name().as_str(), "origin_server_ts": 0,
+                     "pdus": resent, "edus": []});
+    let answer = b
+        .state
+        .federation
+        .client
+        .request(
+            &a.server_name(),
+            Method::PUT,
+            "/_matrix/federation/v1/send/resent1",
+            Some(&txn),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        answer.body["pdus"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|r| r.get("error").is_none()),
+        "{}",
+        answer.body
+    );
+    // Alice's next event is the next message, not a repeat (collect_chats checks the numbers).
+    let ack = hw.chat(&room, "m30").await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(collect_chats(&mut aw, 1, &mut last).await, ["m30"]);
+    let events_a = confab_schema::queries::events_after(&mut on_a, &room, 0, 1000)
+        .await
+        .unwrap();
+    assert_eq!(events_a.len(), events_b.len() + 1);
 }
 
 /// Reads `n` chat events in order, checking their numbers follow `last`.

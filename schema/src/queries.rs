@@ -661,6 +661,17 @@ pub async fn count_outbound_attempt(
     .await?)
 }
 
+/// Lets the caller's transaction commit without waiting for its WAL record to reach the disk
+/// (`SET LOCAL synchronous_commit = off`). Only for writes whose loss in a Postgres crash is
+/// harmless: at worst the crash forgets the last few hundred milliseconds of them, and the writer
+/// must be able to redo their effect without harm.
+pub async fn commit_asynchronously(conn: &mut Conn) -> Result<(), DbError> {
+    diesel::sql_query("SET LOCAL synchronous_commit = off")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Deletes the rows of a transaction the destination acknowledged.
 pub async fn delete_outbound_txn(
     conn: &mut Conn,

@@ -36,7 +36,7 @@ use confab_federation::transaction::{
     Edu, MAX_EDUS, MAX_PDUS, Pdu, SEND_PATH_PREFIX, Transaction, TransactionResponse,
 };
 use confab_schema::models::{NewOutboundPdu, OutboundPdu};
-use confab_schema::{AsyncPgConnection, DbError, DbPool, queries};
+use confab_schema::{AsyncConnection, AsyncPgConnection, DbError, DbPool, queries};
 use reqwest::Method;
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -425,6 +425,7 @@ fn worker<'a>(
             edus: receiver,
             carried: VecDeque::new(),
             in_flight: None,
+            acknowledged: None,
             failures: 0,
             shutdown: context.shutdown.clone(),
         };
@@ -440,6 +441,13 @@ struct InFlight {
     transaction: Transaction,
     /// Whether queue rows belong to it (an EDU-only transaction has none).
     has_rows: bool,
+}
+
+/// What an acknowledged transaction leaves to write to the database.
+#[derive(Debug)]
+struct Acknowledged {
+    /// Whose rows to delete (none for an EDU-only transaction).
+    txn_id: Option<String>,
 }
 
 /// How a delivery attempt ended.
@@ -461,6 +469,8 @@ struct DestinationWorker {
     /// EDUs taken off the channel while idle, sent first.
     carried: VecDeque<Edu>,
     in_flight: Option<InFlight>,
+    /// The last transaction acknowledged, until its rows are deleted.
+    acknowledged: Option<Acknowledged>,
     /// Failed attempts in a row.
     failures: u32,
     shutdown: watch::Receiver<bool>,
@@ -501,7 +511,10 @@ impl DestinationWorker {
                 _ = shutdown.changed() => return,
             };
             let keep_going = match outcome {
-                Outcome::Delivered(response) => self.acknowledged(&batch, &response).await,
+                Outcome::Delivered(response) => {
+                    self.acknowledged(&batch, &response);
+                    true
+                }
                 Outcome::Failed(reason) => self.back_off(&reason).await,
                 Outcome::Denied(reason) => self.refused(&reason).await,
             };
@@ -513,32 +526,63 @@ impl DestinationWorker {
 
     /// The next transaction: the one the queue's oldest rows already belong to, if any (a retry
     /// after a restart), else up to [`MAX_PDUS`] new rows under a new id; plus waiting EDUs.
+    ///
+    /// The bookkeeping of the transaction acknowledged last (its rows deleted, the destination's
+    /// success recorded) is written in the same database transaction, and that one commits
+    /// without waiting for the disk: none of it is on a transaction's critical path any more than
+    /// one round of statements. A Postgres crash can forget it, and that is harmless: rows whose
+    /// deletion is forgotten are resent under their transaction id, which the destination answers
+    /// from its record; rows whose transaction id is forgotten are resent under a new one, and
+    /// the receiver applies a room's events by sequence number, so a repeat changes nothing.
     async fn form(&mut self) -> Result<Option<InFlight>, DbError> {
-        let mut conn = confab_schema::connect(&self.context.pool).await?;
-        let (rows, txn_id) = loop {
-            let mut rows = queries::outbound_head(
-                &mut conn,
-                self.destination.as_str(),
-                i64::try_from(MAX_PDUS).unwrap_or(i64::MAX),
-            )
-            .await?;
-            let selection = select_batch(&rows);
-            rows.truncate(selection.take);
-            if let Some(txn_id) = selection.existing {
-                break (rows, txn_id);
-            }
-            let txn_id = mint_txn_id();
-            let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-            let taken = if seqs.is_empty() {
-                0
-            } else {
-                queries::assign_outbound_txn(&mut conn, self.destination.as_str(), &seqs, &txn_id)
-                    .await?
-            };
-            // Another sender (the previous run, still stopping) formed a transaction from
-            // these rows first: resend that one instead.
-            if taken == seqs.len() {
-                break (rows, txn_id);
+        let acknowledged = self.acknowledged.take();
+        let destination = self.destination.as_str();
+        let formed = async {
+            let mut conn = confab_schema::connect(&self.context.pool).await?;
+            conn.transaction(async |db| {
+                queries::commit_asynchronously(db).await?;
+                if let Some(done) = &acknowledged {
+                    if let Some(txn_id) = &done.txn_id {
+                        queries::delete_outbound_txn(db, destination, txn_id).await?;
+                    }
+                    queries::record_destination_success(db, destination, crate::time::now_ms())
+                        .await?;
+                }
+                loop {
+                    let mut rows = queries::outbound_head(
+                        db,
+                        destination,
+                        i64::try_from(MAX_PDUS).unwrap_or(i64::MAX),
+                    )
+                    .await?;
+                    let selection = select_batch(&rows);
+                    rows.truncate(selection.take);
+                    if let Some(txn_id) = selection.existing {
+                        break Ok((rows, txn_id));
+                    }
+                    let txn_id = mint_txn_id();
+                    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+                    let taken = if seqs.is_empty() {
+                        0
+                    } else {
+                        queries::assign_outbound_txn(db, destination, &seqs, &txn_id).await?
+                    };
+                    // Another sender (the previous run, still stopping) formed a transaction
+                    // from these rows first: resend that one instead.
+                    if taken == seqs.len() {
+                        break Ok((rows, txn_id));
+                    }
+                }
+            })
+            .await
+        }
+        .await;
+        let (rows, txn_id) = match formed {
+            Ok(formed) => formed,
+            Err(err) => {
+                // Written with the next batch instead; until then the rows stay queued.
+                self.acknowledged = acknowledged;
+                return Err(err);
             }
         };
         let edus = take_edus(&mut self.carried, &mut self.edus, MAX_EDUS);
@@ -583,8 +627,9 @@ impl DestinationWorker {
         }
     }
 
-    /// The destination answered 200: forget the transaction's rows.
-    async fn acknowledged(&mut self, batch: &InFlight, response: &TransactionResponse) -> bool {
+    /// The destination answered 200: its rows are forgotten, and its success recorded, with the
+    /// next batch ([`Self::form`]).
+    fn acknowledged(&mut self, batch: &InFlight, response: &TransactionResponse) {
         for (event_id, result) in &response.pdus {
             if let Some(error) = &result.error {
                 // As in Matrix, a refused PDU is not retried: the destination will not change
@@ -592,41 +637,12 @@ impl DestinationWorker {
                 tracing::warn!(destination = %self.destination, %event_id, %error, "PDU refused");
             }
         }
-        if batch.has_rows {
-            let deleted = async {
-                let mut conn = confab_schema::connect(&self.context.pool).await?;
-                queries::delete_outbound_txn(&mut conn, self.destination.as_str(), &batch.txn_id)
-                    .await?;
-                queries::record_destination_success(
-                    &mut conn,
-                    self.destination.as_str(),
-                    crate::time::now_ms(),
-                )
-                .await
-            }
-            .await;
-            if let Err(err) = deleted {
-                // Resending the same id is harmless: the destination answers it from its record.
-                return self
-                    .back_off(&format!("delivered but cannot dequeue: {err}"))
-                    .await;
-            }
-        } else if self.failures > 0 {
-            // Ephemeral events got through after failures: the run of failures is over, or a
-            // later failure would count from its start and give the destination up too early.
-            let recorded = async {
-                let mut conn = confab_schema::connect(&self.context.pool).await?;
-                queries::record_destination_success(
-                    &mut conn,
-                    self.destination.as_str(),
-                    crate::time::now_ms(),
-                )
-                .await
-            }
-            .await;
-            if let Err(err) = recorded {
-                tracing::debug!(error = %err, "cannot record a federation success");
-            }
+        // An EDU-only transaction after failures ends the run of failures too, or a later
+        // failure would count from its start and give the destination up too early.
+        if batch.has_rows || self.failures > 0 {
+            self.acknowledged = Some(Acknowledged {
+                txn_id: batch.has_rows.then(|| batch.txn_id.clone()),
+            });
         }
         let stats = &self.context.stats;
         SenderStats::add(&stats.transactions_sent, 1);
@@ -634,7 +650,6 @@ impl DestinationWorker {
         SenderStats::add(&stats.edus_sent, batch.transaction.edus.len());
         self.in_flight = None;
         self.failures = 0;
-        true
     }
 
     /// We may not talk to the destination (the deny or allow list changed since the rows were
