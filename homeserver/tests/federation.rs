@@ -1,6 +1,7 @@
 //! Federation between real servers on 127.0.0.1: the key endpoint, signed requests accepted after
 //! fetching the origin's keys, every refusal with its Matrix error code, the deny list both
-//! ways, and the address policy refusing loopback unless allowed.
+//! ways, the address policy refusing loopback unless allowed, and a server name found through
+//! its well-known document.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -314,4 +315,72 @@ async fn loopback_and_plain_http_are_refused_unless_allowed() {
         .await
         .unwrap_err();
     assert!(matches!(err, OutboundError::Http { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_name_without_a_port_is_found_through_its_well_known_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // `localhost` has no port, so its document is at http://localhost/.well-known/matrix/server:
+    // port 80, which only root (or CAP_NET_BIND_SERVICE) may serve. CI runs as root.
+    let listener = match std::net::TcpListener::bind(("127.0.0.1", 80)) {
+        Ok(listener) => listener,
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied
+                && std::env::var_os("CI").is_none() =>
+        {
+            eprintln!("not run: serving port 80 needs root ({e}); CI runs it");
+            return;
+        }
+        Err(e) => panic!("cannot serve a well-known document on 127.0.0.1:80: {e}"),
+    };
+    let a = TestServer::start_federating(&[("CONFAB__SERVER__NAME", "localhost")]).await;
+    let b = TestServer::start_federating(&[]).await;
+
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let document = json!({ "m.server": format!("127.0.0.1:{}", a.port) }).to_string();
+    let counted = lookups.clone();
+    let well_known = actix_web::HttpServer::new(move || {
+        let (counted, document) = (counted.clone(), document.clone());
+        actix_web::App::new().route(
+            "/.well-known/matrix/server",
+            actix_web::web::get().to(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let document = document.clone();
+                async move {
+                    actix_web::HttpResponse::Ok()
+                        .insert_header(("Cache-Control", "max-age=3600"))
+                        .content_type("application/json")
+                        .body(document)
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    let stop = well_known.handle();
+    tokio::spawn(well_known);
+
+    let localhost = ServerName::parse("localhost").unwrap();
+    for _ in 0..3 {
+        let res = b
+            .state
+            .federation
+            .client
+            .request(&localhost, Method::GET, PING, None)
+            .await
+            .unwrap();
+        assert_eq!(res.status, 200, "{}", res.body);
+        assert_eq!(res.body["server_name"], "localhost");
+        assert_eq!(res.body["origin"], b.server_name().as_str());
+    }
+    assert_eq!(
+        lookups.load(Ordering::SeqCst),
+        1,
+        "the delegation is looked up once and then cached"
+    );
+    stop.stop(true).await;
 }

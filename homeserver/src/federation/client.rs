@@ -10,17 +10,19 @@
 //!   which would connect somewhere unchecked;
 //! - a timeout on every request and a size cap on every answer.
 //!
-//! Discovery follows [`confab_federation::discovery`]: well-known delegation, then host:port.
-//! Outbound requests are signed with X-Matrix ([`confab_federation::xmatrix::sign_request`]).
-//! The well-known answer is not cached yet: server names with an explicit port or IP literal,
-//! which is what tests and demos use, never need it; the transaction sender will add a cache.
+//! Discovery follows [`confab_federation::discovery`]: well-known delegation, then host:port,
+//! with the answers cached as that module says (one lookup per server name and day, not one per
+//! request). Outbound requests are signed with X-Matrix
+//! ([`confab_federation::xmatrix::sign_request`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use confab_federation::discovery::{
-    Destination, MAX_WELL_KNOWN_BYTES, WELL_KNOWN_PATH, direct_destination, needs_well_known,
-    parse_well_known,
+    Destination, MAX_WELL_KNOWN_BYTES, WELL_KNOWN_FAILURE_TTL, WELL_KNOWN_NEGATIVE_TTL,
+    WELL_KNOWN_PATH, WellKnownCache, direct_destination, needs_well_known, parse_well_known,
+    well_known_ttl,
 };
 use confab_federation::ids::ServerName;
 use confab_federation::key_cache::KeyFetcher;
@@ -35,6 +37,9 @@ use crate::config::FederationSettings;
 
 /// Where a server publishes its keys ("Retrieving server keys" → "Publishing Keys").
 pub const KEY_PATH: &str = "/_matrix/key/v2/server";
+
+/// Server names whose well-known answer is kept; far more than a server federates with.
+const WELL_KNOWN_CACHE_SIZE: usize = 10_000;
 
 /// Why a request to another server failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +102,7 @@ pub struct FederationClient {
     http: reqwest::Client,
     identity: Arc<ServerIdentity>,
     acl: Arc<ServerAcl>,
+    well_known: Arc<WellKnownCache>,
     scheme: &'static str,
     allow_private: bool,
     max_response_bytes: usize,
@@ -134,6 +140,7 @@ impl FederationClient {
             http,
             identity,
             acl,
+            well_known: Arc::new(WellKnownCache::new(WELL_KNOWN_CACHE_SIZE)),
             scheme: if settings.allow_insecure_http {
                 "http"
             } else {
@@ -225,35 +232,62 @@ impl FederationClient {
 
     /// Where to send requests for `server`: its well-known delegation if it needs and has one,
     /// else its own host and port ("Resolving server names"; errors fall back, as the spec says).
+    /// Answers are cached (see [`confab_federation::discovery`]).
     pub async fn resolve(&self, server: &ServerName) -> Destination {
         if !needs_well_known(server) {
             return direct_destination(server);
         }
-        match self.well_known(server).await {
-            Ok(delegated) => direct_destination(&delegated),
-            Err(reason) => {
-                tracing::debug!(%server, %reason, "no usable well-known; connecting directly");
-                direct_destination(server)
+        let delegated = match self.well_known.get(server, Instant::now()) {
+            Some(cached) => cached,
+            None => {
+                let (delegated, ttl) = match self.well_known_lookup(server).await {
+                    Ok(found) => found,
+                    Err((reason, ttl)) => {
+                        tracing::debug!(%server, %reason, "no usable well-known; connecting directly");
+                        (None, ttl)
+                    }
+                };
+                self.well_known
+                    .insert(server, delegated.clone(), ttl, Instant::now());
+                delegated
             }
-        }
+        };
+        direct_destination(delegated.as_ref().unwrap_or(server))
     }
 
-    async fn well_known(&self, server: &ServerName) -> Result<ServerName, String> {
+    /// Fetches `server`'s well-known document: the delegated name and how long to keep it, or
+    /// why there is none and how long to keep that answer.
+    async fn well_known_lookup(
+        &self,
+        server: &ServerName,
+    ) -> Result<(Option<ServerName>, Duration), (String, Duration)> {
         let url = format!("{}://{}{WELL_KNOWN_PATH}", self.scheme, server.host());
         let response = self
             .http
             .get(url)
             .send()
             .await
-            .map_err(|e| http_error(server, e).to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("status {}", response.status()));
+            .map_err(|e| (http_error(server, e).to_string(), WELL_KNOWN_FAILURE_TTL))?;
+        let status = response.status();
+        if status.is_server_error() {
+            return Err((format!("status {status}"), WELL_KNOWN_FAILURE_TTL));
         }
+        if !status.is_success() {
+            return Err((format!("status {status}"), WELL_KNOWN_NEGATIVE_TTL));
+        }
+        let ttl = well_known_ttl(
+            response
+                .headers()
+                .get(header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok()),
+        );
         let body = self
             .read_capped(server, response, MAX_WELL_KNOWN_BYTES)
             .await
-            .map_err(|e| e.to_string())?;
-        parse_well_known(&body).map_err(|e| e.to_string())
+            .map_err(|e| (e.to_string(), WELL_KNOWN_FAILURE_TTL))?;
+        let delegated =
+            parse_well_known(&body).map_err(|e| (e.to_string(), WELL_KNOWN_NEGATIVE_TTL))?;
+        Ok((Some(delegated), ttl))
     }
 
     /// reqwest does not resolve IP literals, so the guarded resolver never sees them.
