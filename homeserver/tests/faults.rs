@@ -1,6 +1,7 @@
 //! Faults, with real processes and real Postgres: a client that stops reading, a federation
-//! peer that never comes back, Postgres restarted under traffic, and the server killed with
-//! SIGKILL in the middle of a chat burst. Each test checks that what was acknowledged is kept,
+//! peer that never comes back, Postgres restarted under traffic, a statement stuck behind a lock
+//! held by another database client, and the server killed with SIGKILL in the middle of a chat
+//! burst. Each test checks that what was acknowledged is kept,
 //! in order and once, and that the server recovers by itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -417,6 +418,47 @@ fn assert_unavailable(what: &str, body: &Value) {
         body["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0),
         "{what}: {body}"
     );
+}
+
+// ---- a statement stuck behind a lock --------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_stuck_behind_a_lock_is_cancelled_with_a_retryable_error() {
+    use diesel::sql_types::Text;
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+
+    let s = TestServer::start_with(&[("CONFAB__DATABASE__STATEMENT_TIMEOUT", "300ms")]).await;
+    let host = s.guest("Host").await;
+    let room = s.room(&host).await;
+    // Another client of the database (a stuck session, an operator's open transaction) holds the
+    // room's row; locking the room needs it.
+    let mut blocker = AsyncPgConnection::establish(&s.db.url).await.unwrap();
+    blocker.batch_execute("BEGIN").await.unwrap();
+    diesel::sql_query("SELECT 1 FROM rooms WHERE room_id = $1 FOR UPDATE")
+        .bind::<Text, _>(&room)
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+
+    let lock = format!("/rooms/{room}/lock");
+    let ((status, body), _) = promptly(
+        "a lock request behind a held row",
+        s.post(&lock, &host.token, json!({})),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_unavailable("a lock request behind a held row", &body);
+    // Nothing else is held up: the server answers requests that need other rows.
+    let (status, body) = s.get(&format!("/rooms/{room}"), &host.token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["locked"], false, "{body}");
+
+    // The row released, the same request goes through, on the same pool.
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    let (status, body) = s.post(&lock, &host.token, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = s.get(&format!("/rooms/{room}"), &host.token).await;
+    assert_eq!(body["locked"], true, "{body}");
 }
 
 /// One client chatting without a pause through the outage, one message at a time: each message

@@ -6,8 +6,8 @@ pub mod models;
 pub mod queries;
 pub mod schema;
 
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use diesel_async::{AsyncConnection, AsyncPgConnection};
@@ -39,8 +39,8 @@ pub enum DbError {
 }
 
 impl DbError {
-    /// Whether the failure is the database being unreachable rather than a bad query: callers
-    /// answer those with a retryable error.
+    /// Whether the failure is the database being unreachable or too slow rather than a bad
+    /// query: callers answer those with a retryable error.
     pub fn is_unavailable(&self) -> bool {
         use diesel::result::DatabaseErrorKind as Kind;
         match self {
@@ -50,12 +50,15 @@ impl DbError {
                 Kind::ClosedConnection | Kind::UnableToSendCommand,
                 _,
             )) => true,
-            // The server answered that it is going away or not ready. diesel-async keeps only
-            // the message of such an error, not its SQLSTATE (57P01-57P03, class 08), so these
-            // are recognised by Postgres's own (untranslated, as `lc_messages` is C by default)
-            // wording; a translated one is answered `internal`, as before.
+            // The server answered that it is going away or not ready, or cancelled a statement
+            // that took too long. diesel-async keeps only the message of such an error, not its
+            // SQLSTATE (57014, 57P01-57P03, class 08), so these are recognised by Postgres's own
+            // (untranslated, as `lc_messages` is C by default) wording; a translated one is
+            // answered `internal`, as before.
             DbError::Query(diesel::result::Error::DatabaseError(Kind::Unknown, info)) => {
-                const GOING_AWAY: [&str; 6] = [
+                const RETRYABLE: [&str; 7] = [
+                    // `statement_timeout` (57014): the statement waited or ran too long.
+                    "canceling statement due to statement timeout",
                     "terminating connection due to administrator command",
                     "terminating connection due to unexpected postmaster exit",
                     "the database system is shutting down",
@@ -63,7 +66,7 @@ impl DbError {
                     "the database system is in recovery mode",
                     "the database system is not yet accepting connections",
                 ];
-                GOING_AWAY.iter().any(|m| info.message().starts_with(m))
+                RETRYABLE.iter().any(|m| info.message().starts_with(m))
             }
             _ => false,
         }
@@ -73,13 +76,33 @@ impl DbError {
 /// Builds a connection pool of at most `max_size` connections for `url`. Waiting for a free
 /// connection, opening one and checking an idle one each give up after `timeout`, so that with
 /// the database away (or the pool exhausted) callers get [`DbError::Unavailable`] promptly
-/// instead of waiting for as long as it takes.
+/// instead of waiting for as long as it takes. Every connection runs with Postgres's
+/// `statement_timeout` set to `statement_timeout`, so a statement stuck behind a lock or on an
+/// overloaded server is cancelled (an error [`DbError::is_unavailable`] recognises) rather than
+/// holding its request and its connection for good.
 pub fn build_pool(
     url: &str,
     max_size: usize,
     timeout: std::time::Duration,
+    statement_timeout: std::time::Duration,
 ) -> Result<DbPool, DbError> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+    let setup = format!(
+        "SET statement_timeout = {}",
+        statement_timeout.as_millis().max(1)
+    );
+    let mut config = ManagerConfig::default();
+    config.custom_setup = Box::new(move |url| {
+        let setup = setup.clone();
+        Box::pin(async move {
+            use diesel_async::SimpleAsyncConnection;
+            let mut conn = AsyncPgConnection::establish(url).await?;
+            conn.batch_execute(&setup)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        })
+    });
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
     Pool::builder(manager)
         .max_size(max_size)
         .runtime(deadpool::Runtime::Tokio1)
