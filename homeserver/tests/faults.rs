@@ -318,17 +318,13 @@ async fn a_peer_that_never_returns_is_given_up_and_taken_back() {
     assert_eq!(peer_row(&a, &b_name).await["dropped"], 45);
     let b = b.start().await;
     let answer = b
-        .state
-        .federation
-        .client
-        .request(
+        .signed_request(
             &a.server_name(),
             reqwest::Method::GET,
             "/_confab/federation/v1/ping",
             None,
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     assert!(
         !sender.is_given_up(&b_name),

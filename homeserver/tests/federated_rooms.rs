@@ -350,17 +350,13 @@ async fn origin_restart_and_a_peer_down_lose_and_reorder_nothing() {
     let txn = json!({"origin": b.server_name().as_str(), "origin_server_ts": 0,
                      "pdus": resent, "edus": []});
     let answer = b
-        .state
-        .federation
-        .client
-        .request(
+        .signed_request(
             &a.server_name(),
             Method::PUT,
             "/_matrix/federation/v1/send/resent1",
             Some(&txn),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(
         answer.body["pdus"]
@@ -477,17 +473,13 @@ async fn servers_act_only_for_their_own_users_and_rooms() {
         "edus": [],
     });
     let answer = a
-        .state
-        .federation
-        .client
-        .request(
+        .signed_request(
             &c.server_name(),
             Method::PUT,
             "/_matrix/federation/v1/send/forged1",
             Some(&txn),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(
         answer.body["pdus"]["$forged"]["error"].is_string(),
@@ -551,10 +543,7 @@ async fn remote_devices_count_only_while_their_server_confirms_them() {
     // their offline notices were lost, or A restarted without them.
     for ghost in ["GHOST1", "GHOST2"] {
         let answer = a
-            .state
-            .federation
-            .client
-            .request(
+            .signed_request(
                 &b.server_name(),
                 Method::POST,
                 &format!("/_confab/federation/v1/rooms/{room}/presence"),
@@ -563,8 +552,7 @@ async fn remote_devices_count_only_while_their_server_confirms_them() {
                     "display_name": "Guest 0001", "online": true,
                 })),
             )
-            .await
-            .unwrap();
+            .await;
         assert_eq!(answer.status, 200, "{}", answer.body);
         hw.wait_for(|m| m["type"] == "presence" && m["device_id"] == ghost && m["online"] == true)
             .await;

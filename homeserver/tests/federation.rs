@@ -63,12 +63,8 @@ async fn signed_requests_are_accepted_after_fetching_the_origins_keys() {
     assert!(b.state.federation.keys.cached(&a.server_name()).is_none());
 
     let res = a
-        .state
-        .federation
-        .client
-        .request(&b.server_name(), Method::GET, PING, None)
-        .await
-        .unwrap();
+        .signed_request(&b.server_name(), Method::GET, PING, None)
+        .await;
     assert_eq!(res.status, 200, "{}", res.body);
     assert_eq!(res.body["origin"], a.server_name().as_str());
     assert_eq!(res.body["server_name"], b.server_name().as_str());
@@ -82,17 +78,13 @@ async fn signed_requests_are_accepted_after_fetching_the_origins_keys() {
     // A body is covered by the signature and reaches the handler; a query string too.
     let content = json!({"hello": "world", "n": [1, 2, 3]});
     let res = a
-        .state
-        .federation
-        .client
-        .request(
+        .signed_request(
             &b.server_name(),
             Method::POST,
             &format!("{PING}?x=%20y"),
             Some(&content),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(res.status, 200, "{}", res.body);
     assert_eq!(res.body["content"], content);
 }
@@ -201,12 +193,8 @@ async fn denied_servers_are_refused_both_ways() {
 
     // Inbound: B refuses A's correctly signed request, without fetching A's keys.
     let res = a
-        .state
-        .federation
-        .client
-        .request(&b.server_name(), Method::GET, PING, None)
-        .await
-        .unwrap();
+        .signed_request(&b.server_name(), Method::GET, PING, None)
+        .await;
     assert_eq!(
         (res.status, errcode(&res.body)),
         (403, "M_FORBIDDEN"),
@@ -233,12 +221,8 @@ async fn denied_servers_are_refused_both_ways() {
         TestServer::start_federating(&[("CONFAB__FEDERATION__ALLOWED_SERVERS", "friend.example")])
             .await;
     let res = a
-        .state
-        .federation
-        .client
-        .request(&c.server_name(), Method::GET, PING, None)
-        .await
-        .unwrap();
+        .signed_request(&c.server_name(), Method::GET, PING, None)
+        .await;
     assert_eq!(
         (res.status, errcode(&res.body)),
         (403, "M_FORBIDDEN"),
@@ -282,12 +266,8 @@ async fn loopback_and_plain_http_are_refused_unless_allowed() {
 
     // Inbound, the strict server cannot fetch the keys of a loopback origin, so it refuses.
     let res = open
-        .state
-        .federation
-        .client
-        .request(&strict.server_name(), Method::GET, PING, None)
-        .await
-        .unwrap();
+        .signed_request(&strict.server_name(), Method::GET, PING, None)
+        .await;
     assert_eq!(
         (res.status, errcode(&res.body)),
         (401, "M_UNAUTHORIZED"),
@@ -366,13 +346,7 @@ async fn a_server_name_without_a_port_is_found_through_its_well_known_once() {
 
     let localhost = ServerName::parse("localhost").unwrap();
     for _ in 0..3 {
-        let res = b
-            .state
-            .federation
-            .client
-            .request(&localhost, Method::GET, PING, None)
-            .await
-            .unwrap();
+        let res = b.signed_request(&localhost, Method::GET, PING, None).await;
         assert_eq!(res.status, 200, "{}", res.body);
         assert_eq!(res.body["server_name"], "localhost");
         assert_eq!(res.body["origin"], b.server_name().as_str());

@@ -222,6 +222,23 @@ impl TestServer {
         Self::start_with(&all).await
     }
 
+    /// Sends `to` a request signed by this server, through its federation client (the one its
+    /// sender and joins use), and returns the answer whatever its status.
+    pub async fn signed_request(
+        &self,
+        to: &confab_federation::ids::ServerName,
+        method: reqwest::Method,
+        path: &str,
+        content: Option<&Value>,
+    ) -> confab::federation::client::FederationResponse {
+        self.state
+            .federation
+            .client
+            .request(to, method, path, content)
+            .await
+            .unwrap()
+    }
+
     /// This server's name.
     pub fn server_name(&self) -> confab_federation::ids::ServerName {
         self.state.settings.server.name.clone()
