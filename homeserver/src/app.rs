@@ -267,7 +267,7 @@ pub async fn prepare(settings: Settings, database_url: &str) -> anyhow::Result<A
         database_url,
         settings.database.pool_size,
         settings.database.connect_timeout,
-        settings.database.statement_timeout,
+        settings.database.lock_timeout,
     )?;
     let (data_dir, name) = (
         settings.server.data_dir.clone(),

@@ -96,10 +96,10 @@ pub struct DatabaseSettings {
     /// answered `unavailable`.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// Longest a single statement may run (Postgres `statement_timeout`) before it is cancelled
+    /// Longest a statement waits for a lock (Postgres `lock_timeout`) before it is cancelled
     /// and the request answered `unavailable`.
     #[serde(with = "humantime_serde")]
-    pub statement_timeout: Duration,
+    pub lock_timeout: Duration,
     /// Where the PostgreSQL binaries are; empty to search.
     pub postgres_bin_dir: String,
 }
@@ -347,8 +347,8 @@ impl Settings {
         if self.database.connect_timeout.is_zero() {
             return invalid("database.connect_timeout", "must be longer than zero");
         }
-        if self.database.statement_timeout < Duration::from_millis(1) {
-            return invalid("database.statement_timeout", "must be at least 1ms");
+        if self.database.lock_timeout < Duration::from_millis(1) {
+            return invalid("database.lock_timeout", "must be at least 1ms");
         }
         if self.limits.max_event_bytes >= self.limits.max_frame_bytes {
             return invalid(

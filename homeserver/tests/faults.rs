@@ -423,7 +423,7 @@ async fn a_statement_stuck_behind_a_lock_is_cancelled_with_a_retryable_error() {
     use diesel::sql_types::Text;
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 
-    let s = TestServer::start_with(&[("CONFAB__DATABASE__STATEMENT_TIMEOUT", "300ms")]).await;
+    let s = TestServer::start_with(&[("CONFAB__DATABASE__LOCK_TIMEOUT", "300ms")]).await;
     let host = s.guest("Host").await;
     let room = s.room(&host).await;
     // Another client of the database (a stuck session, an operator's open transaction) holds the

@@ -267,6 +267,64 @@ async fn a_restarted_sender_resumes_from_postgres() {
     assert_inbox_empty(&b);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_resent_after_a_restart_carries_all_its_rows() {
+    use diesel::sql_types::Text;
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+    let a = TestServer::start_federating(&FAST_RETRY).await;
+    let b = TestServer::start_federating(&FAST_RETRY)
+        .await
+        .stop_keeping()
+        .await;
+    let (a_name, b_name) = (a.server_name(), b.server_name());
+    for n in 0..10 {
+        a.state
+            .federation_sender
+            .enqueue_persistent(&b_name, pdu(n))
+            .await
+            .unwrap();
+    }
+    wait_until("A tried to reach B", async || {
+        SenderStats::get(&a.state.federation_sender.stats().transactions_failed) >= 1
+    })
+    .await;
+    let a = a.stop_keeping().await;
+    // One transaction formed of all ten rows, as if the chat behind $event4 had committed after
+    // it was formed: a row with a lower number than some of the transaction's, in none.
+    let mut db = AsyncPgConnection::establish(&a.db.url).await.unwrap();
+    let tied = diesel::sql_query(
+        "UPDATE federation_outbound SET txn_id = CASE WHEN pdu->>'event_id' = $1 THEN NULL \
+         ELSE 'formedbeforerestart' END",
+    )
+    .bind::<Text, _>("$event4")
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(tied, 10);
+    drop(db);
+
+    let (a, b) = (a.start().await, b.start().await);
+    let mut ids: Vec<String> = next_pdus(&b, 10)
+        .await
+        .into_iter()
+        .map(|(origin, pdu)| {
+            assert_eq!(origin, a_name);
+            pdu.event_id
+        })
+        .collect();
+    ids.sort_by_key(|id| id[6..].parse::<usize>().unwrap());
+    assert_eq!(
+        ids,
+        (0..10).map(|n| format!("$event{n}")).collect::<Vec<_>>()
+    );
+    wait_until("A's queue is empty", async || {
+        queued(&a, &b_name).await == 0
+    })
+    .await;
+    assert_inbox_empty(&b);
+}
+
 /// Sends `PUT /_matrix/federation/v1/send/{txn_id}` to `to`, signed by hand with `from`'s key.
 async fn put_transaction(
     from: &TestServer,

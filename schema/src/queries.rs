@@ -625,6 +625,21 @@ pub async fn outbound_head(
         .await?)
 }
 
+/// Every row of `destination` in transaction `txn_id`, oldest first.
+pub async fn outbound_txn_rows(
+    conn: &mut Conn,
+    destination: &str,
+    txn_id: &str,
+) -> Result<Vec<OutboundPdu>, DbError> {
+    Ok(federation_outbound::table
+        .filter(federation_outbound::destination.eq(destination))
+        .filter(federation_outbound::txn_id.eq(txn_id))
+        .order(federation_outbound::seq.asc())
+        .select(OutboundPdu::as_select())
+        .load(conn)
+        .await?)
+}
+
 /// Puts rows of `destination` that are in no transaction yet into transaction `txn_id`, for
 /// good: retries reuse the id. Returns how many rows it took; fewer than `seqs` means another
 /// sender took some first.

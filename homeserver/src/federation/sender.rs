@@ -558,6 +558,11 @@ impl DestinationWorker {
                     let selection = select_batch(&rows);
                     rows.truncate(selection.take);
                     if let Some(txn_id) = selection.existing {
+                        // All of its rows, not only the head's: a row whose chat committed late,
+                        // with a lower number, can sit among them, and a retry must carry what
+                        // the first attempt did, or the receiver, which answers a known id from
+                        // its record, would never apply the rest.
+                        let rows = queries::outbound_txn_rows(db, destination, &txn_id).await?;
                         break Ok((rows, txn_id));
                     }
                     let txn_id = mint_txn_id();
@@ -815,9 +820,11 @@ struct Selection {
     take: usize,
 }
 
-/// Rows that already belong to a transaction are always the oldest of their destination (ids are
-/// given to the oldest rows, and only when none has one), so: if the first row has an id, resend
-/// exactly that transaction; else take up to [`MAX_PDUS`] rows, which will get a new id.
+/// Ids are given to the oldest rows, and only when none has one, so rows that already belong to
+/// a transaction are the oldest of their destination (but for rows committed late, with lower
+/// numbers, which can sit among them): if the first row has an id, resend that transaction (all
+/// its rows, which [`DestinationWorker::form`] loads); else take up to [`MAX_PDUS`] rows, which
+/// will get a new id.
 fn select_batch(rows: &[OutboundPdu]) -> Selection {
     match rows.first().and_then(|row| row.txn_id.clone()) {
         Some(txn_id) => Selection {

@@ -169,7 +169,7 @@ pub struct TestServer {
 pub struct StoppedServer {
     pub port: u16,
     env: Vec<(String, String)>,
-    db: Arc<TestDb>,
+    pub db: Arc<TestDb>,
     data_dir: Arc<tempfile::TempDir>,
 }
 
