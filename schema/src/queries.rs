@@ -610,14 +610,39 @@ pub async fn enqueue_outbound(
         .await?)
 }
 
-/// The oldest `limit` rows queued for `destination`, oldest first.
+/// The oldest `limit` rows queued for `destination`, oldest first, leaving out those of
+/// transaction `exclude`.
 pub async fn outbound_head(
+    conn: &mut Conn,
+    destination: &str,
+    exclude: Option<&str>,
+    limit: i64,
+) -> Result<Vec<OutboundPdu>, DbError> {
+    let mut query = federation_outbound::table
+        .filter(federation_outbound::destination.eq(destination))
+        .order(federation_outbound::seq.asc())
+        .limit(limit)
+        .select(OutboundPdu::as_select())
+        .into_boxed();
+    if let Some(txn_id) = exclude {
+        query = query.filter(
+            federation_outbound::txn_id
+                .is_null()
+                .or(federation_outbound::txn_id.ne(txn_id)),
+        );
+    }
+    Ok(query.load(conn).await?)
+}
+
+/// The oldest `limit` rows queued for `destination` that are in no transaction yet.
+pub async fn outbound_unassigned(
     conn: &mut Conn,
     destination: &str,
     limit: i64,
 ) -> Result<Vec<OutboundPdu>, DbError> {
     Ok(federation_outbound::table
         .filter(federation_outbound::destination.eq(destination))
+        .filter(federation_outbound::txn_id.is_null())
         .order(federation_outbound::seq.asc())
         .limit(limit)
         .select(OutboundPdu::as_select())

@@ -426,6 +426,7 @@ fn worker<'a>(
             carried: VecDeque::new(),
             in_flight: None,
             acknowledged: None,
+            prepared: None,
             failures: 0,
             shutdown: context.shutdown.clone(),
         };
@@ -446,8 +447,8 @@ struct InFlight {
 /// What an acknowledged transaction leaves to write to the database.
 #[derive(Debug)]
 struct Acknowledged {
-    /// Whose rows to delete (none for an EDU-only transaction).
-    txn_id: Option<String>,
+    /// Whose rows to delete (none for EDU-only transactions).
+    txn_ids: Vec<String>,
 }
 
 /// How a delivery attempt ended.
@@ -471,6 +472,8 @@ struct DestinationWorker {
     in_flight: Option<InFlight>,
     /// The last transaction acknowledged, until its rows are deleted.
     acknowledged: Option<Acknowledged>,
+    /// The next transaction, formed while the one in flight was on its way.
+    prepared: Option<Formed>,
     /// Failed attempts in a row.
     failures: u32,
     shutdown: watch::Receiver<bool>,
@@ -505,11 +508,42 @@ impl DestinationWorker {
             let Some(batch) = self.in_flight.clone() else {
                 continue;
             };
+            // While this transaction is on its way, the next one is formed (and the last one's
+            // bookkeeping written), so that the database is not on the critical path of a busy
+            // destination: only the round trip is. On a task of its own, so that stopping
+            // mid-delivery never abandons it in the middle of its database transaction.
+            let prepare = self.prepared.is_none().then(|| {
+                let (context, destination) = (self.context.clone(), self.destination.clone());
+                let (acknowledged, exclude) = (self.acknowledged.take(), batch.txn_id.clone());
+                tokio::spawn(async move {
+                    let formed = form_rows(
+                        &context,
+                        &destination,
+                        acknowledged.as_ref(),
+                        Some(&exclude),
+                    )
+                    .await;
+                    (formed, acknowledged)
+                })
+            });
             let mut shutdown = self.shutdown.clone();
             let outcome = tokio::select! {
                 outcome = self.deliver(&batch) => outcome,
                 _ = shutdown.changed() => return,
             };
+            if let Some(prepare) = prepare {
+                match prepare.await {
+                    Ok((Ok(next), _)) => self.prepared = (!next.rows.is_empty()).then_some(next),
+                    Ok((Err(err), acknowledged)) => {
+                        // Written with the next batch instead; the rows stay queued meanwhile.
+                        self.acknowledged = acknowledged;
+                        tracing::debug!(destination = %self.destination, error = %err, "cannot form the next transaction ahead");
+                    }
+                    Err(err) => {
+                        tracing::error!(destination = %self.destination, error = %err, "forming the next transaction failed")
+                    }
+                }
+            }
             let keep_going = match outcome {
                 Outcome::Delivered(response) => {
                     self.acknowledged(&batch, &response);
@@ -524,86 +558,45 @@ impl DestinationWorker {
         }
     }
 
-    /// The next transaction: the one the queue's oldest rows already belong to, if any (a retry
-    /// after a restart), else up to [`MAX_PDUS`] new rows under a new id; plus waiting EDUs.
-    ///
-    /// The bookkeeping of the transaction acknowledged last (its rows deleted, the destination's
-    /// success recorded) is written in the same database transaction, and that one commits
-    /// without waiting for the disk: none of it is on a transaction's critical path any more than
-    /// one round of statements. A Postgres crash can forget it, and that is harmless: rows whose
-    /// deletion is forgotten are resent under their transaction id, which the destination answers
-    /// from its record; rows whose transaction id is forgotten are resent under a new one, and
-    /// the receiver applies a room's events by sequence number, so a repeat changes nothing.
+    /// The next transaction: the one formed ahead while the last was on its way (topped up with
+    /// rows queued since, if it has room), or else one formed now by [`form_rows`]; plus waiting
+    /// EDUs.
     async fn form(&mut self) -> Result<Option<InFlight>, DbError> {
-        let acknowledged = self.acknowledged.take();
-        let destination = self.destination.as_str();
-        let formed = async {
-            let mut conn = confab_schema::connect(&self.context.pool).await?;
-            conn.transaction(async |db| {
-                queries::commit_asynchronously(db).await?;
-                if let Some(done) = &acknowledged {
-                    if let Some(txn_id) = &done.txn_id {
-                        queries::delete_outbound_txn(db, destination, txn_id).await?;
-                    }
-                    queries::record_destination_success(db, destination, crate::time::now_ms())
-                        .await?;
-                }
-                loop {
-                    let mut rows = queries::outbound_head(
-                        db,
-                        destination,
-                        i64::try_from(MAX_PDUS).unwrap_or(i64::MAX),
-                    )
-                    .await?;
-                    let selection = select_batch(&rows);
-                    rows.truncate(selection.take);
-                    if let Some(txn_id) = selection.existing {
-                        // All of its rows, not only the head's: a row whose chat committed late,
-                        // with a lower number, can sit among them, and a retry must carry what
-                        // the first attempt did, or the receiver, which answers a known id from
-                        // its record, would never apply the rest.
-                        let rows = queries::outbound_txn_rows(db, destination, &txn_id).await?;
-                        break Ok((rows, txn_id));
-                    }
-                    let txn_id = mint_txn_id();
-                    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-                    let taken = if seqs.is_empty() {
-                        0
-                    } else {
-                        queries::assign_outbound_txn(db, destination, &seqs, &txn_id).await?
-                    };
-                    // Another sender (the previous run, still stopping) formed a transaction
-                    // from these rows first: resend that one instead.
-                    if taken == seqs.len() {
-                        break Ok((rows, txn_id));
+        let formed = match self.prepared.take() {
+            Some(prepared) => top_up(&self.context, &self.destination, prepared).await?,
+            None => {
+                let acknowledged = self.acknowledged.take();
+                match form_rows(
+                    &self.context,
+                    &self.destination,
+                    acknowledged.as_ref(),
+                    None,
+                )
+                .await
+                {
+                    Ok(formed) => formed,
+                    Err(err) => {
+                        // Written with the next batch instead; until then the rows stay queued.
+                        self.acknowledged = acknowledged;
+                        return Err(err);
                     }
                 }
-            })
-            .await
-        }
-        .await;
-        let (rows, txn_id) = match formed {
-            Ok(formed) => formed,
-            Err(err) => {
-                // Written with the next batch instead; until then the rows stay queued.
-                self.acknowledged = acknowledged;
-                return Err(err);
             }
         };
         let edus = take_edus(&mut self.carried, &mut self.edus, MAX_EDUS);
-        if rows.is_empty() && edus.is_empty() {
+        if formed.rows.is_empty() && edus.is_empty() {
             return Ok(None);
         }
         let transaction = Transaction {
             origin: self.context.client.origin().clone(),
             origin_server_ts: super::now_ms(),
-            pdus: rows.iter().filter_map(queued_pdu).collect(),
+            pdus: formed.rows.iter().filter_map(queued_pdu).collect(),
             edus,
         };
         Ok(Some(InFlight {
-            txn_id,
+            txn_id: formed.txn_id,
             transaction,
-            has_rows: !rows.is_empty(),
+            has_rows: !formed.rows.is_empty(),
         }))
     }
 
@@ -645,9 +638,13 @@ impl DestinationWorker {
         // An EDU-only transaction after failures ends the run of failures too, or a later
         // failure would count from its start and give the destination up too early.
         if batch.has_rows || self.failures > 0 {
-            self.acknowledged = Some(Acknowledged {
-                txn_id: batch.has_rows.then(|| batch.txn_id.clone()),
+            // Added to any not written yet, so that no acknowledged row is forgotten.
+            let done = self.acknowledged.get_or_insert_with(|| Acknowledged {
+                txn_ids: Vec::new(),
             });
+            if batch.has_rows {
+                done.txn_ids.push(batch.txn_id.clone());
+            }
         }
         let stats = &self.context.stats;
         SenderStats::add(&stats.transactions_sent, 1);
@@ -666,6 +663,7 @@ impl DestinationWorker {
         }
         .await;
         tracing::warn!(destination = %self.destination, %reason, ?dropped, "dropping queued federation events");
+        self.prepared = None;
         let mut edus = self
             .in_flight
             .take()
@@ -762,6 +760,7 @@ impl DestinationWorker {
             &self.context.stats.pdus_dropped,
             usize::try_from(dropped).unwrap_or(0),
         );
+        self.prepared = None;
         let mut edus = self
             .in_flight
             .take()
@@ -809,6 +808,120 @@ impl DestinationWorker {
             }
         }
     }
+}
+
+/// Queue rows put into a transaction, with its id.
+#[derive(Debug)]
+struct Formed {
+    rows: Vec<OutboundPdu>,
+    txn_id: String,
+    /// Formed now under a new id, so never sent yet: it may still take more rows.
+    fresh: bool,
+}
+
+/// Forms the next transaction from the queue: the one its oldest rows already belong to, if any
+/// (a retry after a restart), else up to [`MAX_PDUS`] new rows under a new id. Rows of `exclude`
+/// (the transaction on its way while this one is formed ahead) are not looked at.
+///
+/// The bookkeeping of the transaction acknowledged last (its rows deleted, the destination's
+/// success recorded) is written in the same database transaction, and that one commits without
+/// waiting for the disk. A Postgres crash can forget it, and that is harmless: rows whose deletion
+/// is forgotten are resent under their transaction id, which the destination answers from its
+/// record; rows whose transaction id is forgotten are resent under a new one, and the receiver
+/// applies a room's events by sequence number, so a repeat changes nothing.
+async fn form_rows(
+    context: &SenderContext,
+    destination: &ServerName,
+    acknowledged: Option<&Acknowledged>,
+    exclude: Option<&str>,
+) -> Result<Formed, DbError> {
+    let destination = destination.as_str();
+    let mut conn = confab_schema::connect(&context.pool).await?;
+    conn.transaction(async |db| {
+        queries::commit_asynchronously(db).await?;
+        if let Some(done) = acknowledged {
+            for txn_id in &done.txn_ids {
+                queries::delete_outbound_txn(db, destination, txn_id).await?;
+            }
+            queries::record_destination_success(db, destination, crate::time::now_ms()).await?;
+        }
+        loop {
+            let limit = i64::try_from(MAX_PDUS).unwrap_or(i64::MAX);
+            let mut rows = queries::outbound_head(db, destination, exclude, limit).await?;
+            let selection = select_batch(&rows);
+            rows.truncate(selection.take);
+            if let Some(txn_id) = selection.existing {
+                // All of its rows, not only the head's: a row whose chat committed late, with a
+                // lower number, can sit among them, and a retry must carry what the first
+                // attempt did, or the receiver, which answers a known id from its record, would
+                // never apply the rest.
+                let rows = queries::outbound_txn_rows(db, destination, &txn_id).await?;
+                break Ok(Formed {
+                    rows,
+                    txn_id,
+                    fresh: false,
+                });
+            }
+            let txn_id = mint_txn_id();
+            let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+            let taken = if seqs.is_empty() {
+                0
+            } else {
+                queries::assign_outbound_txn(db, destination, &seqs, &txn_id).await?
+            };
+            // Another sender (the previous run, still stopping) formed a transaction from these
+            // rows first: resend that one instead.
+            if taken == seqs.len() {
+                break Ok(Formed {
+                    rows,
+                    txn_id,
+                    fresh: true,
+                });
+            }
+        }
+    })
+    .await
+}
+
+/// A transaction formed ahead, with rows queued since it was formed added while it has room, so
+/// that forming ahead never makes an event wait for one more round trip.
+async fn top_up(
+    context: &SenderContext,
+    destination: &ServerName,
+    mut formed: Formed,
+) -> Result<Formed, DbError> {
+    let room = MAX_PDUS.saturating_sub(formed.rows.len());
+    if !formed.fresh || room == 0 {
+        return Ok(formed);
+    }
+    let destination = destination.as_str();
+    let mut conn = confab_schema::connect(&context.pool).await?;
+    let added = conn
+        .transaction(async |db| {
+            queries::commit_asynchronously(db).await?;
+            let rows = queries::outbound_unassigned(
+                db,
+                destination,
+                i64::try_from(room).unwrap_or(i64::MAX),
+            )
+            .await?;
+            if rows.is_empty() {
+                return Ok(rows);
+            }
+            let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+            let taken =
+                queries::assign_outbound_txn(db, destination, &seqs, &formed.txn_id).await?;
+            if taken == seqs.len() {
+                Ok(rows)
+            } else {
+                // Some went to another sender meanwhile: read back what this one holds.
+                formed.rows.clear();
+                queries::outbound_txn_rows(db, destination, &formed.txn_id).await
+            }
+        })
+        .await?;
+    formed.rows.extend(added);
+    Ok(formed)
 }
 
 /// Which queued rows the next transaction carries.
