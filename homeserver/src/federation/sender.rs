@@ -11,9 +11,10 @@
 //! - **Ephemeral** events (EDUs: typing, presence, signaling) go through a bounded in-memory
 //!   queue per destination and are dropped, and counted, when it is full or the destination is
 //!   backing off.
-//! - Per destination, **one transaction in flight**, of at most 50 PDUs and 100 EDUs. Rows get
-//!   their transaction id when the batch is formed and keep it, in the database, for every retry,
-//!   even across restarts, so the receiver recognises a retry whose first answer was lost.
+//! - Per destination, **one transaction in flight**, of at most 50 PDUs and 100 EDUs; the next one
+//!   is formed while it is on its way. Rows get their transaction id when the batch is formed and
+//!   keep it, in the database, for every retry, even across restarts, so the receiver recognises
+//!   a retry whose first answer was lost.
 //! - A failure (transport, non-200, database) retries the same transaction after an exponential
 //!   backoff with full jitter ([`Backoff`]), recorded in `federation_destinations` for operators.
 //! - A destination that has failed without a break for longer than `federation.give_up_after`
