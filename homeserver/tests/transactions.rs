@@ -16,7 +16,7 @@ use confab_federation::xmatrix::sign_request;
 use confab_schema::models::NewOutboundPdu;
 use confab_schema::queries;
 use serde_json::{Value, json};
-use support::{PATIENCE, TestServer};
+use support::{PATIENCE, StoppedServer, TestServer};
 use tokio::sync::broadcast::error::TryRecvError;
 
 /// Retries come quickly in tests, so a destination coming back is noticed at once.
@@ -220,20 +220,18 @@ async fn a_destination_that_is_down_gets_everything_once_when_it_comes_back() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_restarted_sender_resumes_from_postgres() {
+/// A server A with `n` PDUs queued for a server B that is down, after A tried to send them.
+async fn queued_for_a_peer_that_is_down(n: usize) -> (TestServer, StoppedServer) {
     let a = TestServer::start_federating(&FAST_RETRY).await;
     let b = TestServer::start_federating(&FAST_RETRY)
         .await
         .stop_keeping()
         .await;
-    let (a_name, b_name) = (a.server_name(), b.server_name());
-
-    // Queued while B is down; A tries (so the first 50 rows get their transaction id) and stops.
-    for n in 0..60 {
+    let b_name = b.server_name();
+    for i in 0..n {
         a.state
             .federation_sender
-            .enqueue_persistent(&b_name, pdu(n))
+            .enqueue_persistent(&b_name, pdu(i))
             .await
             .unwrap();
     }
@@ -241,6 +239,14 @@ async fn a_restarted_sender_resumes_from_postgres() {
         SenderStats::get(&a.state.federation_sender.stats().transactions_failed) >= 1
     })
     .await;
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_sender_resumes_from_postgres() {
+    // Queued while B is down; A tries (so the first rows get their transaction id) and stops.
+    let (a, b) = queued_for_a_peer_that_is_down(60).await;
+    let (a_name, b_name) = (a.server_name(), b.server_name());
     let a = a.restart().await;
     assert_eq!(queued(&a, &b_name).await, 60);
 
@@ -272,23 +278,8 @@ async fn a_transaction_resent_after_a_restart_carries_all_its_rows() {
     use diesel::sql_types::Text;
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-    let a = TestServer::start_federating(&FAST_RETRY).await;
-    let b = TestServer::start_federating(&FAST_RETRY)
-        .await
-        .stop_keeping()
-        .await;
+    let (a, b) = queued_for_a_peer_that_is_down(10).await;
     let (a_name, b_name) = (a.server_name(), b.server_name());
-    for n in 0..10 {
-        a.state
-            .federation_sender
-            .enqueue_persistent(&b_name, pdu(n))
-            .await
-            .unwrap();
-    }
-    wait_until("A tried to reach B", async || {
-        SenderStats::get(&a.state.federation_sender.stats().transactions_failed) >= 1
-    })
-    .await;
     let a = a.stop_keeping().await;
     // One transaction formed of all ten rows, as if the chat behind $event4 had committed after
     // it was formed: a row with a lower number than some of the transaction's, in none.
