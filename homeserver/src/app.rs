@@ -1,5 +1,6 @@
-//! The application: its context (`AppState`), the one place that builds the actix app for both
-//! production and tests, and `run`, which serves until told to stop.
+//! The application: the one place that builds every service (pool, engine, rooms, sessions,
+//! federation sender and client) and the actix app, for production and tests alike, and `serve`,
+//! which runs them until told to stop.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -13,104 +14,79 @@ use confab_schema::DbPool;
 use futures_util::FutureExt;
 
 use crate::config::Settings;
-use crate::error::{ApiError, ErrorCode};
+use crate::engine::Engine;
+use crate::error::ApiError;
 use crate::federation::Federation;
 use crate::federation::identity::ServerIdentity;
 use crate::federation::inbox::FederationInbox;
+use crate::federation::rooms::inbound::RoomsHandler;
+use crate::federation::rooms::replica::Replicas;
 use crate::federation::sender::TransactionSender;
-use crate::hub::{FederationLink, RoomHub};
 use crate::limiter::KeyedLimiter;
 use crate::metrics::Metrics;
+use crate::rooms::Rooms;
 use crate::routes;
-use crate::writer::EventWriter;
+pub use crate::state::AppState;
 
-/// Everything a request handler or background task needs; passed explicitly, never global.
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub pool: DbPool,
-    pub hub: RoomHub,
-    pub writer: EventWriter,
-    pub metrics: Metrics,
-    /// Identity, keys of others, outbound client; see `crate::federation`.
-    pub federation: Federation,
-    /// Delivers our events to other servers; the only way anything is sent to them.
-    pub federation_sender: TransactionSender,
-    /// Every item of received transactions, for observers (see `crate::federation::inbox`).
-    pub federation_inbox: FederationInbox,
-    /// Forwards our users' chat in other servers' rooms to those rooms' origins.
-    pub chat_forwarder: crate::federation::rooms::ChatForwarder,
-    /// Guest sessions created per client address.
-    pub session_limiter: KeyedLimiter,
-    /// Refused joins per client address, and per federated server.
-    pub join_limiter: KeyedLimiter,
-    pub federated_join_limiter: KeyedLimiter,
-    /// `server.trusted_proxies`, parsed.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-}
-
-impl AppState {
-    /// Builds the context and starts its background tasks (event writer, federation sender) on
-    /// the current runtime.
-    pub fn new(settings: Settings, pool: DbPool, federation: Federation) -> Self {
-        let metrics = Metrics::new();
-        let hub = RoomHub::new(
-            pool.clone(),
-            metrics.clone(),
-            settings.rooms.max_participants,
-            settings.limits.max_connections_per_user,
-            settings.rooms.idle_ttl,
-        );
-        let federation_sender = TransactionSender::start(
-            pool.clone(),
-            federation.client.clone(),
-            federation.acl.clone(),
-            &settings.federation,
-        );
-        hub.link_federation(FederationLink {
-            sender: federation_sender.clone(),
-            server_name: settings.server.name.clone(),
-        });
-        let limits = settings.limits.clone();
-        let trusted_proxies = settings.server.trusted_proxy_networks().unwrap_or_default();
-        let writer = EventWriter::start(
-            pool.clone(),
-            hub.clone(),
-            metrics.clone(),
-            federation_sender.clone(),
-        );
-        Self {
-            settings: Arc::new(settings),
-            pool,
-            hub,
-            writer,
-            metrics,
-            federation,
-            federation_sender,
-            federation_inbox: FederationInbox::new(),
-            chat_forwarder: Default::default(),
-            session_limiter: KeyedLimiter::new(limits.sessions_per_minute),
-            join_limiter: KeyedLimiter::new(limits.join_failures_per_minute),
-            federated_join_limiter: KeyedLimiter::new(
-                limits.join_failures_per_minute.saturating_mul(10),
-            ),
-            // Validated with the rest of the settings.
-            trusted_proxies,
-        }
-    }
-
-    /// Counts an error answered to a client.
-    pub fn count_error(&self, code: ErrorCode) {
-        self.metrics
-            .errors
-            .with_label_values(&[code.as_str()])
-            .inc();
-    }
-
-    /// Whether the database answers.
-    pub async fn check_database(&self) -> Result<(), ApiError> {
-        let mut conn = confab_schema::connect(&self.pool).await?;
-        confab_schema::ping(&mut conn).await?;
-        Ok(())
+/// Builds every service and starts their background tasks (event writer, federation sender) on
+/// the current runtime.
+pub fn build(settings: Settings, pool: DbPool, federation: Federation) -> AppState {
+    let settings = Arc::new(settings);
+    let metrics = Metrics::new();
+    let federation_sender = TransactionSender::start(
+        pool.clone(),
+        federation.client.clone(),
+        federation.acl.clone(),
+        &settings.federation,
+    );
+    let engine = Engine::start(
+        &settings,
+        pool.clone(),
+        metrics.clone(),
+        federation_sender.clone(),
+        federation.client.clone(),
+    );
+    let replicas = Replicas::new(
+        pool.clone(),
+        engine.clone(),
+        federation.client.clone(),
+        settings.server.name.clone(),
+        settings.federation.enabled,
+    );
+    let rooms = Rooms::new(
+        pool.clone(),
+        settings.clone(),
+        engine.clone(),
+        replicas.clone(),
+        federation_sender.clone(),
+        metrics.clone(),
+    );
+    let federation_inbox = FederationInbox::new();
+    let rooms_handler = RoomsHandler::new(
+        replicas.clone(),
+        engine.clone(),
+        federation_inbox.clone(),
+        settings.limits.max_event_bytes,
+    );
+    let limits = &settings.limits;
+    AppState {
+        session_limiter: KeyedLimiter::new(limits.sessions_per_minute),
+        join_limiter: KeyedLimiter::new(limits.join_failures_per_minute),
+        federated_join_limiter: KeyedLimiter::new(
+            limits.join_failures_per_minute.saturating_mul(10),
+        ),
+        // Validated with the rest of the settings.
+        trusted_proxies: settings.server.trusted_proxy_networks().unwrap_or_default(),
+        settings,
+        pool,
+        metrics,
+        engine,
+        rooms,
+        replicas,
+        federation,
+        federation_sender,
+        federation_inbox,
+        rooms_handler,
     }
 }
 
@@ -227,8 +203,8 @@ pub fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Running> 
     .run();
     let handle = server.handle();
     tokio::spawn(sweeper(state.clone()));
-    tokio::spawn(crate::federation::rooms::presence_lease(
-        Arc::downgrade(&state),
+    tokio::spawn(Engine::presence_lease(
+        state.engine.downgrade(),
         state.settings.federation.presence_lease,
     ));
     Ok(Running {
@@ -245,7 +221,7 @@ async fn sweeper(state: Arc<AppState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(err) = state.sweep_expired().await {
+        if let Err(err) = state.rooms.sweep_expired().await {
             tracing::warn!(error = %err.reason, "room sweep failed; retrying next tick");
         }
         if let Err(err) = crate::federation::inbox::prune_received(&state.pool).await {
@@ -278,7 +254,7 @@ pub async fn prepare(settings: Settings, database_url: &str) -> anyhow::Result<A
             .await??;
     tracing::info!(key_id = %identity.key.key_id(), "federation signing key loaded");
     let federation = Federation::new(&settings, identity)?;
-    let state = AppState::new(settings, pool, federation);
+    let state = build(settings, pool, federation);
     let decisions = crate::admin::load_acl_overrides(&state)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.reason))?;
@@ -286,6 +262,7 @@ pub async fn prepare(settings: Settings, database_url: &str) -> anyhow::Result<A
         tracing::info!(decisions, "admin federation decisions applied");
     }
     let restarted = state
+        .rooms
         .restart_countdowns()
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.reason))?;

@@ -119,12 +119,12 @@ async fn serve_with_database(settings: Settings, url: &str) -> anyhow::Result<()
     let running = app::serve(listener, state)?;
     tracing::info!(%listen, server_name = %running.state.settings.server.name, "Confab is serving");
     let handle = running.handle.clone();
-    let hub = running.state.hub.clone();
+    let engine = running.state.engine.clone();
     let federation_sender = running.state.federation_sender.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: telling clients to reconnect");
-        hub.shutdown();
+        engine.shutdown();
         // Queued federation events stay in the database for the next start.
         federation_sender.shutdown();
         handle.stop(true).await;

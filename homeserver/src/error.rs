@@ -45,11 +45,55 @@ pub enum ErrorCode {
     AdminDisabled,
     /// The caller's address may not use the admin API (`admin.allowed_addresses`).
     AddressNotAllowed,
+    /// The WebSocket handshake came from a web origin the server does not allow.
+    OriginNotAllowed,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
+    /// Every code, for the tests that keep `homeserver/PROTOCOL.md` complete.
+    pub const ALL: [ErrorCode; 35] = {
+        use ErrorCode::*;
+        [
+            BadRequest,
+            BadDisplayName,
+            BadRoomId,
+            BadUserId,
+            Unauthorized,
+            NotHost,
+            NotMember,
+            Forbidden,
+            FederationDenied,
+            RoomLocked,
+            InviteRequired,
+            Kicked,
+            InviteInvalid,
+            InviteExpired,
+            InviteRevoked,
+            InviteUsedUp,
+            RoomNotFound,
+            NotFound,
+            RoomFull,
+            TooManyRooms,
+            RateLimited,
+            TooManyConnections,
+            FrameTooLarge,
+            EventTooLarge,
+            BodyTooLarge,
+            UnknownType,
+            NotSubscribed,
+            DeviceNotInRoom,
+            AlreadyAuthenticated,
+            NotAuthenticated,
+            AdminDisabled,
+            AddressNotAllowed,
+            OriginNotAllowed,
+            Unavailable,
+            Internal,
+        ]
+    };
+
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         use ErrorCode::*;
@@ -86,6 +130,7 @@ impl ErrorCode {
             NotAuthenticated => "not_authenticated",
             AdminDisabled => "admin_disabled",
             AddressNotAllowed => "address_not_allowed",
+            OriginNotAllowed => "origin_not_allowed",
             Unavailable => "unavailable",
             Internal => "internal",
         }
@@ -100,7 +145,9 @@ impl ErrorCode {
             Unauthorized | NotAuthenticated => StatusCode::UNAUTHORIZED,
             NotHost | NotMember | Forbidden | FederationDenied | RoomLocked | InviteRequired
             | Kicked | InviteInvalid | InviteExpired | InviteRevoked | InviteUsedUp
-            | NotSubscribed | AdminDisabled | AddressNotAllowed => StatusCode::FORBIDDEN,
+            | NotSubscribed | AdminDisabled | AddressNotAllowed | OriginNotAllowed => {
+                StatusCode::FORBIDDEN
+            }
             RoomNotFound | NotFound | DeviceNotInRoom => StatusCode::NOT_FOUND,
             RoomFull => StatusCode::CONFLICT,
             TooManyRooms | RateLimited | TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
@@ -216,15 +263,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_code_is_in_the_protocol_table() {
+        let protocol = include_str!("../PROTOCOL.md");
+        let table = &protocol[protocol.find("## Error codes").unwrap()..];
+        for code in ErrorCode::ALL {
+            assert!(
+                table.contains(&format!("`{}`", code.as_str())),
+                "{} is not in PROTOCOL.md's error table",
+                code.as_str()
+            );
+        }
+    }
+
+    #[test]
     fn wire_names_match_serde() {
-        for code in [
-            ErrorCode::RoomLocked,
-            ErrorCode::InviteUsedUp,
-            ErrorCode::TooManyConnections,
-            ErrorCode::DeviceNotInRoom,
-            ErrorCode::AdminDisabled,
-            ErrorCode::AddressNotAllowed,
-        ] {
+        for code in ErrorCode::ALL {
             assert_eq!(
                 serde_json::to_value(code).unwrap(),
                 serde_json::Value::String(code.as_str().to_owned())

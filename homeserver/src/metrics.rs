@@ -88,6 +88,11 @@ impl Metrics {
     }
 
     /// The text exposition format.
+    /// Counts an error answered to a client.
+    pub fn count_error(&self, code: crate::error::ErrorCode) {
+        self.errors.with_label_values(&[code.as_str()]).inc();
+    }
+
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);

@@ -34,6 +34,148 @@ pub struct Incoming<'a> {
     pub typing: Option<bool>,
 }
 
+/// The request types of the WebSocket protocol: the one list that dispatch (an exhaustive match
+/// on [`Request`]), metric labels and `homeserver/PROTOCOL.md` (checked by a test) follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestType {
+    Auth,
+    Ping,
+    Subscribe,
+    Unsubscribe,
+    Chat,
+    Signal,
+    Typing,
+}
+
+impl RequestType {
+    /// Every request type.
+    pub const ALL: [RequestType; 7] = [
+        RequestType::Auth,
+        RequestType::Ping,
+        RequestType::Subscribe,
+        RequestType::Unsubscribe,
+        RequestType::Chat,
+        RequestType::Signal,
+        RequestType::Typing,
+    ];
+
+    /// The `type` on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestType::Auth => "auth",
+            RequestType::Ping => "ping",
+            RequestType::Subscribe => "subscribe",
+            RequestType::Unsubscribe => "unsubscribe",
+            RequestType::Chat => "chat",
+            RequestType::Signal => "signal",
+            RequestType::Typing => "typing",
+        }
+    }
+
+    /// The type named `raw`, if it is one.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == raw)
+    }
+}
+
+/// A WebSocket request with the fields its type requires.
+#[derive(Debug, PartialEq)]
+pub enum Request<'a> {
+    Auth {
+        token: &'a str,
+    },
+    Ping,
+    Subscribe {
+        room_id: &'a str,
+        since: i64,
+    },
+    Unsubscribe {
+        room_id: &'a str,
+    },
+    Chat {
+        room_id: &'a str,
+        kind: &'a str,
+        ciphertext: &'a str,
+    },
+    Signal {
+        room_id: &'a str,
+        to: (&'a str, &'a str),
+        payload: &'a str,
+    },
+    Typing {
+        room_id: &'a str,
+        typing: bool,
+    },
+}
+
+fn required<'a>(field: &'a Option<Cow<'_, str>>, name: &str) -> Result<&'a str, crate::error::ApiError> {
+    field
+        .as_deref()
+        .ok_or_else(|| crate::error::ApiError::bad_request(format!("missing field `{name}`")))
+}
+
+impl Incoming<'_> {
+    /// The request's type, if it is one of the protocol's.
+    pub fn request_type(&self) -> Option<RequestType> {
+        RequestType::parse(&self.msg_type)
+    }
+
+    /// The typed request: its type known and the fields that type requires present.
+    pub fn request(&self) -> Result<Request<'_>, crate::error::ApiError> {
+        use crate::error::{ApiError, ErrorCode};
+        let Some(kind) = self.request_type() else {
+            return Err(ApiError::new(
+                ErrorCode::UnknownType,
+                format!("unknown request type {:?}", self.msg_type),
+            ));
+        };
+        Ok(match kind {
+            RequestType::Auth => Request::Auth {
+                token: self.token.as_deref().unwrap_or_default(),
+            },
+            RequestType::Ping => Request::Ping,
+            RequestType::Subscribe => {
+                let since = self.since.unwrap_or(0);
+                if since < 0 {
+                    return Err(ApiError::bad_request(
+                        "`since` is the last sequence number seen: 0 or more",
+                    ));
+                }
+                Request::Subscribe {
+                    room_id: required(&self.room_id, "room_id")?,
+                    since,
+                }
+            }
+            RequestType::Unsubscribe => Request::Unsubscribe {
+                room_id: required(&self.room_id, "room_id")?,
+            },
+            RequestType::Chat => Request::Chat {
+                room_id: required(&self.room_id, "room_id")?,
+                kind: required(&self.kind, "kind")?,
+                ciphertext: required(&self.ciphertext, "ciphertext")?,
+            },
+            RequestType::Signal => {
+                let room_id = required(&self.room_id, "room_id")?;
+                let to = self
+                    .to
+                    .as_ref()
+                    .ok_or_else(|| ApiError::bad_request("missing field `to`"))?;
+                Request::Signal {
+                    room_id,
+                    to: (&to.user_id, &to.device_id),
+                    payload: required(&self.payload, "payload")?,
+                }
+            }
+            RequestType::Typing => Request::Typing {
+                room_id: required(&self.room_id, "room_id")?,
+                typing: self
+                    .typing
+                    .ok_or_else(|| ApiError::bad_request("missing field `typing`"))?,
+            },
+        })
+    }
+}
+
 /// A text frame that is not a request the server can act on, and how to answer it.
 #[derive(Debug)]
 pub struct RefusedFrame<'a> {
@@ -341,6 +483,35 @@ mod tests {
         assert_eq!((r.id, &*r.request), (None, "ping"));
         assert_eq!(refused("[1]").request, "frame");
         assert!(decode_request(r#"{"type":"ping","id":18446744073709551615}"#, 64).is_ok());
+    }
+
+    #[test]
+    fn typed_requests_name_what_is_missing() {
+        use crate::error::ErrorCode;
+        let typed = |raw: &str| {
+            let m: Incoming = serde_json::from_str(raw).unwrap();
+            m.request().map_err(|e| e.code).map(|r| format!("{r:?}"))
+        };
+        assert_eq!(
+            typed(r#"{"type":"signal","room_id":"!r:s","to":{"user_id":"@u:s","device_id":"D"},"payload":"p"}"#),
+            Ok(r#"Signal { room_id: "!r:s", to: ("@u:s", "D"), payload: "p" }"#.to_owned())
+        );
+        assert_eq!(typed(r#"{"type":"chat","room_id":"!r:s","kind":"text"}"#), Err(ErrorCode::BadRequest));
+        assert_eq!(typed(r#"{"type":"subscribe","room_id":"!r:s","since":-1}"#), Err(ErrorCode::BadRequest));
+        assert_eq!(typed(r#"{"type":"dance"}"#), Err(ErrorCode::UnknownType));
+        assert_eq!(typed(r#"{"type":"ping"}"#), Ok("Ping".to_owned()));
+        for t in RequestType::ALL {
+            assert_eq!(RequestType::parse(t.as_str()), Some(t));
+        }
+    }
+
+    #[test]
+    fn every_request_type_is_in_the_protocol_table() {
+        let protocol = include_str!("../PROTOCOL.md");
+        let section = &protocol[protocol.find("### Client → server").unwrap()..protocol.find("### Server → client").unwrap()];
+        for t in RequestType::ALL {
+            assert!(section.contains(&format!("| `{}` |", t.as_str())), "{} missing", t.as_str());
+        }
     }
 
     #[test]

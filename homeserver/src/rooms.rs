@@ -1,21 +1,39 @@
-//! The rules of rooms: creation, joining (invites, lock, kick, capacity), leaving, invites, lock,
-//! kick, close, and the idle sweeper. Handlers call these; these call the schema queries and tell
-//! the hub what changed.
+//! The rules of rooms over their stored state: creation, joining (invites, lock, kick,
+//! capacity), leaving, invites, lock, kick, close, and deleting expired rooms. Handlers call
+//! these; these read the schema and change rooms through the engine: every event goes through
+//! its writer ([`EventWriter::change`]), whose fan-out lets each room's owner apply what changed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use confab_federation::ids::{RoomId, ServerName};
 use confab_schema::models::{Invite, Member, NewEvent, Room, membership};
-use confab_schema::{AsyncConnection, AsyncPgConnection, queries};
+use confab_schema::{AsyncConnection, AsyncPgConnection, DbError, DbPool, queries};
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
+use crate::config::Settings;
+use crate::engine::writer::EventWriter;
+use crate::engine::{CloseReason, Engine, Identity};
 use crate::error::{ApiError, ErrorCode};
-use crate::federation::rooms::{queue_appended, wake};
-use crate::hub::{CloseReason, Identity};
+use crate::federation::rooms::outbound;
+use crate::federation::rooms::queue::{deleted_pdu, queue_pdus, wake};
+use crate::federation::rooms::replica::Replicas;
+use crate::federation::sender::TransactionSender;
+use crate::metrics::Metrics;
 use crate::protocol::{self, MemberOut, RoomSummary};
 use crate::sessions::{hash_token, new_token};
 use crate::time::now_ms;
+
+/// The rooms service; cheap to clone.
+#[derive(Clone)]
+pub struct Rooms {
+    pool: DbPool,
+    settings: Arc<Settings>,
+    engine: Engine,
+    replicas: Replicas,
+    sender: TransactionSender,
+    metrics: Metrics,
+}
 
 /// Options of a new invite.
 #[derive(Debug, Default, Deserialize)]
@@ -56,7 +74,7 @@ impl InviteOut {
     }
 }
 
-fn parse_room_id(raw: &str) -> Result<RoomId, ApiError> {
+pub fn parse_room_id(raw: &str) -> Result<RoomId, ApiError> {
     RoomId::parse(raw).map_err(|e| ApiError::new(ErrorCode::BadRoomId, format!("room id: {e}")))
 }
 
@@ -108,7 +126,29 @@ fn member_event(who: &Identity, state: &str) -> NewEvent {
     }
 }
 
-impl AppState {
+impl Rooms {
+    pub fn new(
+        pool: DbPool,
+        settings: Arc<Settings>,
+        engine: Engine,
+        replicas: Replicas,
+        sender: TransactionSender,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            pool,
+            settings,
+            engine,
+            replicas,
+            sender,
+            metrics,
+        }
+    }
+
+    fn writer(&self) -> &EventWriter {
+        self.engine.writer()
+    }
+
     /// Describes a room to `who`.
     pub async fn room_summary(&self, room: &Room, who: &Identity) -> Result<RoomSummary, ApiError> {
         let mut db = confab_schema::connect(&self.pool).await?;
@@ -121,7 +161,7 @@ impl AppState {
             created_ts: room.created_ts,
             expires_ts: room.expires_ts,
             max_participants: self.settings.rooms.max_participants,
-            connected: self.hub.connected_devices(&room.room_id),
+            connected: self.engine.connected_devices(&room.room_id),
             members: members
                 .into_iter()
                 .map(|m| MemberOut {
@@ -155,7 +195,7 @@ impl AppState {
             locked: false,
             created_ts: now,
             last_seq: 0,
-            expires_ts: Some(now.saturating_add(self.idle_ttl_ms())),
+            expires_ts: Some(self.engine.countdown().deadline(now)),
         };
         let host = Member {
             room_id: room.room_id.clone(),
@@ -166,21 +206,22 @@ impl AppState {
             joined_ts: now,
             updated_ts: now,
         };
+        drop(db);
         let event = member_event(who, membership::JOINED);
-        let (room, events) = db
-            .transaction(async |db| {
-                queries::insert_room(db, &room).await?;
-                queries::upsert_member(db, &host).await?;
-                let events = queries::append_events(db, &room.room_id, &[event]).await?;
-                let room = queries::room(db, &room.room_id).await?;
-                Ok::<_, ApiError>((room, events))
+        let room_key = room.room_id.clone();
+        let (room, _) = self
+            .writer()
+            .change(&room_key, move |db, appender| {
+                Box::pin(async move {
+                    queries::insert_room(db, &room).await?;
+                    queries::upsert_member(db, &host).await?;
+                    appender.append(db, &[event]).await?;
+                    queries::room(db, &room.room_id)
+                        .await?
+                        .ok_or_else(ApiError::room_not_found)
+                })
             })
             .await?;
-        let room = room.ok_or_else(ApiError::room_not_found)?;
-        self.hub
-            .publish(&room.room_id, &events.unwrap_or_default().events)
-            .await;
-        drop(db);
         self.room_summary(&room, who).await
     }
 
@@ -219,136 +260,133 @@ impl AppState {
         let room = if room_id.server_name() == &self.settings.server.name {
             self.join_core(&room_id, who, invite_token, None).await?
         } else {
-            crate::federation::rooms::join_remote(self, &room_id, who, invite_token).await?
+            self.replicas.join(&room_id, who, invite_token).await?
         };
         self.room_summary(&room, who).await
     }
 
     /// Applies the rules of joining a room of ours to `who`, a user of this server or, through
-    /// federation, of `via`, which then takes part in the room. Returns the room.
-    pub(crate) async fn join_core(
+    /// federation, of `via`, which then takes part in the room. The decision and its writes
+    /// happen in one transaction with the room row locked. Returns the room.
+    pub async fn join_core(
         &self,
         room_id: &RoomId,
         who: &Identity,
         invite_token: Option<&str>,
         via: Option<&ServerName>,
     ) -> Result<Room, ApiError> {
-        let connected_elsewhere = self.hub.is_connected(room_id.as_str(), &who.user_id);
-        let connected = self.hub.connected_users(room_id.as_str());
+        let connected_elsewhere = self.engine.is_connected(room_id.as_str(), &who.user_id);
+        let connected = self.engine.connected_users(room_id.as_str());
         let max = self.settings.rooms.max_participants;
         let now = now_ms();
-        let mut db = confab_schema::connect(&self.pool).await?;
-        let (room, events) = db
-            .transaction(async |db| {
-                let room = queries::room_for_update(db, room_id.as_str())
-                    .await?
-                    .ok_or_else(ApiError::room_not_found)?;
-                let existing = queries::member(db, room_id.as_str(), &who.user_id).await?;
-                let prior = existing.as_ref().map(|m| m.membership.as_str());
-                if prior == Some(membership::JOINED) {
-                    return Ok((room, None));
-                }
-                let returning = prior == Some(membership::LEFT);
-                if !returning {
-                    if room.locked {
+        let (who, room_key) = (who.clone(), room_id.to_string());
+        let invite_token = invite_token.map(str::to_owned);
+        let via = via.cloned();
+        let event = member_event(&who, membership::JOINED);
+        self.writer()
+            .change(room_id.as_str(), move |db, appender| {
+                Box::pin(async move {
+                    let room_id = room_key.as_str();
+                    let room = queries::room_for_update(db, room_id)
+                        .await?
+                        .ok_or_else(ApiError::room_not_found)?;
+                    let existing = queries::member(db, room_id, &who.user_id).await?;
+                    let prior = existing.as_ref().map(|m| m.membership.as_str());
+                    if prior == Some(membership::JOINED) {
+                        return Ok(room);
+                    }
+                    let returning = prior == Some(membership::LEFT);
+                    if !returning {
+                        if room.locked {
+                            return Err(ApiError::new(
+                                ErrorCode::RoomLocked,
+                                "the room is locked: only people who were in it before may join",
+                            ));
+                        }
+                        let token = invite_token.as_deref().ok_or_else(|| match prior {
+                            Some(_) => kicked_error(),
+                            None => ApiError::new(
+                                ErrorCode::InviteRequired,
+                                "an invite is needed to join this room",
+                            ),
+                        })?;
+                        let invite =
+                            queries::invite_by_token_hash_for_update(db, &hash_token(token))
+                                .await?
+                                .filter(|i| i.room_id == room_id)
+                                .ok_or_else(|| {
+                                    ApiError::new(
+                                        ErrorCode::InviteInvalid,
+                                        "this invite is not valid for this room",
+                                    )
+                                })?;
+                        check_invite(&invite, now)?;
+                        // A kicked member needs an invite made after the kick.
+                        let kicked_at = existing
+                            .as_ref()
+                            .filter(|_| prior == Some(membership::KICKED))
+                            .map(|m| m.updated_ts);
+                        if kicked_at.is_some_and(|t| invite.created_ts <= t) {
+                            return Err(kicked_error());
+                        }
+                        queries::use_invite(db, &invite.invite_id).await?;
+                    }
+                    if !connected_elsewhere && connected >= max {
                         return Err(ApiError::new(
-                            ErrorCode::RoomLocked,
-                            "the room is locked: only people who were in it before may join",
+                            ErrorCode::RoomFull,
+                            format!("the room already has its maximum of {max} participants"),
                         ));
                     }
-                    let token = invite_token.ok_or_else(|| match prior {
-                        Some(_) => kicked_error(),
-                        None => ApiError::new(
-                            ErrorCode::InviteRequired,
-                            "an invite is needed to join this room",
-                        ),
-                    })?;
-                    let invite = queries::invite_by_token_hash_for_update(db, &hash_token(token))
-                        .await?
-                        .filter(|i| i.room_id == room_id.as_str())
-                        .ok_or_else(|| {
-                            ApiError::new(
-                                ErrorCode::InviteInvalid,
-                                "this invite is not valid for this room",
-                            )
-                        })?;
-                    check_invite(&invite, now)?;
-                    // A kicked member needs an invite made after the kick.
-                    let kicked_at = existing
-                        .as_ref()
-                        .filter(|_| prior == Some(membership::KICKED))
-                        .map(|m| m.updated_ts);
-                    if kicked_at.is_some_and(|t| invite.created_ts <= t) {
-                        return Err(kicked_error());
+                    queries::upsert_member(
+                        db,
+                        &Member {
+                            room_id: room.room_id.clone(),
+                            user_id: who.user_id.clone(),
+                            display_name: who.display_name.clone(),
+                            is_host: false,
+                            membership: membership::JOINED.to_owned(),
+                            joined_ts: now,
+                            updated_ts: now,
+                        },
+                    )
+                    .await?;
+                    if let Some(server) = &via {
+                        queries::add_room_server(db, &room.room_id, server.as_str()).await?;
                     }
-                    queries::use_invite(db, &invite.invite_id).await?;
-                }
-                if !connected_elsewhere && connected >= max {
-                    return Err(ApiError::new(
-                        ErrorCode::RoomFull,
-                        format!("the room already has its maximum of {max} participants"),
-                    ));
-                }
-                queries::upsert_member(
-                    db,
-                    &Member {
-                        room_id: room.room_id.clone(),
-                        user_id: who.user_id.clone(),
-                        display_name: who.display_name.clone(),
-                        is_host: false,
-                        membership: membership::JOINED.to_owned(),
-                        joined_ts: now,
-                        updated_ts: now,
-                    },
-                )
-                .await?;
-                if let Some(server) = via {
-                    queries::add_room_server(db, &room.room_id, server.as_str()).await?;
-                }
-                let appended = queries::append_events(
-                    db,
-                    &room.room_id,
-                    &[member_event(who, membership::JOINED)],
-                )
-                .await?
-                .unwrap_or_default();
-                let woken = queue_appended(&self.federation_sender, db, &appended).await?;
-                Ok::<_, ApiError>((room, Some((appended.events, woken))))
+                    let appended = appender.append(db, &[event]).await?;
+                    let last_seq = appended.events.last().map_or(room.last_seq, |e| e.seq);
+                    Ok(Room { last_seq, ..room })
+                })
             })
-            .await?;
-        drop(db);
-        if let Some((events, woken)) = events {
-            wake(&self.federation_sender, &woken).await;
-            self.hub.publish(&room.room_id, &events).await;
-        }
-        let mut db = confab_schema::connect(&self.pool).await?;
-        require_room(&mut db, &room.room_id).await
+            .await
+            .map(|(room, _)| room)
     }
 
     /// Leaves a room; the member may come back without an invite, even if it is locked.
     pub async fn leave_room(&self, room_id: &str, who: &Identity) -> Result<(), ApiError> {
         let room_id = parse_room_id(room_id)?;
         if room_id.server_name() == &self.settings.server.name {
-            self.change_membership(room_id.as_str(), who, &who.user_id, membership::LEFT)
-                .await?;
-        } else {
-            {
-                let mut db = confab_schema::connect(&self.pool).await?;
-                require_member(&mut db, room_id.as_str(), who).await?;
-            }
-            crate::federation::rooms::leave_remote(self, &room_id, who).await?;
-            // The origin's membership event follows; the replica reflects the leave at once.
-            let mut db = confab_schema::connect(&self.pool).await?;
-            queries::set_membership(
-                &mut db,
-                room_id.as_str(),
-                &who.user_id,
-                membership::LEFT,
-                now_ms(),
-            )
-            .await?;
+            return self
+                .change_membership(room_id.as_str(), who, &who.user_id, membership::LEFT)
+                .await;
         }
-        self.hub.remove_member(room_id.as_str(), &who.user_id).await;
+        {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            require_member(&mut db, room_id.as_str(), who).await?;
+        }
+        outbound::leave(self.replicas.client(), &room_id, who).await?;
+        // The origin's membership event follows; the replica reflects the leave at once.
+        let mut db = confab_schema::connect(&self.pool).await?;
+        queries::set_membership(
+            &mut db,
+            room_id.as_str(),
+            &who.user_id,
+            membership::LEFT,
+            now_ms(),
+        )
+        .await?;
+        drop(db);
+        self.engine.member_gone(room_id.as_str(), &who.user_id).await;
         Ok(())
     }
 
@@ -371,7 +409,8 @@ impl AppState {
     }
 
     /// Kicks `target` on the authority of `actor` (the host, or an operator through the admin
-    /// API), without checking that authority: the caller did.
+    /// API), without checking that authority: the caller did. The room's owner takes the kicked
+    /// user's sockets out as it fans the kick event out.
     pub async fn kick_as(
         &self,
         room_id: &str,
@@ -380,15 +419,13 @@ impl AppState {
     ) -> Result<(), ApiError> {
         self.require_origin(room_id)?;
         self.change_membership(room_id, actor, target, membership::KICKED)
-            .await?;
-        self.hub.kick(room_id, target).await;
-        Ok(())
+            .await
     }
 
     /// Records a membership change of `target` and its event, as one transaction; the event
     /// reaches every server in the room, after which a server left with no member leaves the
     /// room's servers.
-    pub(crate) async fn change_membership(
+    pub async fn change_membership(
         &self,
         room_id: &str,
         actor: &Identity,
@@ -396,50 +433,52 @@ impl AppState {
         state: &str,
     ) -> Result<(), ApiError> {
         let now = now_ms();
-        let mut db = confab_schema::connect(&self.pool).await?;
-        let events = db
-            .transaction(async |db| {
-                let _room = queries::room_for_update(db, room_id)
-                    .await?
-                    .ok_or_else(ApiError::room_not_found)?;
-                let member = queries::member(db, room_id, target).await?;
-                let Some(member) = member.filter(|m| m.membership == membership::JOINED) else {
-                    return Err(ApiError::new(
-                        ErrorCode::NotMember,
-                        "that user is not a member of this room",
-                    ));
-                };
-                queries::set_membership(db, room_id, target, state, now).await?;
-                let event = NewEvent {
-                    sender: actor.user_id.clone(),
-                    device_id: actor.device_id.clone(),
-                    origin_ts: now,
-                    content: protocol::member_content(target, &member.display_name, state),
-                };
-                let appended = queries::append_events(db, room_id, &[event])
-                    .await?
-                    .unwrap_or_default();
-                let woken = queue_appended(&self.federation_sender, db, &appended).await?;
-                let target_server = target.split_once(':').map_or("", |(_, s)| s);
-                if appended.servers.iter().any(|s| s == target_server) {
-                    let members = queries::members(db, room_id).await?;
-                    let remaining = members.iter().any(|m| {
-                        m.membership == membership::JOINED
-                            && m.user_id
-                                .split_once(':')
-                                .is_some_and(|(_, s)| s == target_server)
-                    });
-                    if !remaining {
-                        queries::remove_room_server(db, room_id, target_server).await?;
+        let (room_key, actor, target, state) = (
+            room_id.to_owned(),
+            actor.clone(),
+            target.to_owned(),
+            state.to_owned(),
+        );
+        self.writer()
+            .change(room_id, move |db, appender| {
+                Box::pin(async move {
+                    let room_id = room_key.as_str();
+                    let _room = queries::room_for_update(db, room_id)
+                        .await?
+                        .ok_or_else(ApiError::room_not_found)?;
+                    let member = queries::member(db, room_id, &target).await?;
+                    let Some(member) = member.filter(|m| m.membership == membership::JOINED)
+                    else {
+                        return Err(ApiError::new(
+                            ErrorCode::NotMember,
+                            "that user is not a member of this room",
+                        ));
+                    };
+                    queries::set_membership(db, room_id, &target, &state, now).await?;
+                    let event = NewEvent {
+                        sender: actor.user_id.clone(),
+                        device_id: actor.device_id.clone(),
+                        origin_ts: now,
+                        content: protocol::member_content(&target, &member.display_name, &state),
+                    };
+                    let appended = appender.append(db, &[event]).await?;
+                    let target_server = target.split_once(':').map_or("", |(_, s)| s);
+                    if appended.servers.iter().any(|s| s == target_server) {
+                        let members = queries::members(db, room_id).await?;
+                        let remaining = members.iter().any(|m| {
+                            m.membership == membership::JOINED
+                                && m.user_id
+                                    .split_once(':')
+                                    .is_some_and(|(_, s)| s == target_server)
+                        });
+                        if !remaining {
+                            queries::remove_room_server(db, room_id, target_server).await?;
+                        }
                     }
-                }
-                Ok::<_, ApiError>((appended.events, woken))
+                    Ok(())
+                })
             })
             .await?;
-        drop(db);
-        let (events, woken) = events;
-        wake(&self.federation_sender, &woken).await;
-        self.hub.publish(room_id, &events).await;
         Ok(())
     }
 
@@ -541,33 +580,27 @@ impl AppState {
         locked: bool,
     ) -> Result<Room, ApiError> {
         self.require_origin(room_id)?;
-        let mut db = confab_schema::connect(&self.pool).await?;
         let event = NewEvent {
             sender: actor.user_id.clone(),
             device_id: actor.device_id.clone(),
             origin_ts: now_ms(),
             content: protocol::lock_content(locked),
         };
-        let (room, events) = db
-            .transaction(async |db| {
-                let room = queries::set_room_locked(db, room_id, locked)
-                    .await?
-                    .ok_or_else(ApiError::room_not_found)?;
-                let appended = queries::append_events(db, room_id, &[event])
-                    .await?
-                    .unwrap_or_default();
-                let woken = queue_appended(&self.federation_sender, db, &appended).await?;
-                Ok::<_, ApiError>((room, (appended.events, woken)))
+        let room_key = room_id.to_owned();
+        let (room, _) = self
+            .writer()
+            .change(room_id, move |db, appender| {
+                Box::pin(async move {
+                    let room = queries::set_room_locked(db, &room_key, locked)
+                        .await?
+                        .ok_or_else(ApiError::room_not_found)?;
+                    let appended = appender.append(db, &[event]).await?;
+                    let last_seq = appended.events.last().map_or(room.last_seq, |e| e.seq);
+                    Ok(Room { last_seq, ..room })
+                })
             })
             .await?;
-        drop(db);
-        let (events, woken) = events;
-        wake(&self.federation_sender, &woken).await;
-        self.hub.publish(room_id, &events).await;
-        Ok(Room {
-            last_seq: room.last_seq + 1,
-            ..room
-        })
+        Ok(room)
     }
 
     /// Deletes a room now (host only) and tells everyone.
@@ -604,25 +637,12 @@ impl AppState {
         Ok((events, room.last_seq))
     }
 
-    /// Checks that `who` may subscribe to a room's live stream.
-    pub async fn check_subscriber(
-        &self,
-        room_id: &str,
-        who: &Identity,
-    ) -> Result<RoomId, ApiError> {
-        let room_id = parse_room_id(room_id)?;
-        let mut db = confab_schema::connect(&self.pool).await?;
-        require_member(&mut db, room_id.as_str(), who).await?;
-        Ok(room_id)
-    }
-
     /// Deletes rooms whose idle time is up; returns how many.
     pub async fn sweep_expired(&self) -> Result<usize, ApiError> {
         let mut deleted = 0;
         loop {
             let expired = {
-                let mut db = confab_schema::connect(&self.pool).await?;
-                queries::expired_rooms(&mut db, now_ms(), 100).await?
+                crate::engine::idle::expired_rooms(&self.pool, 100).await?
             };
             let full = expired.len() == 100;
             for room_id in &expired {
@@ -647,9 +667,48 @@ impl AppState {
 
     /// At start-up no session is live: every room without a countdown starts one.
     pub async fn restart_countdowns(&self) -> Result<usize, ApiError> {
+        self.engine.countdown().restart_all(&self.pool).await
+    }
+
+    /// Deletes a room with everything in it, tells its other servers (on the origin), and
+    /// closes its live state. `only_if_expired` makes the deletion conditional on the idle
+    /// deadline having passed (the sweeper's race with someone coming back). Returns whether
+    /// the room was deleted.
+    pub async fn delete_room_everywhere(
+        &self,
+        room_id: &str,
+        reason: CloseReason,
+        only_if_expired: bool,
+    ) -> Result<bool, ApiError> {
+        let now = now_ms();
+        let sender = &self.sender;
         let mut db = confab_schema::connect(&self.pool).await?;
-        let expires = now_ms().saturating_add(self.idle_ttl_ms());
-        Ok(queries::start_idle_countdowns(&mut db, expires).await?)
+        let woken = db
+            .transaction(async |db| {
+                // Locked first, so that a join committing meanwhile is seen with its server.
+                if queries::room_for_update(db, room_id).await?.is_none() {
+                    return Ok::<_, DbError>(None);
+                }
+                let servers = queries::room_servers(db, room_id).await?;
+                let deleted = if only_if_expired {
+                    queries::delete_room_if_expired(db, room_id, now).await?
+                } else {
+                    queries::delete_room(db, room_id).await?
+                };
+                if !deleted {
+                    return Ok(None);
+                }
+                let pdus = [deleted_pdu(room_id, reason)];
+                Ok(Some(queue_pdus(sender, db, &servers, &pdus).await?))
+            })
+            .await?;
+        drop(db);
+        let Some(woken) = woken else {
+            return Ok(false);
+        };
+        wake(sender, &woken).await;
+        self.engine.close(room_id, reason);
+        Ok(true)
     }
 
     /// Refuses to change a replica: only a room's origin numbers its events, so a change made
@@ -666,10 +725,6 @@ impl AppState {
             ));
         }
         Ok(())
-    }
-
-    fn idle_ttl_ms(&self) -> i64 {
-        i64::try_from(self.settings.rooms.idle_ttl.as_millis()).unwrap_or(i64::MAX)
     }
 }
 

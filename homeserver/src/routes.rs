@@ -10,12 +10,12 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::error::{ApiError, ErrorCode};
 use crate::federation::{
-    auth as federation_auth, endpoints as federation, rooms as federated_rooms,
+    auth as federation_auth, endpoints as federation, rooms::endpoints as federated_rooms,
 };
-use crate::hub::Identity;
+use crate::engine::Identity;
 use crate::rooms::InviteOptions;
 use crate::{limiter, sessions, turn, ws};
 
@@ -136,7 +136,12 @@ type Data = web::Data<AppState>;
 type ApiResult = Result<HttpResponse, ApiError>;
 
 async fn health(state: Data) -> HttpResponse {
-    match state.check_database().await {
+    let check = async {
+        let mut conn = confab_schema::connect(&state.pool).await?;
+        confab_schema::ping(&mut conn).await?;
+        Ok::<_, ApiError>(())
+    };
+    match check.await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ok", "database": "ok"})),
         Err(err) => HttpResponse::ServiceUnavailable()
             .json(json!({"status": "unavailable", "database": err.reason})),
@@ -200,24 +205,24 @@ async fn whoami(Authed(who): Authed) -> HttpResponse {
 
 async fn logout(state: Data, Authed(who): Authed) -> ApiResult {
     sessions::logout(&state.pool, &who).await?;
-    state.hub.close_user(&who.user_id, 1008, "session ended");
+    state.engine.close_user(&who.user_id, 1008, "session ended");
     Ok(HttpResponse::NoContent().finish())
 }
 
 async fn create_room(state: Data, Authed(who): Authed) -> ApiResult {
-    Ok(HttpResponse::Created().json(state.create_room(&who).await?))
+    Ok(HttpResponse::Created().json(state.rooms.create_room(&who).await?))
 }
 
 async fn my_rooms(state: Data, Authed(who): Authed) -> ApiResult {
-    Ok(HttpResponse::Ok().json(json!({ "rooms": state.my_rooms(&who).await? })))
+    Ok(HttpResponse::Ok().json(json!({ "rooms": state.rooms.my_rooms(&who).await? })))
 }
 
 async fn get_room(state: Data, Authed(who): Authed, path: web::Path<String>) -> ApiResult {
-    Ok(HttpResponse::Ok().json(state.get_room(&path, &who).await?))
+    Ok(HttpResponse::Ok().json(state.rooms.get_room(&path, &who).await?))
 }
 
 async fn close_room(state: Data, Authed(who): Authed, path: web::Path<String>) -> ApiResult {
-    state.close_room(&path, &who).await?;
+    state.rooms.close_room(&path, &who).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -241,7 +246,7 @@ async fn join_room(
     let joined = limiter::limit_refusals(
         &state.join_limiter,
         &address,
-        state.join_room(&path, &who, token),
+        state.rooms.join_room(&path, &who, token),
     )
     .await?;
     Ok(HttpResponse::Ok().json(joined))
@@ -275,7 +280,7 @@ fn has_body(req: &HttpRequest) -> bool {
 }
 
 async fn leave_room(state: Data, Authed(who): Authed, path: web::Path<String>) -> ApiResult {
-    state.leave_room(&path, &who).await?;
+    state.rooms.leave_room(&path, &who).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -303,7 +308,7 @@ async fn events(
             "`since` is the last sequence number seen: 0 or more",
         ));
     }
-    let (events, latest) = state.events(&path, &who, query.since, query.limit).await?;
+    let (events, latest) = state.rooms.events(&path, &who, query.since, query.limit).await?;
     let events: Vec<_> = events.iter().map(crate::protocol::EventOut::from).collect();
     Ok(HttpResponse::Ok().json(json!({ "events": events, "latest_seq": latest })))
 }
@@ -316,11 +321,11 @@ async fn create_invite(
     body: JsonResult<InviteOptions>,
 ) -> ApiResult {
     let options = optional_body(&req, body)?.unwrap_or_default();
-    Ok(HttpResponse::Created().json(state.create_invite(&path, &who, &options).await?))
+    Ok(HttpResponse::Created().json(state.rooms.create_invite(&path, &who, &options).await?))
 }
 
 async fn list_invites(state: Data, Authed(who): Authed, path: web::Path<String>) -> ApiResult {
-    Ok(HttpResponse::Ok().json(json!({ "invites": state.list_invites(&path, &who).await? })))
+    Ok(HttpResponse::Ok().json(json!({ "invites": state.rooms.list_invites(&path, &who).await? })))
 }
 
 async fn revoke_invite(
@@ -329,16 +334,16 @@ async fn revoke_invite(
     path: web::Path<(String, String)>,
 ) -> ApiResult {
     let (room_id, invite_id) = path.into_inner();
-    state.revoke_invite(&room_id, &who, &invite_id).await?;
+    state.rooms.revoke_invite(&room_id, &who, &invite_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 async fn lock(state: Data, Authed(who): Authed, path: web::Path<String>) -> ApiResult {
-    Ok(HttpResponse::Ok().json(state.set_locked(&path, &who, true).await?))
+    Ok(HttpResponse::Ok().json(state.rooms.set_locked(&path, &who, true).await?))
 }
 
 async fn unlock(state: Data, Authed(who): Authed, path: web::Path<String>) -> ApiResult {
-    Ok(HttpResponse::Ok().json(state.set_locked(&path, &who, false).await?))
+    Ok(HttpResponse::Ok().json(state.rooms.set_locked(&path, &who, false).await?))
 }
 
 #[derive(Deserialize)]
@@ -353,7 +358,7 @@ async fn kick(
     path: web::Path<String>,
     body: web::Json<KickBody>,
 ) -> ApiResult {
-    state.kick(&path, &who, &body.user_id).await?;
+    state.rooms.kick(&path, &who, &body.user_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -9,7 +9,7 @@ use confab_schema::{DbPool, queries};
 use rand::RngCore;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::hub::Identity;
+use crate::engine::Identity;
 use crate::time::now_ms;
 
 /// Longest display name, in characters.

@@ -345,7 +345,7 @@ async fn origin_restart_and_a_peer_down_lose_and_reorder_nothing() {
     // Postgres can make it resend events under a new id: A applies them by number, once.
     let resent: Vec<Value> = events_b[events_b.len() - 5..]
         .iter()
-        .map(|e| serde_json::to_value(confab::federation::rooms::event_pdu(e)).unwrap())
+        .map(|e| serde_json::to_value(confab::federation::rooms::queue::event_pdu(e)).unwrap())
         .collect();
     let txn = json!({"origin": b.server_name().as_str(), "origin_server_ts": 0,
                      "pdus": resent, "edus": []});
@@ -569,7 +569,7 @@ async fn remote_devices_count_only_while_their_server_confirms_them() {
         "{:?}",
         hw.pending
     );
-    let connected = b.state.hub.connected_devices(&room);
+    let connected = b.state.engine.connected_devices(&room);
     assert!(
         connected.iter().any(|d| d.device_id == alice.device_id),
         "{connected:?}"

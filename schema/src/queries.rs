@@ -339,6 +339,27 @@ pub async fn member(
         .optional()?)
 }
 
+/// A room and its members in one statement, so both come from one snapshot: the membership as it
+/// stood at the room's `last_seq`. A room's live owner starts from this and follows the events
+/// after it.
+pub async fn room_with_members(
+    conn: &mut Conn,
+    room_id: &str,
+) -> Result<Option<(Room, Vec<Member>)>, DbError> {
+    let rows: Vec<(Room, Option<Member>)> = rooms::table
+        .left_join(room_members::table)
+        .filter(rooms::room_id.eq(room_id))
+        .select((Room::as_select(), Option::<Member>::as_select()))
+        .load(conn)
+        .await?;
+    let mut rows = rows.into_iter();
+    let Some((room, first)) = rows.next() else {
+        return Ok(None);
+    };
+    let members = first.into_iter().chain(rows.filter_map(|(_, m)| m)).collect();
+    Ok(Some((room, members)))
+}
+
 /// Every member of a room, in the order they first joined.
 pub async fn members(conn: &mut Conn, room_id: &str) -> Result<Vec<Member>, DbError> {
     Ok(room_members::table

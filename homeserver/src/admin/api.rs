@@ -19,10 +19,10 @@ use confab_schema::models::{AclOverride, Invite, Room, membership};
 use confab_schema::queries;
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::error::{ApiError, ErrorCode};
 use crate::federation::identity::{PUBLISHED_VALIDITY_MS, ServerIdentity};
-use crate::hub::CloseReason;
+use crate::engine::CloseReason;
 use crate::rooms::{InviteOptions, InviteOut};
 use crate::sessions::{hash_token, new_token};
 use crate::time::now_ms;
@@ -207,7 +207,7 @@ async fn room_row(state: &AppState, room: &Room) -> Result<RoomRow, ApiError> {
         locked: room.locked,
         created_ts: room.created_ts,
         expires_ts: room.expires_ts,
-        connected: state.hub.connected_users(&room.room_id),
+        connected: state.engine.connected_users(&room.room_id),
         joined: members
             .iter()
             .filter(|m| m.membership == membership::JOINED)
@@ -249,7 +249,7 @@ async fn show_room(state: Data, path: web::Path<String>) -> ApiResult {
     let (events, last) = queries::room_activity(&mut db, &room.room_id).await?;
     drop(db);
     let mut devices: HashMap<String, Vec<String>> = HashMap::new();
-    for device in state.hub.connected_devices(&room.room_id) {
+    for device in state.engine.connected_devices(&room.room_id) {
         devices
             .entry(device.user_id)
             .or_default()
@@ -292,6 +292,7 @@ async fn set_locked(state: Data, room_id: &str, locked: bool) -> ApiResult {
     let room_id = parse_room_id(room_id)?;
     let admin = super::admin_identity(&state);
     let room = state
+        .rooms
         .set_locked_as(room_id.as_str(), &admin, locked)
         .await?;
     Ok(HttpResponse::Ok().json(room_row(&state, &room).await?))
@@ -308,6 +309,7 @@ async fn unlock(state: Data, path: web::Path<String>) -> ApiResult {
 async fn close_room(state: Data, path: web::Path<String>) -> ApiResult {
     let room_id = parse_room_id(&path)?;
     state
+        .rooms
         .delete_room(room_id.as_str(), CloseReason::Closed)
         .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "room_id": room_id, "closed": true })))
@@ -319,7 +321,7 @@ async fn kick(state: Data, path: web::Path<(String, String)>) -> ApiResult {
     UserId::parse(&user_id)
         .map_err(|e| ApiError::new(ErrorCode::BadUserId, format!("user id: {e}")))?;
     let admin = super::admin_identity(&state);
-    state.kick_as(room_id.as_str(), &admin, &user_id).await?;
+    state.rooms.kick_as(room_id.as_str(), &admin, &user_id).await?;
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({ "room_id": room_id, "user_id": user_id, "kicked": true })))
 }
@@ -427,7 +429,7 @@ async fn sessions(state: Data) -> ApiResult {
     // Devices are known to the hub per room; gathered over every room, by user and device.
     let mut by_device: BTreeMap<(String, String), SessionRow> = BTreeMap::new();
     for room in &rooms {
-        for device in state.hub.connected_devices(&room.room_id) {
+        for device in state.engine.connected_devices(&room.room_id) {
             by_device
                 .entry((device.user_id.clone(), device.device_id.clone()))
                 .or_insert_with(|| SessionRow {

@@ -28,7 +28,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::error::{MatrixError, MatrixErrorCode};
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// What the middleware proved about a request.
 #[derive(Debug, Clone)]

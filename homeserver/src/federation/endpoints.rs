@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::auth::FederatedRequest;
 use super::error::{MatrixError, MatrixErrorCode};
-use crate::app::AppState;
+use crate::state::AppState;
 
 type Data = web::Data<AppState>;
 
@@ -40,12 +40,9 @@ pub async fn send_transaction(
     txn_id: web::Path<String>,
     FederatedRequest(request): FederatedRequest,
 ) -> Result<HttpResponse, MatrixError> {
-    let handler = super::rooms::RoomsHandler {
-        state: state.clone().into_inner(),
-    };
     let response = super::inbox::receive_transaction(
         &state.pool,
-        &handler,
+        &state.rooms_handler,
         &request.origin,
         &txn_id,
         request.content.as_ref(),

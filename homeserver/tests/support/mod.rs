@@ -317,7 +317,7 @@ impl TestServer {
     }
 
     pub async fn stop(self) {
-        self.state.hub.shutdown();
+        self.state.engine.shutdown();
         self.state.federation_sender.shutdown();
         self.handle.stop(true).await;
         let _ = self.task.await;

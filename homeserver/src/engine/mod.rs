@@ -1,0 +1,552 @@
+//! The live room engine: the only place a room's live state changes.
+//!
+//! - [`room`]: the rules of one live room, a state machine with no I/O (its unit tests drive
+//!   every race by calling it directly, in each order).
+//! - [`live`]: the registry of live rooms, each owned by one [`room::RoomState`] behind a lock
+//!   never held across an await; fan-out of committed events and a subscriber's catch-up.
+//! - [`idle`]: the idle countdown's rules and its writes.
+//! - [`writer`]: the one path of every event a room of ours appends (append and federation queue
+//!   in one transaction, then fan-out).
+//! - [`conn`]: a socket's sending side.
+//!
+//! [`Engine`] is what sockets and services call. Whether a room is ours or a replica is decided
+//! here: a replica's chat goes to its origin (which numbers it), a replica's new subscriber is
+//! announced to the origin, which answers with who else is connected.
+//!
+//! Why a lock and not a task per room: the relay of signaling is the hot path, and a task per
+//! room would add a second wake per message (socket → room → socket) on a two-core machine,
+//! where the bare relay has one. The lock gives the same single order of decisions; everything
+//! that must wait (the database, other servers) happens outside it, ordered by the room's
+//! fan-out and countdown locks (see [`live`]).
+
+pub mod conn;
+pub mod idle;
+pub mod live;
+pub mod room;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use confab_federation::ids::{RoomId, ServerName};
+use confab_schema::DbPool;
+use confab_schema::models::{Event, NewEvent};
+
+pub use conn::{CLOSE_SLOW_CONSUMER, ConnHandle, Identity};
+pub use room::{CloseReason, edu};
+
+use crate::config::Settings;
+use crate::error::{ApiError, ErrorCode};
+use crate::federation::client::FederationClient;
+use crate::federation::rooms::forwarder::ChatForwarder;
+use crate::federation::rooms::outbound;
+use crate::federation::rooms::wire::SendItem;
+use crate::federation::sender::TransactionSender;
+use crate::metrics::Metrics;
+use crate::protocol::{ConnectedDevice, Outgoing};
+use crate::time::now_ms;
+use idle::Countdown;
+use live::{LiveRoom, LiveRooms};
+use room::RoomLimits;
+use writer::EventWriter;
+
+/// A chat message on its way: its number and time once committed (here or at the room's origin).
+pub type PendingChat = Pin<Box<dyn Future<Output = Result<(i64, i64), ApiError>> + Send>>;
+
+/// The engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// An engine that ends the tasks holding it once the server is gone.
+pub struct WeakEngine(Weak<Inner>);
+
+impl WeakEngine {
+    pub fn upgrade(&self) -> Option<Engine> {
+        self.0.upgrade().map(|inner| Engine { inner })
+    }
+}
+
+struct Inner {
+    live: Arc<LiveRooms>,
+    writer: EventWriter,
+    /// Authenticated sockets, by user.
+    conns: Mutex<HashMap<String, Vec<ConnHandle>>>,
+    next_conn_id: AtomicU64,
+    max_connections_per_user: usize,
+    max_event_bytes: usize,
+    metrics: Metrics,
+    client: FederationClient,
+    forwarder: ChatForwarder,
+}
+
+impl Engine {
+    /// The engine, with its writer tasks started on the current runtime.
+    pub fn start(
+        settings: &Settings,
+        pool: DbPool,
+        metrics: Metrics,
+        sender: TransactionSender,
+        client: FederationClient,
+    ) -> Self {
+        let live = Arc::new(LiveRooms::new(
+            pool,
+            metrics.clone(),
+            sender.clone(),
+            settings.server.name.clone(),
+            RoomLimits {
+                max_participants: settings.rooms.max_participants,
+                max_devices_per_user: settings.limits.max_connections_per_user,
+            },
+            Countdown::new(settings.rooms.idle_ttl),
+        ));
+        let writer = EventWriter::start(live.clone(), metrics.clone(), sender);
+        Self {
+            inner: Arc::new(Inner {
+                live,
+                writer,
+                conns: Mutex::default(),
+                next_conn_id: AtomicU64::new(1),
+                max_connections_per_user: settings.limits.max_connections_per_user,
+                max_event_bytes: settings.limits.max_event_bytes,
+                metrics,
+                client,
+                forwarder: ChatForwarder::default(),
+            }),
+        }
+    }
+
+    pub fn downgrade(&self) -> WeakEngine {
+        WeakEngine(Arc::downgrade(&self.inner))
+    }
+
+    fn live(&self) -> &LiveRooms {
+        &self.inner.live
+    }
+
+    /// This server's name.
+    pub fn server_name(&self) -> &ServerName {
+        self.live().server_name()
+    }
+
+    /// The idle countdown's rules.
+    pub fn countdown(&self) -> &Countdown {
+        self.live().countdown()
+    }
+
+    /// The event writer: the only way events are appended to rooms of ours.
+    pub fn writer(&self) -> &EventWriter {
+        &self.inner.writer
+    }
+
+    pub fn pool(&self) -> &DbPool {
+        self.live().pool()
+    }
+
+    // ---- sockets ---------------------------------------------------------------------------
+
+    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<ConnHandle>>> {
+        self.inner.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.inner.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers an authenticated socket, enforcing the per-user connection limit.
+    pub fn register(&self, user_id: &str, conn: &ConnHandle) -> Result<(), ApiError> {
+        let mut conns = self.conns();
+        let mine = conns.entry(user_id.to_owned()).or_default();
+        if mine.len() >= self.inner.max_connections_per_user {
+            let open = mine.len();
+            if open == 0 {
+                conns.remove(user_id);
+            }
+            return Err(ApiError::new(
+                ErrorCode::TooManyConnections,
+                format!(
+                    "this user already has {open} live connections, the most allowed; close one"
+                ),
+            ));
+        }
+        mine.push(conn.clone());
+        self.inner.metrics.ws_connections.inc();
+        Ok(())
+    }
+
+    /// Forgets a socket and ends its subscriptions.
+    pub async fn disconnect(&self, who: &Identity, conn: &ConnHandle, rooms: &[String]) {
+        {
+            let mut conns = self.conns();
+            if let Some(mine) = conns.get_mut(&who.user_id) {
+                let before = mine.len();
+                mine.retain(|c| c.id != conn.id);
+                if mine.len() < before {
+                    self.inner.metrics.ws_connections.dec();
+                }
+                if mine.is_empty() {
+                    conns.remove(&who.user_id);
+                }
+            }
+        }
+        for room_id in rooms {
+            self.unsubscribe(room_id, who, conn.id).await;
+        }
+    }
+
+    /// Closes every socket of one user (a session ended).
+    pub fn close_user(&self, user_id: &str, code: u16, reason: &str) {
+        for conn in self.conns().get(user_id).into_iter().flatten() {
+            conn.close(code, reason);
+        }
+    }
+
+    /// Tells every socket the server is going away, and closes it.
+    pub fn shutdown(&self) {
+        let frame = Outgoing::Shutdown {
+            reason: "server restarting",
+            retry_after_ms: 1000,
+        }
+        .to_frame();
+        for conn in self.conns().values().flatten() {
+            conn.send(frame.clone());
+            conn.close(1012, "server restarting");
+        }
+    }
+
+    /// Makes `conn` `who`'s live subscription to the room, if they are a member and there is a
+    /// place; the first one here stops the room's idle countdown, and on a replica the origin is
+    /// told (and answers with who else is connected). Returns once the subscriber is admitted;
+    /// the caller then acks and calls [`Engine::catch_up`].
+    pub async fn subscribe(
+        &self,
+        room_id: &RoomId,
+        who: &Identity,
+        conn: &ConnHandle,
+        since: i64,
+    ) -> Result<Arc<LiveRoom>, ApiError> {
+        let live = self.live().load(room_id.as_str()).await?;
+        self.live()
+            .with(&live, |s, fx| s.subscribe(who, conn, since, fx))?;
+        let admitted = async {
+            if !self.live().sync_idle(&live).await? {
+                return Err(ApiError::room_not_found());
+            }
+            if room_id.server_name() != self.server_name() {
+                // A replica: if the origin cannot be reached the room still works here,
+                // read-only in effect; if it refuses (no longer a member, room full), so do we.
+                match outbound::announce(&self.inner.client, room_id, who).await {
+                    Ok(connected) => {
+                        let ours = self.server_name().as_str();
+                        self.live().with(&live, |s, _| {
+                            s.set_remote_devices(&connected, ours, Instant::now())
+                        });
+                    }
+                    Err(err) if err.code == ErrorCode::Unavailable => {
+                        tracing::warn!(room_id = %room_id, error = %err, "could not announce a device to the room's origin");
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(err) = admitted {
+            self.unsubscribe(room_id.as_str(), who, conn.id).await;
+            return Err(err);
+        }
+        Ok(live)
+    }
+
+    /// Sends a new subscriber its backlog, then switches it to live delivery.
+    pub async fn catch_up(
+        &self,
+        live: &LiveRoom,
+        who: &Identity,
+        conn: &ConnHandle,
+        since: i64,
+    ) -> Result<(), ApiError> {
+        self.live().catch_up(live, who, conn, since).await
+    }
+
+    /// Ends one socket's subscription; the last one out starts the room's idle countdown.
+    /// Returns whether it was subscribed.
+    pub async fn unsubscribe(&self, room_id: &str, who: &Identity, conn_id: u64) -> bool {
+        let Some(live) = self.live().get(room_id) else {
+            return false;
+        };
+        let removed = self
+            .live()
+            .with(&live, |s, fx| s.unsubscribe(who, conn_id, fx));
+        if removed {
+            self.live().sync_idle_logged(&live).await;
+        }
+        removed
+    }
+
+    /// Sends a chat message of a subscriber: appended here for a room of ours, forwarded to its
+    /// origin for a replica. The returned future resolves once it is committed.
+    pub async fn chat(
+        &self,
+        room_id: &str,
+        who: &Identity,
+        conn_id: u64,
+        kind: &str,
+        ciphertext: &str,
+    ) -> Result<PendingChat, ApiError> {
+        let content =
+            crate::protocol::checked_chat_content(kind, ciphertext, self.inner.max_event_bytes)?;
+        let live = self.live().get(room_id).ok_or_else(not_subscribed)?;
+        let ours = live.read(|s| {
+            s.check_chat(who, conn_id)?;
+            Ok::<_, ApiError>(s.origin_is_self())
+        })?;
+        if ours {
+            let pending = self
+                .inner
+                .writer
+                .enqueue(
+                    room_id,
+                    NewEvent {
+                        sender: who.user_id.clone(),
+                        device_id: who.device_id.clone(),
+                        origin_ts: now_ms(),
+                        content,
+                    },
+                )
+                .await;
+            return Ok(Box::pin(async move {
+                pending.await.map(|e| (e.seq, e.origin_ts))
+            }));
+        }
+        let origin = RoomId::parse(room_id)
+            .map_err(|e| ApiError::new(ErrorCode::BadRoomId, format!("room id: {e}")))?
+            .server_name()
+            .clone();
+        let item = SendItem {
+            room_id: room_id.to_owned(),
+            sender: who.user_id.clone(),
+            device_id: who.device_id.clone(),
+            kind: kind.to_owned(),
+            ciphertext: ciphertext.to_owned(),
+        };
+        let rx = self
+            .inner
+            .forwarder
+            .forward(&self.inner.client, &origin, item)
+            .await;
+        Ok(Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(ApiError::internal("chat forwarder", &"forwarder stopped")))
+        }))
+    }
+
+    /// Relays an opaque signaling payload from a subscriber to one device of the room.
+    pub fn signal(
+        &self,
+        room_id: &str,
+        who: &Identity,
+        conn_id: u64,
+        to: (&str, &str),
+        payload: &str,
+    ) -> Result<(), ApiError> {
+        let live = self.live().get(room_id).ok_or_else(not_subscribed)?;
+        self.live()
+            .with(&live, |s, fx| s.signal(who, conn_id, to, payload, fx))?;
+        self.inner.metrics.signals_relayed.inc();
+        Ok(())
+    }
+
+    /// Tells the room's other devices that a subscriber is (not) typing.
+    pub fn typing(
+        &self,
+        room_id: &str,
+        who: &Identity,
+        conn_id: u64,
+        typing: bool,
+    ) -> Result<(), ApiError> {
+        let live = self.live().get(room_id).ok_or_else(not_subscribed)?;
+        self.live()
+            .with(&live, |s, fx| s.typing(who, conn_id, typing, fx))
+    }
+
+    // ---- services ----------------------------------------------------------------------------
+
+    /// Fans committed events of a room out (a replica's, applied from its origin).
+    pub async fn publish(&self, room_id: &str, events: &[Event]) {
+        self.live().publish(room_id, events).await;
+    }
+
+    /// Forgets a deleted room and tells its subscribers.
+    pub fn close(&self, room_id: &str, reason: CloseReason) {
+        self.live().close(room_id, reason);
+    }
+
+    /// Number of rooms with live state here.
+    pub fn live_rooms(&self) -> usize {
+        self.live().len()
+    }
+
+    /// The devices connected to a room.
+    pub fn connected_devices(&self, room_id: &str) -> Vec<ConnectedDevice> {
+        self.live()
+            .get(room_id)
+            .map(|l| l.read(|s| s.connected_devices()))
+            .unwrap_or_default()
+    }
+
+    /// Number of distinct users connected to a room.
+    pub fn connected_users(&self, room_id: &str) -> usize {
+        self.live()
+            .get(room_id)
+            .map_or(0, |l| l.read(|s| s.user_count()))
+    }
+
+    /// Whether `user_id` has a device connected to the room.
+    pub fn is_connected(&self, room_id: &str, user_id: &str) -> bool {
+        self.live()
+            .get(room_id)
+            .is_some_and(|l| l.read(|s| s.has_user(user_id)))
+    }
+
+    /// Whether `user_id` is a joined member, as the room's owner knows it (loading it).
+    pub async fn is_member(&self, room_id: &str, user_id: &str) -> Result<bool, ApiError> {
+        let live = self.live().load(room_id).await?;
+        Ok(live.read(|s| s.is_member(user_id)))
+    }
+
+    /// Re-reads a room's membership from its row (see [`LiveRooms::refresh_members`]).
+    pub async fn refresh_members(&self, room_id: &str) -> Result<(), ApiError> {
+        self.live().refresh_members(room_id).await
+    }
+
+    /// Takes a member who left out of the room's live state before the log says so.
+    pub async fn member_gone(&self, room_id: &str, user_id: &str) {
+        if let Some(live) = self.live().get(room_id) {
+            self.live().with(&live, |s, fx| s.member_gone(user_id, fx));
+            self.live().sync_idle_logged(&live).await;
+        }
+    }
+
+    // ---- other homeservers -------------------------------------------------------------------
+
+    /// A device connected to or left the room through homeserver `from`. `load` creates the
+    /// room's live state if there is none (the origin must; a replica with nobody connected has
+    /// nobody to tell). Returns who is connected now.
+    pub async fn remote_presence(
+        &self,
+        room_id: &str,
+        from: &str,
+        device: &ConnectedDevice,
+        online: bool,
+        load: bool,
+    ) -> Result<Vec<ConnectedDevice>, ApiError> {
+        let live = match self.live().get(room_id) {
+            Some(live) => live,
+            None if load => self.live().load(room_id).await?,
+            None => return Ok(Vec::new()),
+        };
+        self.live().with(&live, |s, fx| {
+            s.remote_presence(from, device, online, Instant::now(), fx)
+        })?;
+        self.live().sync_idle_logged(&live).await;
+        Ok(live.read(|s| s.connected_devices()))
+    }
+
+    /// A typing notice from homeserver `from`.
+    pub fn remote_typing(
+        &self,
+        room_id: &str,
+        from: &str,
+        user_id: &str,
+        device_id: &str,
+        typing: bool,
+    ) {
+        if let Some(live) = self.live().get(room_id) {
+            self.live().with(&live, |s, fx| {
+                s.remote_typing(from, user_id, device_id, typing, fx)
+            });
+        }
+    }
+
+    /// A signal from homeserver `from` for one device (see [`room::RoomState::remote_signal`]).
+    pub fn remote_signal(
+        &self,
+        room_id: &str,
+        from: &str,
+        sender: (&str, &str),
+        to: (&str, &str),
+        payload: &str,
+    ) {
+        if let Some(live) = self.live().get(room_id)
+            && self
+                .live()
+                .with(&live, |s, fx| s.remote_signal(from, sender, to, payload, fx))
+        {
+            self.inner.metrics.signals_relayed.inc();
+        }
+    }
+
+    /// One round of [`Engine::presence_lease`]: expires silent remote devices on rooms of ours,
+    /// and confirms this server's devices to the origins of replicas.
+    pub async fn confirm_presence(&self, lease: Duration) {
+        self.live().expire_remote_devices(lease).await;
+        let ours = self.server_name().as_str().to_owned();
+        let confirmations = self
+            .live()
+            .all()
+            .into_iter()
+            .filter(|l| !l.read(|s| s.origin_is_self() || s.is_closed()))
+            .flat_map(|live| {
+                let room_id = RoomId::parse(live.room_id()).ok();
+                let devices = live.read(|s| s.local_devices());
+                devices
+                    .into_iter()
+                    .filter_map(move |who| Some((live.clone(), room_id.clone()?, who)))
+            })
+            .map(|(live, room_id, who)| {
+                let ours = ours.clone();
+                async move {
+                    match outbound::announce(&self.inner.client, &room_id, &who).await {
+                        Ok(connected) => self.live().with(&live, |s, _| {
+                            s.set_remote_devices(&connected, &ours, Instant::now())
+                        }),
+                        // The origin may be down; the next round tries again.
+                        Err(err) => {
+                            tracing::debug!(room = %room_id, user = %who.user_id, error = %err.reason, "device not confirmed to the origin")
+                        }
+                    }
+                }
+            });
+        // Concurrently: one unreachable origin must not hold back the others past the lease.
+        futures_util::future::join_all(confirmations).await;
+    }
+
+    /// Keeps the lists of devices connected through other servers true both ways, every third
+    /// of `federation.presence_lease`: the origin takes off remote devices not confirmed within
+    /// the lease, and a replica confirms each of its own connected devices to the origin (whose
+    /// answer also refreshes the replica's list of everyone else). Ends when the engine is gone.
+    pub async fn presence_lease(engine: WeakEngine, lease: Duration) {
+        let mut tick = tokio::time::interval(lease / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            engine.confirm_presence(lease).await;
+        }
+    }
+}
+
+fn not_subscribed() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotSubscribed,
+        "this connection is not subscribed to that room",
+    )
+}

@@ -1,0 +1,360 @@
+//! The event writer: every event a room of ours appends goes through here, chat and state changes
+//! (membership, lock) alike, by one path: append and queue for the other servers in one
+//! transaction, then fan-out by the room's owner, then the answer. Nothing is acknowledged or
+//! shown before it is durable.
+//!
+//! Chat is group-committed: appends are queued, taken in batches and committed in one
+//! transaction per batch, so thousands of messages per second cost tens of commits. A state
+//! change ([`EventWriter::change`]) is a function run in a transaction of its own, in queue order
+//! with the chat around it, which may append events through its [`Appender`].
+//!
+//! There are a few writers, each owning the rooms that hash to it: a room's events go through
+//! one queue, so they are numbered in the order they were sent, while commits of different rooms
+//! overlap and Postgres can flush their WAL together. The shards touch disjoint room rows, so
+//! they cannot deadlock each other.
+//!
+//! A chat message is checked against its room's owner once more just before its batch commits:
+//! a kick committed and fanned out after the message was queued (the kick went first in the
+//! queue) leaves the sender no longer a member, and the message is refused rather than logged
+//! after the kick.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use confab_federation::ids::ServerName;
+use confab_schema::models::{Appended, Event, NewEvent};
+use confab_schema::{AsyncConnection, AsyncPgConnection, DbError, queries};
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+
+use super::live::LiveRooms;
+use crate::error::{ApiError, ErrorCode};
+use crate::federation::rooms::queue::{queue_appended, wake};
+use crate::federation::sender::TransactionSender;
+use crate::metrics::Metrics;
+
+/// Most appends committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// Number of writer shards.
+const SHARDS: usize = 4;
+
+/// Requests waiting per shard.
+const QUEUE: usize = 8192;
+
+/// A state change run in the writer's transaction; appends through the [`Appender`].
+type ChangeFn = Box<
+    dyn for<'c> FnOnce(&'c mut AsyncPgConnection, &'c mut Appender) -> BoxFuture<'c, Result<(), ApiError>>
+        + Send,
+>;
+
+enum Request {
+    Chat {
+        room_id: String,
+        /// Taken (not copied) when the batch is committed.
+        event: Option<NewEvent>,
+        reply: oneshot::Sender<Result<Event, ApiError>>,
+    },
+    Change {
+        room_id: String,
+        apply: ChangeFn,
+        reply: oneshot::Sender<Result<Vec<Event>, ApiError>>,
+    },
+}
+
+/// Appends a state change's events to its room and queues them for the room's other servers,
+/// in the change's transaction; they are fanned out after the commit.
+pub struct Appender {
+    room_id: String,
+    sender: TransactionSender,
+    events: Vec<Event>,
+    woken: Vec<ServerName>,
+}
+
+impl Appender {
+    /// Appends `events` to the room (numbered after its newest) and queues them for its other
+    /// servers. Returns what was appended and to which servers it goes.
+    pub async fn append(
+        &mut self,
+        db: &mut AsyncPgConnection,
+        events: &[NewEvent],
+    ) -> Result<Appended, ApiError> {
+        let appended = queries::append_events(db, &self.room_id, events)
+            .await?
+            .ok_or_else(ApiError::room_not_found)?;
+        self.woken
+            .extend(queue_appended(&self.sender, db, &appended).await?);
+        self.events.extend(appended.events.iter().cloned());
+        Ok(appended)
+    }
+}
+
+/// Handle to the writer tasks.
+#[derive(Clone)]
+pub struct EventWriter {
+    shards: Vec<mpsc::Sender<Request>>,
+}
+
+impl EventWriter {
+    /// Starts the writer tasks on the current runtime.
+    pub fn start(live: Arc<LiveRooms>, metrics: Metrics, federation: TransactionSender) -> Self {
+        let shards = (0..SHARDS)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(run(rx, live.clone(), metrics.clone(), federation.clone()));
+                tx
+            })
+            .collect();
+        Self { shards }
+    }
+
+    fn shard(&self, room_id: &str) -> &mpsc::Sender<Request> {
+        // FNV-1a: any stable spread will do; a room must always map to the same shard.
+        let hash = room_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        &self.shards[(hash % self.shards.len() as u64) as usize]
+    }
+
+    /// Queues a chat event and returns a future resolving once it is committed and fanned out.
+    /// Queueing happens before this returns, so calls made in order are committed in order.
+    pub async fn enqueue(
+        &self,
+        room_id: &str,
+        event: NewEvent,
+    ) -> impl Future<Output = Result<Event, ApiError>> + use<> {
+        let (reply, rx) = oneshot::channel();
+        let queued = self
+            .shard(room_id)
+            .send(Request::Chat {
+                room_id: room_id.to_owned(),
+                event: Some(event),
+                reply,
+            })
+            .await
+            .is_ok();
+        async move {
+            if !queued {
+                return Err(stopped());
+            }
+            rx.await.unwrap_or_else(|_| Err(stopped()))
+        }
+    }
+
+    /// Runs `apply` in a transaction of its own, in queue order with the room's chat; the events
+    /// it appends are queued for the other servers in that transaction and fanned out after the
+    /// commit. Returns `apply`'s result and the events appended.
+    pub async fn change<R, F>(&self, room_id: &str, apply: F) -> Result<(R, Vec<Event>), ApiError>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(
+                &'c mut AsyncPgConnection,
+                &'c mut Appender,
+            ) -> BoxFuture<'c, Result<R, ApiError>>
+            + Send
+            + 'static,
+    {
+        let slot = Arc::new(Mutex::new(None));
+        let out = slot.clone();
+        let apply: ChangeFn = Box::new(move |db, appender| {
+            Box::pin(async move {
+                let result = apply(db, appender).await?;
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                Ok(())
+            })
+        });
+        let (reply, rx) = oneshot::channel();
+        self.shard(room_id)
+            .send(Request::Change {
+                room_id: room_id.to_owned(),
+                apply,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        let events = rx.await.unwrap_or_else(|_| Err(stopped()))?;
+        let result = out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(stopped)?;
+        Ok((result, events))
+    }
+}
+
+fn stopped() -> ApiError {
+    ApiError::internal("event writer", &"writer stopped")
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Request>,
+    live: Arc<LiveRooms>,
+    metrics: Metrics,
+    federation: TransactionSender,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        let mut change = None;
+        match first {
+            Request::Chat { .. } => batch.push(first),
+            Request::Change { .. } => change = Some(first),
+        }
+        while change.is_none() && batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next @ Request::Chat { .. }) => batch.push(next),
+                // A change waits for the chat queued before it.
+                Ok(next) => change = Some(next),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            commit_chat(&live, &metrics, &federation, &mut batch).await;
+        }
+        if let Some(Request::Change {
+            room_id,
+            apply,
+            reply,
+        }) = change
+        {
+            let result = commit_change(&live, &federation, &room_id, apply).await;
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Runs one state change and fans out what it appended.
+async fn commit_change(
+    live: &LiveRooms,
+    federation: &TransactionSender,
+    room_id: &str,
+    apply: ChangeFn,
+) -> Result<Vec<Event>, ApiError> {
+    let mut db = confab_schema::connect(live.pool()).await?;
+    let mut appender = Appender {
+        room_id: room_id.to_owned(),
+        sender: federation.clone(),
+        events: Vec::new(),
+        woken: Vec::new(),
+    };
+    db.transaction(async |db| apply(db, &mut appender).await)
+        .await?;
+    drop(db);
+    wake(federation, &appender.woken).await;
+    live.publish(room_id, &appender.events).await;
+    Ok(appender.events)
+}
+
+/// Commits a batch of chat and answers each message.
+async fn commit_chat(
+    live: &LiveRooms,
+    metrics: &Metrics,
+    federation: &TransactionSender,
+    batch: &mut Vec<Request>,
+) {
+    // The last check against each room's owner (see the module docs).
+    for req in std::mem::take(batch) {
+        let Request::Chat {
+            room_id,
+            event,
+            reply,
+        } = req
+        else {
+            continue;
+        };
+        let member = match (live.get(&room_id), event.as_ref()) {
+            (Some(room), Some(e)) => room.read(|s| s.is_member(&e.sender)),
+            _ => true,
+        };
+        if member {
+            batch.push(Request::Chat {
+                room_id,
+                event,
+                reply,
+            });
+        } else {
+            let _ = reply.send(Err(ApiError::new(
+                ErrorCode::NotMember,
+                "the sender is no longer a member of this room",
+            )));
+        }
+    }
+    if batch.is_empty() {
+        return;
+    }
+    metrics.write_batch.observe(batch.len() as f64);
+    match commit(live, federation, batch).await {
+        Ok((committed, woken)) => {
+            metrics.events_persisted.inc_by(batch.len() as u64);
+            wake(federation, &woken).await;
+            let mut queues: HashMap<String, VecDeque<Event>> = HashMap::new();
+            for (room_id, events) in committed {
+                if let Some(events) = events {
+                    live.publish(&room_id, &events).await;
+                    queues.insert(room_id, events.into());
+                }
+            }
+            for req in batch.drain(..) {
+                if let Request::Chat { room_id, reply, .. } = req {
+                    // Each room's events come back in the order its requests were queued.
+                    let result = queues
+                        .get_mut(&room_id)
+                        .and_then(VecDeque::pop_front)
+                        .ok_or_else(ApiError::room_not_found);
+                    let _ = reply.send(result);
+                }
+            }
+        }
+        Err(err) => {
+            let err = ApiError::from(err);
+            for req in batch.drain(..) {
+                if let Request::Chat { reply, .. } = req {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// What a committed batch appended, per room, and the federation destinations to wake.
+type Committed = (Vec<(String, Option<Vec<Event>>)>, Vec<ServerName>);
+
+/// Commits a batch: per room, one sequence update and one multi-row insert, and for federated
+/// rooms the PDUs for the other servers, in the same transaction. A room that no longer exists
+/// maps to `None`.
+async fn commit(
+    live: &LiveRooms,
+    federation: &TransactionSender,
+    batch: &mut [Request],
+) -> Result<Committed, DbError> {
+    let mut by_room: Vec<(&str, Vec<NewEvent>)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for req in batch.iter_mut() {
+        let Request::Chat { room_id, event, .. } = req else {
+            continue;
+        };
+        let i = *index.entry(room_id.as_str()).or_insert_with(|| {
+            by_room.push((room_id.as_str(), Vec::new()));
+            by_room.len() - 1
+        });
+        if let Some(event) = event.take() {
+            by_room[i].1.push(event);
+        }
+    }
+    let mut conn = confab_schema::connect(live.pool()).await?;
+    let (appended, woken) = conn
+        .transaction(async |conn| {
+            let appended = queries::append_events_batch(conn, &by_room).await?;
+            let mut woken = Vec::new();
+            for a in appended.iter().flatten() {
+                woken.extend(queue_appended(federation, conn, a).await?);
+            }
+            Ok::<_, DbError>((appended, woken))
+        })
+        .await?;
+    let committed = by_room
+        .iter()
+        .zip(appended)
+        .map(|((room_id, _), a)| ((*room_id).to_owned(), a.map(|a| a.events)))
+        .collect();
+    Ok((committed, woken))
+}

@@ -1,0 +1,183 @@
+//! The JSON of federated rooms: requests, answers, the event inside a PDU, and the EDUs.
+
+use confab_schema::models::Event;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ErrorCode;
+use crate::protocol::ConnectedDevice;
+
+/// A room event between servers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireEvent {
+    pub seq: i64,
+    pub sender: String,
+    pub device_id: String,
+    pub origin_ts: i64,
+    pub content: Value,
+}
+
+impl WireEvent {
+    pub fn from_event(e: &Event) -> Self {
+        Self {
+            seq: e.seq,
+            sender: e.sender.clone(),
+            device_id: e.device_id.clone(),
+            origin_ts: e.origin_ts,
+            content: e.content.clone(),
+        }
+    }
+
+    pub fn into_event(self, room_id: &str) -> Event {
+        Event {
+            room_id: room_id.to_owned(),
+            seq: self.seq,
+            sender: self.sender,
+            device_id: self.device_id,
+            origin_ts: self.origin_ts,
+            content: self.content,
+        }
+    }
+}
+
+/// A member of a room between servers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireMember {
+    pub user_id: String,
+    pub display_name: String,
+    pub is_host: bool,
+    pub membership: String,
+    pub joined_ts: i64,
+    pub updated_ts: i64,
+}
+
+/// The origin's answer to a join: what a replica needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinedRoom {
+    pub room_id: String,
+    pub host_user_id: String,
+    pub locked: bool,
+    pub created_ts: i64,
+    pub latest_seq: i64,
+    pub members: Vec<WireMember>,
+    /// Events after the joiner's `since`, a page of them; the rest is read from the events
+    /// endpoint.
+    pub events: Vec<WireEvent>,
+    pub connected: Vec<ConnectedDevice>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    pub user_id: String,
+    pub display_name: String,
+    #[serde(default)]
+    pub invite_token: Option<String>,
+    /// The newest event the joiner's replica already has.
+    #[serde(default)]
+    pub since: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaveRequest {
+    pub user_id: String,
+    pub device_id: String,
+}
+
+/// One chat message forwarded to its room's origin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendItem {
+    pub room_id: String,
+    pub sender: String,
+    pub device_id: String,
+    pub kind: String,
+    pub ciphertext: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    pub events: Vec<SendItem>,
+}
+
+/// The outcome of one forwarded message: its number and time, or why it was refused.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SendResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendResponse {
+    pub results: Vec<SendResult>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceRequest {
+    pub user_id: String,
+    pub device_id: String,
+    pub display_name: String,
+    pub online: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConnectedResponse {
+    pub connected: Vec<ConnectedDevice>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EventsPage {
+    pub events: Vec<WireEvent>,
+    pub latest_seq: i64,
+}
+
+/// The query of the events endpoint.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    #[serde(default)]
+    pub since: i64,
+}
+
+#[derive(Deserialize)]
+pub struct PresenceEdu {
+    pub room_id: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub display_name: String,
+    pub online: bool,
+}
+
+#[derive(Deserialize)]
+pub struct TypingEdu {
+    pub room_id: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub typing: bool,
+}
+
+#[derive(Deserialize)]
+pub struct DeviceEdu {
+    pub user_id: String,
+    pub device_id: String,
+}
+
+#[derive(Deserialize)]
+pub struct SignalEdu {
+    pub room_id: String,
+    pub from: DeviceEdu,
+    pub to: DeviceEdu,
+    pub payload: String,
+}

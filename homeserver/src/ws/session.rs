@@ -1,0 +1,344 @@
+//! One socket's protocol, transport aside: authentication by first message, the per-connection
+//! rate limit, and every typed request handed to the engine. Each request with an id gets
+//! exactly one reply (an ack or an error); replies and pushed frames go through the socket's
+//! queue ([`ConnHandle`]), so they leave in the order they were decided.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::engine::{ConnHandle, Identity};
+use crate::error::{ApiError, ErrorCode};
+use crate::protocol::{self, Outgoing, Request, RequestType};
+use crate::rooms::parse_room_id;
+use crate::sessions;
+use crate::state::AppState;
+
+/// Close code: too many connections for this user.
+const CLOSE_TOO_MANY: u16 = 4029;
+
+/// A token bucket: `rate` per second, `burst` at once.
+struct RateLimit {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes a token, or says how long until one is available.
+    fn take(&mut self) -> Result<(), u64> {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((((1.0 - self.tokens) / self.rate) * 1000.0).ceil() as u64)
+        }
+    }
+}
+
+/// The protocol state of one socket.
+pub struct Session {
+    state: Arc<AppState>,
+    conn: ConnHandle,
+    who: Option<Identity>,
+    rooms: HashSet<String>,
+    rate: RateLimit,
+}
+
+impl Session {
+    pub fn new(state: Arc<AppState>, conn: ConnHandle) -> Self {
+        let limits = &state.settings.limits;
+        Self {
+            rate: RateLimit::new(limits.messages_per_second, limits.message_burst),
+            state,
+            conn,
+            who: None,
+            rooms: HashSet::new(),
+        }
+    }
+
+    /// Whether the socket has authenticated.
+    pub fn is_authenticated(&self) -> bool {
+        self.who.is_some()
+    }
+
+    /// Leaves every room the socket subscribed to and forgets it.
+    pub async fn end(&mut self) {
+        if let Some(who) = &self.who {
+            let rooms: Vec<String> = self.rooms.drain().collect();
+            self.state.engine.disconnect(who, &self.conn, &rooms).await;
+        }
+    }
+
+    fn send(&self, msg: &Outgoing<'_>) {
+        self.conn.send(msg.to_frame());
+    }
+
+    fn ack(&self, id: Option<&Value>, result: &Value) {
+        if let Some(id) = id {
+            self.send(&Outgoing::Ack { id, result });
+        }
+    }
+
+    /// Answers a request (or a frame) with an error.
+    pub fn reply_error(&self, id: Option<&Value>, request: &str, err: &ApiError) {
+        self.state.metrics.count_error(err.code);
+        self.send(&Outgoing::Error {
+            id,
+            request,
+            code: err.code.as_str(),
+            reason: &err.reason,
+            retry_after_ms: err.retry_after_ms,
+        });
+    }
+
+    /// Handles one text frame; `false` ends the session.
+    pub async fn on_text(&mut self, text: &str) -> bool {
+        let limits = &self.state.settings.limits;
+        let msg = match protocol::decode_request(text, limits.max_frame_bytes) {
+            Ok(msg) => msg,
+            Err(refused) => {
+                self.reply_error(refused.id.as_ref(), &refused.request, &refused.error);
+                return true;
+            }
+        };
+        let id = msg.id.as_ref();
+        let name: &str = &msg.msg_type;
+        if let Err(retry) = self.rate.take() {
+            let mut err = ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "at most {} messages per second per connection",
+                    limits.messages_per_second
+                ),
+            );
+            err.retry_after_ms = Some(retry);
+            self.reply_error(id, name, &err);
+            return true;
+        }
+        // Unknown types share one label, so that clients cannot grow the metric without bound.
+        let label = msg.request_type().map_or("unknown", RequestType::as_str);
+        self.state
+            .metrics
+            .ws_messages
+            .with_label_values(&[label])
+            .inc();
+        let request = msg.request();
+        let Some(who) = self.who.clone() else {
+            return self.authenticate(id, name, request).await;
+        };
+        let request = match request {
+            Ok(request) => request,
+            Err(err) => {
+                self.reply_error(id, name, &err);
+                return true;
+            }
+        };
+        let result = match request {
+            Request::Auth { .. } => Err(ApiError::new(
+                ErrorCode::AlreadyAuthenticated,
+                "this connection is already authenticated",
+            )),
+            Request::Ping => Ok(json!({})),
+            Request::Subscribe { room_id, since } => {
+                self.subscribe(&who, id, room_id, since).await;
+                return true;
+            }
+            Request::Unsubscribe { room_id } => self.unsubscribe(&who, room_id).await,
+            Request::Chat {
+                room_id,
+                kind,
+                ciphertext,
+            } => {
+                self.chat(&who, id, room_id, kind, ciphertext).await;
+                return true;
+            }
+            Request::Signal {
+                room_id,
+                to,
+                payload,
+            } => self.signal(&who, room_id, to, payload),
+            Request::Typing { room_id, typing } => self
+                .state
+                .engine
+                .typing(room_id, &who, self.conn.id, typing)
+                .map(|()| json!({})),
+        };
+        match result {
+            Ok(value) => self.ack(id, &value),
+            Err(err) => self.reply_error(id, name, &err),
+        }
+        true
+    }
+
+    async fn authenticate(
+        &mut self,
+        id: Option<&Value>,
+        name: &str,
+        request: Result<Request<'_>, ApiError>,
+    ) -> bool {
+        let Ok(Request::Auth { token }) = request else {
+            self.reply_error(
+                id,
+                name,
+                &ApiError::new(
+                    ErrorCode::NotAuthenticated,
+                    "the first message must be `auth` with an access token",
+                ),
+            );
+            self.conn.close(1008, "not authenticated");
+            return false;
+        };
+        let who = match sessions::authenticate(&self.state.pool, token).await {
+            Ok(who) => who,
+            Err(err) => {
+                self.reply_error(id, "auth", &err);
+                if err.code == ErrorCode::Unauthorized {
+                    self.conn.close(1008, "authentication failed");
+                    return false;
+                }
+                // The database being away is no reason to drop the socket: the client may retry.
+                return true;
+            }
+        };
+        if let Err(err) = self.state.engine.register(&who.user_id, &self.conn) {
+            self.reply_error(id, "auth", &err);
+            self.conn.close(CLOSE_TOO_MANY, "too many connections");
+            return false;
+        }
+        self.ack(
+            id,
+            &json!({
+                "user_id": who.user_id,
+                "device_id": who.device_id,
+                "display_name": who.display_name,
+            }),
+        );
+        self.who = Some(who);
+        true
+    }
+
+    async fn subscribe(&mut self, who: &Identity, id: Option<&Value>, room_id: &str, since: i64) {
+        let engine = &self.state.engine;
+        let result = async {
+            let room_id = parse_room_id(room_id)?;
+            let live = engine.subscribe(&room_id, who, &self.conn, since).await?;
+            self.rooms.insert(room_id.to_string());
+            let summary = self.state.rooms.get_room(room_id.as_str(), who).await?;
+            Ok::<_, ApiError>((live, summary))
+        }
+        .await;
+        match result {
+            Ok((live, summary)) => {
+                let value = serde_json::to_value(&summary).unwrap_or_default();
+                self.ack(id, &value);
+                if let Err(err) = engine.catch_up(&live, who, &self.conn, since).await {
+                    self.reply_error(id, "subscribe", &err);
+                }
+            }
+            Err(err) => self.reply_error(id, "subscribe", &err),
+        }
+    }
+
+    async fn unsubscribe(&mut self, who: &Identity, room_id: &str) -> Result<Value, ApiError> {
+        if !self.rooms.remove(room_id) {
+            return Err(not_subscribed());
+        }
+        self.state
+            .engine
+            .unsubscribe(room_id, who, self.conn.id)
+            .await;
+        Ok(json!({}))
+    }
+
+    /// Queues the message in order and acknowledges it from a separate task once committed, so
+    /// the socket keeps reading (signaling must not wait behind a database commit).
+    async fn chat(
+        &mut self,
+        who: &Identity,
+        id: Option<&Value>,
+        room_id: &str,
+        kind: &str,
+        ciphertext: &str,
+    ) {
+        let pending = match self
+            .state
+            .engine
+            .chat(room_id, who, self.conn.id, kind, ciphertext)
+            .await
+        {
+            Ok(pending) => pending,
+            Err(err) => return self.reply_error(id, "chat", &err),
+        };
+        let id = id.cloned();
+        let conn = self.conn.clone();
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let frame = match pending.await {
+                Ok((seq, ts)) => match &id {
+                    Some(id) => Outgoing::Ack {
+                        id,
+                        result: &json!({ "seq": seq, "ts": ts }),
+                    }
+                    .to_frame(),
+                    None => return,
+                },
+                Err(err) => {
+                    state.metrics.count_error(err.code);
+                    Outgoing::Error {
+                        id: id.as_ref(),
+                        request: "chat",
+                        code: err.code.as_str(),
+                        reason: &err.reason,
+                        retry_after_ms: err.retry_after_ms,
+                    }
+                    .to_frame()
+                }
+            };
+            conn.send(frame);
+        });
+    }
+
+    fn signal(
+        &self,
+        who: &Identity,
+        room_id: &str,
+        to: (&str, &str),
+        payload: &str,
+    ) -> Result<Value, ApiError> {
+        let max = self.state.settings.limits.max_event_bytes;
+        if payload.len() > max {
+            return Err(ApiError::new(
+                ErrorCode::EventTooLarge,
+                format!("ciphertext and payloads are limited to {max} bytes"),
+            ));
+        }
+        self.state
+            .engine
+            .signal(room_id, who, self.conn.id, to, payload)?;
+        Ok(json!({}))
+    }
+}
+
+fn not_subscribed() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotSubscribed,
+        "this connection is not subscribed to that room",
+    )
+}
