@@ -134,10 +134,10 @@ pub fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Running> 
             .app_data(
                 web::JsonConfig::default()
                     .limit(body_limit)
-                    .error_handler(routes::json_error),
+                    .error_handler(crate::extract::json_error),
             )
-            .app_data(web::QueryConfig::default().error_handler(routes::query_error))
-            .app_data(web::PathConfig::default().error_handler(routes::path_error))
+            .app_data(web::QueryConfig::default().error_handler(crate::extract::query_error))
+            .app_data(web::PathConfig::default().error_handler(crate::extract::path_error))
             .app_data(web::PayloadConfig::default().limit(body_limit))
             .wrap(
                 DefaultHeaders::new()

@@ -9,6 +9,7 @@ pub mod config;
 pub mod embedded_pg;
 pub mod engine;
 pub mod error;
+pub mod extract;
 pub mod federation;
 pub mod limiter;
 pub mod metrics;

@@ -108,7 +108,10 @@ pub enum Request<'a> {
     },
 }
 
-fn required<'a>(field: &'a Option<Cow<'_, str>>, name: &str) -> Result<&'a str, crate::error::ApiError> {
+fn required<'a>(
+    field: &'a Option<Cow<'_, str>>,
+    name: &str,
+) -> Result<&'a str, crate::error::ApiError> {
     field
         .as_deref()
         .ok_or_else(|| crate::error::ApiError::bad_request(format!("missing field `{name}`")))
@@ -493,11 +496,19 @@ mod tests {
             m.request().map_err(|e| e.code).map(|r| format!("{r:?}"))
         };
         assert_eq!(
-            typed(r#"{"type":"signal","room_id":"!r:s","to":{"user_id":"@u:s","device_id":"D"},"payload":"p"}"#),
+            typed(
+                r#"{"type":"signal","room_id":"!r:s","to":{"user_id":"@u:s","device_id":"D"},"payload":"p"}"#
+            ),
             Ok(r#"Signal { room_id: "!r:s", to: ("@u:s", "D"), payload: "p" }"#.to_owned())
         );
-        assert_eq!(typed(r#"{"type":"chat","room_id":"!r:s","kind":"text"}"#), Err(ErrorCode::BadRequest));
-        assert_eq!(typed(r#"{"type":"subscribe","room_id":"!r:s","since":-1}"#), Err(ErrorCode::BadRequest));
+        assert_eq!(
+            typed(r#"{"type":"chat","room_id":"!r:s","kind":"text"}"#),
+            Err(ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            typed(r#"{"type":"subscribe","room_id":"!r:s","since":-1}"#),
+            Err(ErrorCode::BadRequest)
+        );
         assert_eq!(typed(r#"{"type":"dance"}"#), Err(ErrorCode::UnknownType));
         assert_eq!(typed(r#"{"type":"ping"}"#), Ok("Ping".to_owned()));
         for t in RequestType::ALL {
@@ -508,9 +519,14 @@ mod tests {
     #[test]
     fn every_request_type_is_in_the_protocol_table() {
         let protocol = include_str!("../PROTOCOL.md");
-        let section = &protocol[protocol.find("### Client → server").unwrap()..protocol.find("### Server → client").unwrap()];
+        let section = &protocol[protocol.find("### Client → server").unwrap()
+            ..protocol.find("### Server → client").unwrap()];
         for t in RequestType::ALL {
-            assert!(section.contains(&format!("| `{}` |", t.as_str())), "{} missing", t.as_str());
+            assert!(
+                section.contains(&format!("| `{}` |", t.as_str())),
+                "{} missing",
+                t.as_str()
+            );
         }
     }
 

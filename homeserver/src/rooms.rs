@@ -386,7 +386,9 @@ impl Rooms {
         )
         .await?;
         drop(db);
-        self.engine.member_gone(room_id.as_str(), &who.user_id).await;
+        self.engine
+            .member_gone(room_id.as_str(), &who.user_id)
+            .await;
         Ok(())
     }
 
@@ -447,8 +449,7 @@ impl Rooms {
                         .await?
                         .ok_or_else(ApiError::room_not_found)?;
                     let member = queries::member(db, room_id, &target).await?;
-                    let Some(member) = member.filter(|m| m.membership == membership::JOINED)
-                    else {
+                    let Some(member) = member.filter(|m| m.membership == membership::JOINED) else {
                         return Err(ApiError::new(
                             ErrorCode::NotMember,
                             "that user is not a member of this room",
@@ -641,9 +642,7 @@ impl Rooms {
     pub async fn sweep_expired(&self) -> Result<usize, ApiError> {
         let mut deleted = 0;
         loop {
-            let expired = {
-                crate::engine::idle::expired_rooms(&self.pool, 100).await?
-            };
+            let expired = { crate::engine::idle::expired_rooms(&self.pool, 100).await? };
             let full = expired.len() == 100;
             for room_id in &expired {
                 // Each room in its own transaction, with its deletion queued for the other

@@ -10,13 +10,14 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::state::AppState;
+use crate::engine::Identity;
 use crate::error::{ApiError, ErrorCode};
+use crate::extract::{JsonResult, optional_body};
 use crate::federation::{
     auth as federation_auth, endpoints as federation, rooms::endpoints as federated_rooms,
 };
-use crate::engine::Identity;
 use crate::rooms::InviteOptions;
+use crate::state::AppState;
 use crate::{limiter, sessions, turn, ws};
 
 /// Base path of the client API.
@@ -252,33 +253,6 @@ async fn join_room(
     Ok(HttpResponse::Ok().json(joined))
 }
 
-/// A JSON body as extracted, kept for [`optional_body`] to judge.
-pub type JsonResult<T> = Result<web::Json<T>, actix_web::Error>;
-
-/// A body that may be left out, but that must be valid when sent: actix's `Option<Json<T>>`
-/// would read a body with a misspelt field as no body at all, and answer for the wrong reason
-/// (a join with `{"invite": …}` refused as `invite_required`).
-pub fn optional_body<T>(req: &HttpRequest, body: JsonResult<T>) -> Result<Option<T>, ApiError> {
-    match body {
-        Ok(body) => Ok(Some(body.into_inner())),
-        Err(_) if !has_body(req) => Ok(None),
-        // `json_error` made it an `ApiError`; anything else is still the client's body at fault.
-        Err(err) => Err(err
-            .as_error::<ApiError>()
-            .cloned()
-            .unwrap_or_else(|| ApiError::bad_request(format!("invalid JSON body: {err}")))),
-    }
-}
-
-fn has_body(req: &HttpRequest) -> bool {
-    let headers = req.headers();
-    headers.contains_key(actix_web::http::header::TRANSFER_ENCODING)
-        || headers
-            .get(actix_web::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0")
-}
-
 async fn leave_room(state: Data, Authed(who): Authed, path: web::Path<String>) -> ApiResult {
     state.rooms.leave_room(&path, &who).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -308,7 +282,10 @@ async fn events(
             "`since` is the last sequence number seen: 0 or more",
         ));
     }
-    let (events, latest) = state.rooms.events(&path, &who, query.since, query.limit).await?;
+    let (events, latest) = state
+        .rooms
+        .events(&path, &who, query.since, query.limit)
+        .await?;
     let events: Vec<_> = events.iter().map(crate::protocol::EventOut::from).collect();
     Ok(HttpResponse::Ok().json(json!({ "events": events, "latest_seq": latest })))
 }
@@ -334,7 +311,10 @@ async fn revoke_invite(
     path: web::Path<(String, String)>,
 ) -> ApiResult {
     let (room_id, invite_id) = path.into_inner();
-    state.rooms.revoke_invite(&room_id, &who, &invite_id).await?;
+    state
+        .rooms
+        .revoke_invite(&room_id, &who, &invite_id)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -360,30 +340,6 @@ async fn kick(
 ) -> ApiResult {
     state.rooms.kick(&path, &who, &body.user_id).await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-/// Turns actix's JSON and query extraction failures into the protocol's error body.
-pub fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
-    use actix_web::error::JsonPayloadError as E;
-    let api = match &err {
-        E::Overflow { limit } | E::OverflowKnownLength { limit, .. } => ApiError::new(
-            ErrorCode::BodyTooLarge,
-            format!("request bodies are limited to {limit} bytes"),
-        ),
-        E::ContentType => ApiError::bad_request("send the body as application/json"),
-        other => ApiError::bad_request(format!("invalid JSON body: {other}")),
-    };
-    api.into()
-}
-
-/// Same, for query strings.
-pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
-    ApiError::bad_request(format!("invalid query: {err}")).into()
-}
-
-/// Same, for path segments.
-pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
-    ApiError::bad_request(format!("invalid path: {err}")).into()
 }
 
 /// The status code a default (non-API) error maps to, for the latency metric.

@@ -9,8 +9,15 @@ use confab_schema::{DbPool, queries};
 use rand::RngCore;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::engine::Identity;
 use crate::time::now_ms;
+
+/// Who a socket (or a request) belongs to, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: String,
+    pub device_id: String,
+    pub display_name: String,
+}
 
 /// Longest display name, in characters.
 pub const MAX_DISPLAY_NAME_CHARS: usize = 64;

@@ -356,7 +356,10 @@ pub async fn room_with_members(
     let Some((room, first)) = rows.next() else {
         return Ok(None);
     };
-    let members = first.into_iter().chain(rows.filter_map(|(_, m)| m)).collect();
+    let members = first
+        .into_iter()
+        .chain(rows.filter_map(|(_, m)| m))
+        .collect();
     Ok(Some((room, members)))
 }
 

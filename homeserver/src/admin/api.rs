@@ -19,12 +19,12 @@ use confab_schema::models::{AclOverride, Invite, Room, membership};
 use confab_schema::queries;
 use serde::{Deserialize, Serialize};
 
-use crate::state::AppState;
+use crate::engine::CloseReason;
 use crate::error::{ApiError, ErrorCode};
 use crate::federation::identity::{PUBLISHED_VALIDITY_MS, ServerIdentity};
-use crate::engine::CloseReason;
 use crate::rooms::{InviteOptions, InviteOut};
 use crate::sessions::{hash_token, new_token};
+use crate::state::AppState;
 use crate::time::now_ms;
 
 type Data = web::Data<AppState>;
@@ -321,7 +321,10 @@ async fn kick(state: Data, path: web::Path<(String, String)>) -> ApiResult {
     UserId::parse(&user_id)
         .map_err(|e| ApiError::new(ErrorCode::BadUserId, format!("user id: {e}")))?;
     let admin = super::admin_identity(&state);
-    state.rooms.kick_as(room_id.as_str(), &admin, &user_id).await?;
+    state
+        .rooms
+        .kick_as(room_id.as_str(), &admin, &user_id)
+        .await?;
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({ "room_id": room_id, "user_id": user_id, "kicked": true })))
 }
@@ -356,9 +359,9 @@ async fn create_invite(
     state: Data,
     path: web::Path<String>,
     req: actix_web::HttpRequest,
-    body: crate::routes::JsonResult<InviteOptions>,
+    body: crate::extract::JsonResult<InviteOptions>,
 ) -> ApiResult {
-    let options = crate::routes::optional_body(&req, body)?.unwrap_or_default();
+    let options = crate::extract::optional_body(&req, body)?.unwrap_or_default();
     if options.max_uses == Some(0) {
         return Err(ApiError::bad_request("max_uses must be at least 1"));
     }

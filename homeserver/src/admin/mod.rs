@@ -23,9 +23,9 @@ use actix_web::middleware::Next;
 use actix_web::web;
 use confab_schema::queries;
 
-use crate::state::AppState;
-use crate::error::{ApiError, ErrorCode};
 use crate::engine::Identity;
+use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
 
 /// Base path of the admin API.
 pub const PREFIX: &str = "/_confab/admin/v1";

@@ -10,14 +10,6 @@ use tokio::sync::{Notify, mpsc};
 /// Close code for a client that stopped reading.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 
-/// Who a socket (or a request) belongs to, once authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub user_id: String,
-    pub device_id: String,
-    pub display_name: String,
-}
-
 /// The sending side of one socket; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ConnHandle {

@@ -21,13 +21,14 @@ use confab_federation::transaction::Edu;
 use confab_schema::models::Event;
 use confab_schema::{DbPool, queries};
 
-use super::conn::{ConnHandle, Identity};
+use super::conn::ConnHandle;
 use super::idle::{Countdown, IdleWriter};
 use super::room::{CloseReason, Effects, GoLive, RoomLimits, RoomState};
 use crate::error::ApiError;
 use crate::federation::sender::TransactionSender;
 use crate::metrics::Metrics;
 use crate::protocol::{EventOut, Outgoing};
+use crate::sessions::Identity;
 
 /// Events read per page while a subscriber catches up.
 const CATCH_UP_PAGE: i64 = 500;
@@ -174,7 +175,11 @@ impl LiveRooms {
     }
 
     /// Takes one decision on the room's state, then sends the ephemeral events it produced.
-    pub fn with<R>(&self, live: &LiveRoom, decide: impl FnOnce(&mut RoomState, &mut Effects) -> R) -> R {
+    pub fn with<R>(
+        &self,
+        live: &LiveRoom,
+        decide: impl FnOnce(&mut RoomState, &mut Effects) -> R,
+    ) -> R {
         let mut fx = Effects::default();
         let result = decide(&mut live.state(), &mut fx);
         self.apply(fx);
@@ -342,7 +347,9 @@ impl LiveRooms {
                 tracing::info!(room = %live.room_id, user = %device.user_id, device = %device.device_id, %server, "remote device not confirmed in time; taken off");
                 // The same path as its server saying it left.
                 if self
-                    .with(&live, |s, fx| s.remote_presence(&server, &device, false, now, fx))
+                    .with(&live, |s, fx| {
+                        s.remote_presence(&server, &device, false, now, fx)
+                    })
                     .is_ok()
                 {
                     expired += 1;

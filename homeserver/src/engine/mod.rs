@@ -35,7 +35,8 @@ use confab_federation::ids::{RoomId, ServerName};
 use confab_schema::DbPool;
 use confab_schema::models::{Event, NewEvent};
 
-pub use conn::{CLOSE_SLOW_CONSUMER, ConnHandle, Identity};
+pub use crate::sessions::Identity;
+pub use conn::{CLOSE_SLOW_CONSUMER, ConnHandle};
 pub use room::{CloseReason, edu};
 
 use crate::config::Settings;
@@ -484,9 +485,9 @@ impl Engine {
         payload: &str,
     ) {
         if let Some(live) = self.live().get(room_id)
-            && self
-                .live()
-                .with(&live, |s, fx| s.remote_signal(from, sender, to, payload, fx))
+            && self.live().with(&live, |s, fx| {
+                s.remote_signal(from, sender, to, payload, fx)
+            })
         {
             self.inner.metrics.signals_relayed.inc();
         }

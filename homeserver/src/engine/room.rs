@@ -16,9 +16,10 @@ use bytestring::ByteString;
 use confab_schema::models::{Event, Member, membership};
 use serde_json::{Value, json};
 
-use super::conn::{ConnHandle, Identity};
+use super::conn::ConnHandle;
 use crate::error::{ApiError, ErrorCode};
 use crate::protocol::{ConnectedDevice, DeviceRef, EventOut, Outgoing};
+use crate::sessions::Identity;
 
 /// Ephemeral event types exchanged between the homeservers of a federated room.
 pub mod edu {
@@ -323,7 +324,13 @@ impl RoomState {
         }
     }
 
-    fn presence_frame(&self, user_id: &str, device_id: &str, name: &str, online: bool) -> ByteString {
+    fn presence_frame(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        name: &str,
+        online: bool,
+    ) -> ByteString {
         Outgoing::Presence {
             room_id: &self.room_id,
             user_id,
@@ -692,7 +699,11 @@ impl RoomState {
                 .get_mut(&device.user_id)
                 .and_then(|d| d.remove(&device.device_id))
                 .is_some();
-            if self.remote.get(&device.user_id).is_some_and(HashMap::is_empty) {
+            if self
+                .remote
+                .get(&device.user_id)
+                .is_some_and(HashMap::is_empty)
+            {
                 self.remote.remove(&device.user_id);
             }
             removed
@@ -774,7 +785,11 @@ impl RoomState {
         let old = std::mem::replace(&mut self.remote, fresh);
         for (user, devices) in &old {
             for (device, r) in devices {
-                if !self.remote.get(user).is_some_and(|d| d.contains_key(device)) {
+                if !self
+                    .remote
+                    .get(user)
+                    .is_some_and(|d| d.contains_key(device))
+                {
                     let frame = self.presence_frame(user, device, &r.display_name, false);
                     self.broadcast(&frame, None);
                 }
@@ -942,7 +957,8 @@ mod tests {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
     fn socket() -> Socket {
-        let (conn, rx, _) = ConnHandle::new(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed), 64);
+        let (conn, rx, _) =
+            ConnHandle::new(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed), 64);
         Socket { conn, rx }
     }
 
@@ -967,7 +983,8 @@ mod tests {
 
     fn subscribed(room: &mut RoomState, w: &Identity) -> Socket {
         let mut s = socket();
-        room.subscribe(w, &s.conn, 0, &mut Effects::default()).unwrap();
+        room.subscribe(w, &s.conn, 0, &mut Effects::default())
+            .unwrap();
         assert_eq!(room.go_live(w, s.conn.id, 0), GoLive::Live);
         s.frames();
         s
@@ -982,7 +999,8 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::NotMember);
         for u in ["@a:here", "@b:here", "@c:here"] {
-            r.subscribe(&who(u, "1"), &socket().conn, 0, &mut fx).unwrap();
+            r.subscribe(&who(u, "1"), &socket().conn, 0, &mut fx)
+                .unwrap();
         }
         // A second device of a user already in takes no new place.
         r.subscribe(&who("@a:here", "2"), &socket().conn, 0, &mut fx)
@@ -1002,7 +1020,9 @@ mod tests {
         let mut fx = Effects::default();
         r.deliver(&member_event(1, "@k:here", membership::KICKED), &mut fx);
         let s = socket();
-        let err = r.subscribe(&who("@k:here", "K"), &s.conn, 0, &mut fx).unwrap_err();
+        let err = r
+            .subscribe(&who("@k:here", "K"), &s.conn, 0, &mut fx)
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::NotMember);
         assert!(!r.has_user("@k:here"));
         // And in the other order: subscribed first, then kicked: told, and out.
@@ -1010,7 +1030,10 @@ mod tests {
         let mut s = subscribed(&mut r, &who("@k:here", "K"));
         r.deliver(&member_event(1, "@k:here", membership::KICKED), &mut fx);
         let frames = s.frames();
-        assert_eq!(frames[0]["type"], "event", "the kick event first: {frames:?}");
+        assert_eq!(
+            frames[0]["type"], "event",
+            "the kick event first: {frames:?}"
+        );
         assert_eq!(frames[1]["type"], "kicked");
         assert!(!r.is_subscribed(&who("@k:here", "K"), s.conn.id));
         assert!(r.check_chat(&who("@k:here", "K"), s.conn.id).is_err());
@@ -1023,7 +1046,8 @@ mod tests {
         let sa = subscribed(&mut r, &a);
         let mut sb = subscribed(&mut r, &who("@b:here", "B"));
         let mut fx = Effects::default();
-        r.signal(&a, sa.conn.id, ("@b:here", "B"), "sdp", &mut fx).unwrap();
+        r.signal(&a, sa.conn.id, ("@b:here", "B"), "sdp", &mut fx)
+            .unwrap();
         assert_eq!(sb.frames()[0]["payload"], "sdp");
         // Another socket of the same device is not the subscription.
         assert_eq!(
@@ -1041,7 +1065,10 @@ mod tests {
         r.check_chat(&a, sa.conn.id).unwrap();
         r.deliver(&member_event(1, "@a:here", membership::LEFT), &mut fx);
         assert!(r.check_chat(&a, sa.conn.id).is_err());
-        assert!(r.signal(&a, sa.conn.id, ("@b:here", "B"), "x", &mut fx).is_err());
+        assert!(
+            r.signal(&a, sa.conn.id, ("@b:here", "B"), "x", &mut fx)
+                .is_err()
+        );
     }
 
     #[test]
@@ -1071,7 +1098,8 @@ mod tests {
         let a = who("@a:here", "A");
         let mut old = subscribed(&mut r, &a);
         let new = socket();
-        r.subscribe(&a, &new.conn, 0, &mut Effects::default()).unwrap();
+        r.subscribe(&a, &new.conn, 0, &mut Effects::default())
+            .unwrap();
         assert_eq!(old.frames()[0]["type"], "replaced");
         assert!(r.is_subscribed(&a, new.conn.id));
         assert!(!r.unsubscribe(&a, old.conn.id, &mut Effects::default()));
@@ -1089,22 +1117,32 @@ mod tests {
         let mut origin = room(true, &["@a:here", "@r:there"]);
         let mut fx = Effects::default();
         assert!(origin.is_idle());
-        origin.remote_presence("there", &remote, true, now, &mut fx).unwrap();
+        origin
+            .remote_presence("there", &remote, true, now, &mut fx)
+            .unwrap();
         assert!(!origin.is_idle());
         let a = who("@a:here", "A");
         let s = subscribed(&mut origin, &a);
-        origin.remote_presence("there", &remote, false, now, &mut fx).unwrap();
+        origin
+            .remote_presence("there", &remote, false, now, &mut fx)
+            .unwrap();
         assert!(!origin.is_idle());
         origin.unsubscribe(&a, s.conn.id, &mut fx);
         assert!(origin.is_idle());
 
         let mut replica = room(false, &["@a:here"]);
         replica.set_remote_devices(std::slice::from_ref(&remote), "here", now);
-        assert!(replica.is_idle(), "another server's device does not stop our countdown");
+        assert!(
+            replica.is_idle(),
+            "another server's device does not stop our countdown"
+        );
         let s = subscribed(&mut replica, &a);
         assert!(!replica.is_idle());
         replica.unsubscribe(&a, s.conn.id, &mut fx);
-        assert!(replica.is_idle() && replica.is_unused(), "stale remote list forgotten");
+        assert!(
+            replica.is_idle() && replica.is_unused(),
+            "stale remote list forgotten"
+        );
     }
 
     #[test]
@@ -1123,8 +1161,10 @@ mod tests {
                 .code,
             ErrorCode::NotMember
         );
-        r.remote_presence("there", &device("1", "@r:there"), true, now, &mut fx).unwrap();
-        r.remote_presence("there", &device("2", "@r:there"), true, now, &mut fx).unwrap();
+        r.remote_presence("there", &device("1", "@r:there"), true, now, &mut fx)
+            .unwrap();
+        r.remote_presence("there", &device("2", "@r:there"), true, now, &mut fx)
+            .unwrap();
         assert_eq!(
             r.remote_presence("there", &device("3", "@r:there"), true, now, &mut fx)
                 .unwrap_err()
@@ -1132,8 +1172,14 @@ mod tests {
             ErrorCode::TooManyConnections
         );
         let later = now + Duration::from_secs(10);
-        assert!(r.stale_remote_devices(Duration::from_secs(30), later).is_empty());
-        assert_eq!(r.stale_remote_devices(Duration::from_secs(5), later).len(), 2);
+        assert!(
+            r.stale_remote_devices(Duration::from_secs(30), later)
+                .is_empty()
+        );
+        assert_eq!(
+            r.stale_remote_devices(Duration::from_secs(5), later).len(),
+            2
+        );
     }
 
     #[test]
@@ -1145,7 +1191,9 @@ mod tests {
         let frames = s.frames();
         assert_eq!(frames[0]["type"], "room_closed");
         assert_eq!(frames[0]["reason"], "expired");
-        let err = r.subscribe(&a, &socket().conn, 0, &mut Effects::default()).unwrap_err();
+        let err = r
+            .subscribe(&a, &socket().conn, 0, &mut Effects::default())
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::RoomNotFound);
     }
 
@@ -1159,7 +1207,9 @@ mod tests {
         };
         let mut origin = room(true, &["@a:here", "@r:there"]);
         let mut fx = Effects::default();
-        origin.remote_presence("there", &remote, true, now, &mut fx).unwrap();
+        origin
+            .remote_presence("there", &remote, true, now, &mut fx)
+            .unwrap();
         assert!(fx.edus.is_empty(), "nobody else to tell");
         let a = who("@a:here", "A");
         let s = subscribed(&mut origin, &a);
@@ -1172,6 +1222,10 @@ mod tests {
         let s = subscribed(&mut replica, &a);
         let mut fx = Effects::default();
         replica.unsubscribe(&a, s.conn.id, &mut fx);
-        assert_eq!(fx.edus[0].to, vec!["here".to_owned()], "the origin, named in the room id");
+        assert_eq!(
+            fx.edus[0].to,
+            vec!["here".to_owned()],
+            "the origin, named in the room id"
+        );
     }
 }

@@ -44,7 +44,10 @@ const QUEUE: usize = 8192;
 
 /// A state change run in the writer's transaction; appends through the [`Appender`].
 type ChangeFn = Box<
-    dyn for<'c> FnOnce(&'c mut AsyncPgConnection, &'c mut Appender) -> BoxFuture<'c, Result<(), ApiError>>
+    dyn for<'c> FnOnce(
+            &'c mut AsyncPgConnection,
+            &'c mut Appender,
+        ) -> BoxFuture<'c, Result<(), ApiError>>
         + Send,
 >;
 

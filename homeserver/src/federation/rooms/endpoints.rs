@@ -241,7 +241,11 @@ pub async fn send_chat(
     for item in send.events {
         let checked = check_forwarded(&state, &request.origin, &item, &mut members).await;
         match checked {
-            Ok(event) => pending.push(Ok(state.engine.writer().enqueue(&item.room_id, event).await)),
+            Ok(event) => pending.push(Ok(state
+                .engine
+                .writer()
+                .enqueue(&item.room_id, event)
+                .await)),
             Err(err) => pending.push(Err(err)),
         }
     }
@@ -305,4 +309,3 @@ async fn check_forwarded(
         content,
     })
 }
-

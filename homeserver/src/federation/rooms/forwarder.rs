@@ -116,4 +116,3 @@ async fn run_forwarder(
         }
     }
 }
-

@@ -162,16 +162,12 @@ impl RoomsHandler {
                 // the origin first, so that the replica's log never has a hole.
                 // If that fails the whole transaction fails (and is retried), rather than
                 // acknowledging events this replica could not place.
-                let mut missing = fetch_missing(
-                    self.replicas.client(),
-                    &room_id,
-                    room.last_seq,
-                    first,
-                )
-                .await
-                .map_err(|e| {
-                    DbError::Unavailable(format!("cannot fill a gap in {room_id}: {e}"))
-                })?;
+                let mut missing =
+                    fetch_missing(self.replicas.client(), &room_id, room.last_seq, first)
+                        .await
+                        .map_err(|e| {
+                            DbError::Unavailable(format!("cannot fill a gap in {room_id}: {e}"))
+                        })?;
                 missing.append(&mut events);
                 events = missing;
             }
@@ -208,70 +204,71 @@ fn may_speak(origin: &ServerName, room_id: &str, user_id: &str) -> bool {
 }
 
 impl RoomsHandler {
-async fn handle_edu(&self, origin: &ServerName, edu: &Edu) {
-    let limit = self.max_event_bytes;
-    match edu.edu_type.as_str() {
-        edu::PRESENCE => {
-            let Ok(p) = PresenceEdu::deserialize(&edu.content) else {
-                return;
-            };
-            if !may_speak(origin, &p.room_id, &p.user_id)
-                || too_long(&[&p.device_id, &p.display_name])
-            {
-                return;
+    async fn handle_edu(&self, origin: &ServerName, edu: &Edu) {
+        let limit = self.max_event_bytes;
+        match edu.edu_type.as_str() {
+            edu::PRESENCE => {
+                let Ok(p) = PresenceEdu::deserialize(&edu.content) else {
+                    return;
+                };
+                if !may_speak(origin, &p.room_id, &p.user_id)
+                    || too_long(&[&p.device_id, &p.display_name])
+                {
+                    return;
+                }
+                // A device comes online through the signed, membership-checked presence request,
+                // never an EDU: an origin takes only departures by EDU, a replica only its origin's
+                // news.
+                let room_is_ours = RoomId::parse(&p.room_id)
+                    .is_ok_and(|r| r.server_name() == self.engine.server_name());
+                let from_origin =
+                    RoomId::parse(&p.room_id).is_ok_and(|r| r.server_name() == origin);
+                if (room_is_ours && p.online) || (!room_is_ours && !from_origin) {
+                    return;
+                }
+                let device = ConnectedDevice {
+                    user_id: p.user_id,
+                    device_id: p.device_id,
+                    display_name: p.display_name,
+                };
+                if let Err(err) = self
+                    .engine
+                    .remote_presence(&p.room_id, origin.as_str(), &device, p.online, false)
+                    .await
+                {
+                    tracing::debug!(error = %err, "presence for a room not here");
+                }
             }
-            // A device comes online through the signed, membership-checked presence request,
-            // never an EDU: an origin takes only departures by EDU, a replica only its origin's
-            // news.
-            let room_is_ours = RoomId::parse(&p.room_id)
-                .is_ok_and(|r| r.server_name() == self.engine.server_name());
-            let from_origin = RoomId::parse(&p.room_id).is_ok_and(|r| r.server_name() == origin);
-            if (room_is_ours && p.online) || (!room_is_ours && !from_origin) {
-                return;
+            edu::TYPING => {
+                let Ok(t) = TypingEdu::deserialize(&edu.content) else {
+                    return;
+                };
+                if may_speak(origin, &t.room_id, &t.user_id) {
+                    self.engine.remote_typing(
+                        &t.room_id,
+                        origin.as_str(),
+                        &t.user_id,
+                        &t.device_id,
+                        t.typing,
+                    );
+                }
             }
-            let device = ConnectedDevice {
-                user_id: p.user_id,
-                device_id: p.device_id,
-                display_name: p.display_name,
-            };
-            if let Err(err) = self
-                .engine
-                .remote_presence(&p.room_id, origin.as_str(), &device, p.online, false)
-                .await
-            {
-                tracing::debug!(error = %err, "presence for a room not here");
-            }
-        }
-        edu::TYPING => {
-            let Ok(t) = TypingEdu::deserialize(&edu.content) else {
-                return;
-            };
-            if may_speak(origin, &t.room_id, &t.user_id) {
-                self.engine.remote_typing(
-                    &t.room_id,
+            edu::SIGNAL => {
+                let Ok(s) = SignalEdu::deserialize(&edu.content) else {
+                    return;
+                };
+                if !may_speak(origin, &s.room_id, &s.from.user_id) || s.payload.len() > limit {
+                    return;
+                }
+                self.engine.remote_signal(
+                    &s.room_id,
                     origin.as_str(),
-                    &t.user_id,
-                    &t.device_id,
-                    t.typing,
+                    (&s.from.user_id, &s.from.device_id),
+                    (&s.to.user_id, &s.to.device_id),
+                    &s.payload,
                 );
             }
+            _ => {}
         }
-        edu::SIGNAL => {
-            let Ok(s) = SignalEdu::deserialize(&edu.content) else {
-                return;
-            };
-            if !may_speak(origin, &s.room_id, &s.from.user_id) || s.payload.len() > limit {
-                return;
-            }
-            self.engine.remote_signal(
-                &s.room_id,
-                origin.as_str(),
-                (&s.from.user_id, &s.from.device_id),
-                (&s.to.user_id, &s.to.device_id),
-                &s.payload,
-            );
-        }
-        _ => {}
     }
-}
 }

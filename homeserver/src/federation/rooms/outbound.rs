@@ -13,10 +13,10 @@ use super::refusal::{refusal, unreachable};
 use super::wire::{
     ConnectedResponse, EventsPage, JoinRequest, JoinedRoom, LeaveRequest, PresenceRequest,
 };
-use crate::engine::Identity;
 use crate::error::{ApiError, ErrorCode};
 use crate::federation::client::FederationClient;
 use crate::protocol::ConnectedDevice;
+use crate::sessions::Identity;
 
 /// A signed request to `origin`, its 200 answer parsed as `T`.
 pub async fn call<T: DeserializeOwned>(
@@ -160,4 +160,3 @@ pub async fn fetch_missing(
     }
     Ok(out)
 }
-

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::wire::WireEvent;
 use super::{DELETED_PDU, EVENT_PDU};
-use crate::engine::CloseReason;
+use crate::engine::room::CloseReason;
 use crate::federation::sender::{SenderError, TransactionSender};
 
 /// The PDU carrying one event of a room.

@@ -110,4 +110,3 @@ pub fn refusal(origin: &ServerName, status: u16, body: &Value) -> ApiError {
         }
     }
 }
-

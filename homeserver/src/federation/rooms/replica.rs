@@ -121,7 +121,8 @@ impl Replicas {
                     .await?
                     .is_some_and(|r| r.last_seq > room_state.latest_seq);
                 if newer_here {
-                    let (_, effects) = apply_events(db, self.server_name.as_str(), &room_id, events).await?;
+                    let (_, effects) =
+                        apply_events(db, self.server_name.as_str(), &room_id, events).await?;
                     return Ok::<_, DbError>(effects);
                 }
                 queries::upsert_replica_room(db, &row).await?;
@@ -140,7 +141,8 @@ impl Replicas {
                     )
                     .await?;
                 }
-                let (_, effects) = apply_events(db, self.server_name.as_str(), &room_id, events).await?;
+                let (_, effects) =
+                    apply_events(db, self.server_name.as_str(), &room_id, events).await?;
                 Ok(effects)
             })
             .await?;
@@ -172,7 +174,9 @@ impl Replicas {
                 .collect();
             let mut db = confab_schema::connect(&self.pool).await?;
             let (applied, effects) = db
-                .transaction(async |db| apply_events(db, self.server_name.as_str(), room_id.as_str(), events).await)
+                .transaction(async |db| {
+                    apply_events(db, self.server_name.as_str(), room_id.as_str(), events).await
+                })
                 .await?;
             drop(db);
             self.run_effects(effects).await;
