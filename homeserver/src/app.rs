@@ -4,12 +4,15 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use actix_http::HttpService;
+use actix_service::{IntoServiceFactory as _, ServiceFactoryExt as _, fn_service, map_config};
+use actix_web::dev::AppConfig;
 use actix_web::dev::{ServerHandle, Service};
 use actix_web::http::header;
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use confab_schema::DbPool;
 use futures_util::FutureExt;
 
@@ -127,7 +130,7 @@ pub fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Running> 
     let body_limit = state.settings.server.max_body_bytes;
     let metrics = state.metrics.clone();
     let csp = content_security_policy(&state.settings.server.public_url);
-    let server = HttpServer::new(move || {
+    let make_app = move || {
         let metrics = metrics.clone();
         let mut app = App::new()
             .app_data(data.clone())
@@ -189,16 +192,48 @@ pub fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Running> 
             );
         }
         app
-    })
-    // Protocol frames are small and latency-bound: without this, Nagle's algorithm holds a
-    // frame back until the previous one is acknowledged (up to a delayed-ACK timeout).
-    .tcp_nodelay(true)
-    // Sockets get `shutdown` and close themselves; give them a moment before the hard stop.
-    .shutdown_timeout(5)
-    .disable_signals();
+    };
+    let addr = listener.local_addr()?;
+    // Built by hand rather than with `HttpServer` for actix-http's upgrade seam: WebSocket
+    // connections leave the HTTP dispatcher for `crate::ws` (see there).
+    // The same service over plain TCP or TLS; each is typed by its stream, so each is built
+    // where it is listened on.
+    macro_rules! http_service {
+        ($state:expr) => {
+            HttpService::build()
+                // Protocol frames are small and latency-bound: without this, Nagle's algorithm
+                // holds a frame back until the previous one is acknowledged.
+                .tcp_nodelay(true)
+                .local_addr(addr)
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .upgrade(fn_service(move |(req, framed)| {
+                    crate::ws::upgrade($state.clone(), req, framed)
+                }))
+                .finish(map_config(
+                    make_app()
+                        .into_factory()
+                        .map_err(|err: actix_web::Error| err.error_response()),
+                    |(): ()| AppConfig::default(),
+                ))
+        };
+    }
+    // Built by hand rather than with `HttpServer` for actix-http's upgrade seam: WebSocket
+    // connections leave the HTTP dispatcher for `crate::ws` (see there).
+    let builder = actix_server::Server::build()
+        // Sockets get `shutdown` and close themselves; give them a moment before the hard stop.
+        .shutdown_timeout(5)
+        .disable_signals();
+    let upgrade_state = state.clone();
     let server = match tls {
-        Some(config) => server.listen_rustls_0_23(listener, config)?,
-        None => server.listen(listener)?,
+        Some(config) => builder.listen("confab", listener, move || {
+            let state = upgrade_state.clone();
+            http_service!(state).rustls_0_23(config.clone())
+        })?,
+        None => builder.listen("confab", listener, move || {
+            let state = upgrade_state.clone();
+            http_service!(state).tcp()
+        })?,
     }
     .run();
     let handle = server.handle();

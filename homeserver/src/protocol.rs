@@ -7,6 +7,9 @@ use confab_schema::models::Event;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// A serialized text frame, ready for any number of sockets: cloning it shares the bytes.
+pub type Frame = tokio_tungstenite::tungstenite::Utf8Bytes;
+
 /// One WebSocket request, as parsed in a single pass: every field any request type may carry is
 /// optional here, so that the request `type` and `id` are known (and can be named in the error)
 /// even when another field is missing or malformed. Strings borrow from the frame when they can.
@@ -358,9 +361,9 @@ impl<'a> From<&'a Event> for EventOut<'a> {
 
 impl Outgoing<'_> {
     /// Serializes the message into a text frame.
-    pub fn to_frame(&self) -> bytestring::ByteString {
+    pub fn to_frame(&self) -> Frame {
         // Serializing these types cannot fail: every map key is a string.
-        serde_json::to_string(self).unwrap_or_default().into()
+        Frame::from(serde_json::to_string(self).unwrap_or_default())
     }
 }
 

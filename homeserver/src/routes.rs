@@ -49,7 +49,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/rooms/{room_id}/lock", web::post().to(lock))
                 .route("/rooms/{room_id}/unlock", web::post().to(unlock))
                 .route("/rooms/{room_id}/kick", web::post().to(kick))
-                .route("/ws", web::get().to(ws::handshake))
+                .route("/ws", web::get().to(ws::not_an_upgrade))
                 .default_service(web::to(not_found)),
         )
         // Admin: every call passes the token, address and enabled checks first, and is logged.

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytestring::ByteString;
+use crate::protocol::Frame;
 use tokio::sync::{Notify, mpsc};
 
 /// Close code for a client that stopped reading.
@@ -15,7 +15,7 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 pub struct ConnHandle {
     /// Unique per process.
     pub id: u64,
-    tx: mpsc::Sender<ByteString>,
+    tx: mpsc::Sender<Frame>,
     control: Arc<ConnControl>,
 }
 
@@ -30,7 +30,7 @@ pub struct ConnControl {
 impl ConnHandle {
     /// A handle and the receiving end its writer drains. The queue's memory grows with what is
     /// queued, not with its bound (tokio's bounded channel allocates in blocks as it fills).
-    pub fn new(id: u64, queue: usize) -> (Self, mpsc::Receiver<ByteString>, Arc<ConnControl>) {
+    pub fn new(id: u64, queue: usize) -> (Self, mpsc::Receiver<Frame>, Arc<ConnControl>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let control = Arc::new(ConnControl::default());
         (
@@ -49,7 +49,7 @@ impl ConnHandle {
     /// Nothing is queued once a close was asked for: what a client receives is then always
     /// everything up to some point, so resuming after the last event it got misses nothing
     /// (a frame refused for a full queue followed by a later one accepted would be a gap).
-    pub fn send(&self, frame: ByteString) -> bool {
+    pub fn send(&self, frame: Frame) -> bool {
         if self.control.closed.load(Ordering::Acquire) {
             return false;
         }
@@ -68,7 +68,7 @@ impl ConnHandle {
 
     /// Queues a frame, waiting for room in the queue, but no longer than a close: used only for
     /// a socket's own backlog, whose reader must still notice a client that stopped reading.
-    pub async fn send_wait(&self, frame: ByteString) -> bool {
+    pub async fn send_wait(&self, frame: Frame) -> bool {
         if self.control.closed.load(Ordering::Acquire) {
             return false;
         }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytestring::ByteString;
+use crate::protocol::Frame;
 use confab_schema::models::{Event, Member, membership};
 use serde_json::{Value, json};
 
@@ -314,7 +314,7 @@ impl RoomState {
     }
 
     /// Sends `frame` to every subscriber except `except`.
-    fn broadcast(&self, frame: &ByteString, except: Option<(&str, &str)>) {
+    fn broadcast(&self, frame: &Frame, except: Option<(&str, &str)>) {
         for (user, devices) in &self.subs {
             for (device, sub) in devices {
                 if except != Some((user.as_str(), device.as_str())) {
@@ -324,13 +324,7 @@ impl RoomState {
         }
     }
 
-    fn presence_frame(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        name: &str,
-        online: bool,
-    ) -> ByteString {
+    fn presence_frame(&self, user_id: &str, device_id: &str, name: &str, online: bool) -> Frame {
         Outgoing::Presence {
             room_id: &self.room_id,
             user_id,
@@ -951,7 +945,7 @@ mod tests {
 
     struct Socket {
         conn: ConnHandle,
-        rx: mpsc::Receiver<ByteString>,
+        rx: mpsc::Receiver<Frame>,
     }
 
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);

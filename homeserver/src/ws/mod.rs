@@ -1,198 +1,295 @@
-//! The WebSocket: the handshake (with its Origin check), and per socket one reader (this
-//! module's loop: frames, heartbeats, the auth deadline) and one writer, which drains the
-//! socket's bounded queue (see `crate::engine::conn`). What the frames mean is [`session`]'s.
+//! The WebSocket. The HTTP server hands every upgrade request's connection to [`upgrade`] (actix-
+//! http's upgrade seam), which checks it, answers the handshake itself and serves the socket with
+//! tungstenite from then on: the HTTP dispatcher and its per-connection buffers are gone once a
+//! socket is open, which is what keeps an idle socket small (see the README's figures).
+//!
+//! Per socket, one reader (frames, the liveness check, the auth deadline; what frames mean is
+//! [`session`]'s) and one writer, which drains the socket's bounded queue (see
+//! `crate::engine::conn`) in bursts: every frame waiting is written, then one flush.
 
 pub mod session;
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::{HttpRequest, HttpResponse, web};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
-use futures_util::StreamExt;
+use actix_codec::Framed;
+use actix_http::{Method, Request, h1};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use crate::engine::ConnHandle;
+use crate::engine::conn::ConnControl;
 use crate::error::{ApiError, ErrorCode};
+use crate::protocol::Frame;
+use crate::routes::CLIENT_PREFIX;
 use crate::state::AppState;
 use session::Session;
 
-/// `GET /_confab/client/v1/ws`: checks the Origin, upgrades, and spawns the session.
-pub async fn handshake(
-    req: HttpRequest,
-    body: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, actix_web::Error> {
-    if let Some(origin) = req.headers().get("origin") {
-        let allowed = origin.to_str().is_ok_and(|o| {
-            state
-                .settings
-                .allowed_origins()
-                .any(|a| a == o.trim_end_matches('/'))
-        });
-        if !allowed {
-            state.metrics.count_error(ErrorCode::OriginNotAllowed);
-            return Ok(HttpResponse::Forbidden().json(json!({
-                "code": ErrorCode::OriginNotAllowed.as_str(),
-                "reason": "this web origin may not open a session on this server",
-            })));
-        }
+/// Bytes read from a socket at a time. Protocol frames are small (a signal is a few hundred
+/// bytes); a larger frame grows the buffer for as long as it is being read.
+const READ_BUFFER: usize = 4096;
+
+/// Bytes gathered before the writer writes to the socket even within a burst.
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// Takes over an upgrade request's connection: answers anything but a WebSocket handshake for
+/// the client socket path with an HTTP error, checks the Origin, then serves the socket on its
+/// own tasks, so that the HTTP connection's state is dropped now.
+pub async fn upgrade<T>(
+    state: Arc<AppState>,
+    req: Request,
+    framed: Framed<T, h1::Codec>,
+) -> Result<(), actix_web::Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let parts = framed.into_parts();
+    let (mut io, read_buf) = (parts.io, parts.read_buf);
+    let head = req.head();
+    let header = |name: &str| head.headers.get(name).and_then(|v| v.to_str().ok());
+    let is_websocket = header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    let key = header("sec-websocket-key").map(str::to_owned);
+    let path_ok = head.uri.path() == format!("{CLIENT_PREFIX}/ws");
+    let refusal = if !path_ok {
+        Some((
+            404,
+            ApiError::new(
+                ErrorCode::NotFound,
+                "no such endpoint (upgrades go to the WebSocket path only)",
+            ),
+        ))
+    } else if head.method != Method::GET || !is_websocket || key.is_none() {
+        Some((400, ApiError::bad_request("expected a WebSocket handshake")))
+    } else if header("sec-websocket-version") != Some("13") {
+        Some((
+            400,
+            ApiError::bad_request("only WebSocket version 13 is spoken"),
+        ))
+    } else if let Some(origin) = header("origin")
+        && !state
+            .settings
+            .allowed_origins()
+            .any(|a| a == origin.trim_end_matches('/'))
+    {
+        Some((
+            403,
+            ApiError::new(
+                ErrorCode::OriginNotAllowed,
+                "this web origin may not open a session on this server",
+            ),
+        ))
+    } else {
+        None
+    };
+    if let Some((status, err)) = refusal {
+        state.metrics.count_error(err.code);
+        let body = json!({ "code": err.code.as_str(), "reason": err.reason }).to_string();
+        let reason = match status {
+            403 => "Forbidden",
+            404 => "Not Found",
+            _ => "Bad Request",
+        };
+        let response = format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        io.write_all(response.as_bytes()).await?;
+        return Ok(io.shutdown().await?);
     }
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let accept = derive_accept_key(key.unwrap_or_default().as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+         sec-websocket-accept: {accept}\r\n\r\n"
+    );
+    io.write_all(response.as_bytes()).await?;
+    io.flush().await?;
     let hard = state.settings.limits.hard_frame_bytes;
-    let stream = stream
-        .max_frame_size(hard)
-        .aggregate_continuations()
-        .max_continuation_size(hard);
-    let state = state.into_inner();
-    actix_web::rt::spawn(async move {
-        Connection::run(state, session, stream).await;
-    });
-    Ok(response)
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_frame_size(Some(hard))
+        .max_message_size(Some(hard));
+    let socket =
+        WebSocketStream::from_partially_read(io, read_buf.to_vec(), Role::Server, Some(config))
+            .await;
+    actix_web::rt::spawn(serve(state, socket));
+    Ok(())
 }
 
-/// Serves one upgraded socket until it closes.
-struct Connection;
+/// `GET /_confab/client/v1/ws` without an upgrade: the upgrade itself never reaches the routes.
+pub async fn not_an_upgrade() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::bad_request(
+        "this is the WebSocket endpoint: open it with a WebSocket handshake",
+    ))
+}
 
-type Stream = actix_ws::AggregatedMessageStream;
+/// Serves one socket until it closes.
+async fn serve<T>(state: Arc<AppState>, socket: WebSocketStream<T>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let limits = &state.settings.limits;
+    let (conn, rx, control) =
+        ConnHandle::new(state.engine.next_conn_id(), limits.send_queue_frames);
+    let (sink, mut stream) = socket.split();
+    let ws = &state.settings.websocket;
+    let writer = actix_web::rt::spawn(write(
+        sink,
+        rx,
+        control.clone(),
+        ws.heartbeat_interval,
+        ws.client_timeout,
+    ));
+    let mut me = Session::new(state.clone(), conn.clone());
 
-impl Connection {
-    async fn run(state: std::sync::Arc<AppState>, session: actix_ws::Session, mut stream: Stream) {
-        let limits = &state.settings.limits;
-        let (conn, mut rx, control) =
-            ConnHandle::new(state.engine.next_conn_id(), limits.send_queue_frames);
-        let mut me = Session::new(state.clone(), conn.clone());
-
-        // The writer: drains the queue into the socket, and closes it when asked.
-        let mut writer_session = session.clone();
-        let writer_control = control.clone();
-        let linger = state.settings.websocket.client_timeout;
-        let writer = actix_web::rt::spawn(async move {
-            let control = writer_control;
-            // A frame whose send a close interrupted: sent first when flushing, so that the
-            // client still gets an unbroken run of frames and resumes after the last one.
-            let mut carried = None;
-            let (code, reason) = loop {
-                tokio::select! {
-                    biased;
-                    closing = control.closed() => break closing,
-                    frame = rx.recv() => match frame {
-                        Some(frame) => {
-                            // A client that stopped reading blocks this send for as long as it
-                            // does not read; the close asked for meanwhile (slow consumer) must
-                            // not wait behind it. The channel send is cancel-safe.
-                            tokio::select! {
-                                biased;
-                                sent = writer_session.text(frame.clone()) => {
-                                    if sent.is_err() {
-                                        return;
-                                    }
-                                }
-                                closing = control.closed() => {
-                                    carried = Some(frame);
-                                    break closing;
-                                }
-                            }
-                        }
-                        // Every sender is gone: the reader ended, having asked for a close.
-                        None => break control.closed().await,
-                    },
-                }
-            };
-            // Flush what was queued before the close (e.g. `kicked`, `shutdown`, an error), then
-            // the close frame; a client that does not read them within `client_timeout` is
-            // dropped without (it resumes after the last event it got, like any other).
-            let flush = async {
-                let queued = std::iter::from_fn(|| rx.try_recv().ok());
-                for frame in carried.into_iter().chain(queued) {
-                    if writer_session.text(frame).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = writer_session
-                    .close(Some(CloseReason {
-                        code: CloseCode::from(code),
-                        description: Some(reason),
-                    }))
-                    .await;
-            };
-            let _ = tokio::time::timeout(linger, flush).await;
-        });
-
-        let ws = &state.settings.websocket;
-        let mut heartbeat = tokio::time::interval(ws.heartbeat_interval);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_heard = Instant::now();
-        let auth_deadline = tokio::time::sleep(ws.auth_timeout);
-        tokio::pin!(auth_deadline);
-        let mut ping_session = session;
-
-        loop {
-            tokio::select! {
-                msg = stream.next() => {
-                    let Some(msg) = msg else { break };
-                    last_heard = Instant::now();
-                    match msg {
-                        Ok(AggregatedMessage::Text(text)) => {
-                            if !me.on_text(&text).await {
-                                break;
-                            }
-                        }
-                        Ok(AggregatedMessage::Binary(_)) => {
-                            me.reply_error(None, "binary", &ApiError::bad_request(
-                                "binary frames are not part of the protocol; send JSON text",
-                            ));
-                        }
-                        Ok(AggregatedMessage::Ping(bytes)) => {
-                            let _ = ping_session.pong(&bytes).await;
-                        }
-                        Ok(AggregatedMessage::Pong(_)) => {}
-                        Ok(AggregatedMessage::Close(_)) => break,
-                        Err(err) => {
-                            let (code, reason) = match err {
-                                actix_ws::ProtocolError::Overflow => (
-                                    1009,
-                                    "frame above the hard size limit".to_owned(),
-                                ),
-                                // RFC 6455 answers a text frame that is not UTF-8 with 1007;
-                                // actix-ws reports it only as an I/O error carrying the text of
-                                // a `Utf8Error`.
-                                actix_ws::ProtocolError::Io(e)
-                                    if e.kind() == std::io::ErrorKind::InvalidData
-                                        && e.to_string().contains("utf-8") =>
-                                {
-                                    (1007, "text frames must be valid UTF-8".to_owned())
-                                }
-                                other => (1002, format!("protocol error: {other}")),
-                            };
-                            conn.close(code, &reason);
+    let mut heartbeat = tokio::time::interval(ws.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let auth_deadline = tokio::time::sleep(ws.auth_timeout);
+    tokio::pin!(auth_deadline);
+    loop {
+        tokio::select! {
+            msg = stream.next() => {
+                let Some(msg) = msg else { break };
+                last_heard = Instant::now();
+                match msg {
+                    Ok(Message::Text(text)) => {
+                        if !me.on_text(&text).await {
                             break;
                         }
                     }
-                }
-                _ = heartbeat.tick() => {
-                    if last_heard.elapsed() > ws.client_timeout {
-                        conn.close(1001, "no traffic from the client: considered dead");
+                    Ok(Message::Binary(_)) => {
+                        me.reply_error(None, "binary", &ApiError::bad_request(
+                            "binary frames are not part of the protocol; send JSON text",
+                        ));
+                    }
+                    // tungstenite answers pings itself.
+                    Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+                    Ok(Message::Close(_)) => break,
+                    Err(err) => {
+                        let (code, reason) = match err {
+                            WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+                                (1009, "frame above the hard size limit".to_owned())
+                            }
+                            // RFC 6455 answers a text frame that is not UTF-8 with 1007.
+                            WsError::Utf8(_) => (1007, "text frames must be valid UTF-8".to_owned()),
+                            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+                            | WsError::ConnectionClosed
+                            | WsError::AlreadyClosed
+                            | WsError::Io(_) => break,
+                            other => (1002, format!("protocol error: {other}")),
+                        };
+                        conn.close(code, &reason);
                         break;
                     }
-                    if ping_session.ping(b"").await.is_err() {
-                        break;
-                    }
                 }
-                // Closed by someone else (slow consumer, session ended): stop reading and leave
-                // the rooms now, even if the client never answers the close.
-                _ = control.closed() => break,
-                () = &mut auth_deadline, if !me.is_authenticated() => {
-                    conn.close(1008, "authenticate with an `auth` message first");
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > ws.client_timeout {
+                    conn.close(1001, "no traffic from the client: considered dead");
                     break;
                 }
             }
+            // Closed by someone else (slow consumer, session ended): stop reading and leave
+            // the rooms now, even if the client never answers the close.
+            _ = control.closed() => break,
+            () = &mut auth_deadline, if !me.is_authenticated() => {
+                conn.close(1008, "authenticate with an `auth` message first");
+                break;
+            }
         }
-
-        me.end().await;
-        // Dropping the last queue sender ends the writer once it has flushed; a close already
-        // asked for is carried out by the writer itself.
-        conn.close(1000, "");
-        drop(me);
-        let _ = writer.await;
     }
+    me.end().await;
+    // The writer flushes what was queued and closes; a close already asked for keeps its code.
+    conn.close(1000, "");
+    drop(me);
+    drop(conn);
+    let _ = writer.await;
+    drop(stream);
+}
+
+/// The writer: drains the queue into the socket in bursts, pings it every `heartbeat`, and
+/// closes it when asked.
+async fn write<S>(
+    mut sink: S,
+    mut rx: mpsc::Receiver<Frame>,
+    control: Arc<ConnControl>,
+    heartbeat: std::time::Duration,
+    linger: std::time::Duration,
+) where
+    S: futures_util::Sink<Message, Error = WsError> + Unpin,
+{
+    let mut ping = tokio::time::interval(heartbeat);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    // A burst whose writing a close interrupted: written first when flushing, so that the
+    // client still gets an unbroken run of frames and resumes after the last one.
+    let mut carried: VecDeque<Frame> = VecDeque::new();
+    let (code, reason) = loop {
+        tokio::select! {
+            biased;
+            closing = control.closed() => break closing,
+            frame = rx.recv() => match frame {
+                Some(frame) => {
+                    carried.push_back(frame);
+                    while carried.len() < 256 {
+                        match rx.try_recv() {
+                            Ok(frame) => carried.push_back(frame),
+                            Err(_) => break,
+                        }
+                    }
+                    // A client that stopped reading blocks this write for as long as it does
+                    // not read; the close asked for meanwhile (slow consumer) must not wait
+                    // behind it.
+                    let burst = async {
+                        // Taken off only once fed, so a burst cut short by a close loses
+                        // nothing (feeding is done within one poll, so cancellation cannot
+                        // land between the write and the removal).
+                        while let Some(frame) = carried.front() {
+                            sink.feed(Message::Text(frame.clone())).await?;
+                            carried.pop_front();
+                        }
+                        sink.flush().await
+                    };
+                    tokio::select! {
+                        biased;
+                        written = burst => if written.is_err() { return; },
+                        closing = control.closed() => break closing,
+                    }
+                }
+                // Every sender is gone: the reader ended, having asked for a close.
+                None => break control.closed().await,
+            },
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    // Flush what was queued before the close (e.g. `kicked`, `shutdown`, an error), then the
+    // close frame; a client that does not read them within `client_timeout` is dropped without
+    // (it resumes after the last event it got, like any other).
+    let flush = async {
+        let queued = std::iter::from_fn(|| rx.try_recv().ok());
+        for frame in carried.into_iter().chain(queued) {
+            sink.feed(Message::Text(frame)).await?;
+        }
+        sink.send(Message::Close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        })))
+        .await
+    };
+    let _ = tokio::time::timeout(linger, flush).await;
 }
