@@ -1,13 +1,17 @@
 //! `confab-bench`: the load generator. It starts a Confab homeserver (embedded Postgres, in a
-//! temporary data directory) and, for reference, a **bare relay** — a minimal tokio-tungstenite
-//! server that only forwards frames between sockets of a room (no auth, no JSON, one writer task
-//! per socket) — each as its own process, drives them with real WebSocket clients from this
-//! process, and prints throughput, latency percentiles, server CPU per message and server memory.
+//! temporary data directory) and, for reference, a **bare relay** — a lean tokio-tungstenite
+//! server that only forwards frames between sockets of a room (no auth, no JSON, a 4 KiB read
+//! buffer, one batched writer per socket) — each as its own process, drives them with real
+//! WebSocket clients from this process, and prints throughput, latency percentiles, server CPU
+//! per message, server memory, and the generator's own CPU (a saturated generator shows).
 //!
 //! ```text
-//! confab-bench signal [--rooms 100] [--clients 8] [--secs 10]   # signaling relay, closed loop
+//! confab-bench signal [--rooms 100] [--clients 8] [--secs 10] [--window 1] [--rate 0]
+//!                     # signaling relay: closed loop with `--window` in flight per client, or
+//!                     # open loop at `--rate` messages/s in all; the bare relay in the same run
+//! confab-bench join   [--rooms 125] [--clients 8]                # every member subscribes at once
 //! confab-bench chat   [--rooms 100] [--clients 8] [--secs 10] [--rate 0]  # persisted chat
-//! confab-bench idle   [--conns 10000]                            # memory of idle connections
+//! confab-bench idle   [--conns 10000]           # memory of idle, subscribed sockets in rooms of 8
 //! confab-bench soak   [--minutes 10] [--rate 4000] [--rooms 100] [--clients 8]
 //!                     # open-loop chat at about half the closed-loop capacity, a line a minute
 //! confab-bench federation [--rooms 100] [--window 8] [--secs 10] [--rate 0]
@@ -60,7 +64,14 @@ fn main() -> anyhow::Result<()> {
             "signal" => {
                 let (rooms, clients, secs) =
                     (opt("rooms", 100), opt("clients", 8), opt("secs", 10));
-                signal_bench(rooms as usize, clients as usize, secs).await
+                let drive = match opt("rate", 0) {
+                    0 => Drive::Closed(opt("window", 1) as usize),
+                    rate => Drive::Open(rate),
+                };
+                signal_bench(rooms as usize, clients as usize, secs, drive).await
+            }
+            "join" => {
+                join_storm_bench(opt("rooms", 125) as usize, opt("clients", 8) as usize).await
             }
             "chat" => {
                 let (rooms, clients, secs, rate) = (
@@ -92,7 +103,10 @@ fn main() -> anyhow::Result<()> {
             }
             "all" => {
                 print_machine();
-                signal_bench(100, 8, 10).await?;
+                signal_bench(100, 8, 10, Drive::Closed(1)).await?;
+                signal_bench(10, 8, 10, Drive::Closed(16)).await?;
+                signal_bench(100, 8, 10, Drive::Open(10_000)).await?;
+                join_storm_bench(125, 8).await?;
                 chat_bench(100, 8, 10, 0).await?;
                 chat_bench(100, 8, 10, 5_000).await?;
                 idle_bench(10_000).await?;
@@ -268,12 +282,13 @@ async fn start_bare_relay() -> anyhow::Result<ServerProcess> {
 // ---- the bare relay ------------------------------------------------------------------------
 
 /// The reference: `/room/<n>/<index>` joins socket `index` to room `n`; a binary frame whose
-/// first byte is a target index is forwarded, as is, to that socket of the room.
+/// first byte is a target index is forwarded, as is, to that socket of the room. As lean as a
+/// relay of this shape gets: no auth, no envelope, a 4 KiB read buffer, routing through a map
+/// behind a lock never held across an await, and one writer per socket that writes every frame
+/// waiting and then flushes once.
 // tungstenite fixes the handshake callback's signature, error type included.
 #[allow(clippy::result_large_err)]
 async fn bare_relay(listen: &str) -> anyhow::Result<()> {
-    // A read-mostly map behind a std lock that is never held across an await: the cheapest
-    // routing this shape allows, so the reference is a fair one.
     type Peers = Arc<std::sync::RwLock<HashMap<(u32, u8), mpsc::UnboundedSender<Message>>>>;
     let peers: Peers = Arc::default();
     let listener = TcpListener::bind(listen).await?;
@@ -289,11 +304,9 @@ async fn bare_relay(listen: &str) -> anyhow::Result<()> {
                 path = req.uri().path().to_owned();
                 Ok(res)
             };
-            // Small buffers, as a lean relay would configure them (tungstenite's defaults reserve
-            // 128 KiB each way per socket).
             let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
                 .read_buffer_size(4096)
-                .write_buffer_size(0);
+                .write_buffer_size(16 * 1024);
             let Ok(ws) =
                 tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config))
                     .await
@@ -308,8 +321,16 @@ async fn bare_relay(listen: &str) -> anyhow::Result<()> {
             peers.write().expect("lock").insert((room, me), tx);
             tokio::spawn(async move {
                 while let Some(m) = rx.recv().await {
-                    if sink.send(m).await.is_err() {
-                        break;
+                    if sink.feed(m).await.is_err() {
+                        return;
+                    }
+                    while let Ok(m) = rx.try_recv() {
+                        if sink.feed(m).await.is_err() {
+                            return;
+                        }
+                    }
+                    if sink.flush().await.is_err() {
+                        return;
                     }
                 }
             });
@@ -506,23 +527,276 @@ fn parse_sent(start: Instant, payload: &str) -> Option<Duration> {
 
 // ---- signaling ----------------------------------------------------------------------------
 
-/// Each client pings the next one in its room's ring and answers the previous one's pings; a
-/// ping's round trip is two relayed messages. Reported: relayed messages per second and the
-/// round-trip latency.
-async fn signal_bench(rooms: usize, clients: usize, secs: u64) -> anyhow::Result<()> {
+/// The generator's own CPU seconds (user + system), to show when it, not the server, is the
+/// limit.
+fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    ticks / clock_ticks()
+}
+
+/// How the generator drives a signaling run.
+#[derive(Clone, Copy)]
+enum Drive {
+    /// Each client keeps `n` pings in flight to the next client of its room's ring, which
+    /// answers each; a ping's round trip is two relayed messages.
+    Closed(usize),
+    /// Every client sends one-way signals to the next at a fixed share of `rate` messages/s in
+    /// all; the latency is one way.
+    Open(u64),
+}
+
+/// Signaling, the bare relay and Confab in the same run, one after the other.
+async fn signal_bench(rooms: usize, clients: usize, secs: u64, drive: Drive) -> anyhow::Result<()> {
+    let mode = match drive {
+        Drive::Closed(n) => format!("closed loop, {n} in flight per client"),
+        Drive::Open(rate) => format!("open loop at {rate} msg/s in all"),
+    };
     println!(
-        "\n== signaling relay: {rooms} rooms x {clients} clients, {PAYLOAD}-byte payloads, closed loop, {secs} s =="
+        "\n== signaling relay: {rooms} rooms x {clients} clients, {PAYLOAD}-byte payloads, {mode}, {secs} s =="
     );
-    let bare = run_bare_signal(rooms, clients, secs).await?;
-    let confab = run_confab_signal(rooms, clients, secs).await?;
+    let bare = {
+        let server = start_bare_relay().await?;
+        let mut sockets = Vec::new();
+        for r in 0..rooms {
+            let mut ring = Vec::new();
+            for c in 0..clients {
+                let (ws, _) = tokio_tungstenite::connect_async_with_config(
+                    format!("ws://{}/room/{r}/{c}", server.addr),
+                    None,
+                    true,
+                )
+                .await?;
+                ring.push(ws);
+            }
+            sockets.push(ring);
+        }
+        run_signal(&server, sockets, secs, drive, bare_frames).await
+    };
+    let confab = {
+        let server = start_confab(&[]).await?;
+        let setup = setup_rooms(server.addr, rooms, clients).await;
+        let mut sockets = Vec::new();
+        let mut rings = Vec::new();
+        for (room_id, members) in &setup {
+            let mut ring = Vec::new();
+            for m in members {
+                ring.push(confab_client(server.addr, m, Some(room_id)).await);
+            }
+            sockets.push(ring);
+            rings.push((
+                room_id.clone(),
+                members
+                    .iter()
+                    .map(|m| (m.user_id.clone(), m.device_id.clone()))
+                    .collect::<Vec<_>>(),
+            ));
+        }
+        let frames =
+            move |room: usize, from: usize, to: usize| confab_frames(&rings, room, from, to);
+        run_signal(&server, sockets, secs, drive, frames).await
+    };
     report("bare relay", &bare);
     report("confab", &confab);
     println!(
-        "confab/bare: throughput {:.0} %, p99 {:.2}x",
+        "confab/bare: throughput {:.0} %, server CPU per message {:.2}x, p99 {:.2}x",
         100.0 * confab.rate / bare.rate.max(1.0),
+        confab.cpu_us_per_msg / bare.cpu_us_per_msg.max(0.001),
         confab.p99 / bare.p99.max(0.001)
     );
     Ok(())
+}
+
+/// Builds the frame a client sends another, from its kind byte and body; and reads a received
+/// frame's kind byte and body.
+trait SignalFrames: Send + Sync + 'static {
+    fn frame(&self, kind: u8, body: &str) -> Message;
+}
+
+/// The bare relay's frames: `[target, kind]` and the body.
+struct BareFrame(u8);
+
+impl SignalFrames for BareFrame {
+    fn frame(&self, kind: u8, body: &str) -> Message {
+        let mut v = Vec::with_capacity(2 + body.len());
+        v.extend_from_slice(&[self.0, kind]);
+        v.extend_from_slice(body.as_bytes());
+        Message::binary(v)
+    }
+}
+
+fn bare_frames(_room: usize, _from: usize, to: usize) -> BareFrame {
+    BareFrame(to as u8)
+}
+
+/// Confab's `signal` request to one device, built once up to the payload.
+struct ConfabFrame(String);
+
+impl SignalFrames for ConfabFrame {
+    fn frame(&self, kind: u8, body: &str) -> Message {
+        let mut text = String::with_capacity(self.0.len() + body.len() + 3);
+        text.push_str(&self.0);
+        text.push(kind as char);
+        text.push_str(body);
+        text.push_str("\"}");
+        Message::text(text)
+    }
+}
+
+fn confab_frames(
+    rings: &[(String, Vec<(String, String)>)],
+    room: usize,
+    _from: usize,
+    to: usize,
+) -> ConfabFrame {
+    let (room_id, ring) = &rings[room];
+    let (user, device) = &ring[to];
+    ConfabFrame(format!(
+        r#"{{"type":"signal","room_id":"{room_id}","to":{{"user_id":"{user}","device_id":"{device}"}},"payload":""#
+    ))
+}
+
+/// The kind byte and body of a received signal: the bare relay's binary frame, or the
+/// `payload` of Confab's `signal` frame (found without parsing the rest of the JSON, so that
+/// the generator stays cheap).
+fn received(msg: &Message) -> Option<(u8, &str)> {
+    match msg {
+        Message::Binary(data) if data.len() >= 2 => {
+            Some((data[1], std::str::from_utf8(&data[2..]).ok()?))
+        }
+        Message::Text(text) => {
+            let text: &str = text;
+            if !text.starts_with(r#"{"type":"signal""#) {
+                return None;
+            }
+            let at = text.find(r#""payload":""#)? + 11;
+            let rest = &text[at..];
+            let end = rest.find('"')?;
+            let (kind, body) = rest[..end].split_at(1);
+            Some((kind.as_bytes()[0], body))
+        }
+        _ => None,
+    }
+}
+
+/// Drives `sockets` (rooms of clients in ring order) for 2 s of warm-up and `secs` of
+/// measurement; `frames(room, from, to)` builds a client's frames for another.
+async fn run_signal<F: SignalFrames>(
+    server: &ServerProcess,
+    sockets: Vec<Vec<Ws>>,
+    secs: u64,
+    drive: Drive,
+    frames: impl Fn(usize, usize, usize) -> F,
+) -> Figures {
+    let window = Arc::new(Window {
+        measuring: AtomicBool::new(false),
+        messages: AtomicU64::new(0),
+    });
+    let samples = Arc::new(Samples::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let total: usize = sockets.iter().map(Vec::len).sum();
+    let mut tasks = Vec::new();
+    for (r, ring) in sockets.into_iter().enumerate() {
+        let n = ring.len();
+        for (c, ws) in ring.into_iter().enumerate() {
+            let to_next = frames(r, c, (c + 1) % n);
+            let to_prev = frames(r, c, (c + n - 1) % n);
+            let (window, samples, stop) = (window.clone(), samples.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let (mut sink, mut stream) = ws.split();
+                let to_next = Arc::new(to_next);
+                match drive {
+                    Drive::Closed(in_flight) => {
+                        for _ in 0..in_flight {
+                            let _ = sink.feed(to_next.frame(b'p', &payload(start))).await;
+                        }
+                        let _ = sink.flush().await;
+                    }
+                    Drive::Open(rate) => {
+                        // A steady share of the rate, phases spread, independent of receipts.
+                        let period = Duration::from_secs_f64(total as f64 / rate as f64);
+                        let (to_next, ticker_stop) = (to_next.clone(), stop.clone());
+                        let (sink, sink_back) = {
+                            let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+                            (tx, async move {
+                                while let Some(m) = rx.recv().await {
+                                    if sink.send(m).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            })
+                        };
+                        tokio::spawn(sink_back);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(period.mul_f64(rand::random::<f64>())).await;
+                            let mut tick = tokio::time::interval(period);
+                            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                            while !ticker_stop.load(Ordering::Acquire) {
+                                tick.tick().await;
+                                if sink.send(to_next.frame(b'o', &payload(start))).is_err() {
+                                    return;
+                                }
+                            }
+                            sink.closed().await;
+                        });
+                        while let Some(Ok(msg)) = stream.next().await {
+                            if stop.load(Ordering::Acquire) {
+                                return;
+                            }
+                            if let Some((b'o', body)) = received(&msg)
+                                && window.measuring.load(Ordering::Acquire)
+                            {
+                                window.messages.fetch_add(1, Ordering::Relaxed);
+                                if let Some(latency) = parse_sent(start, body) {
+                                    samples.push(latency);
+                                }
+                            }
+                        }
+                        return;
+                    }
+                }
+                while let Some(Ok(msg)) = stream.next().await {
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let Some((kind, body)) = received(&msg) else {
+                        continue;
+                    };
+                    if window.measuring.load(Ordering::Acquire) {
+                        window.messages.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if kind == b'p' {
+                        let _ = sink.send(to_prev.frame(b'q', body)).await;
+                    } else {
+                        if window.measuring.load(Ordering::Acquire)
+                            && let Some(rtt) = parse_sent(start, body)
+                        {
+                            samples.push(rtt);
+                        }
+                        let _ = sink.send(to_next.frame(b'p', &payload(start))).await;
+                    }
+                }
+            }));
+        }
+    }
+    let own0 = own_cpu_seconds();
+    let (elapsed, cpu) = measure(server, &window, secs).await;
+    let own = own_cpu_seconds() - own0;
+    stop.store(true, Ordering::Release);
+    let rss = server.rss_bytes();
+    for t in &tasks {
+        t.abort();
+    }
+    let mut f = figures(&window, &samples, elapsed, cpu, rss);
+    // `measure` includes its 2 s warm-up in the generator's time.
+    f.generator_cpu = own / (elapsed + 2.0) * 100.0;
+    f.server_cpu = cpu / elapsed * 100.0;
+    f
 }
 
 struct Figures {
@@ -533,82 +807,24 @@ struct Figures {
     samples: usize,
     cpu_us_per_msg: f64,
     rss_mib: f64,
+    /// Percent of one core.
+    server_cpu: f64,
+    generator_cpu: f64,
 }
 
 fn report(name: &str, f: &Figures) {
     println!(
-        "{name:>10}: {:>9.0} msg/s  rtt p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  ({} samples)  server CPU {:.1} us/msg  RSS {:.0} MiB",
-        f.rate, f.p50, f.p99, f.p999, f.samples, f.cpu_us_per_msg, f.rss_mib
+        "{name:>10}: {:>9.0} msg/s  latency p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  ({} samples)  server CPU {:.2} us/msg ({:.0} % of a core)  RSS {:.0} MiB  generator CPU {:.0} % of a core",
+        f.rate,
+        f.p50,
+        f.p99,
+        f.p999,
+        f.samples,
+        f.cpu_us_per_msg,
+        f.server_cpu,
+        f.rss_mib,
+        f.generator_cpu
     );
-}
-
-async fn run_bare_signal(rooms: usize, clients: usize, secs: u64) -> anyhow::Result<Figures> {
-    let server = start_bare_relay().await?;
-    let window = Arc::new(Window {
-        measuring: AtomicBool::new(false),
-        messages: AtomicU64::new(0),
-    });
-    let samples = Arc::new(Samples::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    let mut sockets = Vec::new();
-    for r in 0..rooms {
-        for c in 0..clients {
-            let (ws, _) = tokio_tungstenite::connect_async_with_config(
-                format!("ws://{}/room/{r}/{c}", server.addr),
-                None,
-                true,
-            )
-            .await?;
-            sockets.push((c, ws));
-        }
-    }
-    for (c, ws) in sockets {
-        let next = ((c + 1) % clients) as u8;
-        let (window, samples, stop) = (window.clone(), samples.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let (mut sink, mut stream) = ws.split();
-            let frame = |target: u8, kind: u8, p: &[u8]| {
-                let mut v = Vec::with_capacity(2 + p.len());
-                v.extend_from_slice(&[target, kind, c as u8]);
-                v.extend_from_slice(p);
-                Message::binary(v)
-            };
-            let _ = sink
-                .send(frame(next, b'p', payload(start).as_bytes()))
-                .await;
-            while let Some(Ok(Message::Binary(data))) = stream.next().await {
-                if stop.load(Ordering::Acquire) {
-                    break;
-                }
-                if window.measuring.load(Ordering::Acquire) {
-                    window.messages.fetch_add(1, Ordering::Relaxed);
-                }
-                let (kind, from, p) = (data[1], data[2], &data[3..]);
-                if kind == b'p' {
-                    let _ = sink.send(frame(from, b'q', p)).await;
-                } else {
-                    if window.measuring.load(Ordering::Acquire)
-                        && let Some(rtt) = parse_sent(start, std::str::from_utf8(p).unwrap_or(""))
-                    {
-                        samples.push(rtt);
-                    }
-                    let _ = sink
-                        .send(frame(next, b'p', payload(start).as_bytes()))
-                        .await;
-                }
-            }
-        }));
-    }
-    let (elapsed, cpu) = measure(&server, &window, secs).await;
-    stop.store(true, Ordering::Release);
-    let rss = server.rss_bytes();
-    drop(server);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
-    Ok(figures(&window, &samples, elapsed, cpu, rss))
 }
 
 fn figures(window: &Window, samples: &Samples, elapsed: f64, cpu: f64, rss: u64) -> Figures {
@@ -626,87 +842,50 @@ fn figures(window: &Window, samples: &Samples, elapsed: f64, cpu: f64, rss: u64)
             0.0
         },
         rss_mib: rss as f64 / (1024.0 * 1024.0),
+        server_cpu: cpu / elapsed * 100.0,
+        generator_cpu: 0.0,
     }
 }
 
-async fn run_confab_signal(rooms: usize, clients: usize, secs: u64) -> anyhow::Result<Figures> {
+// ---- joining ------------------------------------------------------------------------------
+
+/// `rooms` rooms of `clients` members each, made beforehand; then every member at once opens a
+/// socket, authenticates and subscribes. Reported: the time until every one is subscribed.
+async fn join_storm_bench(rooms: usize, clients: usize) -> anyhow::Result<()> {
+    println!(
+        "\n== join storm: {} clients into {rooms} rooms at once ==",
+        rooms * clients
+    );
     let server = start_confab(&[]).await?;
     let setup = setup_rooms(server.addr, rooms, clients).await;
-    let window = Arc::new(Window {
-        measuring: AtomicBool::new(false),
-        messages: AtomicU64::new(0),
-    });
-    let samples = Arc::new(Samples::default());
-    let stop = Arc::new(AtomicBool::new(false));
+    let setup: Vec<(String, Vec<Member>)> = setup;
     let start = Instant::now();
-    let mut sockets = Vec::new();
-    for (room_id, members) in &setup {
-        for (c, m) in members.iter().enumerate() {
-            let ws = confab_client(server.addr, m, Some(room_id)).await;
-            let next = &members[(c + 1) % clients];
-            sockets.push((
-                ws,
-                room_id.clone(),
-                next.user_id.clone(),
-                next.device_id.clone(),
-            ));
+    let mut joins = Vec::new();
+    let done = Arc::new(Samples::default());
+    let addr = server.addr;
+    for (room_id, members) in setup {
+        for m in members {
+            let (room_id, done) = (room_id.clone(), done.clone());
+            joins.push(tokio::spawn(async move {
+                let ws = confab_client(addr, &m, Some(&room_id)).await;
+                done.push(start.elapsed());
+                ws
+            }));
         }
     }
-    let mut tasks = Vec::new();
-    for (ws, room_id, next_user, next_device) in sockets {
-        let (window, samples, stop) = (window.clone(), samples.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let (mut sink, mut stream) = ws.split();
-            let signal = |user: &str, device: &str, p: &str| {
-                Message::text(
-                    json!({"type": "signal", "room_id": room_id, "to": {"user_id": user, "device_id": device}, "payload": p})
-                        .to_string(),
-                )
-            };
-            let _ = sink.send(signal(&next_user, &next_device, &format!("p{}", payload(start)))).await;
-            while let Some(Ok(msg)) = stream.next().await {
-                if stop.load(Ordering::Acquire) {
-                    break;
-                }
-                let Message::Text(text) = msg else { continue };
-                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                if v["type"] != "signal" {
-                    continue;
-                }
-                if window.measuring.load(Ordering::Acquire) {
-                    window.messages.fetch_add(1, Ordering::Relaxed);
-                }
-                let p = v["payload"].as_str().unwrap_or("");
-                if let Some(rest) = p.strip_prefix('p') {
-                    let from = &v["from"];
-                    let _ = sink
-                        .send(signal(
-                            from["user_id"].as_str().unwrap_or(""),
-                            from["device_id"].as_str().unwrap_or(""),
-                            &format!("q{rest}"),
-                        ))
-                        .await;
-                } else if let Some(rest) = p.strip_prefix('q') {
-                    if window.measuring.load(Ordering::Acquire)
-                        && let Some(rtt) = parse_sent(start, rest)
-                    {
-                        samples.push(rtt);
-                    }
-                    let _ = sink.send(signal(&next_user, &next_device, &format!("p{}", payload(start)))).await;
-                }
-            }
-        }));
+    let mut held = Vec::new();
+    for j in joins {
+        held.push(j.await?);
     }
-    let (elapsed, cpu) = measure(&server, &window, secs).await;
-    stop.store(true, Ordering::Release);
-    let rss = server.rss_bytes();
-    drop(server);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
-    Ok(figures(&window, &samples, elapsed, cpu, rss))
+    let all = start.elapsed();
+    let (p50, p99, _, n) = done.percentiles();
+    println!(
+        "    confab: {n} subscribed in {:.2} s (each: p50 {p50:.0} ms, p99 {p99:.0} ms from the start)",
+        all.as_secs_f64()
+    );
+    drop(held);
+    Ok(())
 }
-
 // ---- persisted chat -----------------------------------------------------------------------
 
 /// Every client sends chat events and waits for each ack (closed loop, `rate` 0) or sends at a
@@ -931,10 +1110,11 @@ async fn soak_bench(minutes: u64, rate: u64, rooms: usize, clients: usize) -> an
 
 // ---- idle connections ---------------------------------------------------------------------
 
-/// Opens `conns` authenticated, idle connections (no subscription) and reports the server's
-/// resident memory growth per connection, beside the bare relay's for the same count.
+/// Opens `conns` idle sockets in rooms of 8, on the bare relay and then on Confab
+/// (authenticated and subscribed), and reports each server's resident memory after all are open
+/// and 5 s idle, minus its memory before the first one, per socket.
 async fn idle_bench(conns: usize) -> anyhow::Result<()> {
-    println!("\n== idle connections: {conns} ==");
+    println!("\n== idle sockets: {conns} in rooms of 8 ==");
     let bare = start_bare_relay().await?;
     let before = bare.rss_bytes();
     let mut held = Vec::with_capacity(conns);
@@ -942,45 +1122,45 @@ async fn idle_bench(conns: usize) -> anyhow::Result<()> {
         let (ws, _) = tokio_tungstenite::connect_async(format!(
             "ws://{}/room/{}/{}",
             bare.addr,
-            i / 200,
-            i % 200
+            i / 8,
+            i % 8
         ))
         .await?;
         held.push(ws);
     }
-    settle().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let bare_growth = bare.rss_bytes().saturating_sub(before);
     drop(held);
     drop(bare);
 
     let server = start_confab(&[]).await?;
-    let users = setup_users(server.addr, 100, "idle").await;
+    let setup = setup_rooms(server.addr, conns.div_ceil(8), 8).await;
     let before = server.rss_bytes();
     let mut held = Vec::with_capacity(conns);
-    for i in 0..conns {
-        held.push(confab_client(server.addr, &users[i % users.len()], None).await);
+    'rooms: for (room_id, members) in &setup {
+        for m in members {
+            if held.len() == conns {
+                break 'rooms;
+            }
+            held.push(confab_client(server.addr, m, Some(room_id)).await);
+        }
     }
-    settle().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let after = server.rss_bytes();
     let growth = after.saturating_sub(before);
     println!(
-        "bare relay: {:.1} KiB per connection ({:.0} MiB for {conns})",
+        "bare relay: {:.1} KiB per socket ({:.0} MiB for {conns})",
         bare_growth as f64 / 1024.0 / conns as f64,
         bare_growth as f64 / 1048576.0
     );
     println!(
-        "    confab: {:.1} KiB per connection ({:.0} MiB for {conns}; total RSS {:.0} MiB)",
+        "    confab: {:.1} KiB per socket ({:.0} MiB for {conns}; total RSS {:.0} MiB)",
         growth as f64 / 1024.0 / conns as f64,
         growth as f64 / 1048576.0,
         after as f64 / 1048576.0
     );
     drop(held);
     Ok(())
-}
-
-/// Gives the server a moment to finish handshakes still in flight before memory is read.
-async fn settle() {
-    tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
 async fn setup_users(addr: SocketAddr, n: usize, prefix: &str) -> Vec<Member> {

@@ -431,9 +431,9 @@ impl RoomState {
         let Some(devices) = self.subs.get_mut(&who.user_id) else {
             return false;
         };
-        if !devices
+        if devices
             .get(&who.device_id)
-            .is_some_and(|s| s.conn.id == conn_id)
+            .is_none_or(|s| s.conn.id != conn_id)
         {
             return false;
         }

@@ -188,8 +188,6 @@ impl RoomsHandler {
     }
 }
 
-/// Pages read to fill one gap, at most; a longer gap is filled over the next transactions.
-
 /// Whether any identifier or name in an EDU is longer than any this server would accept.
 fn too_long(fields: &[&str]) -> bool {
     fields.iter().any(|f| f.len() > 255)
