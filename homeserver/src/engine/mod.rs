@@ -356,9 +356,9 @@ impl Engine {
         to: (&str, &str),
         payload: &str,
     ) -> Result<(), ApiError> {
-        let live = self.live().get(room_id).ok_or_else(not_subscribed)?;
         self.live()
-            .with(&live, |s, fx| s.signal(who, conn_id, to, payload, fx))?;
+            .with_room(room_id, |s, fx| s.signal(who, conn_id, to, payload, fx))
+            .ok_or_else(not_subscribed)??;
         self.inner.metrics.signals_relayed.inc();
         Ok(())
     }
@@ -371,9 +371,9 @@ impl Engine {
         conn_id: u64,
         typing: bool,
     ) -> Result<(), ApiError> {
-        let live = self.live().get(room_id).ok_or_else(not_subscribed)?;
         self.live()
-            .with(&live, |s, fx| s.typing(who, conn_id, typing, fx))
+            .with_room(room_id, |s, fx| s.typing(who, conn_id, typing, fx))
+            .ok_or_else(not_subscribed)?
     }
 
     // ---- services ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::engine::{ConnHandle, Identity};
 use crate::error::{ApiError, ErrorCode};
-use crate::protocol::{self, Outgoing, Request, RequestType};
+use crate::protocol::{self, Outgoing, Request};
 use crate::rooms::parse_room_id;
 use crate::sessions;
 use crate::state::AppState;
@@ -133,12 +133,7 @@ impl Session {
             return true;
         }
         // Unknown types share one label, so that clients cannot grow the metric without bound.
-        let label = msg.request_type().map_or("unknown", RequestType::as_str);
-        self.state
-            .metrics
-            .ws_messages
-            .with_label_values(&[label])
-            .inc();
+        self.state.metrics.count_ws_message(msg.request_type());
         let request = msg.request();
         let Some(who) = self.who.clone() else {
             return self.authenticate(id, name, request).await;
