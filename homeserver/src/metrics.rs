@@ -29,6 +29,8 @@ pub struct Metrics {
     pub rooms_expired: IntCounter,
     /// Completed runs of the idle sweeper.
     pub room_sweeps: IntCounter,
+    /// Guest sessions deleted after `sessions.idle_ttl` unused.
+    pub sessions_expired: IntCounter,
 }
 
 impl Metrics {
@@ -75,6 +77,10 @@ impl Metrics {
             signals_relayed: counter("signals_relayed_total", "Signaling messages relayed"),
             rooms_expired: counter("rooms_expired_total", "Rooms deleted after idling"),
             room_sweeps: counter("room_sweeps_total", "Completed runs of the idle sweeper"),
+            sessions_expired: counter(
+                "sessions_expired_total",
+                "Guest sessions deleted after sessions.idle_ttl unused",
+            ),
             ws_messages: counter_vec(
                 "ws_messages_total",
                 "WebSocket messages received, by type",
@@ -85,6 +91,12 @@ impl Metrics {
             write_batch,
             registry,
         }
+    }
+
+    /// Exports a metric kept by a part that exists before the server's state does (the
+    /// embedded Postgres supervisor's restart counter); a name already taken is ignored.
+    pub fn register(&self, metric: IntCounter) {
+        let _ = self.registry.register(Box::new(metric));
     }
 
     /// The text exposition format.
