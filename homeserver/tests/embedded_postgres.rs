@@ -55,6 +55,7 @@ impl Serve {
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = data.join(format!("serve-{n}.log"));
+        let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_confab"))
             .arg("serve")
             .env("CONFAB__SERVER__LISTEN", format!("127.0.0.1:{port}"))
@@ -73,8 +74,9 @@ impl Serve {
             .env("CONFAB__LIMITS__SEND_QUEUE_FRAMES", "8192")
             .env("CONFAB__LOG__LEVEL", "warn,confab=info")
             .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            // The server logs to stdout; errors before logging starts go to stderr.
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
             .spawn()
             .unwrap();
         Self {
@@ -85,7 +87,8 @@ impl Serve {
         }
     }
 
-    fn stderr(&self) -> String {
+    /// What it printed, log and errors.
+    fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -99,12 +102,12 @@ impl Serve {
                 return;
             }
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("confab serve exited ({status}): {}", self.stderr());
+                panic!("confab serve exited ({status}): {}", self.output());
             }
             assert!(
                 Instant::now() < deadline,
                 "confab serve never became healthy: {}",
-                self.stderr()
+                self.output()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -437,7 +440,7 @@ async fn a_killed_postmaster_is_started_again_and_nothing_acknowledged_is_lost()
                 .unwrap(),
         );
     }
-    let stderr = serve.stderr();
+    let stderr = serve.output();
     assert!(
         stderr.contains("embedded Postgres stopped unexpectedly"),
         "a warning says so: {stderr}"
@@ -569,7 +572,7 @@ async fn a_cluster_left_by_a_crashed_server_is_adopted_supervised_and_stopped() 
         left_running,
         "the running cluster is used"
     );
-    assert!(next.stderr().contains("adopted"), "{}", next.stderr());
+    assert!(next.output().contains("adopted"), "{}", next.output());
     let (status, _) = next
         .call(&http, reqwest::Method::GET, "/rooms", Some(&token), None)
         .await;
@@ -580,7 +583,7 @@ async fn a_cluster_left_by_a_crashed_server_is_adopted_supervised_and_stopped() 
     let status = tokio::task::spawn_blocking(move || {
         let mut intruder = intruder;
         let status = intruder.child.wait().unwrap();
-        (status, intruder.stderr())
+        (status, intruder.output())
     });
     let (status, stderr) = tokio::time::timeout(START_BOUND, status)
         .await
@@ -684,11 +687,11 @@ async fn a_cluster_running_but_refusing_connections_is_waited_for() {
     let http = reqwest::Client::new();
     let mut serve = Serve::spawn(data.path(), free_port());
     let deadline = Instant::now() + START_BOUND;
-    while !serve.stderr().contains("not accepting connections yet") {
+    while !serve.output().contains("not accepting connections yet") {
         if let Some(status) = serve.child.try_wait().unwrap() {
-            panic!("confab serve exited ({status}): {}", serve.stderr());
+            panic!("confab serve exited ({status}): {}", serve.output());
         }
-        assert!(Instant::now() < deadline, "{}", serve.stderr());
+        assert!(Instant::now() < deadline, "{}", serve.output());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // … until it accepts them.
@@ -715,8 +718,10 @@ async fn started_as_root_in_a_folder_postgres_cannot_enter_it_names_the_folder()
         .prefix("confab-private-")
         .tempdir_in("/tmp")
         .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let data = private.path().join("data");
-    let out = Command::new(env!("CARGO_BIN_EXE_confab"))
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_confab"))
         .arg("serve")
         .env(
             "CONFAB__SERVER__LISTEN",
@@ -724,10 +729,25 @@ async fn started_as_root_in_a_folder_postgres_cannot_enter_it_names_the_folder()
         )
         .env("CONFAB__SERVER__DATA_DIR", &data)
         .env_remove("CONFAB__DATABASE__URL")
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut pipe = serve.stderr.take().unwrap();
+    let reading = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut text = String::new();
+        pipe.read_to_string(&mut text).unwrap();
+        text
+    });
+    let Ok(stderr) = tokio::time::timeout(START_BOUND, reading).await else {
+        let _ = serve.kill();
+        let _ = serve.wait();
+        panic!("confab serve did not stop with an error");
+    };
+    let stderr = stderr.unwrap();
+    let status = serve.wait().unwrap();
+    assert!(!status.success());
     let folder = private.path().display().to_string();
     assert!(
         stderr.contains(&format!("cannot enter {folder} (mode 0700")),

@@ -77,7 +77,7 @@ async fn idle_sessions_in_no_room_are_deleted_and_the_others_kept() {
     let (status, body) = s
         .post(&format!("/rooms/{room}/leave"), &left.token, json!({}))
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 204, "{body}");
     let recent = s.guest("Recent").await;
 
     // Eight days without use, but for `recent`; `returning` comes back now.
@@ -111,7 +111,7 @@ async fn idle_sessions_in_no_room_are_deleted_and_the_others_kept() {
         set_last_seen(&s, who, long_ago).await;
     }
     let (status, body) = s.delete(&format!("/rooms/{room}"), &host.token).await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 204, "{body}");
     assert_eq!(sweep(&s).await, 2);
     for who in [&member, &left] {
         assert_eq!(last_seen(&s, who).await, None, "{} deleted", who.user_id);
@@ -222,7 +222,7 @@ async fn a_deleted_rooms_queued_rows_go_with_it_but_its_deletion_notice() {
     assert_eq!(queued.iter().filter(|(r, _)| *r == kept).count(), 5);
 
     let (status, body) = a.delete(&format!("/rooms/{closed}"), &host.token).await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 204, "{body}");
     let queued = queued_rooms(&a, &b_name).await;
     let of_closed: Vec<&(String, String)> = queued.iter().filter(|(r, _)| *r == closed).collect();
     assert_eq!(
