@@ -259,6 +259,7 @@ async fn sweeper(state: Arc<AppState>) {
         if let Err(err) = state.rooms.sweep_expired().await {
             tracing::warn!(error = %err.reason, "room sweep failed; retrying next tick");
         }
+        crate::sessions::sweep_idle(&state.pool, &state.settings, &state.metrics).await;
         if let Err(err) = crate::federation::inbox::prune_received(&state.pool).await {
             tracing::warn!(error = %err, "pruning received transaction ids failed");
         }

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app;
 use crate::config::{LogFormat, Settings};
-use crate::embedded_pg::EmbeddedPostgres;
+use crate::embedded_pg::SupervisedPostgres;
 
 /// Confab: a federated homeserver for ephemeral, end-to-end-encrypted meetings.
 #[derive(Debug, Parser)]
@@ -85,35 +85,50 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         let root = settings.server.data_dir.join("postgres");
         let bin = (!settings.database.postgres_bin_dir.is_empty())
             .then(|| PathBuf::from(&settings.database.postgres_bin_dir));
-        let pg = tokio::task::spawn_blocking(move || {
-            EmbeddedPostgres::start(&root, bin.as_deref(), &[])
-        })
-        .await??;
-        tracing::info!(url = %pg.url("confab"), "embedded Postgres running");
+        let pg = SupervisedPostgres::start(root, bin).await?;
+        if pg.cluster().adopted() {
+            tracing::warn!(
+                data = %pg.cluster().data_dir().display(),
+                "adopted the embedded Postgres left running by an earlier server; it is \
+                 supervised and stopped with this one"
+            );
+        }
+        tracing::info!(url = %pg.cluster().url("confab"), "embedded Postgres running");
         Some(pg)
     } else {
         None
     };
     let url = match &embedded {
         Some(pg) => {
-            confab_schema::create_database(&pg.url("postgres"), "confab", None).await?;
-            pg.url("confab")
+            let cluster = pg.cluster();
+            confab_schema::create_database(&cluster.url("postgres"), "confab", None).await?;
+            cluster.url("confab")
         }
         None => settings.database.url.clone(),
     };
-    let result = serve_with_database(settings, &url).await;
+    let restarts = embedded.as_ref().map(SupervisedPostgres::restarts);
+    let result = serve_with_database(settings, &url, restarts).await;
     if let Some(pg) = embedded {
         tracing::info!("stopping embedded Postgres");
-        if let Err(err) = tokio::task::spawn_blocking(move || pg.stop()).await? {
+        if let Err(err) = pg.stop().await {
             tracing::warn!(error = %err, "embedded Postgres did not stop cleanly");
         }
     }
     result
 }
 
-async fn serve_with_database(settings: Settings, url: &str) -> anyhow::Result<()> {
+/// `embedded_restarts`: the embedded cluster's restart counter, exported with the server's
+/// metrics.
+async fn serve_with_database(
+    settings: Settings,
+    url: &str,
+    embedded_restarts: Option<prometheus::IntCounter>,
+) -> anyhow::Result<()> {
     let listen = settings.server.listen;
     let state = app::prepare(settings, url).await?;
+    if let Some(counter) = embedded_restarts {
+        state.metrics.register(counter);
+    }
     let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let running = app::serve(listener, state)?;

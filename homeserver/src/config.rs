@@ -35,6 +35,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub rooms: RoomSettings,
+    pub sessions: SessionSettings,
     pub limits: Limits,
     pub websocket: WebSocketSettings,
     pub ice: IceSettings,
@@ -116,6 +117,21 @@ pub struct RoomSettings {
     pub sweep_interval: Duration,
     /// Connected participants per room.
     pub max_participants: usize,
+}
+
+/// `[sessions]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    /// A guest session in no room and unused for this long is deleted.
+    #[serde(with = "humantime_serde")]
+    pub idle_ttl: Duration,
+}
+
+impl SessionSettings {
+    /// How stale a session's `last_seen_ts` may get before an authentication records the use:
+    /// one write an hour at most per session, however busy it is, instead of one per request.
+    pub const LAST_SEEN_RESOLUTION: Duration = Duration::from_secs(3600);
 }
 
 /// `[limits]`
@@ -338,6 +354,11 @@ impl Settings {
         if self.rooms.idle_ttl.is_zero() {
             return invalid("rooms.idle_ttl", "must be longer than zero");
         }
+        if self.sessions.idle_ttl < 2 * SessionSettings::LAST_SEEN_RESOLUTION {
+            // Use is recorded at most once an hour: a shorter idle time could delete a
+            // session that is in use.
+            return invalid("sessions.idle_ttl", "must be at least 2h");
+        }
         if self.rooms.sweep_interval.is_zero() {
             return invalid("rooms.sweep_interval", "must be longer than zero");
         }
@@ -449,6 +470,7 @@ mod tests {
         let s = Settings::load_from(None, env(&[])).unwrap();
         assert_eq!(s.server.listen.to_string(), "127.0.0.1:8008");
         assert_eq!(s.rooms.idle_ttl, Duration::from_secs(30 * 60));
+        assert_eq!(s.sessions.idle_ttl, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(s.rooms.max_participants, 8);
         assert!(s.database.url.is_empty());
         assert_eq!(s.log.format, LogFormat::Text);
@@ -550,6 +572,46 @@ mod tests {
             }
         }
         assert!(keys > 20, "parsed only {keys} settings");
+    }
+
+    /// The README's configuration table gives each setting's default as `config/default.toml`
+    /// has it (strings without their quotes, the empty string as "empty").
+    #[test]
+    fn readme_defaults_agree_with_default_toml() {
+        let readme = include_str!("../../README.md");
+        let mut section = "";
+        for line in DEFAULT_TOML.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name;
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=').filter(|_| !line.starts_with('#')) else {
+                continue;
+            };
+            let name = format!("`{section}.{}`", key.trim());
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| {name} |")))
+                .unwrap_or_else(|| panic!("README.md has no table row for {name}"));
+            let documented = row.split('|').nth(2).unwrap().trim();
+            let value = value.trim();
+            let expected = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+                Some("") => "empty".to_owned(),
+                Some(text) => format!("`{text}`"),
+                None => format!("`{value}`"),
+            };
+            assert_eq!(documented, expected, "README.md's default of {name}");
+        }
+    }
+
+    #[test]
+    fn too_short_a_session_idle_time_is_refused() {
+        let err = Settings::load_from(None, env(&[("CONFAB__SESSIONS__IDLE_TTL", "30m")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sessions.idle_ttl"), "{err}");
+        let s = Settings::load_from(None, env(&[("CONFAB__SESSIONS__IDLE_TTL", "2h")])).unwrap();
+        assert_eq!(s.sessions.idle_ttl, Duration::from_secs(7200));
     }
 
     #[test]

@@ -40,16 +40,6 @@ impl KeyedLimiter {
         }
     }
 
-    /// Whether `key` may act now; when not, how long until it may. Spends nothing.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
-        let now = Instant::now();
-        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        match buckets.get(key) {
-            Some(bucket) => self.wait(self.refilled(*bucket, now)),
-            None => Ok(()),
-        }
-    }
-
     /// Spends one action of `key`; when it has none left, says how long until it has one.
     pub fn take(&self, key: &str) -> Result<(), Duration> {
         let now = Instant::now();
@@ -73,6 +63,17 @@ impl KeyedLimiter {
         Ok(())
     }
 
+    /// Gives back one action of `key` taken by [`Self::take`] for an attempt that turned out not
+    /// to count (it succeeded, or failed for a reason that is not a guess).
+    pub fn give_back(&self, key: &str) {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = buckets.get_mut(key) {
+            *bucket = self.refilled(*bucket, now);
+            bucket.tokens = (bucket.tokens + 1.0).min(self.per_minute);
+        }
+    }
+
     fn refilled(&self, bucket: Bucket, now: Instant) -> Bucket {
         let gained = now.duration_since(bucket.at).as_secs_f64() * self.per_minute / 60.0;
         Bucket {
@@ -94,20 +95,21 @@ impl KeyedLimiter {
 
 /// Runs `attempt` unless `key` has used up its refusals; a refusal of the kind an outsider
 /// probing for rooms or invites gets spends one.
+///
+/// The refusal is taken from the budget *before* the attempt and given back when the attempt
+/// succeeds or fails for another reason: checking first and taking after would let any number
+/// of concurrent guesses pass the check while the budget still looks full.
 pub async fn limit_refusals<T>(
     limiter: &KeyedLimiter,
     key: &str,
     attempt: impl Future<Output = Result<T, ApiError>>,
 ) -> Result<T, ApiError> {
     limiter
-        .check(key)
+        .take(key)
         .map_err(|wait| rate_limited(wait, "too many refused joins"))?;
     let result = attempt.await;
-    if let Err(err) = &result
-        && is_probe(err.code)
-    {
-        // Already refused: whether this empties the bucket only matters to the next attempt.
-        let _ = limiter.take(key);
+    if !matches!(&result, Err(err) if is_probe(err.code)) {
+        limiter.give_back(key);
     }
     result
 }
@@ -188,14 +190,64 @@ mod tests {
     fn a_key_gets_its_budget_then_waits_and_others_are_unaffected() {
         let limiter = KeyedLimiter::new(3);
         for _ in 0..3 {
-            assert!(limiter.check("a").is_ok());
             limiter.take("a").unwrap();
         }
         let wait = limiter.take("a").unwrap_err();
         // One token comes back every 20 s at 3 a minute.
         assert!(wait > Duration::from_secs(19) && wait <= Duration::from_secs(20));
-        assert!(limiter.check("a").is_err());
+        assert!(limiter.take("a").is_err());
         assert!(limiter.take("b").is_ok());
+        // What is given back can be taken again, but a bucket never holds more than its size.
+        limiter.give_back("a");
+        assert!(limiter.take("a").is_ok());
+        for _ in 0..10 {
+            limiter.give_back("b");
+        }
+        for _ in 0..3 {
+            limiter.take("b").unwrap();
+        }
+        assert!(limiter.take("b").is_err());
+    }
+
+    /// Concurrent guesses: every attempt is in flight (awaiting, not yet refused) before the
+    /// first one fails, as when many requests reach the database at once. Only the budget may
+    /// get that far; the rest are refused `rate_limited` without an attempt.
+    #[tokio::test]
+    async fn concurrent_guesses_cannot_all_pass_the_budget() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const BUDGET: u32 = 3;
+        const GUESSES: usize = 12;
+        let limiter = KeyedLimiter::new(BUDGET);
+        let entered = AtomicUsize::new(0);
+        let guesses = (0..GUESSES).map(|_| {
+            limit_refusals(&limiter, "guesser", async {
+                entered.fetch_add(1, Ordering::SeqCst);
+                // In flight until every other guess has been polled once (`join_all` polls
+                // them in turn): the guesses overlap, as concurrent requests do.
+                tokio::task::yield_now().await;
+                Err::<(), _>(ApiError::new(ErrorCode::InviteInvalid, "wrong"))
+            })
+        });
+        let results = futures_util::future::join_all(guesses).await;
+        let limited = results
+            .iter()
+            .filter(|r| matches!(r, Err(e) if e.code == ErrorCode::RateLimited))
+            .count();
+        assert_eq!(entered.load(Ordering::SeqCst), BUDGET as usize);
+        assert_eq!(limited, GUESSES - BUDGET as usize);
+
+        // Successes and refusals that are not guesses give their token back.
+        let limiter = KeyedLimiter::new(2);
+        for _ in 0..5 {
+            limit_refusals(&limiter, "rightful", async { Ok::<_, ApiError>(()) })
+                .await
+                .unwrap();
+            let full = limit_refusals(&limiter, "rightful", async {
+                Err::<(), _>(ApiError::new(ErrorCode::RoomFull, "full"))
+            })
+            .await;
+            assert_eq!(full.unwrap_err().code, ErrorCode::RoomFull);
+        }
     }
 
     #[test]

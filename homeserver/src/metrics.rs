@@ -33,6 +33,8 @@ pub struct Metrics {
     pub rooms_expired: IntCounter,
     /// Completed runs of the idle sweeper.
     pub room_sweeps: IntCounter,
+    /// Guest sessions deleted after `sessions.idle_ttl` unused.
+    pub sessions_expired: IntCounter,
 }
 
 impl Metrics {
@@ -84,6 +86,10 @@ impl Metrics {
             signals_relayed: counter("signals_relayed_total", "Signaling messages relayed"),
             rooms_expired: counter("rooms_expired_total", "Rooms deleted after idling"),
             room_sweeps: counter("room_sweeps_total", "Completed runs of the idle sweeper"),
+            sessions_expired: counter(
+                "sessions_expired_total",
+                "Guest sessions deleted after sessions.idle_ttl unused",
+            ),
             ws_message_counters: RequestType::ALL
                 .iter()
                 .map(|t| t.as_str())
@@ -111,6 +117,12 @@ impl Metrics {
     /// Counts an error answered to a client.
     pub fn count_error(&self, code: crate::error::ErrorCode) {
         self.errors.with_label_values(&[code.as_str()]).inc();
+    }
+
+    /// Exports a metric kept by a part that exists before the server's state does (the
+    /// embedded Postgres supervisor's restart counter); a name already taken is ignored.
+    pub fn register(&self, metric: IntCounter) {
+        let _ = self.registry.register(Box::new(metric));
     }
 
     /// The text exposition format.

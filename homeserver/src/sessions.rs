@@ -1,5 +1,7 @@
 //! Guest sessions: no accounts. A session is created with a display name and gets a user id, a
-//! device id and an opaque access token; only the token's SHA-256 is stored.
+//! device id and an opaque access token; only the token's SHA-256 is stored. A session is kept
+//! while it is used or in a room, and deleted once it has been neither for `sessions.idle_ttl`
+//! ([`sweep_idle`]); its use is recorded when it authenticates, at most once an hour.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -8,7 +10,9 @@ use confab_schema::models::Session;
 use confab_schema::{DbPool, queries};
 use rand::RngCore;
 
+use crate::config::{SessionSettings, Settings};
 use crate::error::{ApiError, ErrorCode};
+use crate::metrics::Metrics;
 use crate::time::now_ms;
 
 /// Who a socket (or a request) belongs to, once authenticated.
@@ -106,6 +110,17 @@ pub async fn authenticate(pool: &DbPool, token: &str) -> Result<Identity, ApiErr
     let session = queries::session_by_token_hash(&mut db, &hash_token(token))
         .await?
         .ok_or_else(unauthorized)?;
+    let now = now_ms();
+    let resolution = duration_ms(SessionSettings::LAST_SEEN_RESOLUTION);
+    if now.saturating_sub(session.last_seen_ts) >= resolution {
+        // The use counts towards keeping the session (`sessions.idle_ttl`). Failing to record
+        // it only leaves it to the next authentication, so it does not fail this one.
+        if let Err(err) =
+            queries::touch_session(&mut db, &session.user_id, now, now - resolution).await
+        {
+            tracing::debug!(error = %err, "recording a session's use failed");
+        }
+    }
     Ok(Identity {
         user_id: session.user_id,
         device_id: session.device_id,
@@ -118,6 +133,47 @@ pub async fn logout(pool: &DbPool, who: &Identity) -> Result<(), ApiError> {
     let mut db = confab_schema::connect(pool).await?;
     queries::delete_session(&mut db, &who.user_id).await?;
     Ok(())
+}
+
+/// Most sessions deleted per statement, so that a backlog of idle ones (a first run after an
+/// upgrade, say) is worked through in short transactions.
+const SWEEP_BATCH: i64 = 1000;
+
+/// Deletes the guest sessions (user id, device id, display name, token hash) that are in no
+/// room and unused for `sessions.idle_ttl`, counting them in `confab_sessions_expired_total`;
+/// called by the sweeper every `rooms.sweep_interval`. A failure is logged and left to the
+/// next run. Returns how many it deleted.
+pub async fn sweep_idle(pool: &DbPool, settings: &Settings, metrics: &Metrics) -> usize {
+    let unused_since = now_ms().saturating_sub(duration_ms(settings.sessions.idle_ttl));
+    let mut deleted = 0;
+    loop {
+        let batch = async {
+            let mut db = confab_schema::connect(pool).await?;
+            queries::delete_idle_sessions(&mut db, unused_since, SWEEP_BATCH).await
+        }
+        .await;
+        match batch {
+            Ok(users) => {
+                deleted += users.len();
+                metrics.sessions_expired.inc_by(users.len() as u64);
+                if users.len() < usize::try_from(SWEEP_BATCH).unwrap_or(usize::MAX) {
+                    break;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "deleting idle sessions failed; retrying next sweep");
+                break;
+            }
+        }
+    }
+    if deleted > 0 {
+        tracing::info!(sessions = deleted, "idle guest sessions deleted");
+    }
+    deleted
+}
+
+fn duration_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn unauthorized() -> ApiError {

@@ -47,6 +47,52 @@ fn code(body: &Value) -> &str {
     body["code"].as_str().unwrap_or("")
 }
 
+/// Guesses sent all at once, over connections of their own: each takes from the budget before
+/// it is tried, so no more than the budget get an answer about the guess, however many are in
+/// flight together; the rest are `rate_limited`.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_guesses_get_no_more_answers_than_the_budget() {
+    const BUDGET: usize = 3;
+    const GUESSES: usize = 40;
+    let s = TestServer::start_with(&[("CONFAB__LIMITS__JOIN_FAILURES_PER_MINUTE", "3")]).await;
+    let host = s.guest("Host").await;
+    let room = s.room(&host).await;
+    let guesser = s.guest("Guesser").await;
+    let from = client_from("127.0.0.4");
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(GUESSES));
+    let guesses = (0..GUESSES).map(|n| {
+        let (from, start, token, room) = (
+            from.clone(),
+            start.clone(),
+            guesser.token.clone(),
+            room.clone(),
+        );
+        let base = s.base.clone();
+        tokio::spawn(async move {
+            start.wait().await;
+            let res = from
+                .post(format!("{base}/_confab/client/v1/rooms/{room}/join"))
+                .bearer_auth(&token)
+                .json(&json!({ "invite_token": format!("guess-{n}") }))
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let body: Value = res.json().await.unwrap();
+            (status, code(&body).to_owned())
+        })
+    });
+    let mut answered = 0;
+    for guess in futures_util::future::join_all(guesses).await {
+        match guess.unwrap() {
+            (403, code) if code == "invite_invalid" => answered += 1,
+            (429, code) if code == "rate_limited" => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(answered, BUDGET, "guesses answered as such");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_joins_are_limited_per_client_address() {
     let s = TestServer::start_with(&[("CONFAB__LIMITS__JOIN_FAILURES_PER_MINUTE", "3")]).await;

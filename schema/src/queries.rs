@@ -48,6 +48,56 @@ pub async fn delete_session(conn: &mut Conn, user_id: &str) -> Result<bool, DbEr
     Ok(n > 0)
 }
 
+/// Records that a session was used at `now_ts`, unless that was already recorded since
+/// `stale_before` (so a busy session costs one write per period, not one per request); returns
+/// whether it wrote.
+pub async fn touch_session(
+    conn: &mut Conn,
+    user_id: &str,
+    now_ts: i64,
+    stale_before: i64,
+) -> Result<bool, DbError> {
+    let n = diesel::update(
+        sessions::table
+            .find(user_id)
+            .filter(sessions::last_seen_ts.lt(stale_before)),
+    )
+    .set(sessions::last_seen_ts.eq(now_ts))
+    .execute(conn)
+    .await?;
+    Ok(n > 0)
+}
+
+/// Deletes at most `limit` guest sessions unused since `unused_since` that are members of no
+/// room (a membership row exists only while its room does: rooms cascade to them); returns
+/// their user ids.
+pub async fn delete_idle_sessions(
+    conn: &mut Conn,
+    unused_since: i64,
+    limit: i64,
+) -> Result<Vec<String>, DbError> {
+    use diesel::sql_types::BigInt;
+    #[derive(QueryableByName)]
+    struct Deleted {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        user_id: String,
+    }
+    // Raw SQL: diesel's DSL cannot delete from a table filtered by a subquery on that table.
+    let deleted: Vec<Deleted> = diesel::sql_query(
+        "DELETE FROM sessions WHERE user_id IN ( \
+             SELECT s.user_id FROM sessions s \
+             WHERE s.last_seen_ts < $1 \
+             AND NOT EXISTS (SELECT 1 FROM room_members m WHERE m.user_id = s.user_id) \
+             ORDER BY s.last_seen_ts LIMIT $2) \
+         RETURNING user_id",
+    )
+    .bind::<BigInt, _>(unused_since)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await?;
+    Ok(deleted.into_iter().map(|d| d.user_id).collect())
+}
+
 // ---- rooms ---------------------------------------------------------------------------------
 
 /// Stores a new room.
@@ -121,22 +171,49 @@ pub async fn start_idle_countdowns(conn: &mut Conn, expires_ts: i64) -> Result<u
     )
 }
 
-/// Deletes a room and, by cascade, everything that belongs to it.
+/// The PDU type of a room's deletion notice (`confab.room_deleted`): the one queued row of a
+/// deleted room that is kept, until delivered or given up, so that replicas purge their copy.
+pub const ROOM_DELETED_PDU: &str = "confab.room_deleted";
+
+/// Deletes a room and, by cascade, everything that belongs to it, with the rows queued for
+/// other servers about it (but for a deletion notice: see [`ROOM_DELETED_PDU`]).
 pub async fn delete_room(conn: &mut Conn, room_id: &str) -> Result<bool, DbError> {
     let n = diesel::delete(rooms::table.find(room_id))
         .execute(conn)
         .await?;
+    if n > 0 {
+        delete_outbound_of_room(conn, room_id).await?;
+    }
     Ok(n > 0)
 }
 
-/// Deletes every room whose idle deadline has passed; returns their ids.
+/// Deletes every room whose idle deadline has passed (and their queued rows, as
+/// [`delete_room`]); returns their ids.
 pub async fn delete_expired_rooms(conn: &mut Conn, now_ts: i64) -> Result<Vec<String>, DbError> {
-    Ok(
-        diesel::delete(rooms::table.filter(rooms::expires_ts.le(now_ts)))
-            .returning(rooms::room_id)
-            .get_results(conn)
-            .await?,
+    let deleted: Vec<String> = diesel::delete(rooms::table.filter(rooms::expires_ts.le(now_ts)))
+        .returning(rooms::room_id)
+        .get_results(conn)
+        .await?;
+    for room_id in &deleted {
+        delete_outbound_of_room(conn, room_id).await?;
+    }
+    Ok(deleted)
+}
+
+/// Deletes the rows queued for other servers about a room that is gone, but for its deletion
+/// notice: events of a room that no longer exists must not wait in the queue (for up to
+/// `federation.give_up_after` while a peer is down) after the room and its log are gone.
+/// Rows already in a transaction go too; a retry of that transaction carries what is left.
+async fn delete_outbound_of_room(conn: &mut Conn, room_id: &str) -> Result<usize, DbError> {
+    use diesel::sql_types::Text;
+    Ok(diesel::sql_query(
+        "DELETE FROM federation_outbound WHERE (pdu ->> 'room_id') = $1 \
+         AND (pdu ->> 'type') IS DISTINCT FROM $2",
     )
+    .bind::<Text, _>(room_id)
+    .bind::<Text, _>(ROOM_DELETED_PDU)
+    .execute(conn)
+    .await?)
 }
 
 /// The rooms whose idle deadline has passed, oldest deadline first, at most `limit`.
@@ -155,7 +232,7 @@ pub async fn expired_rooms(
 }
 
 /// Deletes a room if its idle deadline has passed (someone may have come back since it was
-/// listed); returns whether it did.
+/// listed), with its queued rows as [`delete_room`]; returns whether it did.
 pub async fn delete_room_if_expired(
     conn: &mut Conn,
     room_id: &str,
@@ -168,6 +245,9 @@ pub async fn delete_room_if_expired(
     )
     .execute(conn)
     .await?;
+    if n > 0 {
+        delete_outbound_of_room(conn, room_id).await?;
+    }
     Ok(n > 0)
 }
 

@@ -550,7 +550,13 @@ impl DestinationWorker {
                     self.acknowledged(&batch, &response);
                     true
                 }
-                Outcome::Failed(reason) => self.back_off(&reason).await,
+                Outcome::Failed(reason) => {
+                    let keep_going = self.back_off(&reason).await;
+                    if keep_going {
+                        self.reread_after_failure().await;
+                    }
+                    keep_going
+                }
                 Outcome::Denied(reason) => self.refused(&reason).await,
             };
             if !keep_going {
@@ -653,6 +659,33 @@ impl DestinationWorker {
         SenderStats::add(&stats.edus_sent, batch.transaction.edus.len());
         self.in_flight = None;
         self.failures = 0;
+    }
+
+    /// Before a failed transaction is sent again, its rows are read again: those deleted
+    /// meanwhile (their room was deleted, see `queries::delete_room`) are not sent, so that
+    /// nothing of a deleted room waits in memory for a destination that is down. The
+    /// transaction formed ahead is dropped for the same reason; its rows keep their id in the
+    /// database, and [`form_rows`] forms it again from what is left. Only after a failure, so a
+    /// healthy destination pays nothing for it. If the database does not answer, the
+    /// transaction is resent as it was.
+    async fn reread_after_failure(&mut self) {
+        self.prepared = None;
+        let Some(batch) = self.in_flight.as_mut().filter(|b| b.has_rows) else {
+            return;
+        };
+        let rows = async {
+            let mut conn = confab_schema::connect(&self.context.pool).await?;
+            queries::outbound_txn_rows(&mut conn, self.destination.as_str(), &batch.txn_id).await
+        }
+        .await;
+        let Ok(rows) = rows else {
+            return;
+        };
+        batch.transaction.pdus = rows.iter().filter_map(queued_pdu).collect();
+        batch.has_rows = !rows.is_empty();
+        if !batch.has_rows && batch.transaction.edus.is_empty() {
+            self.in_flight = None;
+        }
     }
 
     /// We may not talk to the destination (the deny or allow list changed since the rows were

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use confab::app::{self, AppState};
 use confab::config::Settings;
-use confab::embedded_pg::EmbeddedPostgres;
+use confab::embedded_pg::{EmbeddedPgError, EmbeddedPostgres};
 use confab::federation::inbox::Inbound;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -45,7 +45,15 @@ async fn cluster() -> &'static str {
                         ("max_connections", "400"),
                     ],
                 )
-                .expect("start the test Postgres cluster");
+                .unwrap_or_else(|err| match err {
+                    // The two ways out, as the tests see them.
+                    EmbeddedPgError::Unreachable { .. } => panic!(
+                        "{err}. For the tests, the database URL is \
+                         CONFAB_TEST_DATABASE_URL: a Postgres URL with {{db}} where the \
+                         database name goes"
+                    ),
+                    err => panic!("start the test Postgres cluster: {err}"),
+                });
                 let url = pg.url("{db}");
                 // Left running for the next test process; `make test` stops it at the end.
                 std::mem::forget(pg);

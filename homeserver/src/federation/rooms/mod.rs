@@ -15,7 +15,7 @@
 //!   lists who is connected), read events, and send chat, which a user's homeserver forwards to
 //!   the origin in order and in batches, one request in flight per origin.
 //! - **Ephemeral** (EDUs, best-effort): presence, typing and signaling, routed in a star through
-//!   the origin by the hub (`crate::hub`), payloads untouched.
+//!   the origin by the rooms' owners (`crate::engine`), payloads untouched.
 //!
 //! Every inbound request speaks only for users of the server that signed it, and only a room's
 //!
