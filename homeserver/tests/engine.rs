@@ -80,7 +80,8 @@ async fn a_kick_and_a_subscribe_end_with_the_kicked_device_out_in_either_order()
             "kick_first={kick_first}: {connected:?}"
         );
         assert!(connected.iter().any(|d| d.user_id == stays.user_id));
-        let chat = engine.chat(&room, &kicked, conn.id, "text", "x").await;
+        let live = engine.room(&room).unwrap();
+        let chat = engine.chat(&live, &kicked, conn.id, "text", "x").await;
         assert_eq!(chat.err().map(|e| e.code), Some(ErrorCode::NotSubscribed));
         // A second subscribe is refused by the owner's own membership, without the database.
         let (again, _rx, _) = ConnHandle::new(engine.next_conn_id(), 64);

@@ -155,23 +155,6 @@ impl LiveRooms {
         Ok(live)
     }
 
-    /// Runs `f` on the room's live state without taking a reference to it: the path of every
-    /// relayed message, which should not touch a shared reference count.
-    pub fn with_room<R>(
-        &self,
-        room_id: &str,
-        decide: impl FnOnce(&mut RoomState, &mut Effects) -> R,
-    ) -> Option<R> {
-        let mut fx = Effects::default();
-        let result = {
-            let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
-            let live = rooms.get(room_id)?;
-            decide(&mut live.state(), &mut fx)
-        };
-        self.apply(fx);
-        Some(result)
-    }
-
     /// Number of rooms with live state here.
     pub fn len(&self) -> usize {
         self.rooms.read().unwrap_or_else(|p| p.into_inner()).len()

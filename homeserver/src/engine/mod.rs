@@ -294,7 +294,7 @@ impl Engine {
     /// origin for a replica. The returned future resolves once it is committed.
     pub async fn chat(
         &self,
-        room_id: &str,
+        live: &LiveRoom,
         who: &Identity,
         conn_id: u64,
         kind: &str,
@@ -302,7 +302,7 @@ impl Engine {
     ) -> Result<PendingChat, ApiError> {
         let content =
             crate::protocol::checked_chat_content(kind, ciphertext, self.inner.max_event_bytes)?;
-        let live = self.live().get(room_id).ok_or_else(not_subscribed)?;
+        let room_id = live.room_id();
         let ours = live.read(|s| {
             s.check_chat(who, conn_id)?;
             Ok::<_, ApiError>(s.origin_is_self())
@@ -347,18 +347,19 @@ impl Engine {
         }))
     }
 
-    /// Relays an opaque signaling payload from a subscriber to one device of the room.
+    /// Relays an opaque signaling payload from a subscriber to one device of the room. The
+    /// socket holds the room it subscribed to, so the relay path looks nothing up but the two
+    /// devices.
     pub fn signal(
         &self,
-        room_id: &str,
+        live: &LiveRoom,
         who: &Identity,
         conn_id: u64,
         to: (&str, &str),
         payload: &str,
     ) -> Result<(), ApiError> {
         self.live()
-            .with_room(room_id, |s, fx| s.signal(who, conn_id, to, payload, fx))
-            .ok_or_else(not_subscribed)??;
+            .with(live, |s, fx| s.signal(who, conn_id, to, payload, fx))?;
         self.inner.metrics.signals_relayed.inc();
         Ok(())
     }
@@ -366,14 +367,18 @@ impl Engine {
     /// Tells the room's other devices that a subscriber is (not) typing.
     pub fn typing(
         &self,
-        room_id: &str,
+        live: &LiveRoom,
         who: &Identity,
         conn_id: u64,
         typing: bool,
     ) -> Result<(), ApiError> {
         self.live()
-            .with_room(room_id, |s, fx| s.typing(who, conn_id, typing, fx))
-            .ok_or_else(not_subscribed)?
+            .with(live, |s, fx| s.typing(who, conn_id, typing, fx))
+    }
+
+    /// The room's live state here, if it has any.
+    pub fn room(&self, room_id: &str) -> Option<Arc<LiveRoom>> {
+        self.live().get(room_id)
     }
 
     // ---- services ----------------------------------------------------------------------------
@@ -543,11 +548,4 @@ impl Engine {
             engine.confirm_presence(lease).await;
         }
     }
-}
-
-fn not_subscribed() -> ApiError {
-    ApiError::new(
-        ErrorCode::NotSubscribed,
-        "this connection is not subscribed to that room",
-    )
 }

@@ -8,7 +8,7 @@
 //! Frames go straight into the sockets' queues ([`ConnHandle::send`], which never waits); what
 //! must leave the process (ephemeral events for other homeservers) comes back as [`Effects`].
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -170,8 +170,8 @@ impl RoomState {
             origin: origin.to_owned(),
             origin_is_self,
             limits,
-            subs: HashMap::new(),
-            remote: HashMap::new(),
+            subs: HashMap::default(),
+            remote: HashMap::default(),
             members: members
                 .iter()
                 .filter_map(|m| Some((m.user_id.clone(), membership_of(&m.membership)?)))
@@ -761,7 +761,7 @@ impl RoomState {
         if self.closed {
             return;
         }
-        let mut fresh: Devices<RemoteDevice> = HashMap::new();
+        let mut fresh: Devices<RemoteDevice> = HashMap::default();
         for d in devices {
             let server = d.user_id.split_once(':').map_or("", |(_, s)| s);
             if server == ours {

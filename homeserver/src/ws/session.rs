@@ -3,12 +3,13 @@
 //! exactly one reply (an ack or an error); replies and pushed frames go through the socket's
 //! queue ([`ConnHandle`]), so they leave in the order they were decided.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use crate::engine::live::LiveRoom;
 use crate::engine::{ConnHandle, Identity};
 use crate::error::{ApiError, ErrorCode};
 use crate::protocol::{self, Outgoing, Request};
@@ -56,8 +57,10 @@ impl RateLimit {
 pub struct Session {
     state: Arc<AppState>,
     conn: ConnHandle,
-    who: Option<Identity>,
-    rooms: HashSet<String>,
+    /// Shared, not copied, by every request the socket makes.
+    who: Option<Arc<Identity>>,
+    /// The rooms subscribed to, held so that a message looks nothing up to find its room.
+    rooms: HashMap<String, Arc<LiveRoom>>,
     rate: RateLimit,
 }
 
@@ -69,7 +72,7 @@ impl Session {
             state,
             conn,
             who: None,
-            rooms: HashSet::new(),
+            rooms: HashMap::new(),
         }
     }
 
@@ -81,7 +84,7 @@ impl Session {
     /// Leaves every room the socket subscribed to and forgets it.
     pub async fn end(&mut self) {
         if let Some(who) = &self.who {
-            let rooms: Vec<String> = self.rooms.drain().collect();
+            let rooms: Vec<String> = self.rooms.drain().map(|(id, _)| id).collect();
             self.state.engine.disconnect(who, &self.conn, &rooms).await;
         }
     }
@@ -169,11 +172,14 @@ impl Session {
                 to,
                 payload,
             } => self.signal(&who, room_id, to, payload),
-            Request::Typing { room_id, typing } => self
-                .state
-                .engine
-                .typing(room_id, &who, self.conn.id, typing)
-                .map(|()| json!({})),
+            Request::Typing { room_id, typing } => match self.rooms.get(room_id) {
+                Some(live) => self
+                    .state
+                    .engine
+                    .typing(live, &who, self.conn.id, typing)
+                    .map(|()| json!({})),
+                None => Err(not_subscribed()),
+            },
         };
         match result {
             Ok(value) => self.ack(id, &value),
@@ -225,7 +231,7 @@ impl Session {
                 "display_name": who.display_name,
             }),
         );
-        self.who = Some(who);
+        self.who = Some(Arc::new(who));
         true
     }
 
@@ -234,7 +240,7 @@ impl Session {
         let result = async {
             let room_id = parse_room_id(room_id)?;
             let live = engine.subscribe(&room_id, who, &self.conn, since).await?;
-            self.rooms.insert(room_id.to_string());
+            self.rooms.insert(room_id.to_string(), live.clone());
             let summary = self.state.rooms.get_room(room_id.as_str(), who).await?;
             Ok::<_, ApiError>((live, summary))
         }
@@ -252,7 +258,7 @@ impl Session {
     }
 
     async fn unsubscribe(&mut self, who: &Identity, room_id: &str) -> Result<Value, ApiError> {
-        if !self.rooms.remove(room_id) {
+        if self.rooms.remove(room_id).is_none() {
             return Err(not_subscribed());
         }
         self.state
@@ -272,10 +278,18 @@ impl Session {
         kind: &str,
         ciphertext: &str,
     ) {
+        let Some(live) = self.rooms.get(room_id) else {
+            // A malformed message is answered for what it is, subscribed or not.
+            let max = self.state.settings.limits.max_event_bytes;
+            let err = protocol::checked_chat_content(kind, ciphertext, max)
+                .err()
+                .unwrap_or_else(not_subscribed);
+            return self.reply_error(id, "chat", &err);
+        };
         let pending = match self
             .state
             .engine
-            .chat(room_id, who, self.conn.id, kind, ciphertext)
+            .chat(live, who, self.conn.id, kind, ciphertext)
             .await
         {
             Ok(pending) => pending,
@@ -324,9 +338,10 @@ impl Session {
                 format!("ciphertext and payloads are limited to {max} bytes"),
             ));
         }
+        let live = self.rooms.get(room_id).ok_or_else(not_subscribed)?;
         self.state
             .engine
-            .signal(room_id, who, self.conn.id, to, payload)?;
+            .signal(live, who, self.conn.id, to, payload)?;
         Ok(json!({}))
     }
 }
