@@ -861,7 +861,11 @@ async fn join_storm_bench(rooms: usize, clients: usize) -> anyhow::Result<()> {
         rooms * clients
     );
     let server = start_confab(&[]).await?;
-    let (addr, base, http) = (server.addr, format!("http://{}", server.addr), reqwest::Client::new());
+    let (addr, base, http) = (
+        server.addr,
+        format!("http://{}", server.addr),
+        reqwest::Client::new(),
+    );
     let mut plan = Vec::with_capacity(rooms);
     for r in 0..rooms {
         let members = setup_users(addr, clients, &format!("j{r}c")).await;
@@ -869,19 +873,35 @@ async fn join_storm_bench(rooms: usize, clients: usize) -> anyhow::Result<()> {
         let room_id = room["room_id"].as_str().unwrap().to_owned();
         let path = format!("/rooms/{room_id}/invites");
         let invite = post(&http, &base, &path, Some(&members[0].token), json!({})).await;
-        plan.push((room_id, invite["token"].as_str().unwrap().to_owned(), members));
+        plan.push((
+            room_id,
+            invite["token"].as_str().unwrap().to_owned(),
+            members,
+        ));
     }
     let start = Instant::now();
     let done = Arc::new(Samples::default());
     let mut joins = Vec::new();
     for (room_id, invite, members) in plan {
         for (i, m) in members.into_iter().enumerate() {
-            let (room_id, invite, done, base, http) =
-                (room_id.clone(), invite.clone(), done.clone(), base.clone(), http.clone());
+            let (room_id, invite, done, base, http) = (
+                room_id.clone(),
+                invite.clone(),
+                done.clone(),
+                base.clone(),
+                http.clone(),
+            );
             joins.push(tokio::spawn(async move {
                 if i > 0 {
                     let path = format!("/rooms/{room_id}/join");
-                    post(&http, &base, &path, Some(&m.token), json!({"invite_token": invite})).await;
+                    post(
+                        &http,
+                        &base,
+                        &path,
+                        Some(&m.token),
+                        json!({"invite_token": invite}),
+                    )
+                    .await;
                 }
                 let ws = confab_client(addr, &m, Some(&room_id)).await;
                 done.push(start.elapsed());

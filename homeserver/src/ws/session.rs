@@ -85,7 +85,7 @@ impl Session {
     pub async fn end(&mut self) {
         if let Some(who) = &self.who {
             let rooms: Vec<String> = self.rooms.drain().map(|(id, _)| id).collect();
-            self.state.engine.disconnect(who, &self.conn, &rooms).await;
+            Box::pin(self.state.engine.disconnect(who, &self.conn, &rooms)).await;
         }
     }
 
@@ -111,7 +111,9 @@ impl Session {
         });
     }
 
-    /// Handles one text frame; `false` ends the session.
+    /// Handles one text frame; `false` ends the session. Requests that wait on the database
+    /// are boxed: a socket's task is as large as its largest wait, and an idle socket should not
+    /// carry the room of a subscribe's queries while it waits for its next frame.
     pub async fn on_text(&mut self, text: &str) -> bool {
         let limits = &self.state.settings.limits;
         let msg = match protocol::decode_request(text, limits.max_frame_bytes) {
@@ -139,7 +141,7 @@ impl Session {
         self.state.metrics.count_ws_message(msg.request_type());
         let request = msg.request();
         let Some(who) = self.who.clone() else {
-            return self.authenticate(id, name, request).await;
+            return Box::pin(self.authenticate(id, name, request)).await;
         };
         let request = match request {
             Ok(request) => request,
@@ -155,16 +157,16 @@ impl Session {
             )),
             Request::Ping => Ok(json!({})),
             Request::Subscribe { room_id, since } => {
-                self.subscribe(&who, id, room_id, since).await;
+                Box::pin(self.subscribe(&who, id, room_id, since)).await;
                 return true;
             }
-            Request::Unsubscribe { room_id } => self.unsubscribe(&who, room_id).await,
+            Request::Unsubscribe { room_id } => Box::pin(self.unsubscribe(&who, room_id)).await,
             Request::Chat {
                 room_id,
                 kind,
                 ciphertext,
             } => {
-                self.chat(&who, id, room_id, kind, ciphertext).await;
+                Box::pin(self.chat(&who, id, room_id, kind, ciphertext)).await;
                 return true;
             }
             Request::Signal {
