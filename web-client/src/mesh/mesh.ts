@@ -11,6 +11,7 @@ import { IncarnationTracker } from './incarnation';
 import { encodingFor, type StreamKind } from './encoding';
 import type { DeviceRef, IceServer } from '../protocol/types';
 import type { PeerView, RemoteStreamView } from '../state/roomState';
+import type { QualitySample } from './quality';
 
 /** What goes (encrypted) inside a `signal` message. */
 export interface SignalEnvelope {
@@ -432,6 +433,17 @@ export class Mesh {
     return out;
   }
 
+  /** Counters per peer for the connection-quality label (mesh/quality.ts). */
+  async qualitySamples(now: number): Promise<Record<string, QualitySample>> {
+    const out: Record<string, QualitySample> = {};
+    for (const link of this.peers.values()) {
+      if (link.pc.connectionState !== 'connected') continue;
+      const stats = await link.pc.getStats();
+      out[link.key] = qualitySample(stats, now);
+    }
+    return out;
+  }
+
   close(): void {
     this.closed = true;
     for (const link of this.peers.values()) link.close();
@@ -452,4 +464,23 @@ function selectedCandidateTypes(stats: RTCStatsReport): { localCandidateType: st
   pair ??= [...rows.values()].find((r) => r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded');
   const type = (id: string | undefined) => (id ? (rows.get(id)?.candidateType ?? null) : null);
   return { localCandidateType: type(pair?.localCandidateId), remoteCandidateType: type(pair?.remoteCandidateId) };
+}
+
+type QualityRow = StatsRow & { currentRoundTripTime?: number; packetsReceived?: number; packetsLost?: number; bytesReceived?: number };
+
+/** Round trip of the selected pair and the totals of every inbound RTP stream. */
+export function qualitySample(stats: RTCStatsReport, now: number): QualitySample {
+  const rows = new Map<string, QualityRow>();
+  stats.forEach((r: QualityRow) => rows.set(r.id, r));
+  let pair: QualityRow | undefined;
+  for (const r of rows.values()) if (r.type === 'transport' && r.selectedCandidatePairId) pair = rows.get(r.selectedCandidatePairId);
+  pair ??= [...rows.values()].find((r) => r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded');
+  const sample: QualitySample = { at: now, rtt: pair?.currentRoundTripTime ?? null, packetsReceived: 0, packetsLost: 0, bytesReceived: 0 };
+  for (const r of rows.values()) {
+    if (r.type !== 'inbound-rtp') continue;
+    sample.packetsReceived += r.packetsReceived ?? 0;
+    sample.packetsLost += r.packetsLost ?? 0;
+    sample.bytesReceived += r.bytesReceived ?? 0;
+  }
+  return sample;
 }

@@ -3,7 +3,7 @@
  * RTCPeerConnection, media capture and storage. Only the UI layer imports this file.
  */
 import type { WebSocketLike } from '../protocol/socket';
-import type { MediaBackend } from '../state/roomSession';
+import type { AttentionBackend, MediaBackend } from '../state/roomSession';
 import { API_BASE } from '../protocol/types';
 
 export const browserMedia: MediaBackend = {
@@ -34,4 +34,31 @@ export function pageBase(): string {
 
 export function blobSource(file: Blob): { size: number; read(start: number, end: number): Promise<Uint8Array> } {
   return { size: file.size, read: async (s, e) => new Uint8Array(await file.slice(s, e).arrayBuffer()) };
+}
+
+/** Title badge and system notifications for a hidden tab (the latter only once the user allowed them). */
+export const browserAttention: AttentionBackend = {
+  setTitle: (title) => {
+    document.title = title;
+  },
+  notify: (title, body) => {
+    if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
+    try {
+      // One tag per room tab: a burst of messages replaces the notification instead of stacking up.
+      new Notification(title, { body, tag: 'confab-room' });
+    } catch {
+      /* some platforms only allow notifications from a service worker: the title badge remains */
+    }
+  },
+};
+
+export type NotificationChoice = NotificationPermission | 'unsupported';
+
+export function notificationPermission(): NotificationChoice {
+  return typeof Notification === 'undefined' ? 'unsupported' : Notification.permission;
+}
+
+export async function requestNotifications(): Promise<NotificationChoice> {
+  if (typeof Notification === 'undefined') return 'unsupported';
+  return Notification.requestPermission();
 }

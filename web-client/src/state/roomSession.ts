@@ -7,7 +7,11 @@
 import { ConfabSocket, type SocketStatus, type WebSocketFactory, type LiveMessage } from '../protocol/socket';
 import { ConfabError, describeError, retryDelay, type RoomEvent, type RoomSummary, type Session, type IceServer } from '../protocol/types';
 import type { RestClient } from '../protocol/rest';
-import { DecryptError, openJson, sealJson, sha256Hex, type MessageContext } from '../crypto/e2ee';
+import { DecryptError, openJson, sealJson, sha256Hex, type MessageContext, type RoomKey } from '../crypto/e2ee';
+import { english, type Translate } from '../i18n/i18n';
+import { assessQuality, type QualitySample } from '../mesh/quality';
+import { AttentionCounter, attentionKind, badgeTitle } from './attention';
+import { decodeKeyCheck, encodeKeyCheck, judgeKeys } from './keyCheck';
 import { Mesh, type SignalEnvelope } from '../mesh/mesh';
 import { deviceKey } from '../mesh/negotiation';
 import { FileTransfers } from '../files/transfers';
@@ -32,6 +36,7 @@ const TYPING_RESEND_MS = 3000;
 const TYPING_IDLE_MS = 4000;
 const REMOTE_TYPING_TTL_MS = 8000;
 const PROFILE_COALESCE_MS = 200;
+const QUALITY_INTERVAL_MS = 2000;
 
 export interface MediaBackend {
   getUserMedia(c: MediaStreamConstraints): Promise<MediaStream>;
@@ -41,12 +46,25 @@ export interface MediaBackend {
   denoise?(mic: MediaStreamTrack): Promise<MediaStreamTrack>;
 }
 
+/** How the tab asks for attention while hidden (title badge, notifications); absent in tests that do not care. */
+export interface AttentionBackend {
+  setTitle(title: string): void;
+  /** Shows a notification if the user allowed them; otherwise does nothing. */
+  notify(title: string, body: string): void;
+}
+
 export interface RoomSessionDeps {
   roomId: string;
   session: Session;
   myName: string;
-  key: CryptoKey;
+  /** The room key with its key check and fingerprint (crypto/e2ee.ts). */
+  roomKey: RoomKey;
   weakKey: boolean;
+  /** Messages in the user's language; English when absent. */
+  t?: Translate;
+  attention?: AttentionBackend;
+  /** The page title without a badge. */
+  baseTitle?: string;
   rest: RestClient;
   memory: LocalMemory;
   wsUrl: string;
@@ -100,13 +118,20 @@ export class RoomSession {
   private profileQueued = false;
   private media: MediaChoice = { mic: false, cam: false, noiseSuppression: true };
   private disposed = false;
+  private readonly t: Translate;
+  private readonly attention = new AttentionCounter();
+  /** Key checks heard from peers, by device key. */
+  private readonly peerChecks = new Map<string, string>();
+  private qualityTimer: ReturnType<typeof setInterval> | null = null;
+  private qualitySamples = new Map<string, QualitySample>();
 
   constructor(private readonly d: RoomSessionDeps) {
+    this.t = d.t ?? english;
     const me = { userId: d.session.user_id, deviceId: d.session.device_id };
-    this.store = new Store(initialRoomState(d.roomId, me, d.myName, d.weakKey));
-    if (d.weakKey) this.banner({ tone: 'warn', text: 'No passphrase: messages are encrypted with the room id only, which anyone who sees the link can read.' });
+    this.store = new Store(initialRoomState(d.roomId, me, d.myName, d.weakKey, d.roomKey.fingerprint));
+    if (d.weakKey) this.banner({ tone: 'warn', text: this.t('e2ee.notPrivateBanner') });
     const hasTurn = d.iceServers.some((s) => [s.urls].flat().some((u) => /^turns?:/.test(u)));
-    if (d.iceTransportPolicy === 'relay' && !hasTurn) this.banner({ tone: 'warn', text: 'Relay-only calls were asked for (relay=1), but this homeserver offers no TURN relay: calls cannot connect.' });
+    if (d.iceTransportPolicy === 'relay' && !hasTurn) this.banner({ tone: 'warn', text: this.t('banner.relayNoTurn') });
     this.transfers = new FileTransfers({ hash: sha256Hex, onChange: () => this.queueChange() });
     this.mesh = new Mesh({
       self: { user_id: me.userId, device_id: me.deviceId },
@@ -131,7 +156,7 @@ export class RoomSession {
         message: (m) => this.onMessage(m),
         unpairedError: (err, req) => {
           d.log?.(`${req ?? 'request'} refused`, err);
-          if (req !== 'signal' && req !== 'typing') this.banner({ tone: 'warn', text: describeError(err) });
+          if (req !== 'signal' && req !== 'typing') this.banner({ tone: 'warn', text: describeError(err, this.t) });
         },
       },
     });
@@ -144,11 +169,23 @@ export class RoomSession {
     await this.startLocalMedia(media);
     this.socket.start();
     const since = this.d.memory.room(this.d.roomId)?.joinedSeq ?? 0;
+    this.qualityTimer = setInterval(() => void this.sampleQuality(), QUALITY_INTERVAL_MS);
     try {
       await this.socket.subscribe(this.d.roomId, since);
     } catch (err) {
-      this.end('fatal', describeError(err));
+      this.end('fatal', describeError(err, this.t));
     }
+  }
+
+  /** The room key in use (replaced for everyone after a removal, see item 8 in the README). */
+  private get key(): CryptoKey {
+    return this.d.roomKey.key;
+  }
+
+  /** The tab was hidden or shown: while hidden, joins and messages raise a badge and notifications. */
+  setHidden(hidden: boolean): void {
+    this.attention.setHidden(hidden);
+    if (!hidden) this.d.attention?.setTitle(this.d.baseTitle ?? 'Confab');
   }
 
   /** Take the room back after `replaced` (another tab of this device had it). */
@@ -164,7 +201,7 @@ export class RoomSession {
       /* leaving a room that is already gone is fine */
     }
     this.d.memory.forgetRoom(this.d.roomId);
-    this.end('left', 'You left the room.');
+    this.end('left', this.t('ended.youLeft'));
   }
 
   dispose(): void {
@@ -172,6 +209,7 @@ export class RoomSession {
     this.disposed = true;
     this.socket.stop();
     this.mesh.close();
+    if (this.qualityTimer) clearInterval(this.qualityTimer);
     const s = this.store.get();
     for (const st of [s.local.camera, s.local.screenStream]) st?.getTracks().forEach((t) => t.stop());
     for (const t of this.remoteTypingTimers.values()) clearTimeout(t);
@@ -202,11 +240,11 @@ export class RoomSession {
 
   private onStatus(st: SocketStatus): void {
     if (st.state === 'online') {
-      this.store.set((s) => ({ ...s, connection: 'online', banner: s.banner?.tone === 'error' || s.banner?.text.startsWith('Reconnecting') ? null : s.banner }));
+      this.store.set((s) => ({ ...s, connection: 'online', banner: s.banner?.tone === 'error' || s.banner?.id === 'reconnecting' ? null : s.banner }));
     } else if (st.state === 'reconnecting') {
       this.mesh.signalingLost();
       const secs = Math.max(1, Math.round(st.inMs / 1000));
-      this.store.set((s) => ({ ...s, connection: 'reconnecting', banner: { tone: 'warn', text: `Reconnecting in ${secs}s: ${st.why}. Calls continue peer to peer.` } }));
+      this.store.set((s) => ({ ...s, connection: 'reconnecting', banner: { tone: 'warn', id: 'reconnecting', text: this.t('banner.reconnecting', { secs, why: st.why }) } }));
     } else if (st.state === 'connecting') {
       this.store.set((s) => ({ ...s, connection: s.connection === 'online' ? 'reconnecting' : s.connection }));
     } else if (st.state === 'stopped' && st.fatal) {
@@ -219,10 +257,12 @@ export class RoomSession {
     this.mesh.reconcile(sum.connected.map((c) => ({ user_id: c.user_id, device_id: c.device_id })));
     if (resumed) {
       this.mesh.resyncAll();
-      this.banner({ tone: 'info', text: 'Reconnected: chat resumed and calls renegotiated.' });
+      this.banner({ tone: 'info', text: this.t('banner.reconnected') });
     } else {
       this.announceProfile();
     }
+    // Everyone already here learns our key check, and answers with theirs.
+    for (const c of sum.connected) if (!this.isMe(c)) this.sendKeyCheck(c, true);
     this.flushOutbox();
   }
 
@@ -233,7 +273,10 @@ export class RoomSession {
         this.store.set((s) => applyPresence(s, m.user_id, m.device_id, m.display_name, m.online));
         const ref = { user_id: m.user_id, device_id: m.device_id };
         if (m.online) this.mesh.ensurePeer(ref);
-        else this.mesh.removePeer(ref);
+        else {
+          this.mesh.removePeer(ref);
+          this.forgetKeyCheck(deviceKey(ref.user_id, ref.device_id));
+        }
         return;
       }
       case 'typing': {
@@ -252,14 +295,14 @@ export class RoomSession {
         return;
       case 'kicked':
         this.d.memory.forgetRoom(this.d.roomId);
-        this.end('kicked', 'The host removed you from this room.');
+        this.end('kicked', this.t('ended.kicked'));
         return;
       case 'room_closed':
         this.d.memory.forgetRoom(this.d.roomId);
-        this.end(m.reason === 'expired' ? 'expired' : 'closed', m.reason === 'expired' ? 'This room expired.' : 'The host closed this room.');
+        this.end(m.reason === 'expired' ? 'expired' : 'closed', m.reason === 'expired' ? this.t('ended.expired') : this.t('ended.closed'));
         return;
       case 'replaced':
-        this.end('replaced', 'This room was opened in another tab or window of this browser.');
+        this.end('replaced', this.t('ended.replaced'));
         return;
     }
   }
@@ -274,10 +317,12 @@ export class RoomSession {
     if (c.type === 'member') {
       this.store.set((s) => {
         const s2 = applyMember(s, c.user_id, c.display_name, c.membership);
-        const verb = c.membership === 'joined' ? 'joined' : c.membership === 'left' ? 'left' : 'was removed by the host';
+        const verb = c.membership === 'joined' ? 'joined' : c.membership === 'left' ? 'left' : 'removed';
         // The subject's name is looked up when shown: their encrypted profile usually arrives after the join.
+        // `text` is a code the chat panel words in the user's language.
         return addChatItem(s2, { seq: ev.seq, ts: ev.ts, sender: ev.sender, deviceId: ev.device_id, kind: 'system', status: 'ok', subject: c.user_id, text: verb });
       });
+      this.noticeLive(ev.seq);
       // Someone new: tell them our name (encrypted). Skip the backlog replay of old joins.
       if (c.membership === 'joined' && c.user_id !== this.d.session.user_id && this.d.now() - ev.ts < 60_000) this.announceProfile();
       return;
@@ -286,7 +331,7 @@ export class RoomSession {
       this.store.set((s) =>
         addChatItem(
           { ...s, locked: c.locked },
-          { seq: ev.seq, ts: ev.ts, sender: ev.sender, deviceId: ev.device_id, kind: 'system', status: 'ok', text: c.locked ? 'The room was locked: no newcomers.' : 'The room was unlocked.' },
+          { seq: ev.seq, ts: ev.ts, sender: ev.sender, deviceId: ev.device_id, kind: 'system', status: 'ok', text: c.locked ? 'locked' : 'unlocked' },
         ),
       );
       return;
@@ -296,23 +341,25 @@ export class RoomSession {
     const base = { seq: ev.seq, ts: ev.ts, sender: ev.sender, deviceId: ev.device_id };
     try {
       if (c.kind === 'text') {
-        const p = await openJson<TextPayload>(this.d.key, c.ciphertext, ctx);
+        const p = await openJson<TextPayload>(this.key, c.ciphertext, ctx);
         if (typeof p?.text !== 'string') throw new DecryptError('format');
         this.removeFromOutbox(p.mid, ev.sender);
         this.store.set((s) => addChatItem(s, { ...base, kind: 'text', status: 'ok', text: p.text, mid: p.mid }));
+        this.noticeLive(ev.seq);
       } else if (c.kind === 'file') {
-        const p = await openJson<FilePayload>(this.d.key, c.ciphertext, ctx);
+        const p = await openJson<FilePayload>(this.key, c.ciphertext, ctx);
         const o = p?.offer;
         if (!o || typeof o.id !== 'string' || !/^[0-9a-f]{32}$/.test(o.id) || typeof o.size !== 'number' || typeof o.sha256 !== 'string') throw new DecryptError('format');
         const offer: FileOffer = { id: o.id, name: String(o.name).slice(0, 255), size: o.size, mime: String(o.mime ?? ''), sha256: o.sha256.toLowerCase() };
         this.removeFromOutbox(p.mid, ev.sender);
         this.store.set((s) => addChatItem(s, { ...base, kind: 'file', status: 'ok', file: offer, mid: p.mid }));
+        this.noticeLive(ev.seq);
         if (ev.sender !== this.d.session.user_id || ev.device_id !== this.d.session.device_id) {
           this.transfers.offered(offer, deviceKey(ev.sender, ev.device_id));
           if (offer.size <= AUTO_FETCH_BYTES) this.transfers.request(offer.id);
         }
       } else if (c.kind === 'profile') {
-        const p = await openJson<ProfilePayload>(this.d.key, c.ciphertext, ctx);
+        const p = await openJson<ProfilePayload>(this.key, c.ciphertext, ctx);
         if (typeof p?.name !== 'string') return;
         const name = p.name.slice(0, 64);
         const known = ev.sender in this.store.get().names;
@@ -347,7 +394,7 @@ export class RoomSession {
 
   private async sendProfile(): Promise<void> {
     if (!this.d.myName) return;
-    const ciphertext = await sealJson(this.d.key, { name: this.d.myName } satisfies ProfilePayload, this.ctx('profile'));
+    const ciphertext = await sealJson(this.key, { name: this.d.myName } satisfies ProfilePayload, this.ctx('profile'));
     this.socket.request({ type: 'chat', room_id: this.d.roomId, kind: 'profile', ciphertext }).catch(() => undefined);
   }
 
@@ -355,7 +402,7 @@ export class RoomSession {
     const t = text.trim();
     if (!t) return;
     const mid = this.d.randomId();
-    const ciphertext = await sealJson(this.d.key, { mid, text: t } satisfies TextPayload, this.ctx('text'));
+    const ciphertext = await sealJson(this.key, { mid, text: t } satisfies TextPayload, this.ctx('text'));
     this.setTyping(false);
     this.enqueue({ kind: 'text', ciphertext, mid, inFlight: false });
   }
@@ -372,7 +419,7 @@ export class RoomSession {
     };
     this.transfers.share(offer, file.source);
     const mid = this.d.randomId();
-    const ciphertext = await sealJson(this.d.key, { mid, offer } satisfies FilePayload, this.ctx('file'));
+    const ciphertext = await sealJson(this.key, { mid, offer } satisfies FilePayload, this.ctx('file'));
     this.enqueue({ kind: 'file', ciphertext, mid, inFlight: false });
   }
 
@@ -406,7 +453,7 @@ export class RoomSession {
             return;
           }
           this.outbox = this.outbox.filter((o) => o !== item);
-          this.banner({ tone: 'error', text: `Message not sent: ${describeError(err)}` });
+          this.banner({ tone: 'error', text: this.t('banner.notSent', { why: describeError(err, this.t) }) });
         },
       );
     }
@@ -443,23 +490,99 @@ export class RoomSession {
    */
   private sendSignal(to: { user_id: string; device_id: string }, env: SignalEnvelope): Promise<void> {
     this.signalsOut = this.signalsOut.then(async () => {
-      const payload = await sealJson(this.d.key, env, this.ctx('signal'));
+      const payload = await sealJson(this.key, env, this.ctx('signal'));
       if (!this.socket.send({ type: 'signal', room_id: this.d.roomId, to, payload })) this.d.log?.(`signal to ${to.user_id} not sent: offline`);
     }).catch((err: unknown) => this.d.log?.('signal out', err));
     return this.signalsOut;
   }
 
   private receiveSignal(from: { user_id: string; device_id: string }, payload: string): Promise<void> {
+    const check = decodeKeyCheck(payload);
+    if (check) {
+      this.onKeyCheck(from, check.check, check.ask);
+      return this.signalsIn;
+    }
     this.signalsIn = this.signalsIn.then(async () => {
       try {
-        const env = await openJson<SignalEnvelope>(this.d.key, payload, { roomId: this.d.roomId, userId: from.user_id, deviceId: from.device_id, kind: 'signal' });
+        const env = await openJson<SignalEnvelope>(this.key, payload, { roomId: this.d.roomId, userId: from.user_id, deviceId: from.device_id, kind: 'signal' });
         this.mesh.handleSignal(from, env);
       } catch (err) {
         // A peer with another passphrase: no call is possible, and nothing unauthenticated is applied.
+        // Its key check (sent on subscribing) tells the people why; ask for it in case it was lost.
         this.d.log?.(`signal from ${from.user_id} refused`, err);
+        if (!this.peerChecks.has(deviceKey(from.user_id, from.device_id))) this.sendKeyCheck(from, true);
       }
     });
     return this.signalsIn;
+  }
+
+  // ---------- key check ----------
+
+  private isMe(r: { user_id: string; device_id: string }): boolean {
+    return r.user_id === this.d.session.user_id && r.device_id === this.d.session.device_id;
+  }
+
+  /**
+   * The key check rides in a signal's payload without the room key's sealing: a peer with another
+   * key must be able to read it (see keyCheck.ts for why that gives a server nothing).
+   */
+  private sendKeyCheck(to: { user_id: string; device_id: string }, ask: boolean): void {
+    this.socket.send({ type: 'signal', room_id: this.d.roomId, to: { user_id: to.user_id, device_id: to.device_id }, payload: encodeKeyCheck(this.d.roomKey.check, ask) });
+  }
+
+  private onKeyCheck(from: { user_id: string; device_id: string }, check: string, ask: boolean): void {
+    if (this.isMe(from)) return;
+    this.peerChecks.set(deviceKey(from.user_id, from.device_id), check);
+    if (ask) this.sendKeyCheck(from, false);
+    this.judgeKeys();
+  }
+
+  private forgetKeyCheck(peer: string): void {
+    if (!this.peerChecks.delete(peer)) return;
+    this.judgeKeys();
+  }
+
+  private judgeKeys(): void {
+    const s = this.store.get();
+    const verdict = judgeKeys(this.d.roomKey.check, this.peerChecks, s.host, s.me.userId);
+    const wasWrong = s.keyWrong;
+    this.store.set((st) => ({ ...st, keyMismatch: verdict.mismatched, keyWrong: verdict.mineIsWrong }));
+    if (verdict.mineIsWrong && !wasWrong) this.banner({ tone: 'error', id: 'key', text: this.t('e2ee.wrongPassphrase') });
+    if (!verdict.mineIsWrong && wasWrong) this.store.set((st) => ({ ...st, banner: st.banner?.id === 'key' ? null : st.banner }));
+  }
+
+  // ---------- attention and quality ----------
+
+  /** A live join or message while the tab is hidden: count it in the title and notify. */
+  private noticeLive(seq: number): void {
+    const s = this.store.get();
+    const item = s.timeline.find((i) => i.seq === seq);
+    if (!item || seq <= s.liveFromSeq) return;
+    const kind = attentionKind(item, s.me.userId);
+    if (!this.attention.note(kind)) return;
+    const base = this.d.baseTitle ?? 'Confab';
+    this.d.attention?.setTitle(badgeTitle(base, this.attention.count));
+    // The notification names who, never what: a message's text stays out of the system's notification
+    // centre (and lock screen), which keeps what it was shown.
+    const who = displayName(s, kind === 'join' ? item.subject! : item.sender);
+    this.d.attention?.notify(base, kind === 'join' ? this.t('notify.joined', { name: who }) : this.t('notify.message', { name: who }));
+  }
+
+  private async sampleQuality(): Promise<void> {
+    if (this.disposed) return;
+    let samples: Record<string, QualitySample>;
+    try {
+      samples = await this.mesh.qualitySamples(this.d.now());
+    } catch (e) {
+      this.d.log?.('quality', e);
+      return;
+    }
+    const quality: RoomViewState['quality'] = {};
+    for (const [peer, cur] of Object.entries(samples)) {
+      quality[peer] = assessQuality(this.qualitySamples.get(peer) ?? null, cur);
+    }
+    this.qualitySamples = new Map(Object.entries(samples));
+    if (!this.disposed) this.store.set((st) => ({ ...st, quality }));
   }
 
   // ---------- media ----------
@@ -491,7 +614,7 @@ export class RoomSession {
           stream = await this.d.media.getUserMedia({ audio: this.audioConstraints() });
         } catch {
           stream = null;
-          this.banner({ tone: 'warn', text: 'No microphone or camera available: you can still chat and watch.' });
+          this.banner({ tone: 'warn', text: this.t('banner.noMedia') });
         }
       }
     }
@@ -504,7 +627,7 @@ export class RoomSession {
         stream.addTrack(clean);
         rnnoise = true;
       } catch (e) {
-        this.banner({ tone: 'warn', text: `RNNoise could not start (${String(e)}); the microphone is used as it is.` });
+        this.banner({ tone: 'warn', text: this.t('banner.rnnoiseFailed', { why: String(e) }) });
       }
     }
     if (stream) {
@@ -520,7 +643,7 @@ export class RoomSession {
     const s = this.store.get();
     const tracks = s.local.camera?.getAudioTracks() ?? [];
     if (!tracks.length) {
-      this.banner({ tone: 'warn', text: 'No microphone available.' });
+      this.banner({ tone: 'warn', text: this.t('banner.noMic') });
       return;
     }
     const on = !s.local.mic;
@@ -546,7 +669,7 @@ export class RoomSession {
     try {
       track = (await this.d.media.getUserMedia({ video: this.videoConstraints() })).getVideoTracks()[0];
     } catch (err) {
-      this.banner({ tone: 'warn', text: `Camera unavailable: ${describeError(err)}` });
+      this.banner({ tone: 'warn', text: this.t('banner.noCamera', { why: describeError(err, this.t) }) });
       return;
     }
     if (!track) return;
@@ -570,7 +693,7 @@ export class RoomSession {
     try {
       stream = await this.d.media.getDisplayMedia({ video: true, audio: false });
     } catch (err) {
-      this.banner({ tone: 'info', text: `Screen share not started: ${describeError(err)}` });
+      this.banner({ tone: 'info', text: this.t('banner.screenNotStarted', { why: describeError(err, this.t) }) });
       return;
     }
     for (const t of stream.getTracks()) t.onended = () => this.stopScreen();

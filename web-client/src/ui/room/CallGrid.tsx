@@ -2,6 +2,7 @@ import { useEffect, useRef, useState } from 'react';
 import { Tile, type TileProps } from './Tile';
 import { gridShape } from '../../mesh/encoding';
 import { displayName, type RoomViewState } from '../../state/roomState';
+import { useT } from '../services';
 import styles from './CallGrid.module.css';
 
 function tilesOf(s: RoomViewState): Array<TileProps & { key: string }> {
@@ -15,7 +16,7 @@ function tilesOf(s: RoomViewState): Array<TileProps & { key: string }> {
   for (const p of Object.values(s.peers)) {
     const name = displayName(s, p.userId);
     const cam = p.streams.find((x) => x.label === 'camera');
-    tiles.push({ key: p.key, testId: `tile-${p.key}`, stream: cam?.stream ?? null, name, label: 'camera', isSelf: false, state: p.state, micOn: p.media.mic, camOn: p.media.cam || (!!cam && p.media.cam === undefined) });
+    tiles.push({ key: p.key, testId: `tile-${p.key}`, stream: cam?.stream ?? null, name, label: 'camera', isSelf: false, state: p.state, keyMismatch: !!s.keyMismatch[p.key], quality: s.quality[p.key], micOn: p.media.mic, camOn: p.media.cam || (!!cam && p.media.cam === undefined) });
     for (const sc of p.streams.filter((x) => x.label === 'screen')) {
       tiles.push({ key: `${p.key}-${sc.id}`, testId: `tile-screen-${p.key}`, stream: sc.stream, name, label: 'screen', isSelf: false, micOn: false, camOn: true });
     }
@@ -25,6 +26,7 @@ function tilesOf(s: RoomViewState): Array<TileProps & { key: string }> {
 
 /** Tiles laid out in the grid that makes them largest for the space available (phone to desktop). */
 export function CallGrid({ state }: { state: RoomViewState }) {
+  const t = useT();
   const ref = useRef<HTMLDivElement>(null);
   const [box, setBox] = useState({ w: 800, h: 450 });
   useEffect(() => {
@@ -37,7 +39,7 @@ export function CallGrid({ state }: { state: RoomViewState }) {
   const tiles = tilesOf(state);
   const { cols, rows } = gridShape(tiles.length, box.w, box.h);
   return (
-    <section ref={ref} className={styles.grid} style={{ gridTemplateColumns: `repeat(${cols}, minmax(0, 1fr))`, gridTemplateRows: `repeat(${rows}, minmax(0, 1fr))` }} aria-label="Call participants">
+    <section ref={ref} className={styles.grid} style={{ gridTemplateColumns: `repeat(${cols}, minmax(0, 1fr))`, gridTemplateRows: `repeat(${rows}, minmax(0, 1fr))` }} aria-label={t('room.participants')}>
       {tiles.map(({ key, ...t }) => (
         <Tile key={key} {...t} />
       ))}

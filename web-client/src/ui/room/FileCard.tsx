@@ -2,6 +2,8 @@ import { useEffect, useMemo } from 'react';
 import type { FileOffer } from '../../files/chunks';
 import type { RoomSession } from '../../state/roomSession';
 import { displayName, type RoomViewState } from '../../state/roomState';
+import { Icon } from '../icons';
+import { useT } from '../services';
 import styles from './FileCard.module.css';
 
 function size(n: number): string {
@@ -13,6 +15,7 @@ function size(n: number): string {
 
 /** A shared file: inline image or download link once verified, progress on both sides meanwhile. */
 export function FileCard({ offer, state, session, mine }: { offer: FileOffer; state: RoomViewState; session: RoomSession; mine: boolean }) {
+  const t = useT();
   const view = state.transfers.find((t) => t.offer.id === offer.id);
   const data = view?.direction === 'in' && view.state === 'done' ? view.data : undefined;
   const url = useMemo(() => (data ? URL.createObjectURL(new Blob([data as BlobPart], { type: offer.mime || 'application/octet-stream' })) : null), [data, offer.mime]);
@@ -22,45 +25,45 @@ export function FileCard({ offer, state, session, mine }: { offer: FileOffer; st
   return (
     <div className={styles.card} data-testid="file-card" data-file-id={offer.id} data-sha256={offer.sha256} data-state={view?.direction === 'in' ? view.state : mine ? 'mine' : 'unknown'}>
       <div className={styles.head}>
-        <span aria-hidden="true">📎</span> <span className={styles.name}>{offer.name}</span> <span className={styles.size}>{size(offer.size)}</span>
+        <Icon name="paperclip" /> <span className={styles.name}>{offer.name}</span> <span className={styles.size}>{size(offer.size)}</span>
       </div>
       {view?.direction === 'in' && (
         <>
           {['requested', 'receiving', 'verifying'].includes(view.state) && (
-            <progress max={1} value={view.progress} aria-label={`Receiving ${offer.name}`} />
+            <progress max={1} value={view.progress} aria-label={t('file.receiving', { name: offer.name })} />
           )}
           {view.state === 'offered' && (
             <button type="button" onClick={() => session.transfers.request(offer.id)}>
-              Receive
+              {t('file.receive')}
             </button>
           )}
-          {view.state === 'corrupt' && <p role="alert" className={styles.bad}>Integrity check failed: the file was discarded.</p>}
+          {view.state === 'corrupt' && <p role="alert" className={styles.bad}>{t('file.corrupt')}</p>}
           {(view.state === 'unavailable' || view.state === 'failed') && (
             <p className={styles.bad}>
-              {view.error ?? 'Not available.'}{' '}
-              <button type="button" onClick={() => session.transfers.request(offer.id)}>Retry</button>
+              {view.error ?? t('file.unavailable')}{' '}
+              <button type="button" onClick={() => session.transfers.request(offer.id)}>{t('file.retry')}</button>
             </p>
           )}
           {url && isImage && <img src={url} alt={offer.name} className={styles.image} />}
           {url && (
             <a href={url} download={offer.name} data-testid="file-download">
-              Save {offer.name} (SHA-256 verified)
+              {t('file.save', { name: offer.name })}
             </a>
           )}
         </>
       )}
       {view?.direction === 'out' && (
         <ul className={styles.peers} aria-label="Delivery">
-          {Object.entries(view.peers).length === 0 && <li>Offered: peers fetch it directly from you.</li>}
+          {Object.entries(view.peers).length === 0 && <li>{t('file.offered')}</li>}
           {Object.entries(view.peers).map(([peer, p]) => (
             <li key={peer}>
-              {displayName(state, peer.slice(0, peer.lastIndexOf('|')))}: {p.state}{' '}
-              <progress max={1} value={p.progress} aria-label={`Sending ${offer.name}`} />
+              {displayName(state, peer.slice(0, peer.lastIndexOf('|')))}: {t(`file.out.${p.state}`)}{' '}
+              <progress max={1} value={p.progress} aria-label={t('file.sending', { name: offer.name })} />
             </li>
           ))}
         </ul>
       )}
-      {!view && mine && <p className={styles.size}>Shared from an earlier visit: no longer available.</p>}
+      {!view && mine && <p className={styles.size}>{t('file.earlier')}</p>}
     </div>
   );
 }
