@@ -104,8 +104,10 @@ class PeerLink {
       if (this.pc.iceConnectionState === 'connected' || this.pc.iceConnectionState === 'completed') this.iceRestarts = 0;
       opts.onChange();
     };
+    // ICE restarts follow the ICE state only: connectionState 'failed' accompanies the same failure
+    // (restarting on both spent the bounded budget twice as fast), and a DTLS failure is not
+    // something an ICE restart mends.
     this.pc.onconnectionstatechange = () => {
-      if (this.pc.connectionState === 'failed') this.restartIce();
       if (this.pc.connectionState === 'connected') this.mesh.applyEncodings();
       opts.onChange();
     };
@@ -264,6 +266,13 @@ export class Mesh {
       }
     }
     const existing = this.peers.get(key);
+    // Only an offer or a hello starts a connection. An answer or a candidate for a connection we do
+    // not have is from one we closed (the peer left, and its last signals were still on the way):
+    // creating a connection for it would leave one that nothing ever negotiates.
+    if (!existing && !('hello' in env.msg) && !('description' in env.msg && env.msg.description.type === 'offer')) {
+      this.opts.log?.(`signal from ${key} for a closed connection dropped`);
+      return;
+    }
     if ('hello' in env.msg && existing?.negotiator.established) {
       // The remote side started a fresh connection to us (its old one is gone): follow suit.
       this.opts.log?.(`fresh connection requested by ${key}`);

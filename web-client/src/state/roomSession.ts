@@ -37,6 +37,8 @@ const TYPING_IDLE_MS = 4000;
 const REMOTE_TYPING_TTL_MS = 8000;
 const PROFILE_COALESCE_MS = 200;
 const QUALITY_INTERVAL_MS = 2000;
+/** How long a join notification waits for the newcomer's encrypted name. */
+const JOIN_NAME_WAIT_MS = 3000;
 
 export interface MediaBackend {
   getUserMedia(c: MediaStreamConstraints): Promise<MediaStream>;
@@ -123,6 +125,7 @@ export class RoomSession {
   /** Key checks heard from peers, by device key. */
   private readonly peerChecks = new Map<string, string>();
   private qualityTimer: ReturnType<typeof setInterval> | null = null;
+  private readonly pendingJoinNotices = new Map<string, ReturnType<typeof setTimeout>>();
   private qualitySamples = new Map<string, QualitySample>();
 
   constructor(private readonly d: RoomSessionDeps) {
@@ -210,6 +213,7 @@ export class RoomSession {
     this.socket.stop();
     this.mesh.close();
     if (this.qualityTimer) clearInterval(this.qualityTimer);
+    for (const t of this.pendingJoinNotices.values()) clearTimeout(t);
     const s = this.store.get();
     for (const st of [s.local.camera, s.local.screenStream]) st?.getTracks().forEach((t) => t.stop());
     for (const t of this.remoteTypingTimers.values()) clearTimeout(t);
@@ -364,6 +368,7 @@ export class RoomSession {
         const name = p.name.slice(0, 64);
         const known = ev.sender in this.store.get().names;
         this.store.set((s) => ({ ...s, names: { ...s.names, [ev.sender]: name } }));
+        if (this.pendingJoinNotices.has(ev.sender)) this.notifyJoin(ev.sender);
         // Someone whose name we did not know yet may not know ours either: the profile we sent
         // when they joined can fall before the seq their history starts at (a join races with it).
         if (!known && ev.sender !== this.d.session.user_id && this.d.now() - ev.ts < 60_000) this.announceProfile();
@@ -564,8 +569,24 @@ export class RoomSession {
     this.d.attention?.setTitle(badgeTitle(base, this.attention.count));
     // The notification names who, never what: a message's text stays out of the system's notification
     // centre (and lock screen), which keeps what it was shown.
-    const who = displayName(s, kind === 'join' ? item.subject! : item.sender);
-    this.d.attention?.notify(base, kind === 'join' ? this.t('notify.joined', { name: who }) : this.t('notify.message', { name: who }));
+    if (kind === 'join' && !(item.subject! in s.names)) {
+      // A newcomer's name arrives in their encrypted profile just after the join: wait for it
+      // (briefly; past that the server's neutral label will do).
+      const subject = item.subject!;
+      const timer = setTimeout(() => this.notifyJoin(subject), JOIN_NAME_WAIT_MS);
+      this.pendingJoinNotices.set(subject, timer);
+      return;
+    }
+    if (kind === 'join') this.notifyJoin(item.subject!);
+    else this.d.attention?.notify(base, this.t('notify.message', { name: displayName(s, item.sender) }));
+  }
+
+  private notifyJoin(userId: string): void {
+    const timer = this.pendingJoinNotices.get(userId);
+    if (timer) clearTimeout(timer);
+    this.pendingJoinNotices.delete(userId);
+    if (this.disposed) return;
+    this.d.attention?.notify(this.d.baseTitle ?? 'Confab', this.t('notify.joined', { name: displayName(this.store.get(), userId) }));
   }
 
   private async sampleQuality(): Promise<void> {
