@@ -5,6 +5,7 @@
  * imports neither the DOM nor React.
  */
 import { ConfabSocket, type SocketStatus, type WebSocketFactory, type LiveMessage } from '../protocol/socket';
+import type { BackoffOptions } from '../protocol/backoff';
 import { ConfabError, describeError, retryDelay, type RoomEvent, type RoomSummary, type Session, type IceServer } from '../protocol/types';
 import type { RestClient } from '../protocol/rest';
 import { DecryptError, openJson, sealJson, sha256Hex, type MessageContext, type RoomKey } from '../crypto/e2ee';
@@ -79,6 +80,8 @@ export interface RoomSessionDeps {
   randomId(): string;
   now(): number;
   log?(msg: string, err?: unknown): void;
+  /** Reconnect pacing; the default suits browsers, tests make it quick. */
+  backoff?: BackoffOptions;
 }
 
 interface OutboxItem {
@@ -152,6 +155,7 @@ export class RoomSession {
       url: d.wsUrl,
       token: d.session.access_token,
       factory: d.wsFactory,
+      backoff: d.backoff,
       handlers: {
         status: (s) => this.onStatus(s),
         event: (ev) => this.onEvent(ev),
@@ -193,7 +197,7 @@ export class RoomSession {
 
   /** Take the room back after `replaced` (another tab of this device had it). */
   async takeOver(): Promise<void> {
-    this.store.set((s) => ({ ...s, ended: null }));
+    this.store.set((s) => ({ ...s, ended: null, connection: this.socket.isOnline ? 'online' : 'connecting' }));
     await this.socket.subscribe(this.d.roomId, this.socket.lastSeq(this.d.roomId));
   }
 
