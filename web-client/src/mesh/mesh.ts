@@ -347,6 +347,24 @@ export class Mesh {
     this.broadcastMediaState();
   }
 
+  /**
+   * Send `next` instead of `prev` (another microphone or camera) without renegotiating: the
+   * senders keep their transceivers, only the source changes (RTCRtpSender.replaceTrack).
+   */
+  async replaceTrack(prev: MediaStreamTrack, next: MediaStreamTrack): Promise<void> {
+    const jobs: Array<Promise<void>> = [];
+    for (const link of this.peers.values()) {
+      const sender = link.senders.get(prev.id);
+      if (!sender) continue;
+      link.senders.delete(prev.id);
+      link.senders.set(next.id, sender);
+      jobs.push(sender.replaceTrack(next).catch((e: unknown) => this.opts.log?.('replaceTrack', e)));
+    }
+    await Promise.all(jobs);
+    this.applyEncodings();
+    this.broadcastMediaState();
+  }
+
   removeStream(stream: MediaStream): void {
     for (const t of stream.getTracks()) this.removeTrack(t);
     this.sources.delete(stream.id);

@@ -12,6 +12,11 @@ export const browserMedia: MediaBackend = {
   createStream: (tracks) => new MediaStream(tracks),
   // Lazily: the WASM is large and only needed by those who choose it.
   denoise: async (mic) => (await import('./rnnoise')).denoise(mic),
+  enumerateDevices: () => navigator.mediaDevices.enumerateDevices(),
+  onDeviceChange: (fn) => {
+    navigator.mediaDevices.addEventListener('devicechange', fn);
+    return () => navigator.mediaDevices.removeEventListener('devicechange', fn);
+  },
 };
 
 export const wsFactory = (url: string): WebSocketLike => new WebSocket(url) as unknown as WebSocketLike;

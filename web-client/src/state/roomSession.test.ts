@@ -10,7 +10,7 @@ import { LocalMemory, memoryStore } from './storage';
 import { deriveRoomKeyMaterial } from '../crypto/e2ee';
 import type { RestClient } from '../protocol/rest';
 import { FakeRoomServer, ROOM } from '../testing/fakeServer';
-import { asStream, cameraStream, FakeRtcWorld, FakeStream, until } from '../testing/fakeRtc';
+import { asStream, cameraStream, FakeRtcWorld, FakeStream, FakeTrack, until } from '../testing/fakeRtc';
 import { deviceKey } from '../mesh/negotiation';
 
 const ITERATIONS = 1000; // the real 600,000 are tested in crypto; here only agreement matters
@@ -172,5 +172,81 @@ describe('room session', () => {
     expect(alice.notes.join()).not.toContain('secret words');
     alice.session.setHidden(false);
     expect(alice.titles.at(-1)).toBe('Confab');
+  });
+});
+
+describe('devices during the call', () => {
+  it('an unplugged microphone falls back to the default, swapped into the call without renegotiating', async () => {
+    const server = new FakeRoomServer();
+    const world = new FakeRtcWorld();
+    const alice = await join(server, world, '@alice:test', 'pass');
+    // Bob's browser, with a USB headset and a device-change event the test fires.
+    const devices = [
+      { kind: 'audioinput', deviceId: 'mic-usb', label: 'USB headset' },
+      { kind: 'audioinput', deviceId: 'mic-built-in', label: 'Built-in' },
+      { kind: 'videoinput', deviceId: 'cam-1', label: 'Camera' },
+    ];
+    let changed: (() => void) | null = null;
+    const asked: MediaStreamConstraints[] = [];
+    const token = server.guest('@bob:test', 'DB');
+    const memory = new LocalMemory(memoryStore());
+    const bob = new RoomSession({
+      roomId: ROOM,
+      session: { user_id: '@bob:test', device_id: 'DB', access_token: token, display_name: 'bob' } as never,
+      myName: 'bob',
+      roomKey: await deriveRoomKeyMaterial('pass', ROOM, ITERATIONS),
+      weakKey: false,
+      rest: { leave: async () => undefined } as unknown as RestClient,
+      memory,
+      wsUrl: 'ws://fake',
+      wsFactory: server.factory,
+      iceServers: [],
+      createPeerConnection: world.create,
+      media: {
+        getUserMedia: async (c) => {
+          asked.push(c);
+          return asStream(c.video ? cameraStream() : new FakeStream([new FakeTrack('audio')]));
+        },
+        getDisplayMedia: async () => asStream(new FakeStream()),
+        createStream: (tracks) => asStream(new FakeStream(tracks as never)),
+        enumerateDevices: async () => devices,
+        onDeviceChange: (fn) => {
+          changed = fn;
+          return () => (changed = null);
+        },
+      },
+      randomId: () => Math.random().toString(16).slice(2).padEnd(32, '0'),
+      now: () => Date.now(),
+      backoff: { baseMs: 20, maxMs: 100, factor: 2 },
+    });
+    sessions.push(bob);
+    await bob.start({ mic: true, cam: true, noiseSuppression: true, audioDeviceId: 'mic-usb' });
+    await until(() => bob.store.get().peers[alice.key]?.state === 'connected' && bob.store.get().devices.length === 3, 'bob in the call, devices listed');
+    expect(bob.store.get().deviceChoice.audioinput).toBe('mic-usb');
+    // Bob's connection to Alice: the one sending Bob's microphone.
+    const bobsPc = world.all.find((p) => p.senders.some((x) => (bob.store.get().local.camera?.getAudioTracks() ?? []).includes(x.track as never)))!;
+    expect(bobsPc).toBeTruthy();
+    const oldMic = bob.store.get().local.camera!.getAudioTracks()[0]!;
+    const offers = bobsPc.offersMade;
+
+    devices.splice(0, 1); // the headset is unplugged
+    changed!();
+    await until(() => bob.store.get().deviceChoice.audioinput === '' && bob.store.get().local.camera!.getAudioTracks()[0] !== oldMic, 'fell back to the default microphone');
+    expect(bob.store.get().banner?.text).toBe('Your microphone was disconnected: now using the default one.');
+    const newMic = bob.store.get().local.camera!.getAudioTracks()[0]!;
+    expect((oldMic as unknown as FakeTrack).readyState).toBe('ended');
+    expect(bobsPc.senders.some((x) => x.track === (newMic as unknown as FakeTrack))).toBe(true);
+    expect(bobsPc.offersMade).toBe(offers); // replaceTrack: no renegotiation
+    // The new capture asked for the default device: no deviceId constraint.
+    expect(JSON.stringify(asked.at(-1))).not.toContain('mic-usb');
+    expect(newMic.enabled).toBe(true); // the microphone stays on as it was
+
+    // Switching by hand to another camera swaps the video sender too.
+    const oldCam = bob.store.get().local.camera!.getVideoTracks()[0]!;
+    await bob.switchDevice('videoinput', 'cam-1');
+    const newCam = bob.store.get().local.camera!.getVideoTracks()[0]!;
+    expect(newCam).not.toBe(oldCam);
+    expect(JSON.stringify(asked.at(-1))).toContain('cam-1');
+    expect(bobsPc.senders.some((x) => x.track === (newCam as unknown as FakeTrack))).toBe(true);
   });
 });

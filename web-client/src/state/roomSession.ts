@@ -13,6 +13,7 @@ import { english, type Translate } from '../i18n/i18n';
 import { assessQuality, type QualitySample } from '../mesh/quality';
 import { AttentionCounter, attentionKind, badgeTitle } from './attention';
 import { decodeKeyCheck, encodeKeyCheck, judgeKeys } from './keyCheck';
+import { listDevices, removedChoices, type DeviceKind } from './devices';
 import { Mesh, type SignalEnvelope } from '../mesh/mesh';
 import { deviceKey } from '../mesh/negotiation';
 import { FileTransfers } from '../files/transfers';
@@ -47,6 +48,9 @@ export interface MediaBackend {
   createStream(tracks: MediaStreamTrack[]): MediaStream;
   /** A track carrying `mic` with RNNoise applied (loaded on first use). */
   denoise?(mic: MediaStreamTrack): Promise<MediaStreamTrack>;
+  enumerateDevices?(): Promise<Array<{ kind: string; deviceId: string; label: string }>>;
+  /** Calls `fn` on every `devicechange`; returns the unsubscribe. */
+  onDeviceChange?(fn: () => void): () => void;
 }
 
 /** How the tab asks for attention while hidden (title badge, notifications); absent in tests that do not care. */
@@ -129,6 +133,7 @@ export class RoomSession {
   private readonly peerChecks = new Map<string, string>();
   private qualityTimer: ReturnType<typeof setInterval> | null = null;
   private readonly pendingJoinNotices = new Map<string, ReturnType<typeof setTimeout>>();
+  private stopDeviceWatch: (() => void) | null = null;
   private qualitySamples = new Map<string, QualitySample>();
 
   constructor(private readonly d: RoomSessionDeps) {
@@ -177,6 +182,9 @@ export class RoomSession {
     this.socket.start();
     const since = this.d.memory.room(this.d.roomId)?.joinedSeq ?? 0;
     this.qualityTimer = setInterval(() => void this.sampleQuality(), QUALITY_INTERVAL_MS);
+    this.store.set((s) => ({ ...s, deviceChoice: { ...s.deviceChoice, audioinput: media.audioDeviceId ?? '', videoinput: media.videoDeviceId ?? '' } }));
+    this.stopDeviceWatch = this.d.media.onDeviceChange?.(() => void this.devicesChanged()) ?? null;
+    void this.refreshDevices();
     try {
       await this.socket.subscribe(this.d.roomId, since);
     } catch (err) {
@@ -218,6 +226,7 @@ export class RoomSession {
     this.mesh.close();
     if (this.qualityTimer) clearInterval(this.qualityTimer);
     for (const t of this.pendingJoinNotices.values()) clearTimeout(t);
+    this.stopDeviceWatch?.();
     const s = this.store.get();
     for (const st of [s.local.camera, s.local.screenStream]) st?.getTracks().forEach((t) => t.stop());
     for (const t of this.remoteTypingTimers.values()) clearTimeout(t);
@@ -662,6 +671,63 @@ export class RoomSession {
       this.mesh.addStream(stream, 'camera');
     }
     this.store.set((s) => ({ ...s, local: { ...s.local, camera: stream, mic: m.mic && !!stream?.getAudioTracks().length, cam: !!stream?.getVideoTracks().length, rnnoise } }));
+  }
+
+  // ---------- devices ----------
+
+  private async refreshDevices(): Promise<void> {
+    if (!this.d.media.enumerateDevices) return;
+    try {
+      const devices = listDevices(await this.d.media.enumerateDevices());
+      if (!this.disposed) this.store.set((s) => ({ ...s, devices }));
+    } catch (e) {
+      this.d.log?.('enumerateDevices', e);
+    }
+  }
+
+  /** A device came or went: a chosen one that is gone falls back to the default, with a notice. */
+  private async devicesChanged(): Promise<void> {
+    await this.refreshDevices();
+    const s = this.store.get();
+    const gone = removedChoices(s.deviceChoice, s.devices);
+    for (const kind of gone) {
+      await this.switchDevice(kind, '');
+      this.banner({ tone: 'warn', id: 'device', text: this.t(`devices.gone.${kind}`) });
+    }
+  }
+
+  /**
+   * Use another microphone, camera or speaker during the call. Inputs are captured anew and
+   * swapped into every peer connection with replaceTrack (no renegotiation); the speaker choice is
+   * applied by the tiles (setSinkId, where the browser has it). '' = the system default.
+   */
+  async switchDevice(kind: DeviceKind, deviceId: string): Promise<void> {
+    this.store.set((s) => ({ ...s, deviceChoice: { ...s.deviceChoice, [kind]: deviceId } }));
+    if (kind === 'audiooutput') return;
+    if (kind === 'audioinput') this.media = { ...this.media, audioDeviceId: deviceId || undefined };
+    else this.media = { ...this.media, videoDeviceId: deviceId || undefined };
+    const s = this.store.get();
+    const stream = s.local.camera;
+    const old = kind === 'audioinput' ? stream?.getAudioTracks()[0] : stream?.getVideoTracks()[0];
+    // A camera that is off is only remembered: it is captured when turned on.
+    if (!stream || !old || (kind === 'videoinput' && !s.local.cam)) return;
+    let next: MediaStreamTrack | undefined;
+    try {
+      const got = await this.d.media.getUserMedia(kind === 'audioinput' ? { audio: this.audioConstraints() } : { video: this.videoConstraints() });
+      next = kind === 'audioinput' ? got.getAudioTracks()[0] : got.getVideoTracks()[0];
+    } catch (err) {
+      this.banner({ tone: 'warn', text: this.t('devices.switchFailed', { why: describeError(err, this.t) }) });
+      return;
+    }
+    if (!next || this.disposed) return next?.stop();
+    if (kind === 'audioinput') next.enabled = s.local.mic;
+    stream.removeTrack(old);
+    stream.addTrack(next);
+    await this.mesh.replaceTrack(old, next);
+    old.stop();
+    // The same stream object keeps its identity (the mesh knows its sources by it); the media
+    // element showing it follows the swapped track by itself.
+    this.store.set((st) => ({ ...st, local: { ...st.local, cameraLabel: kind === 'videoinput' ? next.label : st.local.cameraLabel, micLabel: kind === 'audioinput' ? next.label : st.local.micLabel } }));
   }
 
   toggleMic(): void {

@@ -7,6 +7,7 @@ import type { Member, RoomSummary } from '../protocol/types';
 import type { FileOffer } from '../files/chunks';
 import type { TransferView } from '../files/transfers';
 import type { Quality } from '../mesh/quality';
+import { DEFAULT_CHOICE, type DeviceChoice, type DeviceEntry } from './devices';
 
 export type ItemStatus = 'ok' | 'protected' | 'refused';
 
@@ -94,12 +95,25 @@ export interface RoomViewState {
   liveFromSeq: number;
   /** The newest item that arrived live (announced through the chat's live region). */
   lastLive: ChatItem | null;
+  /** Microphones, cameras and speakers present, and the chosen one of each ('' = default). */
+  devices: DeviceEntry[];
+  deviceChoice: DeviceChoice;
   /** device key → connection quality from getStats */
   quality: Record<string, Quality>;
   peers: Record<string, PeerView>;
   transfers: TransferView[];
   /** `rnnoise`: the microphone goes through RNNoise. */
-  local: { mic: boolean; cam: boolean; screen: boolean; camera: MediaStream | null; screenStream: MediaStream | null; rnnoise?: boolean };
+  local: {
+    mic: boolean;
+    cam: boolean;
+    screen: boolean;
+    camera: MediaStream | null;
+    screenStream: MediaStream | null;
+    rnnoise?: boolean;
+    /** Labels of the tracks in use, after a switch (diagnostics and the device menus). */
+    micLabel?: string;
+    cameraLabel?: string;
+  };
 }
 
 export function initialRoomState(roomId: string, me: { userId: string; deviceId: string }, myName: string, weakKey: boolean, fingerprint = ''): RoomViewState {
@@ -128,6 +142,8 @@ export function initialRoomState(roomId: string, me: { userId: string; deviceId:
     liveFromSeq: Infinity,
     lastLive: null,
     quality: {},
+    devices: [],
+    deviceChoice: DEFAULT_CHOICE,
     peers: {},
     transfers: [],
     local: { mic: false, cam: false, screen: false, camera: null, screenStream: null },

@@ -16,7 +16,7 @@ function tilesOf(s: RoomViewState): Array<TileProps & { key: string }> {
   for (const p of Object.values(s.peers)) {
     const name = displayName(s, p.userId);
     const cam = p.streams.find((x) => x.label === 'camera');
-    tiles.push({ key: p.key, testId: `tile-${p.key}`, stream: cam?.stream ?? null, name, label: 'camera', isSelf: false, state: p.state, keyMismatch: !!s.keyMismatch[p.key], quality: s.quality[p.key], micOn: p.media.mic, camOn: p.media.cam || (!!cam && p.media.cam === undefined) });
+    tiles.push({ key: p.key, testId: `tile-${p.key}`, stream: cam?.stream ?? null, name, label: 'camera', isSelf: false, state: p.state, keyMismatch: !!s.keyMismatch[p.key], quality: s.quality[p.key], sinkId: s.deviceChoice.audiooutput, micOn: p.media.mic, camOn: p.media.cam || (!!cam && p.media.cam === undefined) });
     for (const sc of p.streams.filter((x) => x.label === 'screen')) {
       tiles.push({ key: `${p.key}-${sc.id}`, testId: `tile-screen-${p.key}`, stream: sc.stream, name, label: 'screen', isSelf: false, micOn: false, camOn: true });
     }

@@ -15,10 +15,13 @@ interface Props {
   onLeave(): void;
   chatButton: RefObject<HTMLButtonElement | null>;
   hostButton: RefObject<HTMLButtonElement | null>;
+  devicesOpen: boolean;
+  onToggleDevices(): void;
+  devicesButton: RefObject<HTMLButtonElement | null>;
 }
 
 /** The call's control bar: every button has a text caption beside its icon, and its shortcut in the tooltip. */
-export function Controls({ state, session, chatOpen, onToggleChat, hostOpen, onToggleHost, onLeave, chatButton, hostButton }: Props) {
+export function Controls({ state, session, chatOpen, onToggleChat, hostOpen, onToggleHost, onLeave, chatButton, hostButton, devicesOpen, onToggleDevices, devicesButton }: Props) {
   const t = useT();
   const l = state.local;
   return (
@@ -31,6 +34,9 @@ export function Controls({ state, session, chatOpen, onToggleChat, hostOpen, onT
       </button>
       <button type="button" onClick={() => void session.toggleScreen()} aria-pressed={l.screen} data-testid="toggle-screen" aria-keyshortcuts="D" title={t('controls.shortcut', { key: 'D' })}>
         <Icon name="screen" /> {l.screen ? t('controls.stopShare') : t('controls.share')}
+      </button>
+      <button ref={devicesButton} type="button" onClick={onToggleDevices} aria-pressed={devicesOpen} aria-expanded={devicesOpen} data-testid="toggle-devices">
+        <Icon name="settings" /> {t('controls.devices')}
       </button>
       <button ref={chatButton} type="button" onClick={onToggleChat} aria-pressed={chatOpen} aria-expanded={chatOpen} data-testid="toggle-chat" aria-keyshortcuts="C" title={t('controls.shortcut', { key: 'C' })}>
         <Icon name="chat" /> {t('controls.chat')}

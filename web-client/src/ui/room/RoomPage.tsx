@@ -25,6 +25,7 @@ import { ChatPanel } from './ChatPanel';
 import { Controls } from './Controls';
 import { HelpDialog } from './HelpDialog';
 import { HostPanel } from './HostPanel';
+import { DevicesPanel } from './DevicesPanel';
 import styles from './RoomPage.module.css';
 
 declare global {
@@ -74,6 +75,8 @@ function RoomView({ session, passphrase }: { session: RoomSession; passphrase: s
   const state: RoomViewState = useSyncExternalStore(session.store.subscribe, session.store.get);
   const [hostOpen, setHostOpen] = useState(false);
   const [helpOpen, setHelpOpen] = useState(false);
+  const [devicesOpen, setDevicesOpen] = useState(false);
+  const devicesButton = useRef<HTMLButtonElement>(null);
   // Panels opened by the user take the focus; the chat that is open on arrival does not.
   const [focusPanels, setFocusPanels] = useState(false);
   const chatButton = useRef<HTMLButtonElement>(null);
@@ -86,6 +89,10 @@ function RoomView({ session, passphrase }: { session: RoomSession; passphrase: s
   const toggleHost = () => {
     setFocusPanels(true);
     setHostOpen((o) => !o);
+  };
+  const toggleDevices = () => {
+    setFocusPanels(true);
+    setDevicesOpen((o) => !o);
   };
   const leave = () => void session.leave().then(() => navigate('#/'));
 
@@ -161,9 +168,10 @@ function RoomView({ session, passphrase }: { session: RoomSession; passphrase: s
           <CallGrid state={state} />
         </main>
         {state.chatOpen && <ChatPanel state={state} session={session} focusOnOpen={focusPanels} returnFocus={chatButton} onClose={toggleChat} />}
+        {devicesOpen && <DevicesPanel state={state} session={session} focusOnOpen={focusPanels} returnFocus={devicesButton} onClose={toggleDevices} />}
         {hostOpen && state.isHost && <HostPanel state={state} rest={services.rest} passphrase={passphrase} focusOnOpen={focusPanels} returnFocus={hostButton} onClose={toggleHost} />}
       </div>
-      <Controls state={state} session={session} chatOpen={state.chatOpen} onToggleChat={toggleChat} hostOpen={hostOpen} onToggleHost={toggleHost} onLeave={leave} chatButton={chatButton} hostButton={hostButton} />
+      <Controls state={state} session={session} chatOpen={state.chatOpen} onToggleChat={toggleChat} hostOpen={hostOpen} onToggleHost={toggleHost} onLeave={leave} chatButton={chatButton} hostButton={hostButton} devicesOpen={devicesOpen} onToggleDevices={toggleDevices} devicesButton={devicesButton} />
       <HelpDialog open={helpOpen} onClose={() => setHelpOpen(false)} />
     </div>
   );

@@ -18,10 +18,12 @@ export interface TileProps {
   micOn: boolean;
   camOn: boolean;
   testId: string;
+  /** The chosen speaker ('' = default), applied with setSinkId where the browser has it. */
+  sinkId?: string;
 }
 
 /** One video (or avatar) with name, speaking ring, connection quality, and for remote audio a volume slider and local mute. */
-export function Tile({ stream, name, label, isSelf, state, keyMismatch, quality, micOn, camOn, testId }: TileProps) {
+export function Tile({ stream, name, label, isSelf, state, keyMismatch, quality, micOn, camOn, testId, sinkId }: TileProps) {
   const t = useT();
   const videoRef = useRef<HTMLVideoElement>(null);
   const audioRef = useRef<HTMLAudioElement>(null);
@@ -37,6 +39,11 @@ export function Tile({ stream, name, label, isSelf, state, keyMismatch, quality,
   useEffect(() => {
     if (audioRef.current && audioRef.current.srcObject !== stream) audioRef.current.srcObject = stream;
   }, [stream, hasAudio]);
+  useEffect(() => {
+    const el = audioRef.current as (HTMLAudioElement & { setSinkId?(id: string): Promise<void> }) | null;
+    if (!el?.setSinkId || sinkId === undefined) return;
+    el.setSinkId(sinkId).catch((e: unknown) => console.warn('[confab] setSinkId', e));
+  }, [sinkId, hasAudio]);
   useEffect(() => {
     if (audioRef.current) {
       audioRef.current.volume = volume;
