@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { cachePolicy } from './policy';
+import { cachePolicy, shellAssets } from './policy';
 
 const scope = 'https://confab.example/';
 const get = (path: string, mode = 'no-cors') => cachePolicy({ method: 'GET', url: scope + path, mode }, scope);
@@ -29,5 +29,13 @@ describe('service worker cache policy', () => {
     expect(cachePolicy({ method: 'GET', url: sub + '_confab/v1/config' }, sub)).toBe('bypass');
     expect(cachePolicy({ method: 'GET', url: sub + 'assets/x.js' }, sub)).toBe('immutable');
     expect(cachePolicy({ method: 'GET', url: 'https://example.org/assets/x.js' }, sub)).toBe('bypass');
+  });
+});
+
+describe('shell assets', () => {
+  it('are the scripts and styles index.html loads, not other links', () => {
+    const html = `<link rel="manifest" href="./manifest.webmanifest" /><script type="module" crossorigin src="./assets/index-Bg.js"></script>
+      <link rel="stylesheet" crossorigin href="./assets/index-CS.css"><link rel="modulepreload" href="./assets/vendor-x.js"><a href="https://x/assets/y.js">`;
+    expect(shellAssets(html)).toEqual(['assets/index-Bg.js', 'assets/index-CS.css', 'assets/vendor-x.js']);
   });
 });

@@ -24,3 +24,10 @@ export function cachePolicy(req: { method: string; url: string; mode?: string },
 
 /** Files cached when the worker installs, relative to its scope. */
 export const SHELL_FILES = ['./', 'manifest.webmanifest', 'icons/icon.svg', 'icons/icon-192.png'];
+
+/** The build files the page loads first, read from its HTML, so the shell is whole offline after the first visit. */
+export function shellAssets(html: string): string[] {
+  const out = new Set<string>();
+  for (const m of html.matchAll(/<(?:script|link)\b[^>]*\b(?:src|href)="\.?\/?(assets\/[^"?#]+)"/g)) out.add(m[1]!);
+  return [...out];
+}

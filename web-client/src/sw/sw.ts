@@ -5,7 +5,7 @@
  * at the root, so its scope is the whole app); the cache name carries the build id, so a new
  * deployment installs a new worker that drops the old build's files.
  */
-import { cachePolicy, SHELL_FILES } from './policy';
+import { cachePolicy, shellAssets, SHELL_FILES } from './policy';
 
 declare const self: ServiceWorkerGlobalScope;
 declare const __CONFAB_BUILD__: string;
@@ -13,10 +13,15 @@ const CACHE = `confab-shell-${__CONFAB_BUILD__}`;
 
 self.addEventListener('install', (event) => {
   event.waitUntil(
-    caches
-      .open(CACHE)
-      .then((c) => c.addAll(SHELL_FILES))
-      .then(() => self.skipWaiting()),
+    (async () => {
+      const cache = await caches.open(CACHE);
+      await cache.addAll(SHELL_FILES);
+      // The page's own scripts and styles too: the visit that installs the worker loaded them
+      // before the worker could see the requests.
+      const page = await cache.match('./');
+      if (page) await cache.addAll(shellAssets(await page.text()));
+      await self.skipWaiting();
+    })(),
   );
 });
 
