@@ -17,3 +17,8 @@ export function meterLevel(samples: ArrayLike<number>): number {
   const db = 20 * Math.log10(r);
   return Math.min(1, Math.max(0, (db + 60) / 60));
 }
+
+/** Peak hold with decay, as level meters do: a short sound stays visible for a moment. */
+export function heldLevel(previous: number, current: number, decay = 0.8): number {
+  return Math.max(current, previous * decay);
+}

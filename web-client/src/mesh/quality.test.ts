@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { assessQuality, type QualitySample } from './quality';
-import { meterLevel, rms } from './audioLevel';
+import { heldLevel, meterLevel, rms } from './audioLevel';
 
 const sample = (at: number, rtt: number | null, received: number, lost: number, bytes: number): QualitySample => ({ at, rtt, packetsReceived: received, packetsLost: lost, bytesReceived: bytes });
 
@@ -30,5 +30,15 @@ describe('audio level', () => {
     expect(meterLevel(new Float32Array(128).fill(1))).toBe(1);
     expect(meterLevel(new Float32Array(128).fill(0.001))).toBeCloseTo(0, 5); // -60 dBFS
     expect(meterLevel(new Float32Array(128).fill(0.0316))).toBeCloseTo(0.5, 2); // -30 dBFS
+  });
+});
+
+describe('meter hold', () => {
+  it('rises at once and falls gradually', () => {
+    expect(heldLevel(0.1, 0.9)).toBe(0.9);
+    expect(heldLevel(0.9, 0)).toBeCloseTo(0.72);
+    let l = 1;
+    for (let i = 0; i < 30; i++) l = heldLevel(l, 0);
+    expect(l).toBeLessThan(0.01);
   });
 });

@@ -1,5 +1,5 @@
 import { useEffect, useState } from 'react';
-import { meterLevel } from '../mesh/audioLevel';
+import { heldLevel, meterLevel } from '../mesh/audioLevel';
 import { sharedAudioContext } from './room/useSpeaking';
 
 /** The microphone level of a stream (0–1), sampled about ten times a second, for the pre-join meter. */
@@ -19,7 +19,8 @@ export function useLevel(stream: MediaStream | null): number {
     const buf = new Float32Array(analyser.fftSize);
     const timer = setInterval(() => {
       analyser.getFloatTimeDomainData(buf);
-      setLevel(meterLevel(buf));
+      const now = meterLevel(buf);
+      setLevel((prev) => heldLevel(prev, now));
     }, 100);
     return () => {
       clearInterval(timer);
