@@ -12,6 +12,7 @@ import type { RestClient } from '../protocol/rest';
 import { FakeRoomServer, ROOM } from '../testing/fakeServer';
 import { asStream, cameraStream, FakeRtcWorld, FakeStream, FakeTrack, until } from '../testing/fakeRtc';
 import { deviceKey } from '../mesh/negotiation';
+import { memoryFileStore } from '../files/memoryStore';
 
 const ITERATIONS = 1000; // the real 600,000 are tested in crypto; here only agreement matters
 const sessions: RoomSession[] = [];
@@ -50,6 +51,7 @@ async function join(server: FakeRoomServer, world: FakeRtcWorld, user: string, p
     wsFactory: server.factory,
     iceServers: [],
     createPeerConnection: world.create,
+    fileStore: memoryFileStore(),
     media: {
       getUserMedia: async () => asStream(cameraStream()),
       getDisplayMedia: async () => asStream(new FakeStream()),
@@ -202,6 +204,7 @@ describe('devices during the call', () => {
       wsFactory: server.factory,
       iceServers: [],
       createPeerConnection: world.create,
+      fileStore: memoryFileStore(),
       media: {
         getUserMedia: async (c) => {
           asked.push(c);

@@ -8,7 +8,7 @@ import { ConfabSocket, type SocketStatus, type WebSocketFactory, type LiveMessag
 import type { BackoffOptions } from '../protocol/backoff';
 import { ConfabError, describeError, retryDelay, type RoomEvent, type RoomSummary, type Session, type IceServer } from '../protocol/types';
 import type { RestClient } from '../protocol/rest';
-import { DecryptError, openJson, sealJson, sha256Hex, type MessageContext, type RoomKey } from '../crypto/e2ee';
+import { DecryptError, openJson, sealJson, type MessageContext, type RoomKey } from '../crypto/e2ee';
 import { english, type Translate } from '../i18n/i18n';
 import { assessQuality, type QualitySample } from '../mesh/quality';
 import { AttentionCounter, attentionKind, badgeTitle } from './attention';
@@ -17,7 +17,8 @@ import { listDevices, removedChoices, type DeviceKind } from './devices';
 import { Mesh, type SignalEnvelope } from '../mesh/mesh';
 import { deviceKey } from '../mesh/negotiation';
 import { FileTransfers } from '../files/transfers';
-import type { ByteSource, FileOffer } from '../files/chunks';
+import type { ByteSource, FileOffer, FileStore } from '../files/chunks';
+import { createSha256, hashSource } from '../files/hash';
 import { Store } from './store';
 import {
   addChatItem,
@@ -81,6 +82,8 @@ export interface RoomSessionDeps {
   iceTransportPolicy?: RTCIceTransportPolicy;
   createPeerConnection(config: RTCConfiguration): RTCPeerConnection;
   media: MediaBackend;
+  /** Where received files are written (the Origin Private File System in the browser). */
+  fileStore: FileStore;
   randomId(): string;
   now(): number;
   log?(msg: string, err?: unknown): void;
@@ -143,7 +146,7 @@ export class RoomSession {
     if (d.weakKey) this.banner({ tone: 'warn', text: this.t('e2ee.notPrivateBanner') });
     const hasTurn = d.iceServers.some((s) => [s.urls].flat().some((u) => /^turns?:/.test(u)));
     if (d.iceTransportPolicy === 'relay' && !hasTurn) this.banner({ tone: 'warn', text: this.t('banner.relayNoTurn') });
-    this.transfers = new FileTransfers({ hash: sha256Hex, onChange: () => this.queueChange() });
+    this.transfers = new FileTransfers({ createHasher: createSha256, store: d.fileStore, now: d.now, onChange: () => this.queueChange() });
     this.mesh = new Mesh({
       self: { user_id: me.userId, device_id: me.deviceId },
       sid: d.randomId(),
@@ -224,6 +227,7 @@ export class RoomSession {
     this.disposed = true;
     this.socket.stop();
     this.mesh.close();
+    this.transfers.close();
     if (this.qualityTimer) clearInterval(this.qualityTimer);
     for (const t of this.pendingJoinNotices.values()) clearTimeout(t);
     this.stopDeviceWatch?.();
@@ -427,13 +431,14 @@ export class RoomSession {
 
   /** Offer a local file to the room; peers pull it over their data channels. */
   async shareFile(file: { name: string; type: string; source: ByteSource }): Promise<void> {
-    const bytes = await file.source.read(0, file.source.size);
+    // Hashed slice by slice: a file of any size is never held whole in memory.
+    const sha256 = await hashSource(file.source);
     const offer: FileOffer = {
       id: this.d.randomId().replace(/[^0-9a-f]/g, '').padEnd(32, '0').slice(0, 32),
       name: file.name,
       size: file.source.size,
       mime: file.type || 'application/octet-stream',
-      sha256: await sha256Hex(bytes),
+      sha256,
     };
     this.transfers.share(offer, file.source);
     const mid = this.d.randomId();

@@ -4,6 +4,7 @@ import { navigate } from '../useHashRoute';
 import { iceTransportPolicy, inviteFragment, type MediaPrefs } from '../../state/links';
 import { RoomSession } from '../../state/roomSession';
 import { deriveRoomKeyMaterial, effectivePassphrase } from '../../crypto/e2ee';
+import { browserFileStore } from '../../platform/opfs';
 import { describeError } from '../../protocol/types';
 import { shortcutFor } from '../../state/shortcuts';
 import {
@@ -199,6 +200,7 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
       setPhase(t('room.connecting'));
       const guest = await services.ensureSession();
       const config = await services.config();
+      const fileStore = await browserFileStore();
       // After a reload this browser is an earlier member: joining needs no invite.
       if (!services.handoff || services.handoff.roomId !== roomId) await services.rest.join(roomId);
       if (!live) return;
@@ -221,6 +223,7 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
         iceTransportPolicy: iceTransportPolicy(prefs),
         createPeerConnection,
         media: browserMedia,
+        fileStore,
         randomId: () => randomHex(16),
         now: () => Date.now(),
         log: (m, e) => {
@@ -232,7 +235,7 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
       window.__confab = {
         state: () => {
           const s = created!.store.get();
-          return { ...s, local: { mic: s.local.mic, cam: s.local.cam, screen: s.local.screen, rnnoise: s.local.rnnoise ?? false }, peers: Object.fromEntries(Object.entries(s.peers).map(([k, p]) => [k, { ...p, streams: p.streams.map((x) => ({ id: x.id, label: x.label, tracks: x.stream.getTracks().length })) }])), transfers: s.transfers.map((x) => ({ ...x, data: undefined })) };
+          return { ...s, local: { mic: s.local.mic, cam: s.local.cam, screen: s.local.screen, rnnoise: s.local.rnnoise ?? false }, peers: Object.fromEntries(Object.entries(s.peers).map(([k, p]) => [k, { ...p, streams: p.streams.map((x) => ({ id: x.id, label: x.label, tracks: x.stream.getTracks().length })) }])), transfers: s.transfers.map((x) => ({ ...x, blob: undefined })) };
         },
         stats: () => created!.mesh.inboundStats(),
         pending: () => created!.pendingCount(),
