@@ -89,6 +89,11 @@ export class IncomingFile {
   private written = 0;
   private writing: Promise<void> = Promise.resolve();
   private failed: unknown = null;
+  /** Chunks are gathered into batches (one write per MiB, not per chunk: each write is an IPC round trip). */
+  private batch: Uint8Array | null = null;
+  private batchFill = 0;
+  /** Batch buffers whose write finished, for reuse (no garbage per MiB received). */
+  private readonly spare: Uint8Array[] = [];
   readonly total: number;
 
   constructor(
@@ -112,19 +117,37 @@ export class IncomingFile {
     this.hasher.update(data);
     this.next++;
     this.bytes += data.length;
-    // The frame's buffer is the channel's; the sink may keep what it is given until written.
-    const copy = data.slice();
+    let off = 0;
+    while (off < data.length) {
+      this.batch ??= this.spare.pop() ?? new Uint8Array(WRITE_BATCH);
+      const n = Math.min(WRITE_BATCH - this.batchFill, data.length - off);
+      this.batch.set(data.subarray(off, off + n), this.batchFill);
+      this.batchFill += n;
+      off += n;
+      if (this.batchFill === WRITE_BATCH) this.flush();
+    }
+    if (this.complete) this.flush();
+    return 'ok';
+  }
+
+  private flush(): void {
+    const buf = this.batch;
+    const len = this.batchFill;
+    if (!buf || len === 0) return;
+    this.batch = null;
+    this.batchFill = 0;
     this.writing = this.writing.then(async () => {
       if (this.failed) return;
       try {
-        await this.sink.write(copy);
-        this.written += copy.length;
+        await this.sink.write(buf.subarray(0, len));
+        this.written += len;
         this.onWritten(this.written);
       } catch (e) {
         this.failed = e;
+      } finally {
+        if (this.spare.length < 4) this.spare.push(buf);
       }
     });
-    return 'ok';
   }
 
   get receivedBytes(): number {
@@ -196,6 +219,8 @@ export class CreditGate {
   }
 }
 
+/** The receiver appends to its sink in pieces of this size. */
+export const WRITE_BATCH = 1024 * 1024;
 /** Bytes a sender may have in flight to one receiver beyond what that receiver has written. */
 export const FLOW_WINDOW = 8 * 1024 * 1024;
 /** The receiver acknowledges after every this many bytes written. */
@@ -215,6 +240,20 @@ export interface DataChannelLike {
 export interface ByteSource {
   readonly size: number;
   read(start: number, end: number): Promise<Uint8Array>;
+  /**
+   * The bytes from `start` on, in pieces; each piece is valid only until the next is asked for
+   * (the browser's reads one buffer over and over, so a 2 GB file makes no garbage to collect).
+   */
+  pieces?(start: number): AsyncIterable<Uint8Array>;
+}
+
+/** Pieces of `source` from `start` on: its own reader where it has one, else slices of `sliceBytes`. */
+export async function* piecesOf(source: ByteSource, start = 0, sliceBytes = 1024 * 1024): AsyncIterable<Uint8Array> {
+  if (source.pieces) {
+    yield* source.pieces(start);
+    return;
+  }
+  for (let at = start; at < source.size; at += sliceBytes) yield await source.read(at, Math.min(source.size, at + sliceBytes));
 }
 
 export function bytesSource(data: Uint8Array): ByteSource {
@@ -256,24 +295,37 @@ export async function sendChunks(
   gate?: CreditGate,
 ): Promise<void> {
   ch.bufferedAmountLowThreshold = LOW_WATER;
-  const total = chunkCount(source.size, chunkBytes);
-  // Read ahead in larger slices: one Blob read per 64 chunks keeps file reads off the hot path.
-  const SLICE = chunkBytes * 64;
-  let slice: Uint8Array = new Uint8Array(0);
-  let sliceStart = 0;
-  for (let index = 0; index < total; index++) {
+  // One frame buffer for the whole file: send() copies what it is given, so the buffer is free
+  // again at once, and sending makes no garbage however large the file.
+  const frame = new Uint8Array(HEADER + chunkBytes);
+  frame[0] = FRAME_CHUNK;
+  frame.set(idToBytes(id), 1);
+  const header = new DataView(frame.buffer);
+  let index = 0;
+  let fill = 0;
+  let sent = 0;
+  const emit = async () => {
     if (isCancelled()) throw new TransferCancelled('cancelled');
     if (ch.readyState !== 'open') throw new TransferCancelled('channel closed');
-    const start = index * chunkBytes;
-    const end = Math.min(source.size, start + chunkBytes);
-    if (end > sliceStart + slice.length || start < sliceStart) {
-      sliceStart = start;
-      slice = await source.read(start, Math.min(source.size, start + SLICE));
-    }
-    if (gate) await gate.reserve(end);
+    if (gate) await gate.reserve(sent + fill);
     if (isCancelled()) throw new TransferCancelled('cancelled');
     if (ch.bufferedAmount > HIGH_WATER) await waitForDrain(ch);
-    ch.send(encodeChunk(id, index, slice.subarray(start - sliceStart, end - sliceStart)));
-    onProgress(end);
+    if (ch.readyState !== 'open') throw new TransferCancelled('channel closed');
+    header.setUint32(17, index++);
+    ch.send(frame.subarray(0, HEADER + fill));
+    sent += fill;
+    fill = 0;
+    onProgress(sent);
+  };
+  for await (const piece of piecesOf(source)) {
+    let off = 0;
+    while (off < piece.length) {
+      const n = Math.min(chunkBytes - fill, piece.length - off);
+      frame.set(piece.subarray(off, off + n), HEADER + fill);
+      fill += n;
+      off += n;
+      if (fill === chunkBytes) await emit();
+    }
   }
+  if (fill > 0) await emit();
 }

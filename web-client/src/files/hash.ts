@@ -2,7 +2,7 @@
  * Incremental SHA-256 with hash-wasm (a kept library; Web Crypto can only digest a whole buffer),
  * loaded on first use, and the hash of a whole source read slice by slice.
  */
-import type { ByteSource, Hasher } from './chunks';
+import { piecesOf, type ByteSource, type Hasher } from './chunks';
 
 export async function createSha256(): Promise<Hasher> {
   const { createSHA256 } = await import('hash-wasm');
@@ -14,6 +14,6 @@ export async function createSha256(): Promise<Hasher> {
 /** Reads `source` in slices of `sliceBytes`, so a file of any size is hashed in bounded memory. */
 export async function hashSource(source: ByteSource, create: () => Promise<Hasher> = createSha256, sliceBytes = 4 * 1024 * 1024): Promise<string> {
   const h = await create();
-  for (let at = 0; at < source.size; at += sliceBytes) h.update(await source.read(at, Math.min(source.size, at + sliceBytes)));
+  for await (const piece of piecesOf(source, 0, sliceBytes)) h.update(piece);
   return h.digest();
 }

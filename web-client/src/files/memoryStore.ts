@@ -9,7 +9,8 @@ export function memoryFileStore(): FileStore & { live(): number } {
       let parts: Uint8Array[] = [];
       live++;
       const sink: FileSink = {
-        write: async (d) => void parts.push(d),
+        // A copy: the caller reuses its buffer once the write resolved.
+        write: async (d) => void parts.push(d.slice()),
         commit: async () => {
           live--;
           const blob = new Blob(parts as BlobPart[]);

@@ -218,7 +218,7 @@ export class FileTransfers {
     }
     if (inc.view.state !== 'receiving') return;
     if (!inc.file) {
-      inc.early.push({ index: chunk.index, data: chunk.data.slice() });
+      inc.early.push({ index: chunk.index, data: chunk.data });
       return;
     }
     this.take(chunk.id, inc, chunk.index, chunk.data);

@@ -5,6 +5,7 @@
 import type { WebSocketLike } from '../protocol/socket';
 import type { AttentionBackend, MediaBackend } from '../state/roomSession';
 import { API_BASE } from '../protocol/types';
+import type { ByteSource } from '../files/chunks';
 
 export const browserMedia: MediaBackend = {
   getUserMedia: (c) => navigator.mediaDevices.getUserMedia(c),
@@ -37,8 +38,40 @@ export function pageBase(): string {
   return location.href.split('#')[0] ?? '';
 }
 
-export function blobSource(file: Blob): { size: number; read(start: number, end: number): Promise<Uint8Array> } {
-  return { size: file.size, read: async (s, e) => new Uint8Array(await file.slice(s, e).arrayBuffer()) };
+/** A File or Blob as a ByteSource; `pieces` reads through one reused buffer where the engine can (BYOB). */
+export function blobSource(file: Blob): ByteSource {
+  return {
+    size: file.size,
+    read: async (s, e) => new Uint8Array(await file.slice(s, e).arrayBuffer()),
+    pieces: async function* (start: number) {
+      const stream = file.slice(start).stream();
+      let reader: ReadableStreamBYOBReader | null = null;
+      try {
+        reader = stream.getReader({ mode: 'byob' });
+      } catch {
+        reader = null; // not a byte stream in this engine: plain reads (each a new buffer)
+      }
+      if (!reader) {
+        const plain = stream.getReader();
+        for (;;) {
+          const { value, done } = await plain.read();
+          if (done) return;
+          yield value;
+        }
+      }
+      let buffer = new ArrayBuffer(1024 * 1024);
+      try {
+        for (;;) {
+          const { value, done } = await reader.read(new Uint8Array(buffer));
+          if (done || !value) return;
+          yield value;
+          buffer = value.buffer as ArrayBuffer;
+        }
+      } finally {
+        reader.releaseLock();
+      }
+    },
+  };
 }
 
 /** Title badge and system notifications for a hidden tab (the latter only once the user allowed them). */
