@@ -104,8 +104,28 @@ export function fingerprintDigits(digest: Uint8Array): string {
   return digits.match(/\d{3}/g)!.join(' ');
 }
 
-/** The room key, its key check and its fingerprint from the passphrase (see deriveRoomKey). */
+/**
+ * A room secret that is a key itself (made after a removal, see RoomSession.kick): "k1." and 32
+ * random bytes in base64url. It rides in invite links like a passphrase, and skips PBKDF2, which
+ * only exists to slow down guessing of human-chosen passphrases.
+ */
+const RAW_SECRET = 'k1.';
+
+export function rawKeySecret(raw: Uint8Array): string {
+  return RAW_SECRET + base64urlEncode(raw);
+}
+
+/** The room key, its key check and its fingerprint from the passphrase (see deriveRoomKey), or from a raw-key secret. */
 export async function deriveRoomKeyMaterial(passphrase: string, roomId: string, iterations = KDF_ITERATIONS): Promise<RoomKey> {
+  if (passphrase.startsWith(RAW_SECRET)) {
+    let raw: Uint8Array | null = null;
+    try {
+      raw = base64urlDecode(passphrase.slice(RAW_SECRET.length));
+    } catch {
+      raw = null;
+    }
+    if (raw && raw.length === 32) return roomKeyFromRaw(raw, roomId);
+  }
   const { secret } = effectivePassphrase(passphrase, roomId);
   return roomKeyFromRaw(await pbkdf2Sha256(utf8(secret), utf8(SALT_PREFIX + roomId), iterations, 32), roomId);
 }

@@ -68,6 +68,7 @@ export const en = {
   'e2ee.notPrivate': 'Not private: no passphrase',
   'e2ee.notPrivateLong': 'No passphrase: the key comes from the room id, which the servers know. This room is not private: anyone who sees the link, and the servers, can read along.',
   'e2ee.notPrivateBanner': 'This room is not private: without a passphrase its key comes from the room id, which the servers and anyone who sees the link know.',
+  'e2ee.rekeyed': 'The host removed someone and gave the room a new key: what is said from now on is out of their reach.',
   'e2ee.wrongPassphrase': 'This passphrase does not match the room’s — ask the host for the right one, then rejoin.',
 
   'room.opening': 'Opening the room…',
@@ -315,6 +316,7 @@ export const de: Record<MessageKey, string> = {
   'e2ee.notPrivate': 'Nicht privat: keine Passphrase',
   'e2ee.notPrivateLong': 'Keine Passphrase: Der Schlüssel entsteht aus der Raum-ID, die die Server kennen. Dieser Raum ist nicht privat: Wer den Link sieht, und die Server, können mitlesen.',
   'e2ee.notPrivateBanner': 'Dieser Raum ist nicht privat: Ohne Passphrase entsteht sein Schlüssel aus der Raum-ID, die die Server und jeder mit dem Link kennen.',
+  'e2ee.rekeyed': 'Die Leitung hat jemanden entfernt und dem Raum einen neuen Schlüssel gegeben: Was ab jetzt gesagt wird, bleibt dieser Person verborgen.',
   'e2ee.wrongPassphrase': 'Diese Passphrase passt nicht zu der des Raums — frag die Gastgeberin oder den Gastgeber nach der richtigen und tritt erneut bei.',
 
   'room.opening': 'Raum wird geöffnet…',

@@ -40,6 +40,8 @@ export interface MeshOptions {
   onChange(): void;
   onFilesChannel(peerKey: string, ch: RTCDataChannel | null): void;
   onFilesMessage(peerKey: string, data: string | ArrayBuffer): void;
+  /** A control message that is not the mesh's own (e.g. a new room key), from a DTLS-authenticated channel. */
+  onControl?(peerKey: string, msg: { t: string; [k: string]: unknown }): void;
   log?(msg: string, err?: unknown): void;
 }
 
@@ -158,7 +160,10 @@ class PeerLink {
   private onCtl(text: string): void {
     try {
       const m = JSON.parse(text) as CtlMessage;
-      if (m.t !== 'media') return;
+      if (m.t !== 'media') {
+        if (typeof m.t === 'string') this.opts.onControl?.(this.key, m as unknown as { t: string });
+        return;
+      }
       this.remoteMedia = { mic: !!m.mic, cam: !!m.cam, screen: !!m.screen };
       this.remoteLabels = m.labels ?? {};
       this.opts.onChange();
@@ -423,6 +428,17 @@ export class Mesh {
         sender.setParameters(params).catch((e: unknown) => this.opts.log?.('setParameters', e));
       }
     }
+  }
+
+  /** Send a control message over the `ctl` data channel of every open peer for which `to` holds. Returns who got it. */
+  sendControl(msg: { t: string; [k: string]: unknown }, to: (ref: DeviceRef) => boolean): string[] {
+    const sent: string[] = [];
+    for (const link of this.peers.values()) {
+      if (!to(link.ref) || link.ctl.readyState !== 'open') continue;
+      link.ctl.send(JSON.stringify(msg));
+      sent.push(link.key);
+    }
+    return sent;
   }
 
   views(): PeerView[] {

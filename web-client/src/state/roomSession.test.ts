@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { RoomSession, type AttentionBackend } from './roomSession';
 import { LocalMemory, memoryStore } from './storage';
-import { deriveRoomKeyMaterial } from '../crypto/e2ee';
+import { deriveRoomKeyMaterial, openJson } from '../crypto/e2ee';
 import type { RestClient } from '../protocol/rest';
 import { FakeRoomServer, ROOM } from '../testing/fakeServer';
 import { asStream, cameraStream, FakeRtcWorld, FakeStream, FakeTrack, until } from '../testing/fakeRtc';
@@ -45,8 +45,9 @@ async function join(server: FakeRoomServer, world: FakeRtcWorld, user: string, p
     weakKey: passphrase === '',
     attention,
     baseTitle: 'Confab',
-    rest: { leave: async () => undefined } as unknown as RestClient,
+    rest: { leave: async () => undefined, kick: async (_room: string, u: string) => server.kick(u) } as unknown as RestClient,
     memory,
+    secret: passphrase,
     wsUrl: 'ws://fake',
     wsFactory: server.factory,
     iceServers: [],
@@ -251,5 +252,65 @@ describe('devices during the call', () => {
     expect(newCam).not.toBe(oldCam);
     expect(JSON.stringify(asked.at(-1))).toContain('cam-1');
     expect(bobsPc.senders.some((x) => x.track === (newCam as unknown as FakeTrack))).toBe(true);
+  });
+});
+
+describe('a new key after a removal', () => {
+  it('the host hands a fresh key to the others over their data channels; the removed member decrypts nothing stored after', async () => {
+    const server = new FakeRoomServer();
+    const world = new FakeRtcWorld();
+    const alice = await join(server, world, '@alice:test', 'the passphrase');
+    const bob = await join(server, world, '@bob:test', 'the passphrase');
+    const mallory = await join(server, world, '@mallory:test', 'the passphrase');
+    const connected = (m: Made, others: Made[]) => others.every((o) => m.session.store.get().peers[o.key]?.state === 'connected');
+    await until(() => connected(alice, [bob, mallory]) && connected(bob, [alice, mallory]), 'full mesh', 5000);
+    await alice.session.sendText('before the removal');
+    await until(() => texts(mallory).includes('before the removal'), 'mallory reads before');
+    const oldFingerprint = alice.session.store.get().fingerprint;
+
+    await alice.session.kick('@mallory:test');
+    const kickSeq = server.events.length;
+    expect(alice.session.store.get().fingerprint).not.toBe(oldFingerprint);
+    await until(() => bob.session.store.get().fingerprint === alice.session.store.get().fingerprint, 'bob has the new key');
+    expect(bob.session.store.get().banner?.text).toMatch(/new key/);
+    // New invites carry the new key; the old passphrase is kept only for the history.
+    expect(alice.session.currentSecret()).toMatch(/^k1\./);
+    expect(alice.memory.room(ROOM)?.olderSecrets).toEqual(['the passphrase']);
+    expect(bob.memory.room(ROOM)?.passphrase).toBe(alice.session.currentSecret());
+
+    await alice.session.sendText('after the removal, from alice');
+    await bob.session.sendText('after the removal, from bob');
+    await until(() => texts(bob).includes('after the removal, from alice') && texts(alice).includes('after the removal, from bob'), 'both read each other');
+    expect(texts(bob)).toContain('before the removal'); // the history stays readable
+
+    // Everything the server stored after the removal, tried with the key the removed member has.
+    const oldKey = (await deriveRoomKeyMaterial('the passphrase', ROOM, ITERATIONS)).key;
+    const after = server.events.filter((e) => e.seq > kickSeq && e.content.type === 'chat');
+    expect(after.length).toBeGreaterThanOrEqual(2);
+    for (const ev of after) {
+      const c = ev.content as { kind: string; ciphertext: string };
+      await expect(openJson(oldKey, c.ciphertext, { roomId: ROOM, userId: ev.sender, deviceId: ev.device_id, kind: c.kind })).rejects.toThrow(/cannot decrypt/);
+    }
+    // And the old key does open what came before (so the check above can fail).
+    const before = server.events.find((e) => e.seq <= kickSeq && e.content.type === 'chat' && (e.content as { kind: string }).kind === 'text')!;
+    const bc = before.content as { kind: string; ciphertext: string };
+    await expect(openJson(oldKey, bc.ciphertext, { roomId: ROOM, userId: before.sender, deviceId: before.device_id, kind: bc.kind })).resolves.toMatchObject({ text: 'before the removal' });
+  });
+
+  it('only the host can replace the key', async () => {
+    const server = new FakeRoomServer();
+    const world = new FakeRtcWorld();
+    const alice = await join(server, world, '@alice:test', 'pass');
+    const bob = await join(server, world, '@bob:test', 'pass');
+    await until(() => alice.session.store.get().peers[bob.key]?.state === 'connected' && bob.session.store.get().peers[alice.key]?.state === 'connected', 'connected');
+    const before = alice.session.store.get().fingerprint;
+    // Bob (not the host) tries to hand out a key of his own.
+    bob.session.mesh.sendControl({ t: 'rekey', epoch: 5, secret: 'k1.' + 'A'.repeat(43) }, () => true);
+    // Then a media-state change on the same ordered channel: once Alice sees it, she has handled the rekey.
+    bob.session.toggleMic();
+    await until(() => alice.session.store.get().peers[bob.key]?.media.mic === false, 'alice saw bob mute');
+    await alice.session.sendText('still the old key');
+    await until(() => texts(bob).includes('still the old key'), 'bob reads with the old key');
+    expect(alice.session.store.get().fingerprint).toBe(before);
   });
 });

@@ -8,7 +8,7 @@ import { ConfabSocket, type SocketStatus, type WebSocketFactory, type LiveMessag
 import type { BackoffOptions } from '../protocol/backoff';
 import { ConfabError, describeError, retryDelay, type RoomEvent, type RoomSummary, type Session, type IceServer } from '../protocol/types';
 import type { RestClient } from '../protocol/rest';
-import { DecryptError, openJson, sealJson, type MessageContext, type RoomKey } from '../crypto/e2ee';
+import { DecryptError, deriveRoomKeyMaterial, openJson, rawKeySecret, roomKeyFromRaw, sealJson, type MessageContext, type RoomKey } from '../crypto/e2ee';
 import { english, type Translate } from '../i18n/i18n';
 import { assessQuality, type QualitySample } from '../mesh/quality';
 import { AttentionCounter, attentionKind, badgeTitle } from './attention';
@@ -67,6 +67,10 @@ export interface RoomSessionDeps {
   myName: string;
   /** The room key with its key check and fingerprint (crypto/e2ee.ts). */
   roomKey: RoomKey;
+  /** Keys the room used before (replaced after removals), for reading history; newest first. */
+  olderKeys?: RoomKey[];
+  /** The secret `roomKey` came from (a passphrase or a raw-key secret), for invite links. */
+  secret?: string;
   weakKey: boolean;
   /** Messages in the user's language; English when absent. */
   t?: Translate;
@@ -138,9 +142,14 @@ export class RoomSession {
   private readonly pendingJoinNotices = new Map<string, ReturnType<typeof setTimeout>>();
   private stopDeviceWatch: (() => void) | null = null;
   private qualitySamples = new Map<string, QualitySample>();
+  /** Current key first, then the ones it replaced. */
+  private keyring: RoomKey[];
+  private secret: string;
 
   constructor(private readonly d: RoomSessionDeps) {
     this.t = d.t ?? english;
+    this.keyring = [d.roomKey, ...(d.olderKeys ?? [])];
+    this.secret = d.secret ?? '';
     const me = { userId: d.session.user_id, deviceId: d.session.device_id };
     this.store = new Store(initialRoomState(d.roomId, me, d.myName, d.weakKey, d.roomKey.fingerprint));
     if (d.weakKey) this.banner({ tone: 'warn', text: this.t('e2ee.notPrivateBanner') });
@@ -157,6 +166,7 @@ export class RoomSession {
       onChange: () => this.queueChange(),
       onFilesChannel: (peer, ch) => (ch ? this.transfers.attachChannel(peer, ch) : this.transfers.detachChannel(peer)),
       onFilesMessage: (peer, data) => this.transfers.handleMessage(peer, data),
+      onControl: (peer, msg) => void this.onControl(peer, msg).catch((e: unknown) => d.log?.('control', e)),
       log: d.log,
     });
     this.socket = new ConfabSocket({
@@ -195,9 +205,69 @@ export class RoomSession {
     }
   }
 
-  /** The room key in use (replaced for everyone after a removal, see item 8 in the README). */
+  /** The room key in use (replaced for everyone after a removal, see `kick`). */
   private get key(): CryptoKey {
-    return this.d.roomKey.key;
+    return this.keyring[0]!.key;
+  }
+
+  /** The secret for invite links: the passphrase, or the raw key made after the last removal. */
+  currentSecret(): string {
+    return this.secret;
+  }
+
+  /** Opens with the current key, else with the keys it replaced (history from before a removal). */
+  private async open<T>(wire: string, ctx: MessageContext): Promise<T> {
+    let last: unknown = new DecryptError('auth');
+    for (const k of this.keyring) {
+      try {
+        return await openJson<T>(k.key, wire, ctx);
+      } catch (e) {
+        last = e;
+        if (!(e instanceof DecryptError) || e.why !== 'auth') throw e;
+      }
+    }
+    throw last;
+  }
+
+  /**
+   * Remove a member (host only), then replace the room key: the removed member knows the old one.
+   * The new key is 32 random bytes, handed to every remaining device over its data channel
+   * (DTLS, authenticated before the removal; never through a server). Everything sent from then on
+   * uses it; new invite links carry it; the old key stays in the keyring for the history before.
+   */
+  async kick(userId: string): Promise<void> {
+    await this.d.rest.kick(this.d.roomId, userId);
+    const raw = globalThis.crypto.getRandomValues(new Uint8Array(32));
+    const secret = rawKeySecret(raw);
+    const epoch = this.keyring.length;
+    const sentTo = this.mesh.sendControl({ t: 'rekey', epoch, secret }, (ref) => ref.user_id !== userId);
+    this.d.log?.(`new room key sent to ${sentTo.length} devices`);
+    await this.adoptKey(await roomKeyFromRaw(raw, this.d.roomId), secret);
+  }
+
+  private async adoptKey(key: RoomKey, secret: string): Promise<void> {
+    const old = this.secret;
+    this.keyring = [key, ...this.keyring];
+    this.secret = secret;
+    const mem = this.d.memory.room(this.d.roomId);
+    if (mem) this.d.memory.rememberRoom(this.d.roomId, { passphrase: secret, olderSecrets: [old, ...(mem.olderSecrets ?? [])] });
+    this.peerChecks.clear();
+    this.store.set((s) => ({ ...s, fingerprint: key.fingerprint, weakKey: false, keyMismatch: {}, keyWrong: false, banner: s.weakKey ? null : s.banner }));
+    const s = this.store.get();
+    for (const devs of Object.entries(s.presence)) for (const dev of devs[1]) if (!this.isMe({ user_id: devs[0], device_id: dev.deviceId })) this.sendKeyCheck({ user_id: devs[0], device_id: dev.deviceId }, true);
+  }
+
+  /** A new room key from the host over a data channel (see `kick`). */
+  private async onControl(peer: string, msg: { t: string; [k: string]: unknown }): Promise<void> {
+    if (msg.t !== 'rekey') return;
+    const from = peer.slice(0, peer.lastIndexOf('|'));
+    const epoch = Number(msg.epoch);
+    // Only the host replaces the key, and only forward: a replayed older message changes nothing.
+    if (from !== this.store.get().host || typeof msg.secret !== 'string' || !(epoch >= this.keyring.length)) return;
+    const key = await deriveRoomKeyMaterial(msg.secret, this.d.roomId);
+    if (this.keyring.some((k) => k.check === key.check)) return;
+    await this.adoptKey(key, msg.secret);
+    this.banner({ tone: 'info', text: this.t('e2ee.rekeyed') });
   }
 
   /** The tab was hidden or shown: while hidden, joins and messages raise a badge and notifications. */
@@ -362,13 +432,13 @@ export class RoomSession {
     const base = { seq: ev.seq, ts: ev.ts, sender: ev.sender, deviceId: ev.device_id };
     try {
       if (c.kind === 'text') {
-        const p = await openJson<TextPayload>(this.key, c.ciphertext, ctx);
+        const p = await this.open<TextPayload>(c.ciphertext, ctx);
         if (typeof p?.text !== 'string') throw new DecryptError('format');
         this.removeFromOutbox(p.mid, ev.sender);
         this.store.set((s) => addChatItem(s, { ...base, kind: 'text', status: 'ok', text: p.text, mid: p.mid }));
         this.noticeLive(ev.seq);
       } else if (c.kind === 'file') {
-        const p = await openJson<FilePayload>(this.key, c.ciphertext, ctx);
+        const p = await this.open<FilePayload>(c.ciphertext, ctx);
         const o = p?.offer;
         if (!o || typeof o.id !== 'string' || !/^[0-9a-f]{32}$/.test(o.id) || typeof o.size !== 'number' || typeof o.sha256 !== 'string') throw new DecryptError('format');
         const offer: FileOffer = { id: o.id, name: String(o.name).slice(0, 255), size: o.size, mime: String(o.mime ?? ''), sha256: o.sha256.toLowerCase() };
@@ -380,7 +450,7 @@ export class RoomSession {
           if (offer.size <= AUTO_FETCH_BYTES) this.transfers.request(offer.id);
         }
       } else if (c.kind === 'profile') {
-        const p = await openJson<ProfilePayload>(this.key, c.ciphertext, ctx);
+        const p = await this.open<ProfilePayload>(c.ciphertext, ctx);
         if (typeof p?.name !== 'string') return;
         const name = p.name.slice(0, 64);
         const known = ev.sender in this.store.get().names;
@@ -527,7 +597,7 @@ export class RoomSession {
     }
     this.signalsIn = this.signalsIn.then(async () => {
       try {
-        const env = await openJson<SignalEnvelope>(this.key, payload, { roomId: this.d.roomId, userId: from.user_id, deviceId: from.device_id, kind: 'signal' });
+        const env = await this.open<SignalEnvelope>(payload, { roomId: this.d.roomId, userId: from.user_id, deviceId: from.device_id, kind: 'signal' });
         this.mesh.handleSignal(from, env);
       } catch (err) {
         // A peer with another passphrase: no call is possible, and nothing unauthenticated is applied.
@@ -550,7 +620,7 @@ export class RoomSession {
    * key must be able to read it (see keyCheck.ts for why that gives a server nothing).
    */
   private sendKeyCheck(to: { user_id: string; device_id: string }, ask: boolean): void {
-    this.socket.send({ type: 'signal', room_id: this.d.roomId, to: { user_id: to.user_id, device_id: to.device_id }, payload: encodeKeyCheck(this.d.roomKey.check, ask) });
+    this.socket.send({ type: 'signal', room_id: this.d.roomId, to: { user_id: to.user_id, device_id: to.device_id }, payload: encodeKeyCheck(this.keyring[0]!.check, ask) });
   }
 
   private onKeyCheck(from: { user_id: string; device_id: string }, check: string, ask: boolean): void {
@@ -567,7 +637,7 @@ export class RoomSession {
 
   private judgeKeys(): void {
     const s = this.store.get();
-    const verdict = judgeKeys(this.d.roomKey.check, this.peerChecks, s.host, s.me.userId);
+    const verdict = judgeKeys(this.keyring[0]!.check, this.peerChecks, s.host, s.me.userId);
     const wasWrong = s.keyWrong;
     this.store.set((st) => ({ ...st, keyMismatch: verdict.mismatched, keyWrong: verdict.mineIsWrong }));
     if (verdict.mineIsWrong && !wasWrong) this.banner({ tone: 'error', id: 'key', text: this.t('e2ee.wrongPassphrase') });

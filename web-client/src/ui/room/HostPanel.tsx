@@ -3,6 +3,7 @@ import type { RestClient } from '../../protocol/rest';
 import { describeError, type Invite } from '../../protocol/types';
 import { inviteFragment } from '../../state/links';
 import type { RoomViewState } from '../../state/roomState';
+import type { RoomSession } from '../../state/roomSession';
 import { pageBase } from '../../platform/browser';
 import { useT } from '../services';
 import { usePanelFocus } from './usePanelFocus';
@@ -12,13 +13,15 @@ import styles from './HostPanel.module.css';
 interface Props {
   state: RoomViewState;
   rest: RestClient;
-  passphrase: string;
+  session: RoomSession;
   focusOnOpen: boolean;
   returnFocus: RefObject<HTMLElement | null>;
   onClose(): void;
 }
 
-export function HostPanel({ state, rest, passphrase, focusOnOpen, returnFocus, onClose }: Props) {
+export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onClose }: Props) {
+  // After a removal the room has a new key: links and the shown passphrase are always the current one.
+  const passphrase = session.currentSecret();
   const t = useT();
   const panelRef = useRef<HTMLElement>(null);
   usePanelFocus(panelRef, focusOnOpen, returnFocus);
@@ -96,7 +99,7 @@ export function HostPanel({ state, rest, passphrase, focusOnOpen, returnFocus, o
           .map((m) => (
             <li key={m.user_id}>
               {state.names[m.user_id] ?? m.display_name}
-              <button type="button" onClick={() => void act(() => rest.kick(roomId, m.user_id))} aria-label={t('host.removeName', { name: state.names[m.user_id] ?? m.display_name })}>
+              <button type="button" onClick={() => void act(() => session.kick(m.user_id))} aria-label={t('host.removeName', { name: state.names[m.user_id] ?? m.display_name })}>
                 {t('host.remove')}
               </button>
             </li>

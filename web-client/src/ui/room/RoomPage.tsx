@@ -70,7 +70,7 @@ function NotifyButton() {
   );
 }
 
-function RoomView({ session, passphrase }: { session: RoomSession; passphrase: string }) {
+function RoomView({ session }: { session: RoomSession }) {
   const services = useServices();
   const t = services.t;
   const state: RoomViewState = useSyncExternalStore(session.store.subscribe, session.store.get);
@@ -170,7 +170,7 @@ function RoomView({ session, passphrase }: { session: RoomSession; passphrase: s
         </main>
         {state.chatOpen && <ChatPanel state={state} session={session} focusOnOpen={focusPanels} returnFocus={chatButton} onClose={toggleChat} />}
         {devicesOpen && <DevicesPanel state={state} session={session} focusOnOpen={focusPanels} returnFocus={devicesButton} onClose={toggleDevices} />}
-        {hostOpen && state.isHost && <HostPanel state={state} rest={services.rest} passphrase={passphrase} focusOnOpen={focusPanels} returnFocus={hostButton} onClose={toggleHost} />}
+        {hostOpen && state.isHost && <HostPanel state={state} rest={services.rest} session={session} focusOnOpen={focusPanels} returnFocus={hostButton} onClose={toggleHost} />}
       </div>
       <Controls state={state} session={session} chatOpen={state.chatOpen} onToggleChat={toggleChat} hostOpen={hostOpen} onToggleHost={toggleHost} onLeave={leave} chatButton={chatButton} hostButton={hostButton} devicesOpen={devicesOpen} onToggleDevices={toggleDevices} devicesButton={devicesButton} />
       <HelpDialog open={helpOpen} onClose={() => setHelpOpen(false)} />
@@ -197,6 +197,8 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
     (async () => {
       const { weak } = effectivePassphrase(memory.passphrase, roomId);
       const roomKey = await deriveRoomKeyMaterial(memory.passphrase, roomId);
+      // Keys the room had before a removal, for the history from before it.
+      const olderKeys = await Promise.all((memory.olderSecrets ?? []).map((sec) => deriveRoomKeyMaterial(sec, roomId)));
       setPhase(t('room.connecting'));
       const guest = await services.ensureSession();
       const config = await services.config();
@@ -211,7 +213,9 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
         session: guest,
         myName: services.memory.displayName || prefs.name || '',
         roomKey,
-        weakKey: weak,
+        olderKeys,
+        secret: memory.passphrase,
+        weakKey: weak && !memory.passphrase.startsWith('k1.'),
         t,
         attention: browserAttention,
         baseTitle: document.title,
@@ -269,5 +273,5 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
     );
   }
   if (!session || !memory) return <p role="status" className={styles.phase}>{phase}</p>;
-  return <RoomView session={session} passphrase={memory.passphrase} />;
+  return <RoomView session={session} />;
 }
