@@ -162,3 +162,15 @@ function query(sql: string): string[] | null {
   const out = execFileSync('psql', [url, '-Atc', sql], { encoding: 'utf8' });
   return out.split('\n').filter((l) => l !== '');
 }
+
+/** A stored event of one room, from the embedded cluster; null when the server is external. */
+export interface StoredEvent {
+  seq: number;
+  sender: string;
+  device_id: string;
+  content: { type: string; kind?: string; ciphertext?: string; membership?: string; user_id?: string };
+}
+export function storedEvents(roomId: string): StoredEvent[] | null {
+  const rows = query(`select json_build_object('seq', seq, 'sender', sender, 'device_id', device_id, 'content', content)::text from events where room_id = '${roomId.replace(/'/g, "''")}' order by seq`);
+  return rows?.map((r) => JSON.parse(r) as StoredEvent) ?? null;
+}
