@@ -131,6 +131,10 @@ export const en = {
   'tile.muted': 'muted',
   'tile.keyMismatch': 'Cannot decrypt: different passphrase',
   'tile.volumeFor': 'Volume for {name}',
+  'tile.pin': 'Pin {name}',
+  'tile.pinShort': 'Pin',
+  'tile.unpinShort': 'Unpin',
+  'tile.unpin': 'Unpin {name}',
   'tile.muteFor': 'Mute {name} for me',
   'tile.unmuteFor': 'Unmute {name} for me',
 
@@ -379,6 +383,10 @@ export const de: Record<MessageKey, string> = {
   'tile.muted': 'stumm',
   'tile.keyMismatch': 'Kann nicht entschlüsseln: andere Passphrase',
   'tile.volumeFor': 'Lautstärke für {name}',
+  'tile.pin': '{name} anheften',
+  'tile.pinShort': 'Anheften',
+  'tile.unpinShort': 'Lösen',
+  'tile.unpin': '{name} lösen',
   'tile.muteFor': '{name} für mich stumm schalten',
   'tile.unmuteFor': '{name} für mich wieder hören',
 

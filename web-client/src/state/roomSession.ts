@@ -857,7 +857,9 @@ export class RoomSession {
     }
     let stream: MediaStream;
     try {
-      stream = await this.d.media.getDisplayMedia({ video: true, audio: false });
+      // audio: the shared tab's (or, where the system offers it, the screen's) sound goes along;
+      // browsers that cannot capture it share the picture only.
+      stream = await this.d.media.getDisplayMedia({ video: true, audio: true });
     } catch (err) {
       this.banner({ tone: 'info', text: this.t('banner.screenNotStarted', { why: describeError(err, this.t) }) });
       return;

@@ -20,16 +20,20 @@ export interface TileProps {
   testId: string;
   /** The chosen speaker ('' = default), applied with setSinkId where the browser has it. */
   sinkId?: string;
+  /** On the stage because the user chose it. */
+  pinned?: boolean;
+  onPin?(): void;
 }
 
 /** One video (or avatar) with name, speaking ring, connection quality, and for remote audio a volume slider and local mute. */
-export function Tile({ stream, name, label, isSelf, state, keyMismatch, quality, micOn, camOn, testId, sinkId }: TileProps) {
+export function Tile({ stream, name, label, isSelf, state, keyMismatch, quality, micOn, camOn, testId, sinkId, pinned, onPin }: TileProps) {
   const t = useT();
   const videoRef = useRef<HTMLVideoElement>(null);
   const audioRef = useRef<HTMLAudioElement>(null);
   const [volume, setVolume] = useState(1);
   const [muted, setMuted] = useState(false);
-  const hasAudio = !isSelf && label === 'camera' && !!stream?.getAudioTracks().length;
+  // Remote screen shares can carry the shared tab's sound (where the browser offered it).
+  const hasAudio = !isSelf && !!stream?.getAudioTracks().length;
   const speaking = useSpeaking(label === 'camera' ? stream : null, isSelf ? micOn : true);
   const showVideo = !!stream?.getVideoTracks().length && (label === 'screen' || camOn);
 
@@ -83,6 +87,11 @@ export function Tile({ stream, name, label, isSelf, state, keyMismatch, quality,
           </span>
         )}
       </figcaption>
+      {onPin && (
+        <button type="button" className={styles.pin} onClick={onPin} aria-pressed={!!pinned} aria-label={pinned ? t('tile.unpin', { name: title }) : t('tile.pin', { name: title })} data-testid="pin">
+          {pinned ? t('tile.unpinShort') : t('tile.pinShort')}
+        </button>
+      )}
       {hasAudio && (
         <div className={styles.audioControls}>
           <label>
