@@ -15,6 +15,7 @@ import { AttentionCounter, attentionKind, badgeTitle } from './attention';
 import { decodeKeyCheck, encodeKeyCheck, judgeKeys } from './keyCheck';
 import { listDevices, removedChoices, type DeviceKind } from './devices';
 import { Mesh, type SignalEnvelope } from '../mesh/mesh';
+import { packSignal, unpackSignal, type PackedEnvelope } from '../mesh/signalPacking';
 import { deviceKey } from '../mesh/negotiation';
 import { FileTransfers } from '../files/transfers';
 import type { ByteSource, FileOffer, FileStore } from '../files/chunks';
@@ -583,7 +584,7 @@ export class RoomSession {
    */
   private sendSignal(to: { user_id: string; device_id: string }, env: SignalEnvelope): Promise<void> {
     this.signalsOut = this.signalsOut.then(async () => {
-      const payload = await sealJson(this.key, env, this.ctx('signal'));
+      const payload = await sealJson(this.key, await packSignal(env), this.ctx('signal'));
       if (!this.socket.send({ type: 'signal', room_id: this.d.roomId, to, payload })) this.d.log?.(`signal to ${to.user_id} not sent: offline`);
     }).catch((err: unknown) => this.d.log?.('signal out', err));
     return this.signalsOut;
@@ -597,8 +598,8 @@ export class RoomSession {
     }
     this.signalsIn = this.signalsIn.then(async () => {
       try {
-        const env = await this.open<SignalEnvelope>(payload, { roomId: this.d.roomId, userId: from.user_id, deviceId: from.device_id, kind: 'signal' });
-        this.mesh.handleSignal(from, env);
+        const packed = await this.open<PackedEnvelope>(payload, { roomId: this.d.roomId, userId: from.user_id, deviceId: from.device_id, kind: 'signal' });
+        this.mesh.handleSignal(from, await unpackSignal(packed));
       } catch (err) {
         // A peer with another passphrase: no call is possible, and nothing unauthenticated is applied.
         // Its key check (sent on subscribing) tells the people why; ask for it in case it was lost.
