@@ -222,7 +222,7 @@ export class CreditGate {
 /** The receiver appends to its sink in pieces of this size. */
 export const WRITE_BATCH = 1024 * 1024;
 /** Bytes a sender may have in flight to one receiver beyond what that receiver has written. */
-export const FLOW_WINDOW = 8 * 1024 * 1024;
+export const FLOW_WINDOW = 4 * 1024 * 1024;
 /** The receiver acknowledges after every this many bytes written. */
 export const ACK_EVERY = 1024 * 1024;
 

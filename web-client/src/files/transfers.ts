@@ -82,7 +82,11 @@ interface Incoming {
   lastAck: number;
 }
 
+/** Progress alone is reported at most this often: a render per chunk costs the page more than the transfer. */
+const PROGRESS_EVERY_MS = 100;
+
 export class FileTransfers {
+  private lastProgress = -Infinity;
   private readonly channels = new Map<string, DataChannelLike>();
   private readonly outgoing = new Map<string, Outgoing>();
   private readonly incoming = new Map<string, Incoming>();
@@ -251,9 +255,17 @@ export class FileTransfers {
     const verdict = file.accept(index, data);
     if (verdict === 'duplicate') return;
     if (verdict === 'bad') return this.fail(id, inc, 'mismatch');
-    const rate = inc.rate!.sample(this.opts.now(), file.receivedBytes);
+    const now = this.opts.now();
+    const rate = inc.rate!.sample(now, file.receivedBytes);
     inc.view = { ...inc.view, progress: file.progress, ...rate };
     if (file.complete) void this.verify(id, inc);
+    else this.progressed(now);
+  }
+
+  /** Tell the view about progress, at most every PROGRESS_EVERY_MS (state changes are told at once). */
+  private progressed(now: number): void {
+    if (now - this.lastProgress < PROGRESS_EVERY_MS) return;
+    this.lastProgress = now;
     this.opts.onChange();
   }
 
@@ -321,7 +333,7 @@ export class FileTransfers {
         msg.id,
         out.source,
         (sent) => {
-          if (!state.cancelled) this.setPeer(out, peer, { state: 'sending', progress: size === 0 ? 1 : sent / size, ...state.rate.sample(this.opts.now(), sent) });
+          if (!state.cancelled) this.setPeer(out, peer, { state: 'sending', progress: size === 0 ? 1 : sent / size, ...state.rate.sample(this.opts.now(), sent) }, true);
         },
         () => state.cancelled,
         this.opts.chunkBytes,
@@ -369,11 +381,12 @@ export class FileTransfers {
     }
   }
 
-  private setPeer(out: Outgoing, peer: string, p: Partial<OutgoingView['peers'][string]>): void {
+  private setPeer(out: Outgoing, peer: string, p: Partial<OutgoingView['peers'][string]>, progressOnly = false): void {
     if (this.outgoing.get(out.view.offer.id) !== out) return;
     const prev = out.view.peers[peer] ?? { state: 'sending' as const, progress: 0, bytesPerSecond: null, secondsLeft: null };
     out.view = { ...out.view, peers: { ...out.view.peers, [peer]: { ...prev, ...p } } };
-    this.opts.onChange();
+    if (progressOnly) this.progressed(this.opts.now());
+    else this.opts.onChange();
   }
 
   private sendControl(ch: DataChannelLike, msg: Control): void {
