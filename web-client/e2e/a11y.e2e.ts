@@ -4,32 +4,8 @@
  * violation allowed; keyboard shortcuts, the help dialog, focus moving into and out of panels, the
  * theme switch, and a live region that speaks new messages but not replayed history.
  */
-import { expect, test, type Page } from '@playwright/test';
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { createRoom, diagnostics, inRoom, inviteLink, joinWithLink, participant, sendChat, texts, type Participant } from './helpers';
-
-const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-
-interface AxeViolation {
-  id: string;
-  impact: string | null;
-  help: string;
-  nodes: Array<{ target: string[]; failureSummary?: string }>;
-}
-
-/** Serious and critical axe-core violations on the page as it is now, one line per failing element. */
-async function seriousViolations(page: Page): Promise<string[]> {
-  // Evaluated over the DevTools protocol, so the page's CSP (script-src 'self') does not apply.
-  await page.evaluate(axeSource);
-  const violations = await page.evaluate(async () => {
-    const axe = (window as unknown as { axe: { run(ctx: Document, opts: object): Promise<{ violations: AxeViolation[] }> } }).axe;
-    return (await axe.run(document, { resultTypes: ['violations'] })).violations;
-  });
-  return violations
-    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-    .flatMap((v) => v.nodes.map((n) => `${v.impact} ${v.id} (${v.help}) at ${n.target.join(' ')}: ${n.failureSummary ?? ''}`));
-}
+import { expect, test } from '@playwright/test';
+import { createRoom, diagnostics, inRoom, inviteLink, joinWithLink, participant, seriousViolations, sendChat, texts, type Participant } from './helpers';
 
 let people: Participant[] = [];
 test.afterEach(async ({}, testInfo) => {
@@ -167,9 +143,17 @@ test('keyboard: shortcuts, the help dialog, and focus into and out of panels', a
   await expect(dialog).toBeVisible();
   await expect(dialog).toContainText('Shift+L');
   await expect(dialog.getByRole('button', { name: 'Close' })).toBeFocused();
+  expect(await seriousViolations(page)).toEqual([]);
   await page.keyboard.press('Escape');
   await expect(dialog).toBeHidden();
   await expect(page.getByTestId('toggle-host')).toBeFocused();
+
+  // The devices panel.
+  await page.getByTestId('toggle-devices').click();
+  await expect(page.getByTestId('devices-panel')).toBeVisible();
+  expect(await seriousViolations(page)).toEqual([]);
+  await page.keyboard.press('Escape');
+  await expect(page.getByTestId('toggle-devices')).toBeFocused();
 
   // Shift+L leaves.
   await page.keyboard.press('Shift+L');

@@ -1,10 +1,10 @@
 /**
  * Spotlight: a screen share takes the stage with the cameras in a strip; a pinned tile takes the
- * stage instead, and unpinning gives it back to the screen share; the stage stays free of serious
- * accessibility violations (checked in a11y.e2e.ts for the grid).
+ * stage instead, and unpinning gives it back to the screen share; the spotlight view has no
+ * serious or critical axe-core violation either.
  */
 import { expect, test } from '@playwright/test';
-import { createRoom, diagnostics, inRoom, inviteLink, joinWithLink, myKey, participant, receivesMediaFromAll, stats, type Participant } from './helpers';
+import { createRoom, diagnostics, inRoom, inviteLink, joinWithLink, myKey, participant, receivesMediaFromAll, seriousViolations, stats, type Participant } from './helpers';
 
 let people: Participant[] = [];
 test.afterEach(async ({}, testInfo) => {
@@ -29,6 +29,7 @@ test('a screen share takes the stage, a pin overrides it, and the screen’s sou
   await expect(strip.getByTestId('tile-self')).toBeVisible();
   await expect(strip.getByTestId(`tile-${aliceKey}`)).toBeVisible();
   await bob!.page.screenshot({ path: testInfo.outputPath('spotlight.png') });
+  expect(await seriousViolations(bob!.page)).toEqual([]);
 
   // Pin Alice's camera: it takes the stage; unpin: the screen share is back.
   await strip.getByTestId(`tile-${aliceKey}`).getByTestId('pin').click();
