@@ -34,11 +34,16 @@ export async function participant(browser: Browser, name: string, options: Brows
   return { context, page, name };
 }
 
-export async function inRoom(p: Participant): Promise<void> {
-  await p.page.waitForFunction(() => {
-    const s = window.__confab?.state() as { connection?: string } | undefined;
-    return s?.connection === 'online';
-  });
+/** `timeout`: longer for tests that load the machine with many pages (each join derives a key with 600,000 PBKDF2 iterations). */
+export async function inRoom(p: Participant, timeout = 30_000): Promise<void> {
+  await p.page.waitForFunction(
+    () => {
+      const s = window.__confab?.state() as { connection?: string } | undefined;
+      return s?.connection === 'online';
+    },
+    undefined,
+    { timeout },
+  );
 }
 
 /** `query` holds link settings after the fragment, e.g. `?relay=1`, carried into the room. */
@@ -113,7 +118,7 @@ export function stats(p: Participant): Promise<Record<string, PeerStats>> {
  * Waits until `p` has decoded video frames and received audio from each of `others`. The polled value
  * lists what is still missing, so a failure says which peer and in what connection state.
  */
-export async function receivesMediaFromAll(p: Participant, others: Participant[]): Promise<void> {
+export async function receivesMediaFromAll(p: Participant, others: Participant[], timeout = 60_000): Promise<void> {
   const peers = await Promise.all(others.map(async (o) => ({ name: o.name, key: await myKey(o) })));
   await expect
     .poll(
@@ -126,7 +131,7 @@ export async function receivesMediaFromAll(p: Participant, others: Participant[]
             return r ? `${p.name}<-${name}: frames=${r.framesDecoded} audio=${r.audioBytes} pc=${r.connection} sig=${r.signaling} ice=${r.ice}` : `${p.name}<-${name}: no peer connection`;
           });
       },
-      { timeout: 60_000 },
+      { timeout },
     )
     .toEqual([]);
 }
