@@ -310,6 +310,9 @@ export async function sendChunks(
     if (gate) await gate.reserve(sent + fill);
     if (isCancelled()) throw new TransferCancelled('cancelled');
     if (ch.bufferedAmount > HIGH_WATER) await waitForDrain(ch);
+    // Checked again after every wait: a transfer cancelled (or replaced by a new request) while
+    // this one waited must not put another chunk on the channel ahead of the new one's.
+    if (isCancelled()) throw new TransferCancelled('cancelled');
     if (ch.readyState !== 'open') throw new TransferCancelled('channel closed');
     header.setUint32(17, index++);
     ch.send(frame.subarray(0, HEADER + fill));

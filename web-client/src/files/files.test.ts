@@ -210,6 +210,27 @@ describe('sending with backpressure', () => {
     expect((await re.finish()).ok).toBe(true);
   });
 
+  it('sends nothing more once cancelled while waiting for the channel to drain', async () => {
+    let low: (() => void) | null = null;
+    const sent: number[] = [];
+    const ch: DataChannelLike = {
+      readyState: 'open',
+      bufferedAmount: HIGH_WATER + 1, // full from the start
+      bufferedAmountLowThreshold: 0,
+      send: (d) => void sent.push((d as Uint8Array).length),
+      addEventListener: (type, fn) => void (type === 'bufferedamountlow' && (low = fn)),
+      removeEventListener: () => undefined,
+    };
+    let cancelled = false;
+    const p = sendChunks(ch, newId(), bytesSource(new Uint8Array(CHUNK_BYTES * 4)), () => {}, () => cancelled);
+    await until(() => low !== null);
+    cancelled = true; // the receiver cancelled (or asked again) meanwhile
+    (ch as { bufferedAmount: number }).bufferedAmount = 0;
+    low!();
+    await expect(p).rejects.toThrow(/cancelled/);
+    expect(sent).toEqual([]);
+  });
+
   it('stops when the channel closes mid-transfer', async () => {
     const [a] = channelPair();
     const data = new Uint8Array(3 * 1024 * 1024);
