@@ -1,5 +1,7 @@
 import { expect, type Browser, type BrowserContext, type BrowserContextOptions, type Page } from '@playwright/test';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
 export interface Participant {
@@ -32,11 +34,16 @@ export async function participant(browser: Browser, name: string, options: Brows
   return { context, page, name };
 }
 
-export async function inRoom(p: Participant): Promise<void> {
-  await p.page.waitForFunction(() => {
-    const s = window.__confab?.state() as { connection?: string } | undefined;
-    return s?.connection === 'online';
-  });
+/** `timeout`: longer for tests that load the machine with many pages (each join derives a key with 600,000 PBKDF2 iterations). */
+export async function inRoom(p: Participant, timeout = 30_000): Promise<void> {
+  await p.page.waitForFunction(
+    () => {
+      const s = window.__confab?.state() as { connection?: string } | undefined;
+      return s?.connection === 'online';
+    },
+    undefined,
+    { timeout },
+  );
 }
 
 /** `query` holds link settings after the fragment, e.g. `?relay=1`, carried into the room. */
@@ -111,7 +118,7 @@ export function stats(p: Participant): Promise<Record<string, PeerStats>> {
  * Waits until `p` has decoded video frames and received audio from each of `others`. The polled value
  * lists what is still missing, so a failure says which peer and in what connection state.
  */
-export async function receivesMediaFromAll(p: Participant, others: Participant[]): Promise<void> {
+export async function receivesMediaFromAll(p: Participant, others: Participant[], timeout = 60_000): Promise<void> {
   const peers = await Promise.all(others.map(async (o) => ({ name: o.name, key: await myKey(o) })));
   await expect
     .poll(
@@ -124,7 +131,7 @@ export async function receivesMediaFromAll(p: Participant, others: Participant[]
             return r ? `${p.name}<-${name}: frames=${r.framesDecoded} audio=${r.audioBytes} pc=${r.connection} sig=${r.signaling} ice=${r.ice}` : `${p.name}<-${name}: no peer connection`;
           });
       },
-      { timeout: 60_000 },
+      { timeout },
     )
     .toEqual([]);
 }
@@ -162,3 +169,38 @@ function query(sql: string): string[] | null {
   const out = execFileSync('psql', [url, '-Atc', sql], { encoding: 'utf8' });
   return out.split('\n').filter((l) => l !== '');
 }
+
+/** A stored event of one room, from the embedded cluster; null when the server is external. */
+export interface StoredEvent {
+  seq: number;
+  sender: string;
+  device_id: string;
+  content: { type: string; kind?: string; ciphertext?: string; membership?: string; user_id?: string };
+}
+export function storedEvents(roomId: string): StoredEvent[] | null {
+  const rows = query(`select json_build_object('seq', seq, 'sender', sender, 'device_id', device_id, 'content', content)::text from events where room_id = '${roomId.replace(/'/g, "''")}' order by seq`);
+  return rows?.map((r) => JSON.parse(r) as StoredEvent) ?? null;
+}
+
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+interface AxeViolation {
+  id: string;
+  impact: string | null;
+  help: string;
+  nodes: Array<{ target: string[]; failureSummary?: string }>;
+}
+
+/** Serious and critical axe-core violations on the page as it is now, one line per failing element. */
+export async function seriousViolations(page: Page): Promise<string[]> {
+  // Evaluated over the DevTools protocol, so the page's CSP (script-src 'self') does not apply.
+  await page.evaluate(axeSource);
+  const violations = await page.evaluate(async () => {
+    const axe = (window as unknown as { axe: { run(ctx: Document, opts: object): Promise<{ violations: AxeViolation[] }> } }).axe;
+    return (await axe.run(document, { resultTypes: ['violations'] })).violations;
+  });
+  return violations
+    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+    .flatMap((v) => v.nodes.map((n) => `${v.impact} ${v.id} (${v.help}) at ${n.target.join(' ')}: ${n.failureSummary ?? ''}`));
+}
+

@@ -8,3 +8,11 @@ createRoot(document.getElementById('root')!).render(
     <App />
   </StrictMode>,
 );
+
+// The service worker (app shell only, see sw/policy.ts) makes the app installable and open offline.
+// Not in the dev server, whose modules are not the built files the worker caches.
+if (import.meta.env.PROD && 'serviceWorker' in navigator) {
+  window.addEventListener('load', () => {
+    navigator.serviceWorker.register('./sw.js').catch((e: unknown) => console.warn('[confab] service worker not registered', e));
+  });
+}

@@ -4,13 +4,16 @@ import {
   decryptBytes,
   DecryptError,
   deriveRoomKey,
+  deriveRoomKeyMaterial,
+  fingerprintDigits,
+  roomKeyFromRaw,
   effectivePassphrase,
   encodeAad,
   encryptBytes,
   KDF_ITERATIONS,
   openJson,
-  pbkdf2Sha256,
   sealJson,
+  pbkdf2Sha256,
   SALT_PREFIX,
   type MessageContext,
 } from './e2ee';
@@ -137,5 +140,49 @@ describe('AES-256-GCM messages', () => {
       expect(e).toBe(Buffer.from(b).toString('base64url'));
       expect(hex(base64urlDecode(e))).toBe(hex(b));
     }
+  });
+});
+
+describe('key check and fingerprint', () => {
+  const raw = (fill: number) => new Uint8Array(32).fill(fill);
+
+  it('agree for the same key and room, differ for another key or room, and wipe the raw bytes', async () => {
+    const bytes = raw(7);
+    const a = await roomKeyFromRaw(bytes, '!r:x');
+    expect(bytes.every((b) => b === 0)).toBe(true);
+    const b = await roomKeyFromRaw(raw(7), '!r:x');
+    const other = await roomKeyFromRaw(raw(8), '!r:x');
+    const otherRoom = await roomKeyFromRaw(raw(7), '!s:x');
+    expect(a.check).toBe(b.check);
+    expect(a.fingerprint).toBe(b.fingerprint);
+    expect(other.check).not.toBe(a.check);
+    expect(other.fingerprint).not.toBe(a.fingerprint);
+    expect(otherRoom.check).not.toBe(a.check);
+    expect(a.check).toMatch(/^[A-Za-z0-9_-]{22}$/); // 128 bits, base64url
+    expect(a.fingerprint).toMatch(/^\d{3} \d{3} \d{3} \d{3}$/);
+    // The check is not the fingerprint's digits in disguise: independent labels.
+    expect(a.check).not.toContain(a.fingerprint.replace(/ /g, ''));
+  });
+
+  it('the check is HMAC-SHA256 of the label under the raw key, truncated to 128 bits', async () => {
+    const { createHmac } = await import('node:crypto');
+    const expected = createHmac('sha256', Buffer.from(raw(7))).update('confab/v1/key-check\u0000!r:x').digest().subarray(0, 16);
+    expect((await roomKeyFromRaw(raw(7), '!r:x')).check).toBe(Buffer.from(expected).toString('base64url'));
+  });
+
+  it('reads 64 bits as twelve digits', () => {
+    expect(fingerprintDigits(new Uint8Array(32))).toBe('000 000 000 000');
+    const d = new Uint8Array(32);
+    d[7] = 1;
+    expect(fingerprintDigits(d)).toBe('000 000 000 001');
+  });
+
+  it('the key from the passphrase encrypts what the plain deriveRoomKey decrypts', async () => {
+    const m = await deriveRoomKeyMaterial('pass', '!r:x', 1000);
+    const k = await deriveRoomKey('pass', '!r:x', 1000);
+    const ctx = { roomId: '!r:x', userId: '@a:x', deviceId: 'D', kind: 'text' };
+    expect(await openJson(k, await sealJson(m.key, { x: 1 }, ctx), ctx)).toEqual({ x: 1 });
+    expect((await deriveRoomKeyMaterial('pass', '!r:x', 1000)).check).toBe(m.check);
+    expect((await deriveRoomKeyMaterial('other', '!r:x', 1000)).check).not.toBe(m.check);
   });
 });

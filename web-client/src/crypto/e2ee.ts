@@ -63,6 +63,73 @@ export async function deriveRoomKey(passphrase: string, roomId: string, iteratio
   }
 }
 
+/**
+ * The room key and the two values derived from its raw bytes beside it, each with its own label so
+ * neither reveals the other or the key:
+ * - `check`: HMAC-SHA256(raw, "confab/v1/key-check" ‖ room id), 128 bits, base64url. Peers exchange
+ *   it so a different passphrase is recognised at once. It is compared by machines and may pass a
+ *   server: it lets no one test a passphrase guess faster than a stored ciphertext already does.
+ * - `fingerprint`: SHA-256("confab/v1/fingerprint" ‖ room id ‖ raw), its first 64 bits as 12
+ *   decimal digits in groups of three, for people to compare by voice.
+ */
+export interface RoomKey {
+  key: CryptoKey;
+  check: string;
+  fingerprint: string;
+}
+
+/** Make the room key from 32 raw bytes (from PBKDF2, or fresh random bytes after a removal); the bytes are wiped. */
+export async function roomKeyFromRaw(raw: Uint8Array, roomId: string): Promise<RoomKey> {
+  try {
+    const key = await subtle().importKey('raw', raw as BufferSource, { name: 'AES-GCM', length: 256 }, false, ['encrypt', 'decrypt']);
+    const mac = await subtle().importKey('raw', raw as BufferSource, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+    const check = new Uint8Array(await subtle().sign('HMAC', mac, utf8(`confab/v1/key-check\u0000${roomId}`) as BufferSource)).slice(0, 16);
+    const label = utf8(`confab/v1/fingerprint\u0000${roomId}\u0000`);
+    const material = new Uint8Array(label.length + raw.length);
+    material.set(label, 0);
+    material.set(raw, label.length);
+    const digest = new Uint8Array(await subtle().digest('SHA-256', material as BufferSource));
+    material.fill(0);
+    return { key, check: base64urlEncode(check), fingerprint: fingerprintDigits(digest) };
+  } finally {
+    raw.fill(0);
+  }
+}
+
+/** The first 64 bits of `digest` as 12 decimal digits, "482 913 075 611". */
+export function fingerprintDigits(digest: Uint8Array): string {
+  let n = 0n;
+  for (let i = 0; i < 8; i++) n = (n << 8n) | BigInt(digest[i] ?? 0);
+  const digits = (n % 10n ** 12n).toString().padStart(12, '0');
+  return digits.match(/\d{3}/g)!.join(' ');
+}
+
+/**
+ * A room secret that is a key itself (made after a removal, see RoomSession.kick): "k1." and 32
+ * random bytes in base64url. It rides in invite links like a passphrase, and skips PBKDF2, which
+ * only exists to slow down guessing of human-chosen passphrases.
+ */
+const RAW_SECRET = 'k1.';
+
+export function rawKeySecret(raw: Uint8Array): string {
+  return RAW_SECRET + base64urlEncode(raw);
+}
+
+/** The room key, its key check and its fingerprint from the passphrase (see deriveRoomKey), or from a raw-key secret. */
+export async function deriveRoomKeyMaterial(passphrase: string, roomId: string, iterations = KDF_ITERATIONS): Promise<RoomKey> {
+  if (passphrase.startsWith(RAW_SECRET)) {
+    let raw: Uint8Array | null = null;
+    try {
+      raw = base64urlDecode(passphrase.slice(RAW_SECRET.length));
+    } catch {
+      raw = null;
+    }
+    if (raw && raw.length === 32) return roomKeyFromRaw(raw, roomId);
+  }
+  const { secret } = effectivePassphrase(passphrase, roomId);
+  return roomKeyFromRaw(await pbkdf2Sha256(utf8(secret), utf8(SALT_PREFIX + roomId), iterations, 32), roomId);
+}
+
 /** Canonical AAD: a label then each field as u32 big-endian byte length + UTF-8 bytes (unambiguous). */
 export function encodeAad(ctx: MessageContext): Uint8Array {
   const parts = [AAD_LABEL, ctx.roomId, ctx.userId, ctx.deviceId, ctx.kind].map(utf8);

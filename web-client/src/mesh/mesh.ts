@@ -11,6 +11,7 @@ import { IncarnationTracker } from './incarnation';
 import { encodingFor, type StreamKind } from './encoding';
 import type { DeviceRef, IceServer } from '../protocol/types';
 import type { PeerView, RemoteStreamView } from '../state/roomState';
+import type { QualitySample } from './quality';
 
 /** What goes (encrypted) inside a `signal` message. */
 export interface SignalEnvelope {
@@ -39,6 +40,8 @@ export interface MeshOptions {
   onChange(): void;
   onFilesChannel(peerKey: string, ch: RTCDataChannel | null): void;
   onFilesMessage(peerKey: string, data: string | ArrayBuffer): void;
+  /** A control message that is not the mesh's own (e.g. a new room key), from a DTLS-authenticated channel. */
+  onControl?(peerKey: string, msg: { t: string; [k: string]: unknown }): void;
   log?(msg: string, err?: unknown): void;
 }
 
@@ -103,8 +106,10 @@ class PeerLink {
       if (this.pc.iceConnectionState === 'connected' || this.pc.iceConnectionState === 'completed') this.iceRestarts = 0;
       opts.onChange();
     };
+    // ICE restarts follow the ICE state only: connectionState 'failed' accompanies the same failure
+    // (restarting on both spent the bounded budget twice as fast), and a DTLS failure is not
+    // something an ICE restart mends.
     this.pc.onconnectionstatechange = () => {
-      if (this.pc.connectionState === 'failed') this.restartIce();
       if (this.pc.connectionState === 'connected') this.mesh.applyEncodings();
       opts.onChange();
     };
@@ -155,7 +160,10 @@ class PeerLink {
   private onCtl(text: string): void {
     try {
       const m = JSON.parse(text) as CtlMessage;
-      if (m.t !== 'media') return;
+      if (m.t !== 'media') {
+        if (typeof m.t === 'string') this.opts.onControl?.(this.key, m as unknown as { t: string });
+        return;
+      }
       this.remoteMedia = { mic: !!m.mic, cam: !!m.cam, screen: !!m.screen };
       this.remoteLabels = m.labels ?? {};
       this.opts.onChange();
@@ -263,6 +271,13 @@ export class Mesh {
       }
     }
     const existing = this.peers.get(key);
+    // Only an offer or a hello starts a connection. An answer or a candidate for a connection we do
+    // not have is from one we closed (the peer left, and its last signals were still on the way):
+    // creating a connection for it would leave one that nothing ever negotiates.
+    if (!existing && !('hello' in env.msg) && !('description' in env.msg && env.msg.description.type === 'offer')) {
+      this.opts.log?.(`signal from ${key} for a closed connection dropped`);
+      return;
+    }
     if ('hello' in env.msg && existing?.negotiator.established) {
       // The remote side started a fresh connection to us (its old one is gone): follow suit.
       this.opts.log?.(`fresh connection requested by ${key}`);
@@ -337,6 +352,24 @@ export class Mesh {
     this.broadcastMediaState();
   }
 
+  /**
+   * Send `next` instead of `prev` (another microphone or camera) without renegotiating: the
+   * senders keep their transceivers, only the source changes (RTCRtpSender.replaceTrack).
+   */
+  async replaceTrack(prev: MediaStreamTrack, next: MediaStreamTrack): Promise<void> {
+    const jobs: Array<Promise<void>> = [];
+    for (const link of this.peers.values()) {
+      const sender = link.senders.get(prev.id);
+      if (!sender) continue;
+      link.senders.delete(prev.id);
+      link.senders.set(next.id, sender);
+      jobs.push(sender.replaceTrack(next).catch((e: unknown) => this.opts.log?.('replaceTrack', e)));
+    }
+    await Promise.all(jobs);
+    this.applyEncodings();
+    this.broadcastMediaState();
+  }
+
   removeStream(stream: MediaStream): void {
     for (const t of stream.getTracks()) this.removeTrack(t);
     this.sources.delete(stream.id);
@@ -397,6 +430,17 @@ export class Mesh {
     }
   }
 
+  /** Send a control message over the `ctl` data channel of every open peer for which `to` holds. Returns who got it. */
+  sendControl(msg: { t: string; [k: string]: unknown }, to: (ref: DeviceRef) => boolean): string[] {
+    const sent: string[] = [];
+    for (const link of this.peers.values()) {
+      if (!to(link.ref) || link.ctl.readyState !== 'open') continue;
+      link.ctl.send(JSON.stringify(msg));
+      sent.push(link.key);
+    }
+    return sent;
+  }
+
   views(): PeerView[] {
     return [...this.peers.values()].map((l) => l.view());
   }
@@ -432,6 +476,17 @@ export class Mesh {
     return out;
   }
 
+  /** Counters per peer for the connection-quality label (mesh/quality.ts). */
+  async qualitySamples(now: number): Promise<Record<string, QualitySample>> {
+    const out: Record<string, QualitySample> = {};
+    for (const link of this.peers.values()) {
+      if (link.pc.connectionState !== 'connected') continue;
+      const stats = await link.pc.getStats();
+      out[link.key] = qualitySample(stats, now);
+    }
+    return out;
+  }
+
   close(): void {
     this.closed = true;
     for (const link of this.peers.values()) link.close();
@@ -452,4 +507,23 @@ function selectedCandidateTypes(stats: RTCStatsReport): { localCandidateType: st
   pair ??= [...rows.values()].find((r) => r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded');
   const type = (id: string | undefined) => (id ? (rows.get(id)?.candidateType ?? null) : null);
   return { localCandidateType: type(pair?.localCandidateId), remoteCandidateType: type(pair?.remoteCandidateId) };
+}
+
+type QualityRow = StatsRow & { currentRoundTripTime?: number; packetsReceived?: number; packetsLost?: number; bytesReceived?: number };
+
+/** Round trip of the selected pair and the totals of every inbound RTP stream. */
+export function qualitySample(stats: RTCStatsReport, now: number): QualitySample {
+  const rows = new Map<string, QualityRow>();
+  stats.forEach((r: QualityRow) => rows.set(r.id, r));
+  let pair: QualityRow | undefined;
+  for (const r of rows.values()) if (r.type === 'transport' && r.selectedCandidatePairId) pair = rows.get(r.selectedCandidatePairId);
+  pair ??= [...rows.values()].find((r) => r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded');
+  const sample: QualitySample = { at: now, rtt: pair?.currentRoundTripTime ?? null, packetsReceived: 0, packetsLost: 0, bytesReceived: 0 };
+  for (const r of rows.values()) {
+    if (r.type !== 'inbound-rtp') continue;
+    sample.packetsReceived += r.packetsReceived ?? 0;
+    sample.packetsLost += r.packetsLost ?? 0;
+    sample.bytesReceived += r.bytesReceived ?? 0;
+  }
+  return sample;
 }

@@ -3,8 +3,9 @@
  * RTCPeerConnection, media capture and storage. Only the UI layer imports this file.
  */
 import type { WebSocketLike } from '../protocol/socket';
-import type { MediaBackend } from '../state/roomSession';
+import type { AttentionBackend, MediaBackend } from '../state/roomSession';
 import { API_BASE } from '../protocol/types';
+import type { ByteSource } from '../files/chunks';
 
 export const browserMedia: MediaBackend = {
   getUserMedia: (c) => navigator.mediaDevices.getUserMedia(c),
@@ -12,6 +13,11 @@ export const browserMedia: MediaBackend = {
   createStream: (tracks) => new MediaStream(tracks),
   // Lazily: the WASM is large and only needed by those who choose it.
   denoise: async (mic) => (await import('./rnnoise')).denoise(mic),
+  enumerateDevices: () => navigator.mediaDevices.enumerateDevices(),
+  onDeviceChange: (fn) => {
+    navigator.mediaDevices.addEventListener('devicechange', fn);
+    return () => navigator.mediaDevices.removeEventListener('devicechange', fn);
+  },
 };
 
 export const wsFactory = (url: string): WebSocketLike => new WebSocket(url) as unknown as WebSocketLike;
@@ -32,6 +38,65 @@ export function pageBase(): string {
   return location.href.split('#')[0] ?? '';
 }
 
-export function blobSource(file: Blob): { size: number; read(start: number, end: number): Promise<Uint8Array> } {
-  return { size: file.size, read: async (s, e) => new Uint8Array(await file.slice(s, e).arrayBuffer()) };
+/** A File or Blob as a ByteSource; `pieces` reads through one reused buffer where the engine can (BYOB). */
+export function blobSource(file: Blob): ByteSource {
+  return {
+    size: file.size,
+    read: async (s, e) => new Uint8Array(await file.slice(s, e).arrayBuffer()),
+    pieces: async function* (start: number) {
+      const stream = file.slice(start).stream();
+      let reader: ReadableStreamBYOBReader | null = null;
+      try {
+        reader = stream.getReader({ mode: 'byob' });
+      } catch {
+        reader = null; // not a byte stream in this engine: plain reads (each a new buffer)
+      }
+      if (!reader) {
+        const plain = stream.getReader();
+        for (;;) {
+          const { value, done } = await plain.read();
+          if (done) return;
+          yield value;
+        }
+      }
+      let buffer = new ArrayBuffer(1024 * 1024);
+      try {
+        for (;;) {
+          const { value, done } = await reader.read(new Uint8Array(buffer));
+          if (done || !value) return;
+          yield value;
+          buffer = value.buffer as ArrayBuffer;
+        }
+      } finally {
+        reader.releaseLock();
+      }
+    },
+  };
+}
+
+/** Title badge and system notifications for a hidden tab (the latter only once the user allowed them). */
+export const browserAttention: AttentionBackend = {
+  setTitle: (title) => {
+    document.title = title;
+  },
+  notify: (title, body) => {
+    if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
+    try {
+      // One tag per room tab: a burst of messages replaces the notification instead of stacking up.
+      new Notification(title, { body, tag: 'confab-room' });
+    } catch {
+      /* some platforms only allow notifications from a service worker: the title badge remains */
+    }
+  },
+};
+
+export type NotificationChoice = NotificationPermission | 'unsupported';
+
+export function notificationPermission(): NotificationChoice {
+  return typeof Notification === 'undefined' ? 'unsupported' : Notification.permission;
+}
+
+export async function requestNotifications(): Promise<NotificationChoice> {
+  if (typeof Notification === 'undefined') return 'unsupported';
+  return Notification.requestPermission();
 }

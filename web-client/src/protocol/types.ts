@@ -2,6 +2,7 @@
  * Wire types of the Confab client protocol v1 (homeserver/PROTOCOL.md), kept apart from behaviour.
  * Field names are the wire's snake_case on purpose: these objects are what goes over the network.
  */
+import { english, type MessageKey, type Translate } from '../i18n/i18n';
 
 export const API_BASE = '/_confab/client/v1';
 
@@ -206,25 +207,15 @@ export function retryDelay(err: unknown): number | null {
 }
 
 /** A sentence a person can act on, for each machine code the client may show (else the server's reason). */
-export function describeError(err: unknown): string {
+const KNOWN_ERRORS = new Set([
+  'room_locked', 'invite_required', 'invite_invalid', 'invite_expired', 'invite_revoked', 'invite_used_up', 'kicked',
+  'room_not_found', 'room_full', 'too_many_rooms', 'too_many_connections', 'unauthorized', 'event_too_large', 'unavailable',
+]);
+
+/** A sentence for the user: known codes from the catalog (`error.<code>`), else the server's reason. */
+export function describeError(err: unknown, t: Translate = english): string {
   if (err instanceof ConfabError) {
-    const known: Record<string, string> = {
-      room_locked: 'This room is locked: only people who joined before may come back.',
-      invite_required: 'You need an invite link to join this room.',
-      invite_invalid: 'This invite link is not valid for this room.',
-      invite_expired: 'This invite link has expired. Ask the host for a new one.',
-      invite_revoked: 'This invite link was revoked by the host.',
-      invite_used_up: 'This invite link has been used up. Ask the host for a new one.',
-      kicked: 'The host removed you from this room. A new invite is needed to come back.',
-      room_not_found: 'This room no longer exists.',
-      room_full: 'The room is full.',
-      too_many_rooms: 'You already host as many rooms as this server allows.',
-      too_many_connections: 'Too many tabs are connected with this session.',
-      unauthorized: 'Your session has expired.',
-      event_too_large: 'That message is too large for this server.',
-      unavailable: 'The server is temporarily unavailable. Try again shortly.',
-    };
-    return known[err.code] ?? err.reason ?? err.code;
+    return KNOWN_ERRORS.has(err.code) ? t(`error.${err.code}` as MessageKey) : (err.reason ?? err.code);
   }
   if (err instanceof Error) return err.message;
   return String(err);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { addChatItem, applyPresence, applyTyping, initialRoomState, setChatOpen, typingNames, whoIsHere, type ChatItem } from './roomState';
+import { addChatItem, applyPresence, applySummary, applyTyping, initialRoomState, setChatOpen, typingNames, whoIsHere, type ChatItem } from './roomState';
 import { inviteFragment, neutralLabel, parseRoute, routeFromPastedLink } from './links';
 import { LocalMemory, memoryStore } from './storage';
 
@@ -74,5 +74,27 @@ describe('local memory', () => {
     expect(m.room('!r:x')).toBeNull();
     m.displayName = 'Ann';
     expect(m.displayName).toBe('Ann');
+  });
+});
+
+describe('live items and replayed history', () => {
+  const summary = (latest: number) => ({ room_id: '!r:x', origin: 'x', host: '@bob:x', locked: false, max_participants: 8, members: [], connected: [], latest_seq: latest, is_host: false, created_ts: 0, expires_ts: null });
+
+  it('announces nothing before the subscription, then only items above the seq it started at', () => {
+    let s = initialRoomState('!r:x', me, 'Me', false);
+    s = addChatItem(s, item(1));
+    expect(s.lastLive).toBeNull();
+    s = applySummary(s, summary(3));
+    s = addChatItem(s, item(2)); // replayed history, arriving after the summary
+    s = addChatItem(s, item(3));
+    expect(s.lastLive).toBeNull();
+    s = addChatItem(s, item(4));
+    expect(s.lastLive?.seq).toBe(4);
+    // A reconnect replays what was missed: not announced one by one either.
+    s = applySummary(s, summary(7));
+    s = addChatItem(s, item(6));
+    expect(s.lastLive?.seq).toBe(4);
+    s = addChatItem(s, item(8));
+    expect(s.lastLive?.seq).toBe(8);
   });
 });

@@ -6,6 +6,8 @@
 import type { Member, RoomSummary } from '../protocol/types';
 import type { FileOffer } from '../files/chunks';
 import type { TransferView } from '../files/transfers';
+import type { Quality } from '../mesh/quality';
+import { DEFAULT_CHOICE, type DeviceChoice, type DeviceEntry } from './devices';
 
 export type ItemStatus = 'ok' | 'protected' | 'refused';
 
@@ -52,6 +54,8 @@ export interface PeerView {
 export interface Banner {
   tone: 'info' | 'warn' | 'error';
   text: string;
+  /** Names a banner that a later state change takes down again (e.g. 'reconnecting', 'key'). */
+  id?: string;
 }
 
 export type EndReason = 'kicked' | 'closed' | 'expired' | 'replaced' | 'fatal' | 'left';
@@ -78,13 +82,41 @@ export interface RoomViewState {
   banner: Banner | null;
   ended: { reason: EndReason; text: string } | null;
   weakKey: boolean;
+  /** The room key's fingerprint, for people to compare by voice (crypto/e2ee.ts). */
+  fingerprint: string;
+  /** Device keys of peers whose key check differs from ours: they cannot decrypt, nor we them. */
+  keyMismatch: Record<string, true>;
+  /** Our passphrase is not the room's (the host's, or every peer's, key check differs). */
+  keyWrong: boolean;
+  /**
+   * Items with a seq above this arrived live; those at or below it are history replayed on
+   * (re)subscribing, which screen readers must not hear one by one. Infinity until subscribed.
+   */
+  liveFromSeq: number;
+  /** The newest item that arrived live (announced through the chat's live region). */
+  lastLive: ChatItem | null;
+  /** Microphones, cameras and speakers present, and the chosen one of each ('' = default). */
+  devices: DeviceEntry[];
+  deviceChoice: DeviceChoice;
+  /** device key → connection quality from getStats */
+  quality: Record<string, Quality>;
   peers: Record<string, PeerView>;
   transfers: TransferView[];
   /** `rnnoise`: the microphone goes through RNNoise. */
-  local: { mic: boolean; cam: boolean; screen: boolean; camera: MediaStream | null; screenStream: MediaStream | null; rnnoise?: boolean };
+  local: {
+    mic: boolean;
+    cam: boolean;
+    screen: boolean;
+    camera: MediaStream | null;
+    screenStream: MediaStream | null;
+    rnnoise?: boolean;
+    /** Labels of the tracks in use, after a switch (diagnostics and the device menus). */
+    micLabel?: string;
+    cameraLabel?: string;
+  };
 }
 
-export function initialRoomState(roomId: string, me: { userId: string; deviceId: string }, myName: string, weakKey: boolean): RoomViewState {
+export function initialRoomState(roomId: string, me: { userId: string; deviceId: string }, myName: string, weakKey: boolean, fingerprint = ''): RoomViewState {
   return {
     roomId,
     me,
@@ -104,6 +136,14 @@ export function initialRoomState(roomId: string, me: { userId: string; deviceId:
     banner: null,
     ended: null,
     weakKey,
+    fingerprint,
+    keyMismatch: {},
+    keyWrong: false,
+    liveFromSeq: Infinity,
+    lastLive: null,
+    quality: {},
+    devices: [],
+    deviceChoice: DEFAULT_CHOICE,
     peers: {},
     transfers: [],
     local: { mic: false, cam: false, screen: false, camera: null, screenStream: null },
@@ -123,6 +163,7 @@ export function applySummary(s: RoomViewState, sum: RoomSummary): RoomViewState 
     maxParticipants: sum.max_participants,
     members: sum.members,
     presence,
+    liveFromSeq: sum.latest_seq,
   };
 }
 
@@ -135,7 +176,8 @@ export function addChatItem(s: RoomViewState, item: ChatItem): RoomViewState {
   while (pos > 0 && tl[pos - 1]!.seq > item.seq) pos--;
   const timeline = [...tl.slice(0, pos), item, ...tl.slice(pos)];
   const fromOther = item.sender !== s.me.userId && item.kind !== 'system';
-  return { ...s, timeline, unread: fromOther && !s.chatOpen ? s.unread + 1 : s.unread };
+  const live = item.seq > s.liveFromSeq;
+  return { ...s, timeline, unread: fromOther && !s.chatOpen ? s.unread + 1 : s.unread, lastLive: live ? item : s.lastLive };
 }
 
 export function setChatOpen(s: RoomViewState, open: boolean): RoomViewState {

@@ -17,6 +17,8 @@ export interface RoomMemory {
   /** The room's latest seq when this browser first joined: history starts after it. */
   joinedSeq: number;
   lastSeen: number;
+  /** Secrets of keys the room replaced after removals, newest first: history from before is read with them. */
+  olderSecrets?: string[];
 }
 
 const K = {
@@ -77,6 +79,7 @@ export class LocalMemory {
       passphrase: m.passphrase ?? prev?.passphrase ?? '',
       joinedSeq: prev ? prev.joinedSeq : (m.joinedSeq ?? 0),
       lastSeen: m.lastSeen ?? Date.now(),
+      ...((m.olderSecrets ?? prev?.olderSecrets) ? { olderSecrets: m.olderSecrets ?? prev?.olderSecrets } : {}),
     };
     all[roomId] = next;
     this.write(K.rooms, all);

@@ -1,5 +1,6 @@
 import { useEffect, useState, type FormEvent } from 'react';
-import { useServices } from './services';
+import { useServices, useT } from './services';
+import { ThemeSwitch } from './ThemeSwitch';
 import { navigate } from './useHashRoute';
 import { carriedQuery, inviteFragment, roomFragment, routeFromPastedLink, type MediaPrefs } from '../state/links';
 import { randomSecret } from '../crypto/e2ee';
@@ -8,6 +9,7 @@ import styles from './Home.module.css';
 
 export function Home({ prefs }: { prefs: MediaPrefs }) {
   const services = useServices();
+  const t = useT();
   const [name, setName] = useState(() => services.memory.displayName);
   const [shareName, setShareName] = useState(() => services.memory.shareName);
   const [link, setLink] = useState('');
@@ -62,7 +64,7 @@ export function Home({ prefs }: { prefs: MediaPrefs }) {
     e.preventDefault();
     const r = routeFromPastedLink(link);
     if (!r) {
-      setError('That does not look like a Confab invite link.');
+      setError(t('home.notALink'));
       return;
     }
     location.hash = link.slice(link.indexOf('#'));
@@ -70,33 +72,36 @@ export function Home({ prefs }: { prefs: MediaPrefs }) {
 
   return (
     <main className={styles.home}>
-      <h1 className={styles.title}>Confab</h1>
-      <p className={styles.lead}>Encrypted meetings that vanish when everyone has left.</p>
+      <div className={styles.top}>
+        <h1 className={styles.title}>Confab</h1>
+        <ThemeSwitch />
+      </div>
+      <p className={styles.lead}>{t('home.lead')}</p>
 
       <section className={styles.card} aria-labelledby="you">
-        <h2 id="you">You</h2>
+        <h2 id="you">{t('home.you')}</h2>
         <label className={styles.field}>
-          <span>Display name (shown to others in the room, encrypted)</span>
-          <input value={name} onChange={(e) => saveName(e.target.value)} maxLength={64} autoComplete="nickname" placeholder="e.g. Alice" />
+          <span>{t('home.displayName')}</span>
+          <input value={name} onChange={(e) => saveName(e.target.value)} maxLength={64} autoComplete="nickname" placeholder={t('common.namePlaceholder')} />
         </label>
         <label className={styles.check}>
           <input type="checkbox" checked={shareName} onChange={(e) => void toggleShare(e.target.checked)} />
-          <span>Share my name with the server (otherwise it only sees a neutral label like “Guest 3f2a”)</span>
+          <span>{t('home.shareName')}</span>
         </label>
       </section>
 
       <section className={styles.card} aria-labelledby="start">
-        <h2 id="start">Start</h2>
+        <h2 id="start">{t('home.start')}</h2>
         <button type="button" className="primary" onClick={() => void create()} disabled={busy}>
-          {busy ? 'Creating…' : 'Create a room'}
+          {busy ? t('home.creating') : t('home.create')}
         </button>
         <form onSubmit={join} className={styles.joinForm}>
           <label className={styles.field}>
-            <span>Invite link</span>
-            <input value={link} onChange={(e) => setLink(e.target.value)} placeholder="Paste an invite link" />
+            <span>{t('home.inviteLink')}</span>
+            <input value={link} onChange={(e) => setLink(e.target.value)} placeholder={t('home.pasteLink')} />
           </label>
           <button type="submit" disabled={!link.trim()}>
-            Join
+            {t('common.join')}
           </button>
         </form>
         {error && (
@@ -107,18 +112,19 @@ export function Home({ prefs }: { prefs: MediaPrefs }) {
       </section>
 
       <section className={styles.card} aria-labelledby="rooms">
-        <h2 id="rooms">Your rooms</h2>
-        {rooms === null && <p role="status">Loading…</p>}
-        {rooms?.length === 0 && <p className={styles.muted}>No live rooms in this browser.</p>}
+        <h2 id="rooms">{t('home.yourRooms')}</h2>
+        {rooms === null && <p role="status">{t('common.loading')}</p>}
+        {rooms?.length === 0 && <p className={styles.muted}>{t('home.noRooms')}</p>}
         <ul className={styles.rooms}>
           {rooms?.map((r) => (
             <li key={r.room_id}>
               <span>
-                <code>{r.room_id}</code> · {r.connected.length} here{r.locked ? ' · locked' : ''}
-                {r.is_host ? ' · you host' : ''}
+                <code>{r.room_id}</code> · {t('home.here', { n: r.connected.length })}
+                {r.locked ? ` · ${t('home.locked')}` : ''}
+                {r.is_host ? ` · ${t('home.youHost')}` : ''}
               </span>
               <button type="button" onClick={() => navigate(services.memory.room(r.room_id) ? roomFragment(r.room_id) : inviteFragment(r.room_id, null, null))}>
-                Rejoin
+                {t('home.rejoin')}
               </button>
             </li>
           ))}

@@ -1,5 +1,7 @@
 import { useEffect, useRef, useState, type FormEvent } from 'react';
-import { useServices } from './services';
+import { useServices, useT } from './services';
+import { ThemeSwitch } from './ThemeSwitch';
+import { useLevel } from './useLevel';
 import { navigate } from './useHashRoute';
 import { carriedQuery, roomFragment, type Route } from '../state/links';
 import { describeError } from '../protocol/types';
@@ -9,6 +11,7 @@ type JoinRoute = Extract<Route, { page: 'join' }>;
 
 export function PreJoin({ route }: { route: JoinRoute }) {
   const services = useServices();
+  const t = useT();
   const remembered = services.memory.room(route.roomId);
   const [name, setName] = useState(route.prefs.name ?? services.memory.displayName);
   const [passphrase, setPassphrase] = useState(route.secret ?? remembered?.passphrase ?? '');
@@ -43,7 +46,7 @@ export function PreJoin({ route }: { route: JoinRoute }) {
         setMediaError(null);
         setDevices(await navigator.mediaDevices.enumerateDevices());
       })
-      .catch((e: unknown) => live && setMediaError(`Camera or microphone unavailable: ${describeError(e)}`));
+      .catch((e: unknown) => live && setMediaError(t('prejoin.mediaError', { why: describeError(e) })));
     return () => {
       live = false;
       if (got && !handedOff.current) got.getTracks().forEach((t) => t.stop());
@@ -73,82 +76,90 @@ export function PreJoin({ route }: { route: JoinRoute }) {
     }
   };
 
+  const level = useLevel(preview);
   const mics = devices.filter((d) => d.kind === 'audioinput');
   const cams = devices.filter((d) => d.kind === 'videoinput');
 
   return (
     <main className={styles.page}>
-      <h1 className={styles.title}>Join the room</h1>
+      <div className={styles.top}>
+        <h1 className={styles.title}>{t('prejoin.title')}</h1>
+        <ThemeSwitch />
+      </div>
       <p className={styles.room}>
         <code>{route.roomId}</code>
       </p>
       <form className={styles.grid} onSubmit={(e) => void join(e)}>
         <div className={styles.preview}>
-          <video ref={videoRef} autoPlay playsInline muted aria-label="Your camera preview" />
-          {!cam && <p className={styles.off}>Camera off</p>}
+          <video ref={videoRef} autoPlay playsInline muted aria-label={t('prejoin.preview')} />
+          {!cam && <p className={styles.off}>{t('prejoin.cameraOff')}</p>}
           {mediaError && <p role="alert" className={styles.warn}>{mediaError}</p>}
         </div>
         <div className={styles.fields}>
           <label className={styles.field}>
-            <span>Your name</span>
-            <input name="name" value={name} onChange={(e) => setName(e.target.value)} maxLength={64} placeholder="e.g. Alice" />
+            <span>{t('prejoin.name')}</span>
+            <input name="name" value={name} onChange={(e) => setName(e.target.value)} maxLength={64} placeholder={t('common.namePlaceholder')} />
           </label>
           <label className={styles.field}>
-            <span>Passphrase {route.secret ? '(from the link)' : ''}</span>
+            <span>{route.secret ? t('prejoin.passphraseFromLink') : t('prejoin.passphrase')}</span>
             <input name="passphrase" type="password" value={passphrase} onChange={(e) => setPassphrase(e.target.value)} autoComplete="off" />
           </label>
           {passphrase.trim() === '' && (
-            <p role="note" className={styles.warn}>
-              No passphrase: the room id is used instead, so anyone who sees the link can read along.
+            <p role="note" className={styles.warn} data-testid="not-private">
+              {t('e2ee.notPrivateLong')}
             </p>
           )}
           <label className={styles.field}>
-            <span>Microphone</span>
+            <span>{t('devices.microphone')}</span>
             <select value={audioId} onChange={(e) => setAudioId(e.target.value)}>
-              <option value="">Default</option>
+              <option value="">{t('devices.default')}</option>
               {mics.map((d, i) => (
                 <option key={d.deviceId || i} value={d.deviceId}>
-                  {d.label || `Microphone ${i + 1}`}
+                  {d.label || t('devices.micN', { n: i + 1 })}
                 </option>
               ))}
             </select>
           </label>
           <label className={styles.field}>
-            <span>Camera</span>
+            <span>{t('devices.camera')}</span>
             <select value={videoId} onChange={(e) => setVideoId(e.target.value)}>
-              <option value="">Default</option>
+              <option value="">{t('devices.default')}</option>
               {cams.map((d, i) => (
                 <option key={d.deviceId || i} value={d.deviceId}>
-                  {d.label || `Camera ${i + 1}`}
+                  {d.label || t('devices.camN', { n: i + 1 })}
                 </option>
               ))}
             </select>
           </label>
+          <div className={styles.field}>
+            <span id="mic-level-label">{t('prejoin.micLevel')}</span>
+            <meter min={0} max={1} low={0.15} high={0.9} optimum={0.5} value={level} aria-labelledby="mic-level-label" data-testid="mic-level" data-level={level.toFixed(3)} />
+          </div>
           <label className={styles.check}>
             <input type="checkbox" checked={mic} onChange={(e) => setMic(e.target.checked)} />
-            <span>Microphone on when I join</span>
+            <span>{t('prejoin.micOn')}</span>
           </label>
           <label className={styles.check}>
             <input type="checkbox" checked={cam} onChange={(e) => setCam(e.target.checked)} />
-            <span>Camera on when I join</span>
+            <span>{t('prejoin.camOn')}</span>
           </label>
           <label className={styles.check}>
             <input type="checkbox" checked={noise} onChange={(e) => setNoise(e.target.checked)} />
-            <span>Noise suppression (browser)</span>
+            <span>{t('prejoin.noise')}</span>
           </label>
           <label className={styles.check}>
             <input type="checkbox" checked={rnnoise} onChange={(e) => setRnnoise(e.target.checked)} />
-            <span>Stronger noise suppression (RNNoise, loads 5 MB once)</span>
+            <span>{t('prejoin.rnnoise')}</span>
           </label>
           <button type="submit" className="primary" disabled={busy}>
-            {busy ? 'Joining…' : 'Join'}
+            {busy ? t('prejoin.joining') : t('common.join')}
           </button>
           {error && (
             <p role="alert" className={styles.error} data-testid="join-error">
               {error}
             </p>
           )}
-          <a href="#/">Back</a>
+          <a href="#/">{t('common.back')}</a>
         </div>
       </form>
     </main>

@@ -7,8 +7,9 @@ import { RestClient } from '../protocol/rest';
 import { ConfabError, type ServerConfig, type Session } from '../protocol/types';
 import { LocalMemory, memoryStore, type KeyValueStore } from '../state/storage';
 import { neutralLabel } from '../state/links';
+import { pickLanguage, translator, type Lang, type Translate } from '../i18n/i18n';
 
-function localStore(): KeyValueStore {
+export function localStore(): KeyValueStore {
   try {
     const k = '__confab_probe';
     localStorage.setItem(k, '1');
@@ -33,7 +34,11 @@ export interface JoinHandoff {
 
 export class Services {
   readonly rest = new RestClient('');
-  readonly memory = new LocalMemory(localStore());
+  readonly kv = localStore();
+  readonly memory = new LocalMemory(this.kv);
+  /** Chosen once from the browser's languages (navigator.languages). */
+  readonly lang: Lang = pickLanguage(typeof navigator === 'undefined' ? [] : navigator.languages);
+  readonly t: Translate = translator(this.lang);
   private configPromise: Promise<ServerConfig> | null = null;
   handoff: JoinHandoff | null = null;
 
@@ -78,6 +83,11 @@ export class Services {
 }
 
 export const ServicesContext = createContext<Services | null>(null);
+
+/** The message catalog in the browser's language. */
+export function useT(): Translate {
+  return useServices().t;
+}
 
 export function useServices(): Services {
   const s = useContext(ServicesContext);

@@ -1,5 +1,8 @@
+import type { RefObject } from 'react';
 import type { RoomSession } from '../../state/roomSession';
 import type { RoomViewState } from '../../state/roomState';
+import { Icon } from '../icons';
+import { useT } from '../services';
 import styles from './Controls.module.css';
 
 interface Props {
@@ -10,37 +13,46 @@ interface Props {
   hostOpen: boolean;
   onToggleHost(): void;
   onLeave(): void;
+  chatButton: RefObject<HTMLButtonElement | null>;
+  hostButton: RefObject<HTMLButtonElement | null>;
+  devicesOpen: boolean;
+  onToggleDevices(): void;
+  devicesButton: RefObject<HTMLButtonElement | null>;
 }
 
-/** The call's control bar: every button has a text caption, not just an icon. */
-export function Controls({ state, session, chatOpen, onToggleChat, hostOpen, onToggleHost, onLeave }: Props) {
+/** The call's control bar: every button has a text caption beside its icon, and its shortcut in the tooltip. */
+export function Controls({ state, session, chatOpen, onToggleChat, hostOpen, onToggleHost, onLeave, chatButton, hostButton, devicesOpen, onToggleDevices, devicesButton }: Props) {
+  const t = useT();
   const l = state.local;
   return (
-    <nav className={styles.bar} aria-label="Call controls">
-      <button type="button" onClick={() => session.toggleMic()} aria-pressed={l.mic} data-testid="toggle-mic">
-        <span aria-hidden="true">{l.mic ? '🎙️' : '🔇'}</span> {l.mic ? 'Mute' : 'Unmute'}
+    <nav className={styles.bar} aria-label={t('controls.label')}>
+      <button type="button" onClick={() => session.toggleMic()} aria-pressed={l.mic} data-testid="toggle-mic" aria-keyshortcuts="M" title={t('controls.shortcut', { key: 'M' })}>
+        <Icon name={l.mic ? 'mic' : 'micOff'} /> {l.mic ? t('controls.mute') : t('controls.unmute')}
       </button>
-      <button type="button" onClick={() => void session.toggleCam()} aria-pressed={l.cam} data-testid="toggle-cam">
-        <span aria-hidden="true">📷</span> {l.cam ? 'Camera off' : 'Camera on'}
+      <button type="button" onClick={() => void session.toggleCam()} aria-pressed={l.cam} data-testid="toggle-cam" aria-keyshortcuts="V" title={t('controls.shortcut', { key: 'V' })}>
+        <Icon name={l.cam ? 'camera' : 'cameraOff'} /> {l.cam ? t('controls.camOff') : t('controls.camOn')}
       </button>
-      <button type="button" onClick={() => void session.toggleScreen()} aria-pressed={l.screen} data-testid="toggle-screen">
-        <span aria-hidden="true">🖥️</span> {l.screen ? 'Stop sharing' : 'Share screen'}
+      <button type="button" onClick={() => void session.toggleScreen()} aria-pressed={l.screen} data-testid="toggle-screen" aria-keyshortcuts="D" title={t('controls.shortcut', { key: 'D' })}>
+        <Icon name="screen" /> {l.screen ? t('controls.stopShare') : t('controls.share')}
       </button>
-      <button type="button" onClick={onToggleChat} aria-pressed={chatOpen} aria-expanded={chatOpen} data-testid="toggle-chat">
-        <span aria-hidden="true">💬</span> Chat
+      <button ref={devicesButton} type="button" onClick={onToggleDevices} aria-pressed={devicesOpen} aria-expanded={devicesOpen} data-testid="toggle-devices">
+        <Icon name="settings" /> {t('controls.devices')}
+      </button>
+      <button ref={chatButton} type="button" onClick={onToggleChat} aria-pressed={chatOpen} aria-expanded={chatOpen} data-testid="toggle-chat" aria-keyshortcuts="C" title={t('controls.shortcut', { key: 'C' })}>
+        <Icon name="chat" /> {t('controls.chat')}
         {state.unread > 0 && (
-          <span className={styles.unread} data-testid="unread" aria-label={`${state.unread} unread`}>
+          <span className={styles.unread} data-testid="unread" aria-label={t('controls.unread', { n: state.unread })}>
             {state.unread}
           </span>
         )}
       </button>
       {state.isHost && (
-        <button type="button" onClick={onToggleHost} aria-pressed={hostOpen} aria-expanded={hostOpen} data-testid="toggle-host">
-          <span aria-hidden="true">🛡️</span> Host
+        <button ref={hostButton} type="button" onClick={onToggleHost} aria-pressed={hostOpen} aria-expanded={hostOpen} data-testid="toggle-host">
+          <Icon name="shield" /> {t('controls.host')}
         </button>
       )}
-      <button type="button" className={styles.leave} onClick={onLeave}>
-        Leave
+      <button type="button" className={styles.leave} onClick={onLeave} aria-keyshortcuts="Shift+L" title={t('controls.shortcut', { key: 'Shift+L' })}>
+        <Icon name="leave" /> {t('controls.leave')}
       </button>
     </nav>
   );

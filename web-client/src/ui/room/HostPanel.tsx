@@ -1,13 +1,30 @@
-import { useCallback, useEffect, useState } from 'react';
+import { useCallback, useEffect, useRef, useState, type RefObject } from 'react';
 import type { RestClient } from '../../protocol/rest';
 import { describeError, type Invite } from '../../protocol/types';
 import { inviteFragment } from '../../state/links';
 import type { RoomViewState } from '../../state/roomState';
+import type { RoomSession } from '../../state/roomSession';
 import { pageBase } from '../../platform/browser';
+import { useT } from '../services';
+import { usePanelFocus } from './usePanelFocus';
 import styles from './HostPanel.module.css';
 
 /** Host controls: invites (with or without the secret in the link), lock, kick, close. */
-export function HostPanel({ state, rest, passphrase }: { state: RoomViewState; rest: RestClient; passphrase: string }) {
+interface Props {
+  state: RoomViewState;
+  rest: RestClient;
+  session: RoomSession;
+  focusOnOpen: boolean;
+  returnFocus: RefObject<HTMLElement | null>;
+  onClose(): void;
+}
+
+export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onClose }: Props) {
+  // After a removal the room has a new key: links and the shown passphrase are always the current one.
+  const passphrase = session.currentSecret();
+  const t = useT();
+  const panelRef = useRef<HTMLElement>(null);
+  usePanelFocus(panelRef, focusOnOpen, returnFocus);
   const [withSecret, setWithSecret] = useState(true);
   const [link, setLink] = useState('');
   const [invites, setInvites] = useState<Invite[]>([]);
@@ -15,7 +32,7 @@ export function HostPanel({ state, rest, passphrase }: { state: RoomViewState; r
   const roomId = state.roomId;
 
   const refresh = useCallback(() => {
-    rest.listInvites(roomId).then((r) => setInvites(r.invites), (e: unknown) => setMsg(describeError(e)));
+    rest.listInvites(roomId).then((r) => setInvites(r.invites), (e: unknown) => setMsg(describeError(e, t)));
   }, [rest, roomId]);
   useEffect(refresh, [refresh]);
 
@@ -24,7 +41,7 @@ export function HostPanel({ state, rest, passphrase }: { state: RoomViewState; r
     try {
       await what();
     } catch (e) {
-      setMsg(describeError(e));
+      setMsg(describeError(e, t));
     }
   };
 
@@ -38,52 +55,52 @@ export function HostPanel({ state, rest, passphrase }: { state: RoomViewState; r
     });
 
   return (
-    <aside className={styles.panel} aria-label="Host controls">
-      <h2>Invite</h2>
+    <aside ref={panelRef} tabIndex={-1} className={styles.panel} aria-label={t('host.label')} onKeyDown={(e) => e.key === 'Escape' && onClose()} data-testid="host-panel">
+      <h2>{t('host.invite')}</h2>
       <label className={styles.check}>
-        <input type="checkbox" checked={withSecret} onChange={(e) => setWithSecret(e.target.checked)} />
-        <span>Put the encryption secret in the link (after #, never sent to servers)</span>
+        <input type="checkbox" data-autofocus checked={withSecret} onChange={(e) => setWithSecret(e.target.checked)} />
+        <span>{t('host.secretInLink')}</span>
       </label>
       {!withSecret && (
         <p className={styles.note}>
-          Share the passphrase another way: <code data-testid="passphrase">{passphrase || '(none: room id)'}</code>
+          {t('host.sharePassphrase')} <code data-testid="passphrase">{passphrase || t('host.noPassphrase')}</code>
         </p>
       )}
       <button type="button" className="primary" onClick={() => void createLink()} data-testid="create-invite">
-        Create and copy invite link
+        {t('host.createInvite')}
       </button>
       {link && (
         <label className={styles.field}>
-          <span>Invite link (copied)</span>
+          <span>{t('host.inviteCopied')}</span>
           <input readOnly value={link} data-testid="invite-link" onFocus={(e) => e.target.select()} />
         </label>
       )}
-      <ul className={styles.list} aria-label="Invite links">
+      <ul className={styles.list} aria-label={t('host.inviteLinks')}>
         {invites.map((i) => (
           <li key={i.invite_id}>
-            Link {i.invite_id.slice(0, 6)} · used {i.uses}
-            {i.max_uses ? `/${i.max_uses}` : ''} {i.revoked ? '· revoked' : ''}
+            {t('host.linkUsed', { id: i.invite_id.slice(0, 6), uses: i.max_uses ? `${i.uses}/${i.max_uses}` : i.uses })}
+            {i.revoked ? ` · ${t('host.revoked')}` : ''}
             {!i.revoked && (
               <button type="button" onClick={() => void act(() => rest.revokeInvite(roomId, i.invite_id)).then(refresh)}>
-                Revoke
+                {t('host.revoke')}
               </button>
             )}
           </li>
         ))}
       </ul>
 
-      <h2>Room</h2>
+      <h2>{t('host.room')}</h2>
       <button type="button" onClick={() => void act(() => rest.setLocked(roomId, !state.locked))} aria-pressed={state.locked} data-testid="toggle-lock">
-        {state.locked ? 'Unlock the room' : 'Lock the room'}
+        {state.locked ? t('host.unlock') : t('host.lock')}
       </button>
-      <ul className={styles.list} aria-label="Members">
+      <ul className={styles.list} aria-label={t('host.members')}>
         {state.members
           .filter((m) => m.membership === 'joined' && m.user_id !== state.me.userId)
           .map((m) => (
             <li key={m.user_id}>
               {state.names[m.user_id] ?? m.display_name}
-              <button type="button" onClick={() => void act(() => rest.kick(roomId, m.user_id))} aria-label={`Remove ${state.names[m.user_id] ?? m.display_name}`}>
-                Remove
+              <button type="button" onClick={() => void act(() => session.kick(m.user_id))} aria-label={t('host.removeName', { name: state.names[m.user_id] ?? m.display_name })}>
+                {t('host.remove')}
               </button>
             </li>
           ))}
@@ -92,10 +109,10 @@ export function HostPanel({ state, rest, passphrase }: { state: RoomViewState; r
         type="button"
         className={styles.danger}
         onClick={() => {
-          if (confirm('Close the room for everyone and delete its history?')) void act(() => rest.closeRoom(roomId));
+          if (confirm(t('host.closeConfirm'))) void act(() => rest.closeRoom(roomId));
         }}
       >
-        Close the room for everyone
+        {t('host.close')}
       </button>
       {msg && <p role="alert" className={styles.error}>{msg}</p>}
     </aside>

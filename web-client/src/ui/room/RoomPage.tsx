@@ -1,16 +1,32 @@
-import { useEffect, useState, useSyncExternalStore } from 'react';
-import { useServices } from '../services';
+import { useEffect, useRef, useState, useSyncExternalStore } from 'react';
+import { useServices, useT } from '../services';
 import { navigate } from '../useHashRoute';
 import { iceTransportPolicy, inviteFragment, type MediaPrefs } from '../../state/links';
 import { RoomSession } from '../../state/roomSession';
-import { deriveRoomKey, effectivePassphrase } from '../../crypto/e2ee';
+import { deriveRoomKeyMaterial, effectivePassphrase } from '../../crypto/e2ee';
+import { browserFileStore } from '../../platform/opfs';
 import { describeError } from '../../protocol/types';
-import { browserMedia, createPeerConnection, randomHex, wsFactory, wsUrl } from '../../platform/browser';
+import { shortcutFor } from '../../state/shortcuts';
+import {
+  browserAttention,
+  browserMedia,
+  createPeerConnection,
+  notificationPermission,
+  randomHex,
+  requestNotifications,
+  wsFactory,
+  wsUrl,
+  type NotificationChoice,
+} from '../../platform/browser';
 import type { RoomViewState } from '../../state/roomState';
+import { Icon } from '../icons';
+import { ThemeSwitch } from '../ThemeSwitch';
 import { CallGrid } from './CallGrid';
 import { ChatPanel } from './ChatPanel';
 import { Controls } from './Controls';
+import { HelpDialog } from './HelpDialog';
 import { HostPanel } from './HostPanel';
+import { DevicesPanel } from './DevicesPanel';
 import styles from './RoomPage.module.css';
 
 declare global {
@@ -20,22 +36,102 @@ declare global {
   }
 }
 
-function RoomView({ session, passphrase }: { session: RoomSession; passphrase: string }) {
+function isEditable(el: EventTarget | null): boolean {
+  if (!(el instanceof HTMLElement)) return false;
+  return el.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(el.tagName);
+}
+
+/** "End-to-end encrypted" with the key's fingerprint, or plainly "not private" without a passphrase. */
+function E2eeBadge({ state }: { state: RoomViewState }) {
+  const t = useT();
+  if (state.weakKey) {
+    return (
+      <span className={styles.notPrivate} data-testid="e2ee" data-private="false">
+        <Icon name="warning" /> {t('e2ee.notPrivate')}
+      </span>
+    );
+  }
+  return (
+    <span className={styles.e2ee} data-testid="e2ee" data-private="true" title={t('e2ee.fingerprintHelp')}>
+      <Icon name="key" /> {t('e2ee.encrypted')} <span className="visually-hidden">{t('e2ee.fingerprint')}</span>
+      <code data-testid="fingerprint">{state.fingerprint}</code>
+    </span>
+  );
+}
+
+function NotifyButton() {
+  const t = useT();
+  const [perm, setPerm] = useState<NotificationChoice>(() => notificationPermission());
+  if (perm !== 'default') return null;
+  return (
+    <button type="button" className={styles.small} onClick={() => void requestNotifications().then(setPerm)} data-testid="enable-notifications">
+      <Icon name="bell" /> {t('room.notifyMe')}
+    </button>
+  );
+}
+
+function RoomView({ session }: { session: RoomSession }) {
   const services = useServices();
+  const t = services.t;
   const state: RoomViewState = useSyncExternalStore(session.store.subscribe, session.store.get);
   const [hostOpen, setHostOpen] = useState(false);
+  const [helpOpen, setHelpOpen] = useState(false);
+  const [devicesOpen, setDevicesOpen] = useState(false);
+  const devicesButton = useRef<HTMLButtonElement>(null);
+  // Panels opened by the user take the focus; the chat that is open on arrival does not.
+  const [focusPanels, setFocusPanels] = useState(false);
+  const chatButton = useRef<HTMLButtonElement>(null);
+  const hostButton = useRef<HTMLButtonElement>(null);
+
+  const toggleChat = () => {
+    setFocusPanels(true);
+    session.setChatOpen(!session.store.get().chatOpen);
+  };
+  const toggleHost = () => {
+    setFocusPanels(true);
+    setHostOpen((o) => !o);
+  };
+  const toggleDevices = () => {
+    setFocusPanels(true);
+    setDevicesOpen((o) => !o);
+  };
+  const leave = () => void session.leave().then(() => navigate('#/'));
+
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if (session.store.get().ended || document.querySelector('dialog[open]')) return;
+      const action = shortcutFor({ key: e.key, ctrlKey: e.ctrlKey, altKey: e.altKey, metaKey: e.metaKey, shiftKey: e.shiftKey, repeat: e.repeat, inEditable: isEditable(e.target) });
+      if (!action) return;
+      e.preventDefault();
+      if (action === 'mic') session.toggleMic();
+      else if (action === 'cam') void session.toggleCam();
+      else if (action === 'screen') void session.toggleScreen();
+      else if (action === 'chat') toggleChat();
+      else if (action === 'leave') leave();
+      else setHelpOpen(true);
+    };
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  }, [session]);
+
+  useEffect(() => {
+    const onVisibility = () => session.setHidden(document.visibilityState === 'hidden');
+    onVisibility();
+    document.addEventListener('visibilitychange', onVisibility);
+    return () => document.removeEventListener('visibilitychange', onVisibility);
+  }, [session]);
 
   if (state.ended) {
     return (
       <main className={styles.ended}>
-        <h1>{state.ended.reason === 'left' ? 'You left' : 'The meeting ended for you'}</h1>
+        <h1>{state.ended.reason === 'left' ? t('ended.leftTitle') : t('ended.title')}</h1>
         <p role="alert" data-testid="ended">{state.ended.text}</p>
         {state.ended.reason === 'replaced' && (
           <button type="button" className="primary" onClick={() => void session.takeOver()}>
-            Use this tab instead
+            {t('ended.takeOver')}
           </button>
         )}
-        <a href="#/">Home</a>
+        <a href="#/">{t('common.home')}</a>
       </main>
     );
   }
@@ -43,39 +139,50 @@ function RoomView({ session, passphrase }: { session: RoomSession; passphrase: s
   return (
     <div className={styles.room} data-connection={state.connection}>
       <header className={styles.header}>
-        <strong>Confab</strong>
+        <h1 className={styles.brand}>Confab</h1>
+        <E2eeBadge state={state} />
         <span className={styles.meta}>
-          {state.locked ? <span data-testid="locked">🔒 locked</span> : <span>open</span>} ·{' '}
-          <span data-testid="connection">{state.connection}</span>
+          {state.locked ? (
+            <span data-testid="locked">
+              <Icon name="lock" /> {t('room.locked')}
+            </span>
+          ) : (
+            <span>{t('room.open')}</span>
+          )}{' '}
+          · <span data-testid="connection">{t(`connection.${state.connection}`)}</span>
+        </span>
+        <span className={styles.tools}>
+          <NotifyButton />
+          <ThemeSwitch />
+          <button type="button" className={styles.small} onClick={() => setHelpOpen(true)} aria-haspopup="dialog" data-testid="open-help">
+            <Icon name="help" /> {t('room.shortcuts')}
+          </button>
         </span>
       </header>
-      {(state.banner || state.weakKey) && (
-        <div role="status" className={`${styles.banner} ${styles[state.banner?.tone ?? 'warn']}`} data-testid="banner">
-          {state.banner?.text ?? 'No passphrase: anyone who sees the link can read along.'}
+      {state.banner && (
+        <div role="status" className={`${styles.banner} ${styles[state.banner.tone]}`} data-testid="banner">
+          {state.banner.text}
         </div>
       )}
       <div className={styles.body}>
-        <CallGrid state={state} />
-        {state.chatOpen && <ChatPanel state={state} session={session} />}
-        {hostOpen && state.isHost && <HostPanel state={state} rest={services.rest} passphrase={passphrase} />}
+        <main className={styles.stage} aria-label={t('room.call')}>
+          <CallGrid state={state} />
+        </main>
+        {state.chatOpen && <ChatPanel state={state} session={session} focusOnOpen={focusPanels} returnFocus={chatButton} onClose={toggleChat} />}
+        {devicesOpen && <DevicesPanel state={state} session={session} focusOnOpen={focusPanels} returnFocus={devicesButton} onClose={toggleDevices} />}
+        {hostOpen && state.isHost && <HostPanel state={state} rest={services.rest} session={session} focusOnOpen={focusPanels} returnFocus={hostButton} onClose={toggleHost} />}
       </div>
-      <Controls
-        state={state}
-        session={session}
-        chatOpen={state.chatOpen}
-        onToggleChat={() => session.setChatOpen(!state.chatOpen)}
-        hostOpen={hostOpen}
-        onToggleHost={() => setHostOpen(!hostOpen)}
-        onLeave={() => void session.leave().then(() => navigate('#/'))}
-      />
+      <Controls state={state} session={session} chatOpen={state.chatOpen} onToggleChat={toggleChat} hostOpen={hostOpen} onToggleHost={toggleHost} onLeave={leave} chatButton={chatButton} hostButton={hostButton} devicesOpen={devicesOpen} onToggleDevices={toggleDevices} devicesButton={devicesButton} />
+      <HelpDialog open={helpOpen} onClose={() => setHelpOpen(false)} />
     </div>
   );
 }
 
 export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: MediaPrefs }) {
   const services = useServices();
+  const t = services.t;
   const [session, setSession] = useState<RoomSession | null>(null);
-  const [phase, setPhase] = useState('Deriving the room key…');
+  const [phase, setPhase] = useState(() => t('room.deriving'));
   const [error, setError] = useState<string | null>(null);
   const memory = services.memory.room(roomId);
 
@@ -89,10 +196,13 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
     const recentLog: string[] = [];
     (async () => {
       const { weak } = effectivePassphrase(memory.passphrase, roomId);
-      const key = await deriveRoomKey(memory.passphrase, roomId);
-      setPhase('Connecting…');
+      const roomKey = await deriveRoomKeyMaterial(memory.passphrase, roomId);
+      // Keys the room had before a removal, for the history from before it.
+      const olderKeys = await Promise.all((memory.olderSecrets ?? []).map((sec) => deriveRoomKeyMaterial(sec, roomId)));
+      setPhase(t('room.connecting'));
       const guest = await services.ensureSession();
       const config = await services.config();
+      const fileStore = await browserFileStore();
       // After a reload this browser is an earlier member: joining needs no invite.
       if (!services.handoff || services.handoff.roomId !== roomId) await services.rest.join(roomId);
       if (!live) return;
@@ -102,8 +212,13 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
         roomId,
         session: guest,
         myName: services.memory.displayName || prefs.name || '',
-        key,
-        weakKey: weak,
+        roomKey,
+        olderKeys,
+        secret: memory.passphrase,
+        weakKey: weak && !memory.passphrase.startsWith('k1.'),
+        t,
+        attention: browserAttention,
+        baseTitle: document.title,
         rest: services.rest,
         memory: services.memory,
         wsUrl: wsUrl(),
@@ -112,6 +227,7 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
         iceTransportPolicy: iceTransportPolicy(prefs),
         createPeerConnection,
         media: browserMedia,
+        fileStore,
         randomId: () => randomHex(16),
         now: () => Date.now(),
         log: (m, e) => {
@@ -123,7 +239,7 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
       window.__confab = {
         state: () => {
           const s = created!.store.get();
-          return { ...s, local: { mic: s.local.mic, cam: s.local.cam, screen: s.local.screen, rnnoise: s.local.rnnoise ?? false }, peers: Object.fromEntries(Object.entries(s.peers).map(([k, p]) => [k, { ...p, streams: p.streams.map((x) => ({ id: x.id, label: x.label, tracks: x.stream.getTracks().length })) }])), transfers: s.transfers.map((t) => ({ ...t, data: undefined })) };
+          return { ...s, local: { mic: s.local.mic, cam: s.local.cam, screen: s.local.screen, rnnoise: s.local.rnnoise ?? false }, peers: Object.fromEntries(Object.entries(s.peers).map(([k, p]) => [k, { ...p, streams: p.streams.map((x) => ({ id: x.id, label: x.label, tracks: x.stream.getTracks().length })) }])), transfers: s.transfers.map((x) => ({ ...x, blob: undefined })) };
         },
         stats: () => created!.mesh.inboundStats(),
         pending: () => created!.pendingCount(),
@@ -140,7 +256,7 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
         preview: handoff?.preview ?? null,
       });
       if (prefs.screen) await created.toggleScreen();
-    })().catch((e: unknown) => live && setError(describeError(e)));
+    })().catch((e: unknown) => live && setError(describeError(e, t)));
     return () => {
       live = false;
       created?.dispose();
@@ -150,12 +266,12 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
   if (error) {
     return (
       <main className={styles.ended}>
-        <h1>Cannot open this room</h1>
+        <h1>{t('room.cannotOpen')}</h1>
         <p role="alert" data-testid="room-error">{error}</p>
-        <a href="#/">Home</a>
+        <a href="#/">{t('common.home')}</a>
       </main>
     );
   }
   if (!session || !memory) return <p role="status" className={styles.phase}>{phase}</p>;
-  return <RoomView session={session} passphrase={memory.passphrase} />;
+  return <RoomView session={session} />;
 }

@@ -1,7 +1,9 @@
 import { useEffect, useState } from 'react';
+import { rms, SPEAKING_RMS } from '../../mesh/audioLevel';
 
 let shared: AudioContext | null = null;
-function audioContext(): AudioContext | null {
+/** One AudioContext for the page (browsers limit how many may exist). */
+export function sharedAudioContext(): AudioContext | null {
   try {
     shared ??= new AudioContext();
     if (shared.state === 'suspended') void shared.resume().catch(() => undefined);
@@ -19,7 +21,7 @@ export function useSpeaking(stream: MediaStream | null, enabled = true): boolean
       setSpeaking(false);
       return;
     }
-    const ctx = audioContext();
+    const ctx = sharedAudioContext();
     if (!ctx) return;
     const source = ctx.createMediaStreamSource(stream);
     const analyser = ctx.createAnalyser();
@@ -29,10 +31,7 @@ export function useSpeaking(stream: MediaStream | null, enabled = true): boolean
     let last = false;
     const timer = setInterval(() => {
       analyser.getFloatTimeDomainData(buf);
-      let sum = 0;
-      for (const v of buf) sum += v * v;
-      const rms = Math.sqrt(sum / buf.length);
-      const now = rms > 0.02;
+      const now = rms(buf) > SPEAKING_RMS;
       if (now !== last) {
         last = now;
         setSpeaking(now);
