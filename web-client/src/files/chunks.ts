@@ -221,8 +221,10 @@ export class CreditGate {
 
 /** The receiver appends to its sink in pieces of this size. */
 export const WRITE_BATCH = 1024 * 1024;
-/** Bytes a sender may have in flight to one receiver beyond what that receiver has written. */
-export const FLOW_WINDOW = 4 * 1024 * 1024;
+/** Bytes a sender may have in flight to one receiver beyond what that receiver has written: two
+ * acknowledgement intervals, the least that keeps the channel busy; more only grows the receiving
+ * renderer (4 MiB took it to the edge of the 64 MB the 200 MB test allows). */
+export const FLOW_WINDOW = 2 * 1024 * 1024;
 /** The receiver acknowledges after every this many bytes written. */
 export const ACK_EVERY = 1024 * 1024;
 
