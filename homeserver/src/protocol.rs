@@ -7,6 +7,9 @@ use confab_schema::models::Event;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// Base path of the client API (REST, and the WebSocket at `{CLIENT_PREFIX}/ws`).
+pub const CLIENT_PREFIX: &str = "/_confab/client/v1";
+
 /// A serialized text frame, ready for any number of sockets: cloning it shares the bytes.
 pub type Frame = tokio_tungstenite::tungstenite::Utf8Bytes;
 

@@ -20,8 +20,7 @@ use crate::rooms::InviteOptions;
 use crate::state::AppState;
 use crate::{limiter, sessions, turn, ws};
 
-/// Base path of the client API.
-pub const CLIENT_PREFIX: &str = "/_confab/client/v1";
+pub use crate::protocol::CLIENT_PREFIX;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -29,8 +29,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 use crate::engine::ConnHandle;
 use crate::engine::conn::ConnControl;
 use crate::error::{ApiError, ErrorCode};
-use crate::protocol::Frame;
-use crate::routes::CLIENT_PREFIX;
+use crate::protocol::{CLIENT_PREFIX, Frame};
 use crate::state::AppState;
 use session::Session;
 
