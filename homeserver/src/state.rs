@@ -42,4 +42,6 @@ pub struct AppState {
     pub federated_join_limiter: KeyedLimiter,
     /// `server.trusted_proxies`, parsed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The runtime the engine runs on, which serves every WebSocket too (see `crate::ws`).
+    pub runtime: tokio::runtime::Handle,
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use confab::engine::idle::{Countdown, IdleWriter};
-use confab::engine::{ConnHandle, Identity};
+use confab::engine::{ChatReply, ConnHandle, Identity};
 use confab::error::ErrorCode;
 use confab_federation::ids::RoomId;
 use support::{Guest, TestServer};
@@ -64,7 +64,7 @@ async fn a_kick_and_a_subscribe_end_with_the_kicked_device_out_in_either_order()
         match subscribed {
             // Admitted before the kick reached the owner: then taken out by it, and told.
             Ok(_) => {
-                let frames: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+                let frames: Vec<String> = std::iter::from_fn(|| rx.try_next())
                     .map(|f| f.to_string())
                     .collect();
                 assert!(
@@ -81,8 +81,19 @@ async fn a_kick_and_a_subscribe_end_with_the_kicked_device_out_in_either_order()
         );
         assert!(connected.iter().any(|d| d.user_id == stays.user_id));
         let live = engine.room(&room).unwrap();
-        let chat = engine.chat(&live, &kicked, conn.id, "text", "x").await;
-        assert_eq!(chat.err().map(|e| e.code), Some(ErrorCode::NotSubscribed));
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        engine
+            .chat(
+                &live,
+                &kicked,
+                conn.id,
+                "text",
+                "x",
+                ChatReply::Caller(reply),
+            )
+            .await;
+        let answer = answer.await.unwrap();
+        assert_eq!(answer.err().map(|e| e.code), Some(ErrorCode::NotSubscribed));
         // A second subscribe is refused by the owner's own membership, without the database.
         let (again, _rx, _) = ConnHandle::new(engine.next_conn_id(), 64);
         let err = engine

@@ -21,8 +21,9 @@ use confab_federation::transaction::Edu;
 use confab_schema::models::Event;
 use confab_schema::{DbPool, queries};
 
-use super::conn::ConnHandle;
+use super::conn::{ConnHandle, Wakes};
 use super::idle::{Countdown, IdleWriter};
+use super::reply::ChatReply;
 use super::room::{CloseReason, Effects, GoLive, RoomLimits, RoomState};
 use crate::error::ApiError;
 use crate::federation::sender::TransactionSender;
@@ -150,7 +151,7 @@ impl LiveRooms {
         if inserted {
             // An event committed after the snapshot but published before the room was here
             // reached nobody: fan out from the snapshot's number to the newest one.
-            self.publish(room_id, &[]).await;
+            self.publish(room_id, &[], Vec::new()).await;
         }
         Ok(live)
     }
@@ -187,7 +188,9 @@ impl LiveRooms {
     }
 
     fn apply(&self, fx: Effects) {
-        for edu in fx.edus {
+        let Effects { edus, wakes } = fx;
+        drop(wakes);
+        for edu in edus {
             for target in &edu.to {
                 if let Ok(server) = ServerName::parse(target) {
                     self.sender.send_ephemeral(
@@ -222,9 +225,14 @@ impl LiveRooms {
     }
 
     /// Fans committed events of one room out to its live subscribers, in sequence order, first
-    /// filling any gap before them from the database (with no events: up to the newest).
-    pub async fn publish(&self, room_id: &str, events: &[Event]) {
+    /// filling any gap before them from the database (with no events: up to the newest). Each
+    /// of `replies` answers the event at its index, queued in the same burst as the fan-out.
+    pub async fn publish(&self, room_id: &str, events: &[Event], replies: Vec<ChatReply>) {
         let Some(live) = self.get(room_id) else {
+            let mut wakes = Wakes::default();
+            for (reply, e) in replies.into_iter().zip(events) {
+                reply.answer(Ok((e.seq, e.origin_ts)), &self.metrics, &mut wakes);
+            }
             return;
         };
         let _fanout = live.fanout.lock().await;
@@ -248,23 +256,26 @@ impl LiveRooms {
             }
             .await;
             match missing {
-                Ok(missing) => self.deliver(&live, &missing),
+                Ok(missing) => self.deliver(&live, &missing, Vec::new()),
                 // Subscribers will miss the gap until they resume; say so loudly.
                 Err(err) => tracing::error!(room_id, error = %err, "could not fill a fan-out gap"),
             }
         }
-        self.deliver(&live, events);
+        self.deliver(&live, events, replies);
         drop(_fanout);
         self.sync_idle_logged(&live).await;
     }
 
-    fn deliver(&self, live: &LiveRoom, events: &[Event]) {
+    fn deliver(&self, live: &LiveRoom, events: &[Event], replies: Vec<ChatReply>) {
         if events.is_empty() {
             return;
         }
         self.with(live, |state, fx| {
             for event in events {
                 state.deliver(event, fx);
+            }
+            for (reply, e) in replies.into_iter().zip(events) {
+                reply.answer(Ok((e.seq, e.origin_ts)), &self.metrics, &mut fx.wakes);
             }
         });
     }
@@ -313,7 +324,7 @@ impl LiveRooms {
             .unwrap_or_else(|p| p.into_inner())
             .remove(room_id);
         if let Some(live) = removed {
-            self.with(&live, |state, _| state.close(reason));
+            self.with(&live, |state, fx| state.close(reason, fx));
         }
         self.metrics.live_rooms.set(self.len() as i64);
     }

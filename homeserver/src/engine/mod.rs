@@ -22,11 +22,11 @@
 pub mod conn;
 pub mod idle;
 pub mod live;
+pub mod reply;
 pub mod room;
 pub mod writer;
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -37,6 +37,7 @@ use confab_schema::models::{Event, NewEvent};
 
 pub use crate::sessions::Identity;
 pub use conn::{CLOSE_SLOW_CONSUMER, ConnHandle};
+pub use reply::ChatReply;
 pub use room::{CloseReason, edu};
 
 use crate::config::Settings;
@@ -53,9 +54,6 @@ use idle::Countdown;
 use live::{LiveRoom, LiveRooms};
 use room::RoomLimits;
 use writer::EventWriter;
-
-/// A chat message on its way: its number and time once committed (here or at the room's origin).
-pub type PendingChat = Pin<Box<dyn Future<Output = Result<(i64, i64), ApiError>> + Send>>;
 
 /// The engine; cheap to clone.
 #[derive(Clone)]
@@ -244,8 +242,8 @@ impl Engine {
                 match outbound::announce(&self.inner.client, room_id, who).await {
                     Ok(connected) => {
                         let ours = self.server_name().as_str();
-                        self.live().with(&live, |s, _| {
-                            s.set_remote_devices(&connected, ours, Instant::now())
+                        self.live().with(&live, |s, fx| {
+                            s.set_remote_devices(&connected, ours, Instant::now(), fx)
                         });
                     }
                     Err(err) if err.code == ErrorCode::Unavailable => {
@@ -290,8 +288,8 @@ impl Engine {
         removed
     }
 
-    /// Sends a chat message of a subscriber: appended here for a room of ours, forwarded to its
-    /// origin for a replica. The returned future resolves once it is committed.
+    /// Sends a chat message: appended here for a room of ours, forwarded to the origin for a
+    /// replica. `reply` gets its number and time once committed, or why not.
     pub async fn chat(
         &self,
         live: &LiveRoom,
@@ -299,36 +297,39 @@ impl Engine {
         conn_id: u64,
         kind: &str,
         ciphertext: &str,
-    ) -> Result<PendingChat, ApiError> {
-        let content =
-            crate::protocol::checked_chat_content(kind, ciphertext, self.inner.max_event_bytes)?;
+        reply: ChatReply,
+    ) {
+        let metrics = &self.inner.metrics;
+        let checked =
+            crate::protocol::checked_chat_content(kind, ciphertext, self.inner.max_event_bytes)
+                .and_then(|content| {
+                    let ours = live.read(|s| {
+                        s.check_chat(who, conn_id)?;
+                        Ok::<_, ApiError>(s.origin_is_self())
+                    })?;
+                    Ok((content, ours))
+                });
+        let (content, ours) = match checked {
+            Ok(checked) => checked,
+            Err(err) => return reply.answer_now(Err(err), metrics),
+        };
         let room_id = live.room_id();
-        let ours = live.read(|s| {
-            s.check_chat(who, conn_id)?;
-            Ok::<_, ApiError>(s.origin_is_self())
-        })?;
         if ours {
-            let pending = self
-                .inner
-                .writer
-                .enqueue(
-                    room_id,
-                    NewEvent {
-                        sender: who.user_id.clone(),
-                        device_id: who.device_id.clone(),
-                        origin_ts: now_ms(),
-                        content,
-                    },
-                )
-                .await;
-            return Ok(Box::pin(async move {
-                pending.await.map(|e| (e.seq, e.origin_ts))
-            }));
+            let event = NewEvent {
+                sender: who.user_id.clone(),
+                device_id: who.device_id.clone(),
+                origin_ts: now_ms(),
+                content,
+            };
+            return self.inner.writer.enqueue(room_id, event, reply).await;
         }
-        let origin = RoomId::parse(room_id)
-            .map_err(|e| ApiError::new(ErrorCode::BadRoomId, format!("room id: {e}")))?
-            .server_name()
-            .clone();
+        let origin = match RoomId::parse(room_id) {
+            Ok(id) => id.server_name().clone(),
+            Err(e) => {
+                let err = ApiError::new(ErrorCode::BadRoomId, format!("room id: {e}"));
+                return reply.answer_now(Err(err), metrics);
+            }
+        };
         let item = SendItem {
             room_id: room_id.to_owned(),
             sender: who.user_id.clone(),
@@ -341,10 +342,14 @@ impl Engine {
             .forwarder
             .forward(&self.inner.client, &origin, item)
             .await;
-        Ok(Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(ApiError::internal("chat forwarder", &"forwarder stopped")))
-        }))
+        // The origin's answer comes back over HTTP, not with a fan-out of ours.
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let result = rx.await.unwrap_or_else(|_| {
+                Err(ApiError::internal("chat forwarder", &"forwarder stopped"))
+            });
+            reply.answer_now(result, &metrics);
+        });
     }
 
     /// Relays an opaque signaling payload from a subscriber to one device of the room. The
@@ -385,7 +390,7 @@ impl Engine {
 
     /// Fans committed events of a room out (a replica's, applied from its origin).
     pub async fn publish(&self, room_id: &str, events: &[Event]) {
-        self.live().publish(room_id, events).await;
+        self.live().publish(room_id, events, Vec::new()).await;
     }
 
     /// Forgets a deleted room and tells its subscribers.
@@ -519,8 +524,8 @@ impl Engine {
                 let ours = ours.clone();
                 async move {
                     match outbound::announce(&self.inner.client, &room_id, &who).await {
-                        Ok(connected) => self.live().with(&live, |s, _| {
-                            s.set_remote_devices(&connected, &ours, Instant::now())
+                        Ok(connected) => self.live().with(&live, |s, fx| {
+                            s.set_remote_devices(&connected, &ours, Instant::now(), fx)
                         }),
                         // The origin may be down; the next round tries again.
                         Err(err) => {

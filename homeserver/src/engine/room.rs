@@ -16,7 +16,7 @@ use crate::protocol::Frame;
 use confab_schema::models::{Event, Member, membership};
 use serde_json::{Value, json};
 
-use super::conn::ConnHandle;
+use super::conn::{ConnHandle, Wakes};
 use crate::error::{ApiError, ErrorCode};
 use crate::protocol::{ConnectedDevice, DeviceRef, EventOut, Outgoing};
 use crate::sessions::Identity;
@@ -43,6 +43,8 @@ pub struct OutEdu {
 #[derive(Debug, Default)]
 pub struct Effects {
     pub edus: Vec<OutEdu>,
+    /// Socket writers with frames queued by the decision, woken once it is taken.
+    pub wakes: Wakes,
 }
 
 impl Effects {
@@ -314,11 +316,11 @@ impl RoomState {
     }
 
     /// Sends `frame` to every subscriber except `except`.
-    fn broadcast(&self, frame: &Frame, except: Option<(&str, &str)>) {
+    fn broadcast(&self, frame: &Frame, except: Option<(&str, &str)>, fx: &mut Effects) {
         for (user, devices) in &self.subs {
             for (device, sub) in devices {
                 if except != Some((user.as_str(), device.as_str())) {
-                    sub.conn.send(frame.clone());
+                    sub.conn.push(frame.clone(), &mut fx.wakes);
                 }
             }
         }
@@ -379,18 +381,19 @@ impl RoomState {
         );
         match old {
             Some(old) if old.conn.id != conn.id => {
-                old.conn.send(
+                old.conn.push(
                     Outgoing::Replaced {
                         room_id: &self.room_id,
                     }
                     .to_frame(),
+                    &mut fx.wakes,
                 );
             }
             Some(_) => {}
             None => {
                 let frame =
                     self.presence_frame(&who.user_id, &who.device_id, &who.display_name, true);
-                self.broadcast(&frame, Some((&who.user_id, &who.device_id)));
+                self.broadcast(&frame, Some((&who.user_id, &who.device_id)), fx);
                 // A replica announces its devices to the origin itself, and waits for the
                 // answer (see `crate::federation::rooms::outbound::announce`).
                 if self.origin_is_self {
@@ -442,7 +445,7 @@ impl RoomState {
             self.subs.remove(&who.user_id);
         }
         let frame = self.presence_frame(&who.user_id, &who.device_id, &who.display_name, false);
-        self.broadcast(&frame, None);
+        self.broadcast(&frame, None, fx);
         fx.edu(
             self.local_targets(),
             edu::PRESENCE,
@@ -483,7 +486,7 @@ impl RoomState {
             return Err(not_subscribed());
         }
         if let Some(target) = self.subs.get(to.0).and_then(|d| d.get(to.1)) {
-            target.conn.send(
+            target.conn.push(
                 Outgoing::Signal {
                     room_id: &self.room_id,
                     from: DeviceRef {
@@ -493,6 +496,7 @@ impl RoomState {
                     payload,
                 }
                 .to_frame(),
+                &mut fx.wakes,
             );
             return Ok(());
         }
@@ -538,7 +542,7 @@ impl RoomState {
             typing,
         }
         .to_frame();
-        self.broadcast(&frame, Some((&from.user_id, &from.device_id)));
+        self.broadcast(&frame, Some((&from.user_id, &from.device_id)), fx);
         fx.edu(
             self.local_targets(),
             edu::TYPING,
@@ -562,7 +566,7 @@ impl RoomState {
         for devices in self.subs.values_mut() {
             for sub in devices.values_mut() {
                 if sub.live && sub.last_seq < event.seq {
-                    sub.conn.send(frame.clone());
+                    sub.conn.push(frame.clone(), &mut fx.wakes);
                     sub.last_seq = event.seq;
                 }
             }
@@ -598,7 +602,7 @@ impl RoomState {
         let remote = self.remote.remove(user_id).unwrap_or_default();
         for (device, r) in &remote {
             let frame = self.presence_frame(user_id, device, &r.display_name, false);
-            self.broadcast(&frame, None);
+            self.broadcast(&frame, None, fx);
             fx.edu(
                 self.forward_targets(&r.server),
                 edu::PRESENCE,
@@ -614,9 +618,9 @@ impl RoomState {
         }
         .to_frame();
         for (device, sub) in devices {
-            sub.conn.send(kicked.clone());
+            sub.conn.push(kicked.clone(), &mut fx.wakes);
             let frame = self.presence_frame(user_id, &device, &sub.display_name, false);
-            self.broadcast(&frame, None);
+            self.broadcast(&frame, None, fx);
             fx.edu(
                 self.local_targets(),
                 edu::PRESENCE,
@@ -627,14 +631,14 @@ impl RoomState {
     }
 
     /// The room is gone: every subscriber is told, and nothing is admitted any more.
-    pub fn close(&mut self, reason: CloseReason) {
+    pub fn close(&mut self, reason: CloseReason, fx: &mut Effects) {
         self.closed = true;
         let frame = Outgoing::RoomClosed {
             room_id: &self.room_id,
             reason: reason.as_str(),
         }
         .to_frame();
-        self.broadcast(&frame, None);
+        self.broadcast(&frame, None, fx);
         self.subs.clear();
         self.remote.clear();
     }
@@ -709,7 +713,7 @@ impl RoomState {
                 &device.display_name,
                 online,
             );
-            self.broadcast(&frame, None);
+            self.broadcast(&frame, None, fx);
             fx.edu(
                 self.forward_targets(from),
                 edu::PRESENCE,
@@ -757,7 +761,13 @@ impl RoomState {
     /// On a replica, replaces what it knows of devices connected through other servers with the
     /// origin's list (`ours` are this server's own devices, which it knows better), telling the
     /// local subscribers what changed.
-    pub fn set_remote_devices(&mut self, devices: &[ConnectedDevice], ours: &str, now: Instant) {
+    pub fn set_remote_devices(
+        &mut self,
+        devices: &[ConnectedDevice],
+        ours: &str,
+        now: Instant,
+        fx: &mut Effects,
+    ) {
         if self.closed {
             return;
         }
@@ -785,7 +795,7 @@ impl RoomState {
                     .is_some_and(|d| d.contains_key(device))
                 {
                     let frame = self.presence_frame(user, device, &r.display_name, false);
-                    self.broadcast(&frame, None);
+                    self.broadcast(&frame, None, fx);
                 }
             }
         }
@@ -793,7 +803,7 @@ impl RoomState {
             for (device, r) in devices {
                 if !old.get(user).is_some_and(|d| d.contains_key(device)) {
                     let frame = self.presence_frame(user, device, &r.display_name, true);
-                    self.broadcast(&frame, None);
+                    self.broadcast(&frame, None, fx);
                 }
             }
         }
@@ -831,7 +841,7 @@ impl RoomState {
             typing,
         }
         .to_frame();
-        self.broadcast(&frame, None);
+        self.broadcast(&frame, None, fx);
         fx.edu(
             self.forward_targets(from),
             edu::TYPING,
@@ -854,7 +864,7 @@ impl RoomState {
             return false;
         }
         if let Some(target) = self.subs.get(to.0).and_then(|d| d.get(to.1)) {
-            target.conn.send(
+            target.conn.push(
                 Outgoing::Signal {
                     room_id: &self.room_id,
                     from: DeviceRef {
@@ -864,6 +874,7 @@ impl RoomState {
                     payload,
                 }
                 .to_frame(),
+                &mut fx.wakes,
             );
             return true;
         }
@@ -901,7 +912,6 @@ fn signal_edu(room_id: &str, user: &str, device: &str, to: (&str, &str), payload
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::mpsc;
 
     const ROOM: &str = "!r:here";
 
@@ -945,7 +955,7 @@ mod tests {
 
     struct Socket {
         conn: ConnHandle,
-        rx: mpsc::Receiver<Frame>,
+        rx: super::super::conn::Outbox,
     }
 
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -958,7 +968,7 @@ mod tests {
 
     impl Socket {
         fn frames(&mut self) -> Vec<Value> {
-            std::iter::from_fn(|| self.rx.try_recv().ok())
+            std::iter::from_fn(|| self.rx.try_next())
                 .map(|f| serde_json::from_str(&f).unwrap())
                 .collect()
         }
@@ -1125,7 +1135,7 @@ mod tests {
         assert!(origin.is_idle());
 
         let mut replica = room(false, &["@a:here"]);
-        replica.set_remote_devices(std::slice::from_ref(&remote), "here", now);
+        replica.set_remote_devices(std::slice::from_ref(&remote), "here", now, &mut fx);
         assert!(
             replica.is_idle(),
             "another server's device does not stop our countdown"
@@ -1181,7 +1191,7 @@ mod tests {
         let mut r = room(true, &["@a:here"]);
         let a = who("@a:here", "A");
         let mut s = subscribed(&mut r, &a);
-        r.close(CloseReason::Expired);
+        r.close(CloseReason::Expired, &mut Effects::default());
         let frames = s.frames();
         assert_eq!(frames[0]["type"], "room_closed");
         assert_eq!(frames[0]["reason"], "expired");

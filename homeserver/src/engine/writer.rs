@@ -18,7 +18,7 @@
 //! queue) leaves the sender no longer a member, and the message is refused rather than logged
 //! after the kick.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use confab_federation::ids::ServerName;
@@ -28,6 +28,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
 use super::live::LiveRooms;
+use super::reply::ChatReply;
 use crate::error::{ApiError, ErrorCode};
 use crate::federation::rooms::queue::{queue_appended, wake};
 use crate::federation::sender::TransactionSender;
@@ -54,9 +55,8 @@ type ChangeFn = Box<
 enum Request {
     Chat {
         room_id: String,
-        /// Taken (not copied) when the batch is committed.
-        event: Option<NewEvent>,
-        reply: oneshot::Sender<Result<Event, ApiError>>,
+        event: NewEvent,
+        reply: ChatReply,
     },
     Change {
         room_id: String,
@@ -96,6 +96,7 @@ impl Appender {
 #[derive(Clone)]
 pub struct EventWriter {
     shards: Vec<mpsc::Sender<Request>>,
+    metrics: Metrics,
 }
 
 impl EventWriter {
@@ -108,7 +109,7 @@ impl EventWriter {
                 tx
             })
             .collect();
-        Self { shards }
+        Self { shards, metrics }
     }
 
     fn shard(&self, room_id: &str) -> &mpsc::Sender<Request> {
@@ -119,28 +120,20 @@ impl EventWriter {
         &self.shards[(hash % self.shards.len() as u64) as usize]
     }
 
-    /// Queues a chat event and returns a future resolving once it is committed and fanned out.
-    /// Queueing happens before this returns, so calls made in order are committed in order.
-    pub async fn enqueue(
-        &self,
-        room_id: &str,
-        event: NewEvent,
-    ) -> impl Future<Output = Result<Event, ApiError>> + use<> {
-        let (reply, rx) = oneshot::channel();
+    /// Queues a chat event, answered through `reply` once it is committed and fanned out (or
+    /// refused). Queueing happens before this returns, so calls made in order are committed in
+    /// order.
+    pub async fn enqueue(&self, room_id: &str, event: NewEvent, reply: ChatReply) {
         let queued = self
             .shard(room_id)
             .send(Request::Chat {
                 room_id: room_id.to_owned(),
-                event: Some(event),
+                event,
                 reply,
             })
-            .await
-            .is_ok();
-        async move {
-            if !queued {
-                return Err(stopped());
-            }
-            rx.await.unwrap_or_else(|_| Err(stopped()))
+            .await;
+        if let Err(mpsc::error::SendError(Request::Chat { reply, .. })) = queued {
+            reply.answer_now(Err(stopped()), &self.metrics);
         }
     }
 
@@ -243,19 +236,28 @@ async fn commit_change(
         .await?;
     drop(db);
     wake(federation, &appender.woken).await;
-    live.publish(room_id, &appender.events).await;
+    live.publish(room_id, &appender.events, Vec::new()).await;
     Ok(appender.events)
 }
 
-/// Commits a batch of chat and answers each message.
+/// One room's part of a batch: its events, each with where its answer goes.
+struct RoomBatch {
+    room_id: String,
+    events: Vec<NewEvent>,
+    replies: Vec<ChatReply>,
+}
+
+/// Commits a batch of chat and answers each message: after the fan-out of its room, in the same
+/// burst (see [`LiveRooms::publish`]).
 async fn commit_chat(
     live: &LiveRooms,
     metrics: &Metrics,
     federation: &TransactionSender,
     batch: &mut Vec<Request>,
 ) {
-    // The last check against each room's owner (see the module docs).
-    for req in std::mem::take(batch) {
+    let mut rooms: Vec<RoomBatch> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for req in batch.drain(..) {
         let Request::Chat {
             room_id,
             event,
@@ -264,85 +266,79 @@ async fn commit_chat(
         else {
             continue;
         };
-        let member = match (live.get(&room_id), event.as_ref()) {
-            (Some(room), Some(e)) => room.read(|s| s.is_member(&e.sender)),
-            _ => true,
-        };
-        if member {
-            batch.push(Request::Chat {
-                room_id,
-                event,
-                reply,
-            });
-        } else {
-            let _ = reply.send(Err(ApiError::new(
-                ErrorCode::NotMember,
-                "the sender is no longer a member of this room",
-            )));
+        // The last check against the room's owner (see the module docs).
+        let member = live
+            .get(&room_id)
+            .is_none_or(|room| room.read(|s| s.is_member(&event.sender)));
+        if !member {
+            reply.answer_now(
+                Err(ApiError::new(
+                    ErrorCode::NotMember,
+                    "the sender is no longer a member of this room",
+                )),
+                metrics,
+            );
+            continue;
         }
+        let i = match index.get(&room_id) {
+            Some(&i) => i,
+            None => {
+                index.insert(room_id.clone(), rooms.len());
+                rooms.push(RoomBatch {
+                    room_id,
+                    events: Vec::new(),
+                    replies: Vec::new(),
+                });
+                rooms.len() - 1
+            }
+        };
+        rooms[i].events.push(event);
+        rooms[i].replies.push(reply);
     }
-    if batch.is_empty() {
+    if rooms.is_empty() {
         return;
     }
-    metrics.write_batch.observe(batch.len() as f64);
-    match commit(live, federation, batch).await {
+    let count: usize = rooms.iter().map(|r| r.events.len()).sum();
+    metrics.write_batch.observe(count as f64);
+    match commit(live, federation, &mut rooms).await {
         Ok((committed, woken)) => {
-            metrics.events_persisted.inc_by(batch.len() as u64);
+            metrics.events_persisted.inc_by(count as u64);
             wake(federation, &woken).await;
-            let mut queues: HashMap<String, VecDeque<Event>> = HashMap::new();
-            for (room_id, events) in committed {
-                if let Some(events) = events {
-                    live.publish(&room_id, &events).await;
-                    queues.insert(room_id, events.into());
-                }
-            }
-            for req in batch.drain(..) {
-                if let Request::Chat { room_id, reply, .. } = req {
-                    // Each room's events come back in the order its requests were queued.
-                    let result = queues
-                        .get_mut(&room_id)
-                        .and_then(VecDeque::pop_front)
-                        .ok_or_else(ApiError::room_not_found);
-                    let _ = reply.send(result);
+            for (room, events) in rooms.into_iter().zip(committed) {
+                match events {
+                    Some(events) => live.publish(&room.room_id, &events, room.replies).await,
+                    None => {
+                        for reply in room.replies {
+                            reply.answer_now(Err(ApiError::room_not_found()), metrics);
+                        }
+                    }
                 }
             }
         }
         Err(err) => {
             let err = ApiError::from(err);
-            for req in batch.drain(..) {
-                if let Request::Chat { reply, .. } = req {
-                    let _ = reply.send(Err(err.clone()));
-                }
+            for reply in rooms.into_iter().flat_map(|r| r.replies) {
+                reply.answer_now(Err(err.clone()), metrics);
             }
         }
     }
 }
 
-/// What a committed batch appended, per room, and the federation destinations to wake.
-type Committed = (Vec<(String, Option<Vec<Event>>)>, Vec<ServerName>);
+/// What a committed batch appended, per room (`None`: the room no longer exists), and the
+/// federation destinations to wake.
+type Committed = (Vec<Option<Vec<Event>>>, Vec<ServerName>);
 
 /// Commits a batch: per room, one sequence update and one multi-row insert, and for federated
-/// rooms the PDUs for the other servers, in the same transaction. A room that no longer exists
-/// maps to `None`.
+/// rooms the PDUs for the other servers, in the same transaction. The rooms' events are taken.
 async fn commit(
     live: &LiveRooms,
     federation: &TransactionSender,
-    batch: &mut [Request],
+    rooms: &mut [RoomBatch],
 ) -> Result<Committed, DbError> {
-    let mut by_room: Vec<(&str, Vec<NewEvent>)> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    for req in batch.iter_mut() {
-        let Request::Chat { room_id, event, .. } = req else {
-            continue;
-        };
-        let i = *index.entry(room_id.as_str()).or_insert_with(|| {
-            by_room.push((room_id.as_str(), Vec::new()));
-            by_room.len() - 1
-        });
-        if let Some(event) = event.take() {
-            by_room[i].1.push(event);
-        }
-    }
+    let by_room: Vec<(&str, Vec<NewEvent>)> = rooms
+        .iter_mut()
+        .map(|r| (r.room_id.as_str(), std::mem::take(&mut r.events)))
+        .collect();
     let mut conn = confab_schema::connect(live.pool()).await?;
     let (appended, woken) = conn
         .transaction(async |conn| {
@@ -354,10 +350,8 @@ async fn commit(
             Ok::<_, DbError>((appended, woken))
         })
         .await?;
-    let committed = by_room
-        .iter()
-        .zip(appended)
-        .map(|((room_id, _), a)| ((*room_id).to_owned(), a.map(|a| a.events)))
-        .collect();
-    Ok((committed, woken))
+    Ok((
+        appended.into_iter().map(|a| a.map(|a| a.events)).collect(),
+        woken,
+    ))
 }

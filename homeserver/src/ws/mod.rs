@@ -18,7 +18,6 @@ use actix_http::{Method, Request, h1};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -27,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use crate::engine::ConnHandle;
-use crate::engine::conn::ConnControl;
+use crate::engine::conn::{ConnControl, Outbox};
 use crate::error::{ApiError, ErrorCode};
 use crate::protocol::{CLIENT_PREFIX, Frame};
 use crate::state::AppState;
@@ -49,7 +48,7 @@ pub async fn upgrade<T>(
     framed: Framed<T, h1::Codec>,
 ) -> Result<(), actix_web::Error>
 where
-    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let parts = framed.into_parts();
     let (mut io, read_buf) = (parts.io, parts.read_buf);
@@ -118,11 +117,53 @@ where
         .write_buffer_size(WRITE_BUFFER)
         .max_frame_size(Some(hard))
         .max_message_size(Some(hard));
-    let socket =
-        WebSocketStream::from_partially_read(io, read_buf.to_vec(), Role::Server, Some(config))
-            .await;
-    actix_web::rt::spawn(serve(state, socket));
+    let read_buf = read_buf.to_vec();
+    let runtime = state.runtime.clone();
+    match rehome(io)? {
+        Homed::Moved(tcp) => runtime.spawn(async move {
+            // Registered with this runtime's reactor only here, inside it.
+            match tokio::net::TcpStream::from_std(tcp) {
+                Ok(io) => serve_socket(state, io, read_buf, config).await,
+                Err(err) => tracing::debug!(error = %err, "could not take over a socket"),
+            }
+        }),
+        Homed::Kept(io) => runtime.spawn(serve_socket(state, io, read_buf, config)),
+    };
     Ok(())
+}
+
+/// A socket's stream, ready to be served on the engine's runtime.
+enum Homed<T> {
+    /// A plain TCP stream, taken off the HTTP worker's reactor, to be registered with the
+    /// engine's: its readiness events are then dispatched by the threads that run its tasks.
+    Moved(std::net::TcpStream),
+    /// Any other stream (TLS) stays registered with the HTTP worker that accepted it, whose
+    /// reactor keeps dispatching its readiness to the tasks on the engine's runtime.
+    Kept(T),
+}
+
+/// Serves every socket on the engine's runtime, not on the HTTP worker's thread that accepted
+/// it: the engine's fan-out then wakes socket writers on its own runtime (a queued task, no
+/// cross-thread wake-up per frame), and a burst for one socket is queued whole before its
+/// writer runs, so it leaves in one write.
+fn rehome<T: 'static>(io: T) -> std::io::Result<Homed<T>> {
+    let io: Box<dyn std::any::Any> = Box::new(io);
+    match io.downcast::<tokio::net::TcpStream>() {
+        Ok(tcp) => Ok(Homed::Moved(tcp.into_std()?)),
+        Err(other) => match other.downcast::<T>() {
+            Ok(io) => Ok(Homed::Kept(*io)),
+            Err(_) => unreachable!("the box holds a T"),
+        },
+    }
+}
+
+async fn serve_socket<T>(state: Arc<AppState>, io: T, read_buf: Vec<u8>, config: WebSocketConfig)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let socket =
+        WebSocketStream::from_partially_read(io, read_buf, Role::Server, Some(config)).await;
+    serve(state, socket).await;
 }
 
 /// `GET /_confab/client/v1/ws` without an upgrade: the upgrade itself never reaches the routes.
@@ -135,16 +176,16 @@ pub async fn not_an_upgrade() -> Result<actix_web::HttpResponse, ApiError> {
 /// Serves one socket until it closes.
 async fn serve<T>(state: Arc<AppState>, socket: WebSocketStream<T>)
 where
-    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &state.settings.limits;
-    let (conn, rx, control) =
+    let (conn, outbox, control) =
         ConnHandle::new(state.engine.next_conn_id(), limits.send_queue_frames);
     let (sink, mut stream) = socket.split();
     let ws = &state.settings.websocket;
-    let writer = actix_web::rt::spawn(write(
+    let writer = tokio::spawn(write(
         sink,
-        rx,
+        outbox,
         control.clone(),
         ws.heartbeat_interval,
         ws.client_timeout,
@@ -221,7 +262,7 @@ where
 /// closes it when asked.
 async fn write<S>(
     mut sink: S,
-    mut rx: mpsc::Receiver<Frame>,
+    mut outbox: Outbox,
     control: Arc<ConnControl>,
     heartbeat: std::time::Duration,
     linger: std::time::Duration,
@@ -231,22 +272,14 @@ async fn write<S>(
     let mut ping = tokio::time::interval(heartbeat);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
-    // A burst whose writing a close interrupted: written first when flushing, so that the
-    // client still gets an unbroken run of frames and resumes after the last one.
+    // The burst being written. One a close interrupted is written first when flushing, so that
+    // the client still gets an unbroken run of frames and resumes after the last one.
     let mut carried: VecDeque<Frame> = VecDeque::new();
     let (code, reason) = loop {
         tokio::select! {
             biased;
             closing = control.closed() => break closing,
-            frame = rx.recv() => match frame {
-                Some(frame) => {
-                    carried.push_back(frame);
-                    while carried.len() < 256 {
-                        match rx.try_recv() {
-                            Ok(frame) => carried.push_back(frame),
-                            Err(_) => break,
-                        }
-                    }
+            () = outbox.take(&mut carried) => {
                     // A client that stopped reading blocks this write for as long as it does
                     // not read; the close asked for meanwhile (slow consumer) must not wait
                     // behind it.
@@ -265,9 +298,7 @@ async fn write<S>(
                         written = burst => if written.is_err() { return; },
                         closing = control.closed() => break closing,
                     }
-                }
-                // Every sender is gone: the reader ended, having asked for a close.
-                None => break control.closed().await,
+                    Outbox::shrink(&mut carried);
             },
             _ = ping.tick() => {
                 if sink.send(Message::Ping(Bytes::new())).await.is_err() {
@@ -280,8 +311,8 @@ async fn write<S>(
     // close frame; a client that does not read them within `client_timeout` is dropped without
     // (it resumes after the last event it got, like any other).
     let flush = async {
-        let queued = std::iter::from_fn(|| rx.try_recv().ok());
-        for frame in carried.into_iter().chain(queued) {
+        outbox.try_take(&mut carried);
+        for frame in carried {
             sink.feed(Message::Text(frame)).await?;
         }
         sink.send(Message::Close(Some(CloseFrame {

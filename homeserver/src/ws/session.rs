@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use crate::engine::live::LiveRoom;
-use crate::engine::{ConnHandle, Identity};
+use crate::engine::{ChatReply, ConnHandle, Identity};
 use crate::error::{ApiError, ErrorCode};
 use crate::protocol::{self, Outgoing, Request};
 use crate::rooms::parse_room_id;
@@ -270,8 +270,9 @@ impl Session {
         Ok(json!({}))
     }
 
-    /// Queues the message in order and acknowledges it from a separate task once committed, so
-    /// the socket keeps reading (signaling must not wait behind a database commit).
+    /// Queues the message in order; it is acknowledged once committed, with the room's fan-out
+    /// (see `crate::engine::reply`), so the socket keeps reading meanwhile (signaling must not
+    /// wait behind a database commit).
     async fn chat(
         &mut self,
         who: &Identity,
@@ -288,42 +289,14 @@ impl Session {
                 .unwrap_or_else(not_subscribed);
             return self.reply_error(id, "chat", &err);
         };
-        let pending = match self
-            .state
-            .engine
-            .chat(live, who, self.conn.id, kind, ciphertext)
-            .await
-        {
-            Ok(pending) => pending,
-            Err(err) => return self.reply_error(id, "chat", &err),
+        let reply = ChatReply::Socket {
+            conn: self.conn.clone(),
+            id: id.cloned(),
         };
-        let id = id.cloned();
-        let conn = self.conn.clone();
-        let state = self.state.clone();
-        tokio::spawn(async move {
-            let frame = match pending.await {
-                Ok((seq, ts)) => match &id {
-                    Some(id) => Outgoing::Ack {
-                        id,
-                        result: &json!({ "seq": seq, "ts": ts }),
-                    }
-                    .to_frame(),
-                    None => return,
-                },
-                Err(err) => {
-                    state.metrics.count_error(err.code);
-                    Outgoing::Error {
-                        id: id.as_ref(),
-                        request: "chat",
-                        code: err.code.as_str(),
-                        reason: &err.reason,
-                        retry_after_ms: err.retry_after_ms,
-                    }
-                    .to_frame()
-                }
-            };
-            conn.send(frame);
-        });
+        self.state
+            .engine
+            .chat(live, who, self.conn.id, kind, ciphertext, reply)
+            .await;
     }
 
     fn signal(

@@ -10,6 +10,7 @@ use confab_schema::models::membership;
 use confab_schema::{AsyncPgConnection, DbError, queries};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 
 use super::MAX_SEND_BATCH;
 use super::refusal::RoomRefusal;
@@ -17,7 +18,7 @@ use super::wire::{
     ConnectedResponse, EventsPage, EventsQuery, JoinRequest, JoinedRoom, LeaveRequest,
     PresenceRequest, SendItem, SendRequest, SendResponse, SendResult, WireEvent, WireMember,
 };
-use crate::engine::Identity;
+use crate::engine::{ChatReply, Identity};
 use crate::error::{ApiError, ErrorCode};
 use crate::federation::auth::FederatedRequest;
 use crate::protocol::ConnectedDevice;
@@ -241,24 +242,30 @@ pub async fn send_chat(
     for item in send.events {
         let checked = check_forwarded(&state, &request.origin, &item, &mut members).await;
         match checked {
-            Ok(event) => pending.push(Ok(state
-                .engine
-                .writer()
-                .enqueue(&item.room_id, event)
-                .await)),
+            Ok(event) => {
+                let (reply, rx) = oneshot::channel();
+                state
+                    .engine
+                    .writer()
+                    .enqueue(&item.room_id, event, ChatReply::Caller(reply))
+                    .await;
+                pending.push(Ok(rx));
+            }
             Err(err) => pending.push(Err(err)),
         }
     }
     let mut results = Vec::with_capacity(pending.len());
     for p in pending {
         let outcome = match p {
-            Ok(waiting) => waiting.await,
+            Ok(waiting) => waiting
+                .await
+                .unwrap_or_else(|_| Err(ApiError::internal("event writer", &"writer stopped"))),
             Err(err) => Err(err),
         };
         results.push(match outcome {
-            Ok(event) => SendResult {
-                seq: Some(event.seq),
-                ts: Some(event.origin_ts),
+            Ok((seq, ts)) => SendResult {
+                seq: Some(seq),
+                ts: Some(ts),
                 ..SendResult::default()
             },
             Err(err) => SendResult {
