@@ -80,7 +80,6 @@ pub fn build(settings: Settings, pool: DbPool, federation: Federation) -> AppSta
         ),
         // Validated with the rest of the settings.
         trusted_proxies: settings.server.trusted_proxy_networks().unwrap_or_default(),
-        runtime: tokio::runtime::Handle::current(),
         settings,
         pool,
         metrics,

@@ -42,6 +42,4 @@ pub struct AppState {
     pub federated_join_limiter: KeyedLimiter,
     /// `server.trusted_proxies`, parsed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// The runtime the engine runs on, which serves every WebSocket too (see `crate::ws`).
-    pub runtime: tokio::runtime::Handle,
 }

@@ -117,44 +117,12 @@ where
         .write_buffer_size(WRITE_BUFFER)
         .max_frame_size(Some(hard))
         .max_message_size(Some(hard));
-    let read_buf = read_buf.to_vec();
-    let runtime = state.runtime.clone();
-    match rehome(io)? {
-        Homed::Moved(tcp) => runtime.spawn(async move {
-            // Registered with this runtime's reactor only here, inside it.
-            match tokio::net::TcpStream::from_std(tcp) {
-                Ok(io) => serve_socket(state, io, read_buf, config).await,
-                Err(err) => tracing::debug!(error = %err, "could not take over a socket"),
-            }
-        }),
-        Homed::Kept(io) => runtime.spawn(serve_socket(state, io, read_buf, config)),
-    };
+    // Served on the HTTP worker's thread that accepted it, with its reader and writer on that
+    // thread's runtime: measured against serving every socket on the engine's multi-threaded
+    // runtime, relaying a signal costs less this way (README, Performance), and the fan-out of
+    // committed events, which crosses threads either way, wakes each writer once per burst.
+    actix_web::rt::spawn(serve_socket(state, io, read_buf.to_vec(), config));
     Ok(())
-}
-
-/// A socket's stream, ready to be served on the engine's runtime.
-enum Homed<T> {
-    /// A plain TCP stream, taken off the HTTP worker's reactor, to be registered with the
-    /// engine's: its readiness events are then dispatched by the threads that run its tasks.
-    Moved(std::net::TcpStream),
-    /// Any other stream (TLS) stays registered with the HTTP worker that accepted it, whose
-    /// reactor keeps dispatching its readiness to the tasks on the engine's runtime.
-    Kept(T),
-}
-
-/// Serves every socket on the engine's runtime, not on the HTTP worker's thread that accepted
-/// it: the engine's fan-out then wakes socket writers on its own runtime (a queued task, no
-/// cross-thread wake-up per frame), and a burst for one socket is queued whole before its
-/// writer runs, so it leaves in one write.
-fn rehome<T: 'static>(io: T) -> std::io::Result<Homed<T>> {
-    let io: Box<dyn std::any::Any> = Box::new(io);
-    match io.downcast::<tokio::net::TcpStream>() {
-        Ok(tcp) => Ok(Homed::Moved(tcp.into_std()?)),
-        Err(other) => match other.downcast::<T>() {
-            Ok(io) => Ok(Homed::Kept(*io)),
-            Err(_) => unreachable!("the box holds a T"),
-        },
-    }
 }
 
 async fn serve_socket<T>(state: Arc<AppState>, io: T, read_buf: Vec<u8>, config: WebSocketConfig)
