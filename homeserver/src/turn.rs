@@ -57,10 +57,12 @@ pub async fn grant(
         (room, member)
     };
     // A room past its countdown is gone, whether or not the sweeper got to it yet.
-    if !room.is_some_and(|r| r.expires_ts.is_none_or(|ts| ts > now)) {
+    let live = room.is_some_and(|r| r.expires_ts.is_none_or(|ts| ts > now));
+    if !live {
         return Err(ApiError::room_not_found());
     }
-    if !member.is_some_and(|m| m.membership == membership::JOINED) {
+    let joined = member.is_some_and(|m| m.membership == membership::JOINED);
+    if !joined {
         return Err(ApiError::new(
             ErrorCode::NotMember,
             "TURN credentials are for members of the room: join it first",

@@ -171,7 +171,7 @@ impl Message {
         self.attributes
             .extend_from_slice(&u16::try_from(value.len()).unwrap().to_be_bytes());
         self.attributes.extend_from_slice(value);
-        while self.attributes.len() % 4 != 0 {
+        while !self.attributes.len().is_multiple_of(4) {
             self.attributes.push(0);
         }
         self
