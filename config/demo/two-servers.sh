@@ -9,7 +9,8 @@
 #
 # Environment: CONFAB_BIN (default target/release/confab; `make demo` builds it), DEMO_DIR
 # (default data/demo; keeps each server's config, data directory and log), ALPHA_PORT (8018),
-# BETA_PORT (8028), WEB_CLIENT_DIR (default web-client/dist).
+# BETA_PORT (8028), ALPHA_ADMIN_PORT (9018) and BETA_ADMIN_PORT (9028) for their admin
+# listeners (admin API and metrics, on loopback), WEB_CLIENT_DIR (default web-client/dist).
 set -euo pipefail
 
 mode=run
@@ -24,6 +25,7 @@ bin=${CONFAB_BIN:-$repo/target/release/confab}
 demo=${DEMO_DIR:-$repo/data/demo}
 web=${WEB_CLIENT_DIR:-$repo/web-client/dist}
 declare -A port=([alpha]=${ALPHA_PORT:-8018} [beta]=${BETA_PORT:-8028})
+declare -A admin_port=([alpha]=${ALPHA_ADMIN_PORT:-9018} [beta]=${BETA_ADMIN_PORT:-9028})
 declare -A pid=()
 
 [ -x "$bin" ] || { echo "no confab binary at $bin (cargo build --release -p confab, or set CONFAB_BIN)" >&2; exit 1; }
@@ -57,6 +59,10 @@ listen = "127.0.0.1:$p"
 public_url = "http://127.0.0.1:$p"
 data_dir = "$demo/$name"
 web_client_dir = "$web"
+
+[admin]
+# Admin API and metrics; \`confab admin --config $demo/$name.toml …\` talks to it.
+listen = "127.0.0.1:${admin_port[$name]}"
 
 [federation]
 allow_insecure_http = true
@@ -95,8 +101,8 @@ for pair in "alpha beta" "beta alpha"; do
   echo "$from -> $to: federation ping answered"
 done
 
-echo "alpha: http://127.0.0.1:${port[alpha]}  (server name 127.0.0.1:${port[alpha]})"
-echo "beta:  http://127.0.0.1:${port[beta]}  (server name 127.0.0.1:${port[beta]})"
+echo "alpha: http://127.0.0.1:${port[alpha]}  (server name 127.0.0.1:${port[alpha]}; admin and metrics on 127.0.0.1:${admin_port[alpha]})"
+echo "beta:  http://127.0.0.1:${port[beta]}  (server name 127.0.0.1:${port[beta]}; admin and metrics on 127.0.0.1:${admin_port[beta]})"
 echo "configs, data and logs: $demo"
 
 if [ "$mode" = check ]; then

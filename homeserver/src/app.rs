@@ -93,14 +93,47 @@ pub fn build(settings: Settings, pool: DbPool, federation: Federation) -> AppSta
     }
 }
 
+/// The sockets a server listens on: the public one (client API, WebSocket, federation, web
+/// client, `/health`) and the operator's (admin API, `/metrics`), which is never the public
+/// one; `None` when `admin.listen` is empty.
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `server.listen` and `admin.listen`.
+    pub fn bind(settings: &Settings) -> anyhow::Result<Self> {
+        let bind = |addr: std::net::SocketAddr, key: &str| {
+            TcpListener::bind(addr)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({key}): {e}"))
+        };
+        Ok(Self {
+            public: bind(settings.server.listen, "server.listen")?,
+            admin: settings
+                .admin
+                .listen
+                .map(|addr| bind(addr, "admin.listen"))
+                .transpose()?,
+        })
+    }
+}
+
 /// A running server.
 pub struct Running {
-    /// Stops the HTTP server.
+    /// Stops the HTTP server (both listeners).
     pub handle: ServerHandle,
     /// Resolves when the server has stopped.
     pub server: actix_web::dev::Server,
     /// The shared context.
     pub state: Arc<AppState>,
+}
+
+/// Which listener an app is built for; each has its own route table (see `crate::routes`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Surface {
+    Public,
+    Operator,
 }
 
 /// Content-Security-Policy of the web client: only this origin, and the WebSocket at
@@ -119,9 +152,10 @@ fn content_security_policy(public_url: &str) -> String {
     )
 }
 
-/// Builds the HTTP server on `listener` (HTTPS when `server.tls_cert_file` is set) and starts
-/// the sweeper; the caller awaits `server`.
-pub fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Running> {
+/// Builds the HTTP server on `listeners` (the public one HTTPS when `server.tls_cert_file` is
+/// set; the admin one always plain HTTP, for loopback or a private network) and starts the
+/// sweeper; the caller awaits `server`.
+pub fn serve(listeners: Listeners, state: AppState) -> anyhow::Result<Running> {
     let tls = crate::tls::server_config(&state.settings.server)?;
     let state = Arc::new(state);
     let data = web::Data::from(state.clone());
@@ -130,7 +164,7 @@ pub fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Running> 
     let body_limit = state.settings.server.max_body_bytes;
     let metrics = state.metrics.clone();
     let csp = content_security_policy(&state.settings.server.public_url);
-    let make_app = move || {
+    let make_app = move |surface: Surface| {
         let metrics = metrics.clone();
         let mut app = App::new()
             .app_data(data.clone())
@@ -183,8 +217,11 @@ pub fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Running> 
                     res
                 })
             })
-            .configure(routes::configure);
-        if serve_web {
+            .configure(match surface {
+                Surface::Public => routes::configure,
+                Surface::Operator => routes::configure_operator,
+            });
+        if serve_web && surface == Surface::Public {
             app = app.service(
                 actix_files::Files::new("/", &web_dir)
                     .index_file("index.html")
@@ -193,49 +230,67 @@ pub fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Running> 
         }
         app
     };
-    let addr = listener.local_addr()?;
+    let public_addr = listeners.public.local_addr()?;
     // Built by hand rather than with `HttpServer` for actix-http's upgrade seam: WebSocket
-    // connections leave the HTTP dispatcher for `crate::ws` (see there).
-    // The same service over plain TCP or TLS; each is typed by its stream, so each is built
-    // where it is listened on.
+    // connections leave the HTTP dispatcher for `crate::ws` (see there). Every listener's
+    // service is built here, the same way; each is typed by its stream, so each is built where
+    // it is listened on. Only the public one hands upgrades to the WebSocket: on the admin
+    // listener an upgrade request is an ordinary request, which its route table answers 404.
     macro_rules! http_service {
-        ($state:expr) => {
+        ($addr:expr, $app:expr $(, upgrade = $state:expr)?) => {
             HttpService::build()
                 // Protocol frames are small and latency-bound: without this, Nagle's algorithm
                 // holds a frame back until the previous one is acknowledged.
                 .tcp_nodelay(true)
-                .local_addr(addr)
+                .local_addr($addr)
                 .client_request_timeout(Duration::from_secs(5))
                 .client_disconnect_timeout(Duration::from_secs(1))
-                .upgrade(fn_service(move |(req, framed)| {
+                $(.upgrade(fn_service(move |(req, framed)| {
                     crate::ws::upgrade($state.clone(), req, framed)
-                }))
+                })))?
                 .finish(map_config(
-                    make_app()
-                        .into_factory()
+                    $app.into_factory()
                         .map_err(|err: actix_web::Error| err.error_response()),
                     |(): ()| AppConfig::default(),
                 ))
         };
     }
-    // Built by hand rather than with `HttpServer` for actix-http's upgrade seam: WebSocket
-    // connections leave the HTTP dispatcher for `crate::ws` (see there).
     let builder = actix_server::Server::build()
         // Sockets get `shutdown` and close themselves; give them a moment before the hard stop.
         .shutdown_timeout(5)
         .disable_signals();
     let upgrade_state = state.clone();
-    let server = match tls {
-        Some(config) => builder.listen("confab", listener, move || {
+    let public_app = make_app.clone();
+    let mut builder = match tls {
+        Some(config) => builder.listen("confab", listeners.public, move || {
             let state = upgrade_state.clone();
-            http_service!(state).rustls_0_23(config.clone())
+            http_service!(public_addr, public_app(Surface::Public), upgrade = state)
+                .rustls_0_23(config.clone())
         })?,
-        None => builder.listen("confab", listener, move || {
+        None => builder.listen("confab", listeners.public, move || {
             let state = upgrade_state.clone();
-            http_service!(state).tcp()
+            http_service!(public_addr, public_app(Surface::Public), upgrade = state).tcp()
         })?,
+    };
+    if let Some(admin) = listeners.admin {
+        let admin_addr = admin.local_addr()?;
+        let open_to_all = state
+            .settings
+            .admin
+            .allowed_networks()
+            .is_ok_and(|networks| networks.is_empty());
+        if !admin_addr.ip().is_loopback() && open_to_all {
+            tracing::warn!(
+                %admin_addr,
+                "the admin listener is not on loopback and admin.allowed_addresses is empty: \
+                 anyone who reaches it can read the metrics and try admin tokens"
+            );
+        }
+        builder = builder.listen("confab-admin", admin, move || {
+            http_service!(admin_addr, make_app(Surface::Operator)).tcp()
+        })?;
     }
-    .run();
+    let server = builder.run();
     let handle = server.handle();
     tokio::spawn(sweeper(state.clone()));
     tokio::spawn(Engine::presence_lease(

@@ -124,15 +124,26 @@ async fn serve_with_database(
     url: &str,
     embedded_restarts: Option<prometheus::IntCounter>,
 ) -> anyhow::Result<()> {
-    let listen = settings.server.listen;
+    let (listen, admin_listen) = (settings.server.listen, settings.admin.listen);
     let state = app::prepare(settings, url).await?;
     if let Some(counter) = embedded_restarts {
         state.metrics.register(counter);
     }
-    let listener = std::net::TcpListener::bind(listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    let running = app::serve(listener, state)?;
-    tracing::info!(%listen, server_name = %running.state.settings.server.name, "Confab is serving");
+    let listeners = app::Listeners::bind(&state.settings)?;
+    let running = app::serve(listeners, state)?;
+    match admin_listen {
+        Some(admin) => tracing::info!(
+            %listen,
+            %admin,
+            server_name = %running.state.settings.server.name,
+            "Confab is serving (admin API and metrics on the admin address only)"
+        ),
+        None => tracing::info!(
+            %listen,
+            server_name = %running.state.settings.server.name,
+            "Confab is serving (admin.listen is empty: no admin API, no metrics)"
+        ),
+    }
     let handle = running.handle.clone();
     let engine = running.state.engine.clone();
     let federation_sender = running.state.federation_sender.clone();

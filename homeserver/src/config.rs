@@ -164,14 +164,46 @@ pub struct WebSocketSettings {
 }
 
 /// `[ice]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IceSettings {
+    /// STUN URLs, handed to anyone (`GET /config`) and to room members.
     pub stun_urls: Vec<String>,
+    /// TURN URLs, handed with credentials only to joined members of a live room.
     pub turn_urls: Vec<String>,
+    /// coturn's `static-auth-secret`; empty: no TURN.
     pub turn_secret: String,
+    /// Lifetime of the credentials; clients renew them before they run out.
     #[serde(with = "humantime_serde")]
     pub turn_credential_ttl: Duration,
+}
+
+impl IceSettings {
+    /// The shortest `turn_credential_ttl`: clients renew at four fifths of the lifetime, and a
+    /// shorter one would have them asking every few seconds.
+    pub const MIN_CREDENTIAL_TTL: Duration = Duration::from_secs(60);
+
+    /// Whether TURN is configured (URLs and a secret).
+    pub fn turn_enabled(&self) -> bool {
+        !self.turn_urls.is_empty() && !self.turn_secret.is_empty()
+    }
+}
+
+impl std::fmt::Debug for IceSettings {
+    // Settings are logged and printed in errors; the TURN secret must never be.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceSettings")
+            .field("stun_urls", &self.stun_urls)
+            .field("turn_urls", &self.turn_urls)
+            .field("turn_secret", &redacted(&self.turn_secret))
+            .field("turn_credential_ttl", &self.turn_credential_ttl)
+            .finish()
+    }
+}
+
+/// What a secret looks like in `Debug` output: empty stays visibly empty.
+fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() { "" } else { "<redacted>" }
 }
 
 /// `[federation]`: talking to other homeservers (see `homeserver/src/federation/`).
@@ -215,13 +247,18 @@ pub struct FederationSettings {
     pub give_up_after: Duration,
 }
 
-/// `[admin]`: the admin API and `confab admin`.
+/// `[admin]`: the operator's listener (admin API, metrics) and `confab admin`.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
+    /// Listen address of the operator's surface (admin API and `/metrics`), which the public
+    /// listener never serves; `None` (an empty string) serves neither anywhere.
+    #[serde(deserialize_with = "optional_address")]
+    pub listen: Option<SocketAddr>,
     /// Bearer token of the admin API; empty disables it.
     pub token: String,
-    /// IPs or CIDR blocks allowed to call the admin API; empty allows any address.
+    /// IPs or CIDR blocks allowed to use the admin listener (admin API and metrics); empty
+    /// allows any address.
     pub allowed_addresses: Vec<String>,
 }
 
@@ -229,17 +266,36 @@ impl std::fmt::Debug for AdminSettings {
     // Settings are logged and printed in errors; the token must never be.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminSettings")
-            .field(
-                "token",
-                &if self.token.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
-            )
+            .field("listen", &self.listen)
+            .field("token", &redacted(&self.token))
             .field("allowed_addresses", &self.allowed_addresses)
             .finish()
     }
+}
+
+/// A socket address, or nothing for an empty string (a listener switched off).
+fn optional_address<'de, D>(deserializer: D) -> Result<Option<SocketAddr>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let raw = String::deserialize(deserializer)?;
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    raw.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{raw:?} is not an address and port (e.g. \"127.0.0.1:9008\"), nor empty"
+        ))
+    })
+}
+
+/// Whether two listen addresses would take the same port (an unspecified address takes it on
+/// every address of its family, and `[::]` usually on IPv4 ones too).
+fn listeners_collide(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 impl AdminSettings {
@@ -431,6 +487,18 @@ impl Settings {
         if let Err(reason) = self.admin.allowed_networks() {
             return invalid("admin.allowed_addresses", &reason);
         }
+        if let Some(admin) = self.admin.listen
+            && listeners_collide(admin, self.server.listen)
+        {
+            return invalid(
+                "admin.listen",
+                "must not take server.listen's port: the admin API and metrics have a \
+                 listener of their own, which the public one never serves",
+            );
+        }
+        if self.ice.turn_credential_ttl < IceSettings::MIN_CREDENTIAL_TTL {
+            return invalid("ice.turn_credential_ttl", "must be at least 1m");
+        }
         if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
             return invalid(
                 "admin.token",
@@ -475,6 +543,8 @@ mod tests {
         assert!(s.database.url.is_empty());
         assert_eq!(s.log.format, LogFormat::Text);
         assert!(s.admin.token.is_empty());
+        assert_eq!(s.admin.listen, Some("127.0.0.1:9008".parse().unwrap()));
+        assert_eq!(s.ice.turn_credential_ttl, Duration::from_secs(3600));
         let nets = s.admin.allowed_networks().unwrap();
         assert!(
             nets.iter()
@@ -540,6 +610,57 @@ mod tests {
             )
             .contains("a-secret")
         );
+    }
+
+    #[test]
+    fn the_admin_listener_is_its_own() {
+        let s = Settings::load_from(None, env(&[("CONFAB__ADMIN__LISTEN", "")])).unwrap();
+        assert_eq!(s.admin.listen, None);
+        let s = Settings::load_from(None, env(&[("CONFAB__ADMIN__LISTEN", "[::1]:9100")])).unwrap();
+        assert_eq!(s.admin.listen, Some("[::1]:9100".parse().unwrap()));
+        for (public, admin) in [
+            ("127.0.0.1:8008", "127.0.0.1:8008"),
+            ("0.0.0.0:8008", "127.0.0.1:8008"),
+            ("127.0.0.1:8008", "[::]:8008"),
+        ] {
+            let err = Settings::load_from(
+                None,
+                env(&[
+                    ("CONFAB__SERVER__LISTEN", public),
+                    ("CONFAB__ADMIN__LISTEN", admin),
+                ]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("admin.listen"), "{public} {admin}: {err}");
+        }
+        // Another address on the same port is another listener.
+        Settings::load_from(
+            None,
+            env(&[
+                ("CONFAB__SERVER__LISTEN", "192.0.2.1:8008"),
+                ("CONFAB__ADMIN__LISTEN", "127.0.0.1:8008"),
+            ]),
+        )
+        .unwrap();
+        let err = Settings::load_from(None, env(&[("CONFAB__ADMIN__LISTEN", "localhost")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn turn_credentials_live_at_least_a_minute_and_the_secret_stays_out_of_debug() {
+        let err = Settings::load_from(None, env(&[("CONFAB__ICE__TURN_CREDENTIAL_TTL", "30s")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ice.turn_credential_ttl"), "{err}");
+        let s = Settings::load_from(
+            None,
+            env(&[("CONFAB__ICE__TURN_SECRET", "a-turn-secret-to-keep")]),
+        )
+        .unwrap();
+        assert!(!format!("{s:?}").contains("a-turn-secret"));
     }
 
     #[test]

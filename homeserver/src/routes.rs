@@ -1,4 +1,5 @@
-//! The route table, in one place, and the thin REST handlers: parse → authorize → call a domain
+//! The route tables, in one place — the public listener's ([`configure`]) and the operator's
+//! ([`configure_operator`]) — and the thin REST handlers: parse → authorize → call a domain
 //! function → respond.
 
 use std::future::Future;
@@ -22,10 +23,16 @@ use crate::{limiter, sessions, turn, ws};
 
 pub use crate::protocol::CLIENT_PREFIX;
 
-/// Registers every route.
+/// The path of the Prometheus metrics on the admin listener.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// The public listener's routes: client API and WebSocket, federation, `/health` (for load
+/// balancers); never the operator's surface, whose paths are answered `not_found` here like any
+/// unknown path, whatever the method.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
-        .route("/metrics", web::get().to(metrics))
+        .route(METRICS_PATH, web::route().to(not_found))
+        .service(web::scope("/_confab/admin").default_service(web::to(not_found)))
         .service(
             web::scope(CLIENT_PREFIX)
                 .route("/config", web::get().to(client_config))
@@ -48,14 +55,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/rooms/{room_id}/lock", web::post().to(lock))
                 .route("/rooms/{room_id}/unlock", web::post().to(unlock))
                 .route("/rooms/{room_id}/kick", web::post().to(kick))
+                .route("/rooms/{room_id}/ice_servers", web::get().to(ice_servers))
                 .route("/ws", web::get().to(ws::not_an_upgrade))
                 .default_service(web::to(not_found)),
-        )
-        // Admin: every call passes the token, address and enabled checks first, and is logged.
-        .service(
-            web::scope(crate::admin::PREFIX)
-                .wrap(actix_web::middleware::from_fn(crate::admin::gate))
-                .configure(crate::admin::api::configure),
         )
         // Federation: the key document is public; everything under the two federation scopes
         // passes X-Matrix authentication before any handler (see `crate::federation`).
@@ -100,6 +102,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/send_chat", web::post().to(federated_rooms::send_chat))
                 .default_service(web::to(federation::unrecognized)),
         );
+}
+
+/// The admin listener's routes (`admin.listen`): the admin API and the metrics, and nothing else.
+/// Every request passes the address check (`admin.allowed_addresses`) first; admin calls pass
+/// the enabled and token checks too, and are logged.
+pub fn configure_operator(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(METRICS_PATH)
+            .wrap(actix_web::middleware::from_fn(crate::admin::peer_gate))
+            .route(web::get().to(metrics)),
+    )
+    .service(
+        web::scope(crate::admin::PREFIX)
+            .wrap(actix_web::middleware::from_fn(crate::admin::gate))
+            .configure(crate::admin::api::configure),
+    )
+    .default_service(web::to(not_found));
 }
 
 /// The caller's session, from `Authorization: Bearer <token>`.
@@ -158,13 +177,13 @@ async fn not_found() -> ApiResult {
     Err(ApiError::new(ErrorCode::NotFound, "no such endpoint"))
 }
 
-async fn client_config(state: Data, caller: Option<Authed>) -> HttpResponse {
+/// Public, so STUN only: TURN credentials go to room members alone (see [`ice_servers`]).
+async fn client_config(state: Data) -> HttpResponse {
     let s = &state.settings;
-    let user = caller.map(|Authed(who)| who.user_id);
     HttpResponse::Ok().json(json!({
         "server_name": s.server.name,
         "max_participants": s.rooms.max_participants,
-        "ice_servers": turn::ice_servers(&s.ice, user.as_deref()),
+        "ice_servers": turn::stun_servers(&s.ice),
         "limits": {
             "max_event_bytes": s.limits.max_event_bytes,
             "max_frame_bytes": s.limits.max_frame_bytes,
@@ -329,6 +348,15 @@ async fn unlock(state: Data, Authed(who): Authed, path: web::Path<String>) -> Ap
 #[serde(deny_unknown_fields)]
 struct KickBody {
     user_id: String,
+}
+
+/// STUN and TURN with fresh credentials, for a joined member of a live room only; not to be
+/// cached (`no-store`), as the credentials are the caller's.
+async fn ice_servers(state: Data, Authed(who): Authed, path: web::Path<String>) -> ApiResult {
+    let grant = turn::grant(&state.pool, &state.settings.ice, &path, &who).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(grant))
 }
 
 async fn kick(

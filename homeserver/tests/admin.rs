@@ -36,7 +36,7 @@ async fn confab(server: &str, token: &str, args: &[&str]) -> Output {
 
 /// Runs a command that must succeed; returns its stdout.
 async fn ok(s: &TestServer, args: &[&str]) -> String {
-    let out = confab(&s.base, TOKEN, args).await;
+    let out = confab(&s.admin_base(), TOKEN, args).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{args:?} failed: {stderr}");
     String::from_utf8(out.stdout).unwrap()
@@ -210,7 +210,12 @@ async fn rooms_invites_kick_and_close_take_effect_live() {
         .await;
     assert_eq!(event["content"]["user_id"], guest.user_id.as_str());
     // Kicking them again: they are no longer a member.
-    let out = confab(&s.base, TOKEN, &["users", "kick", &room, &guest.user_id]).await;
+    let out = confab(
+        &s.admin_base(),
+        TOKEN,
+        &["users", "kick", &room, &guest.user_id],
+    )
+    .await;
     assert!(one_line_failure(&out).contains("not_member"));
 
     // close: everyone is told, the room is gone
@@ -219,7 +224,7 @@ async fn rooms_invites_kick_and_close_take_effect_live() {
     let notice = host_ws.wait_for(|m| m["type"] == "room_closed").await;
     assert_eq!(notice["reason"], "closed");
     assert_eq!(ok(&s, &["rooms", "list"]).await, "no rooms\n");
-    let out = confab(&s.base, TOKEN, &["rooms", "show", &room]).await;
+    let out = confab(&s.admin_base(), TOKEN, &["rooms", "show", &room]).await;
     let line = one_line_failure(&out);
     assert!(
         line.contains("no such room") && line.contains("room_not_found"),
@@ -231,15 +236,30 @@ async fn rooms_invites_kick_and_close_take_effect_live() {
 async fn refusals_are_one_clear_line() {
     let s = admin_server().await;
 
-    let out = confab(&s.base, "wrong-token-wrong-token", &["rooms", "list"]).await;
+    let out = confab(
+        &s.admin_base(),
+        "wrong-token-wrong-token",
+        &["rooms", "list"],
+    )
+    .await;
     let line = one_line_failure(&out);
     assert!(line.contains("wrong admin token (unauthorized)"), "{line}");
 
-    let out = confab(&s.base, TOKEN, &["rooms", "show", "!nope:127.0.0.1:1"]).await;
+    let out = confab(
+        &s.admin_base(),
+        TOKEN,
+        &["rooms", "show", "!nope:127.0.0.1:1"],
+    )
+    .await;
     assert!(one_line_failure(&out).contains("room_not_found"));
-    let out = confab(&s.base, TOKEN, &["rooms", "lock", "not-a-room"]).await;
+    let out = confab(&s.admin_base(), TOKEN, &["rooms", "lock", "not-a-room"]).await;
     assert!(one_line_failure(&out).contains("bad_room_id"));
-    let out = confab(&s.base, TOKEN, &["invites", "revoke", "nosuchinvite"]).await;
+    let out = confab(
+        &s.admin_base(),
+        TOKEN,
+        &["invites", "revoke", "nosuchinvite"],
+    )
+    .await;
     assert!(one_line_failure(&out).contains("no such invite"));
 
     // A port nothing listens on: bound, then released.
@@ -253,7 +273,7 @@ async fn refusals_are_one_clear_line() {
 
     // Disabled: no token configured.
     let off = TestServer::start().await;
-    let out = confab(&off.base, TOKEN, &["rooms", "list"]).await;
+    let out = confab(&off.admin_base(), TOKEN, &["rooms", "list"]).await;
     let line = one_line_failure(&out);
     assert!(
         line.contains("admin API is disabled") && line.contains("admin_disabled"),
@@ -266,12 +286,12 @@ async fn refusals_are_one_clear_line() {
         ("CONFAB__ADMIN__ALLOWED_ADDRESSES", "10.0.0.1/32"),
     ])
     .await;
-    let out = confab(&fenced.base, TOKEN, &["rooms", "list"]).await;
+    let out = confab(&fenced.admin_base(), TOKEN, &["rooms", "list"]).await;
     assert!(one_line_failure(&out).contains("address_not_allowed"));
     // And the raw API answers with the error table's code and status.
     let res = fenced
         .http
-        .get(format!("{}/_confab/admin/v1/rooms", fenced.base))
+        .get(format!("{}/_confab/admin/v1/rooms", fenced.admin_base()))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -282,7 +302,7 @@ async fn refusals_are_one_clear_line() {
     // Without a token at all: unauthorized, before anything else is looked at.
     let res = s
         .http
-        .get(format!("{}/_confab/admin/v1/stats", s.base))
+        .get(format!("{}/_confab/admin/v1/stats", s.admin_base()))
         .send()
         .await
         .unwrap();
@@ -294,21 +314,28 @@ async fn the_configuration_file_gives_the_server_and_token() {
     let s = admin_server().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("confab.toml");
+    // The public address is there too: the command must pick the admin listener's.
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{}\"\n\n[admin]\ntoken = \"{TOKEN}\"\n",
-            s.port
+            "[server]\nlisten = \"127.0.0.1:{}\"\n\n[admin]\nlisten = \"127.0.0.1:{}\"\n\
+             token = \"{TOKEN}\"\n",
+            s.port,
+            s.admin_port.unwrap()
         ),
     )
     .unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_confab"))
-        .args(["admin", "stats", "--json", "--config"])
-        .arg(&config)
-        .env_remove("CONFAB_ADMIN_TOKEN")
-        .output()
-        .await
-        .unwrap();
+    let run = |config: std::path::PathBuf| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_confab"))
+            .args(["admin", "stats", "--json", "--config"])
+            .arg(config)
+            .env_remove("CONFAB_ADMIN_TOKEN")
+            .env_remove("CONFAB__ADMIN__LISTEN")
+            .output()
+            .await
+            .unwrap()
+    };
+    let out = run(config).await;
     assert!(
         out.status.success(),
         "{}",
@@ -316,6 +343,141 @@ async fn the_configuration_file_gives_the_server_and_token() {
     );
     let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(stats["rooms"], 0);
+
+    // A configuration without an admin listener names why there is nothing to talk to.
+    let off = dir.path().join("off.toml");
+    std::fs::write(
+        &off,
+        format!("[admin]\nlisten = \"\"\ntoken = \"{TOKEN}\"\n"),
+    )
+    .unwrap();
+    let line = one_line_failure(&run(off).await);
+    assert!(line.contains("`admin.listen` is empty"), "{line}");
+}
+
+/// Sends `method path` to `base` (with the admin token); returns the status and the JSON body.
+async fn raw(s: &TestServer, method: reqwest::Method, base: &str, path: &str) -> (u16, Value) {
+    let res = s
+        .http
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Behind the README's reverse proxy every public request comes from loopback, as these do: the
+/// public listener must not serve the operator's surface to them, token or not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_surface_is_served_on_the_admin_listener_only() {
+    use reqwest::Method;
+    // With a web client served at `/`, so that its file service cannot answer for these paths.
+    let web = tempfile::tempdir().unwrap();
+    std::fs::write(web.path().join("index.html"), "<!doctype html>").unwrap();
+    let web_dir = web.path().display().to_string();
+    let s = TestServer::start_with(&[
+        ("CONFAB__ADMIN__TOKEN", TOKEN),
+        ("CONFAB__SERVER__WEB_CLIENT_DIR", web_dir.as_str()),
+    ])
+    .await;
+    let (public, admin) = (s.base.clone(), s.admin_base());
+    assert_ne!(public, admin);
+
+    // The public listener: 404 `not_found`, like any unknown path, whatever the method.
+    for (method, path) in [
+        (Method::GET, "/_confab/admin/v1/stats"),
+        (Method::GET, "/_confab/admin/v1/rooms"),
+        (Method::POST, "/_confab/admin/v1/keys/rotate"),
+        (
+            Method::POST,
+            "/_confab/admin/v1/federation/peers/x.example/allow",
+        ),
+        (Method::GET, "/_confab/admin"),
+        (Method::GET, "/metrics"),
+        (Method::POST, "/metrics"),
+    ] {
+        let (status, body) = raw(&s, method.clone(), &public, path).await;
+        assert_eq!(
+            (status, &body["code"]),
+            (404, &json!("not_found")),
+            "{method} {path}: {body}"
+        );
+    }
+    // Health stays public, for load balancers, and so does the client API.
+    assert_eq!(raw(&s, Method::GET, &public, "/health").await.0, 200);
+    assert_eq!(
+        raw(&s, Method::GET, &public, "/_confab/client/v1/config")
+            .await
+            .0,
+        200
+    );
+
+    // The admin listener: the admin API and the metrics …
+    let (status, stats) = raw(&s, Method::GET, &admin, "/_confab/admin/v1/stats").await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["rooms"], 0);
+    let (status, metrics) = raw(&s, Method::GET, &admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.as_str().unwrap().contains("confab_ws_connections"),
+        "{metrics}"
+    );
+    // … and nothing else: no client API, no socket, no web client, no federation.
+    for path in [
+        "/_confab/client/v1/config",
+        "/health",
+        "/",
+        "/_matrix/key/v2/server",
+    ] {
+        let (status, body) = raw(&s, Method::GET, &admin, path).await;
+        assert_eq!(
+            (status, &body["code"]),
+            (404, &json!("not_found")),
+            "{path}: {body}"
+        );
+    }
+    let port = s.admin_port.unwrap();
+    match tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/_confab/client/v1/ws"))
+        .await
+    {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status(), 404);
+        }
+        other => panic!("a socket on the admin listener: {other:?}"),
+    }
+
+    // The admin listener's address check covers the metrics too.
+    let fenced =
+        TestServer::start_with(&[("CONFAB__ADMIN__ALLOWED_ADDRESSES", "10.0.0.1/32")]).await;
+    let (status, body) = raw(&fenced, Method::GET, &fenced.admin_base(), "/metrics").await;
+    assert_eq!(
+        (status, &body["code"]),
+        (403, &json!("address_not_allowed")),
+        "{body}"
+    );
+
+    // Switched off: no admin listener, and still nothing on the public one.
+    let off = TestServer::start_with(&[
+        ("CONFAB__ADMIN__TOKEN", TOKEN),
+        ("CONFAB__ADMIN__LISTEN", ""),
+    ])
+    .await;
+    assert_eq!(off.admin_port, None);
+    assert_eq!(off.state.settings.admin.listen, None);
+    for path in ["/metrics", "/_confab/admin/v1/stats"] {
+        let (status, body) = raw(&off, Method::GET, &off.base, path).await;
+        assert_eq!(
+            (status, &body["code"]),
+            (404, &json!("not_found")),
+            "{path}: {body}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -429,7 +591,12 @@ async fn federation_peers_deny_allow_and_retry() {
     let text = ok(&s, &["federation", "retry", peer_name.as_str()]).await;
     assert_eq!(text, format!("retrying delivery to {peer_name} now\n"));
     accept().await;
-    let out = confab(&s.base, TOKEN, &["federation", "retry", "never.example"]).await;
+    let out = confab(
+        &s.admin_base(),
+        TOKEN,
+        &["federation", "retry", "never.example"],
+    )
+    .await;
     assert!(one_line_failure(&out).contains("nothing was ever sent to never.example"));
 
     // deny: at once for the running server, inbound and outbound …
@@ -471,7 +638,7 @@ async fn federation_peers_deny_allow_and_retry() {
     assert_eq!(s.state.federation.acl.check(&other), Ok(()));
     let s = s.restart().await;
     assert_eq!(s.state.federation.acl.check(&other), Ok(()));
-    let out = confab(&s.base, TOKEN, &["federation", "deny", "bad name"]).await;
+    let out = confab(&s.admin_base(), TOKEN, &["federation", "deny", "bad name"]).await;
     assert!(one_line_failure(&out).contains("bad_request"));
 }
 
@@ -522,7 +689,7 @@ async fn kick_and_close_reach_a_federated_second_server() {
     assert_eq!(member["sender"], format!("@_admin:{}", b.server_name()));
 
     // The operator of A cannot change B's room: only its origin can.
-    let out = confab(&a.base, TOKEN, &["rooms", "lock", &room]).await;
+    let out = confab(&a.admin_base(), TOKEN, &["rooms", "lock", &room]).await;
     let line = one_line_failure(&out);
     assert!(
         line.contains("forbidden") || line.contains("lives on"),

@@ -22,6 +22,7 @@ fn the_two_server_demo_federates_and_stops() {
         .tempdir_in("/tmp")
         .unwrap();
     let (alpha, beta) = (free_port(), free_port());
+    let (alpha_admin, beta_admin) = (free_port(), free_port());
     let out = Command::new("bash")
         .arg(repo.join("config/demo/two-servers.sh"))
         .arg("--check")
@@ -29,6 +30,8 @@ fn the_two_server_demo_federates_and_stops() {
         .env("DEMO_DIR", demo.path())
         .env("ALPHA_PORT", alpha.to_string())
         .env("BETA_PORT", beta.to_string())
+        .env("ALPHA_ADMIN_PORT", alpha_admin.to_string())
+        .env("BETA_ADMIN_PORT", beta_admin.to_string())
         .env("WEB_CLIENT_DIR", "/nonexistent")
         .env("RUST_LOG", "warn")
         .output()

@@ -46,6 +46,8 @@ fn free_port() -> u16 {
 struct Serve {
     child: Child,
     base: String,
+    /// The admin listener (metrics), on a port of its own.
+    admin_base: String,
     data: PathBuf,
     log: PathBuf,
 }
@@ -56,9 +58,11 @@ impl Serve {
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = data.join(format!("serve-{n}.log"));
         let file = std::fs::File::create(&log).unwrap();
+        let admin_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_confab"))
             .arg("serve")
             .env("CONFAB__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("CONFAB__ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
             .env("CONFAB__SERVER__NAME", format!("127.0.0.1:{port}"))
             .env(
                 "CONFAB__SERVER__PUBLIC_URL",
@@ -82,6 +86,7 @@ impl Serve {
         Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            admin_base: format!("http://127.0.0.1:{admin_port}"),
             data: data.to_path_buf(),
             log,
         }
@@ -118,7 +123,7 @@ impl Serve {
         let deadline = Instant::now() + START_BOUND;
         loop {
             let text = http
-                .get(format!("{}/metrics", self.base))
+                .get(format!("{}/metrics", self.admin_base))
                 .send()
                 .await
                 .unwrap()
@@ -728,6 +733,7 @@ async fn started_as_root_in_a_folder_postgres_cannot_enter_it_names_the_folder()
             format!("127.0.0.1:{}", free_port()),
         )
         .env("CONFAB__SERVER__DATA_DIR", &data)
+        .env("CONFAB__ADMIN__LISTEN", "")
         .env_remove("CONFAB__DATABASE__URL")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

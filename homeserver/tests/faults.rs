@@ -184,7 +184,7 @@ async fn admin(s: &TestServer, args: &[&str]) -> String {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_confab"));
     cmd.arg("admin")
         .arg("--server")
-        .arg(&s.base)
+        .arg(s.admin_base())
         .args(args)
         .env("CONFAB_ADMIN_TOKEN", ADMIN_TOKEN)
         .kill_on_drop(true);
@@ -743,6 +743,8 @@ impl ServeProcess {
             )
             .env("CONFAB__SERVER__DATA_DIR", data)
             .env("CONFAB__SERVER__WEB_CLIENT_DIR", "/nonexistent")
+            // No admin listener: tests run in parallel, and none of these needs it.
+            .env("CONFAB__ADMIN__LISTEN", "")
             .env("CONFAB__DATABASE__URL", database_url)
             .env("CONFAB__DATABASE__POOL_SIZE", "8")
             .env("CONFAB__LIMITS__MESSAGES_PER_SECOND", "100000")

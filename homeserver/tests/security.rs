@@ -389,7 +389,7 @@ async fn tokens_and_payloads_never_reach_the_log() {
     // The admin API's audit log names calls, never the token or the invites it hands out.
     let admin = |path: &str| {
         s.http
-            .post(format!("{}/_confab/admin/v1{path}", s.base))
+            .post(format!("{}/_confab/admin/v1{path}", s.admin_base()))
             .bearer_auth(admin_token)
             .json(&json!({}))
             .send()
@@ -400,7 +400,7 @@ async fn tokens_and_payloads_never_reach_the_log() {
     let admin_invite = admin_invite["token"].as_str().unwrap().to_owned();
     let wrong = s
         .http
-        .get(format!("{}/_confab/admin/v1/rooms", s.base))
+        .get(format!("{}/_confab/admin/v1/rooms", s.admin_base()))
         .bearer_auth("wrong-admin-token-that-must-not-be-logged")
         .send()
         .await

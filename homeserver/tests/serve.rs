@@ -23,6 +23,8 @@ fn start(data: &std::path::Path, port: u16) -> Serve {
         )
         .env("CONFAB__SERVER__DATA_DIR", data)
         .env("CONFAB__SERVER__WEB_CLIENT_DIR", "/nonexistent")
+        // No admin listener: tests run in parallel, and this one does not need it.
+        .env("CONFAB__ADMIN__LISTEN", "")
         .env_remove("CONFAB__DATABASE__URL")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

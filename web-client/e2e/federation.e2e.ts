@@ -56,6 +56,8 @@ test.beforeAll(async () => {
       CONFAB__SERVER__PUBLIC_URL: urlA,
       CONFAB__SERVER__DATA_DIR: dataDirA,
       CONFAB__SERVER__WEB_CLIENT_DIR: join(repo, 'web-client', 'dist'),
+      // No admin listener: it would take the same default port as the other server's.
+      CONFAB__ADMIN__LISTEN: '',
       CONFAB__FEDERATION__ALLOW_INSECURE_HTTP: 'true',
       CONFAB__FEDERATION__ALLOW_PRIVATE_ADDRESSES: 'true',
       RUST_LOG: process.env.RUST_LOG ?? 'warn',

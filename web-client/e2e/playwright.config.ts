@@ -64,6 +64,9 @@ export default defineConfig({
           CONFAB__SERVER__PUBLIC_URL: url,
           CONFAB__SERVER__DATA_DIR: dataDir!,
           CONFAB__SERVER__WEB_CLIENT_DIR: join(webClient, 'dist'),
+          // No admin listener (no browser test uses it): the other servers the tests start
+          // would want the same default port, as would a server already running here.
+          CONFAB__ADMIN__LISTEN: '',
           // federation.e2e.ts federates a second server with this one, both on loopback over HTTP.
           CONFAB__FEDERATION__ALLOW_INSECURE_HTTP: 'true',
           CONFAB__FEDERATION__ALLOW_PRIVATE_ADDRESSES: 'true',

@@ -2,8 +2,13 @@
  * A relay-only call: a local coturn (`use-auth-secret`) on loopback, a homeserver of its own whose
  * `[ice]` settings point at it, and two pages opened with `relay=1` (iceTransportPolicy 'relay'),
  * so the only candidates they may use are TURN allocations made with the short-lived credentials
- * the homeserver derived from the shared secret. Passing means the credentials work and media
- * flows through coturn: each side's selected pair has a relay local candidate and video decodes.
+ * the homeserver derived from the shared secret, which it gives only to members of the room.
+ * Passing means the credentials reached the pages in the room, and media flows through coturn:
+ * each side's selected pair has a relay local candidate and video decodes.
+ *
+ * coturn denies every peer address that `docker/turnserver.conf` (the production rules) denies,
+ * loopback among them, but for the one address both relays are on, 127.0.0.1, which it must
+ * reach here; homeserver/tests/turn.rs checks that these rules refuse any other.
  *
  * Needs `turnserver` (Debian's coturn; `make test` installs it when run as root). It runs as an
  * unprivileged process (nobody, when the tests run as root), with its service left disabled.
@@ -12,7 +17,7 @@ import { expect, test } from '@playwright/test';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
-import { chmodSync, chownSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -22,6 +27,19 @@ import { createRoom, diagnostics, inRoom, inviteLink, joinWithLink, participant,
 const webClient = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const repo = resolve(webClient, '..');
 const NOBODY = 65534;
+/** The one loopback address coturn may relay to: where it relays from, for both pages. */
+const RELAY_IP = '127.0.0.1';
+
+/** The production peer rules, as coturn options: every non-public range denied. */
+function shippedPeerRules(): string[] {
+  const rules = readFileSync(join(repo, 'docker/turnserver.conf'), 'utf8')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.startsWith('denied-peer-ip=') || l === 'no-multicast-peers')
+    .map((l) => `--${l}`);
+  if (rules.length < 20) throw new Error(`docker/turnserver.conf has too few peer rules: ${rules.join(' ')}`);
+  return rules;
+}
 
 function freePort(): Promise<number> {
   return new Promise((ok, fail) => {
@@ -90,10 +108,15 @@ test.beforeAll(async () => {
   turn = spawn(
     'turnserver',
     [
-      '--listening-ip', '127.0.0.1', '--listening-port', String(turnPort), '--relay-ip', '127.0.0.1',
+      // No configuration file (a system one would add to these options).
+      '-n',
+      '--listening-ip', '127.0.0.1', '--listening-port', String(turnPort), '--relay-ip', RELAY_IP,
       '--use-auth-secret', `--static-auth-secret=${secret}`, '--realm', 'confab.test',
-      // Both peers' relay addresses are on loopback, which coturn refuses as peers unless told.
-      '--allow-loopback-peers', '--no-tls', '--no-dtls', '--no-cli', '--log-file', 'stdout',
+      // Both peers' relay addresses are on loopback, which coturn refuses as peers unless told:
+      // loopback peers are allowed, then exactly the relays' address is whitelisted, and the
+      // shipped rules deny the rest of 127.0.0.0/8 with every other non-public range.
+      '--allow-loopback-peers', `--allowed-peer-ip=${RELAY_IP}`, ...shippedPeerRules(),
+      '--no-tls', '--no-dtls', '--no-cli', '--log-file', 'stdout',
       '--pidfile', join(turnDir, 'turnserver.pid'), '--db', join(turnDir, 'turndb'),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'], ...(root ? { uid: NOBODY, gid: NOBODY } : {}) },
@@ -126,6 +149,7 @@ test.beforeAll(async () => {
       CONFAB__SERVER__WEB_CLIENT_DIR: join(webClient, 'dist'),
       CONFAB__ICE__TURN_URLS: `turn:127.0.0.1:${turnPort}?transport=udp`,
       CONFAB__ICE__TURN_SECRET: secret,
+      CONFAB__ADMIN__LISTEN: '', // the Playwright config's server may want the same default port
       RUST_LOG: process.env.RUST_LOG ?? 'warn',
     },
   });
@@ -157,19 +181,30 @@ test.afterEach(async ({}, testInfo) => {
   people = [];
 });
 
-test('a relay-only call connects through coturn with credentials from the homeserver', async ({ browser }) => {
-  // The homeserver hands out the TURN server with REST-convention credentials.
-  const config = (await (await fetch(`${base}/_confab/client/v1/config`)).json()) as { ice_servers: Array<{ urls: string[]; username?: string; credential?: string }> };
-  const turnEntry = config.ice_servers.find((s) => s.urls.some((u) => u.startsWith('turn:')));
-  expect(turnEntry?.username).toMatch(/^\d+:/);
-  expect(turnEntry?.credential).toBeTruthy();
+test('a relay-only call connects through coturn with credentials the pages get in the room', async ({ browser }) => {
+  type Servers = { ice_servers: Array<{ urls: string[]; username?: string; credential?: string }> };
+  // Anyone may read the configuration, and it names no TURN server and gives no credential.
+  const config = (await (await fetch(`${base}/_confab/client/v1/config`)).json()) as Servers;
+  expect(config.ice_servers.some((s) => s.urls.some((u) => u.startsWith('turn:')) || s.credential)).toBe(false);
 
   const [alice, bob] = (people = await Promise.all(['Alice', 'Bob'].map((n) => participant(browser, n, { baseURL: base }))));
+  // Each page asks for the room's servers with its session, once in the room.
+  const grants = [alice!, bob!].map((p) =>
+    p.page.waitForResponse((r) => r.url().includes('/ice_servers') && r.request().method() === 'GET'),
+  );
   await createRoom(alice!, '?relay=1');
   expect(alice!.page.url()).toContain('relay=1'); // the setting followed her into the room
   const link = await inviteLink(alice!);
   await joinWithLink(bob!, link, { query: '&relay=1' });
   await inRoom(bob!);
+  for (const grant of await Promise.all(grants)) {
+    expect(grant.status()).toBe(200);
+    const body = (await grant.json()) as Servers & { expires_in_ms: number };
+    expect(body.expires_in_ms).toBe(3_600_000);
+    const turn = body.ice_servers.find((s) => s.urls.some((u) => u.startsWith('turn:')));
+    expect(turn?.username).toMatch(/^\d+:@guest-/);
+    expect(turn?.credential).toBeTruthy();
+  }
 
   await receivesMediaFromAll(alice!, [bob!]);
   await receivesMediaFromAll(bob!, [alice!]);

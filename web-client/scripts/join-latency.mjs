@@ -49,6 +49,7 @@ async function startServer() {
       CONFAB__SERVER__PUBLIC_URL: url,
       CONFAB__SERVER__DATA_DIR: dataDir,
       CONFAB__SERVER__WEB_CLIENT_DIR: join(webClient, 'dist'),
+      CONFAB__ADMIN__LISTEN: '', // not needed, and its default port may be taken
       RUST_LOG: 'warn',
     },
   });

@@ -3,8 +3,8 @@
 //! wrong token, unknown room …) is one line on stderr and exit status 1, through `main`.
 //!
 //! The server is the one of the configuration (`--config FILE`, loaded like `serve` does) at its
-//! `server.listen` address, or `--server URL`; the token comes from `CONFAB_ADMIN_TOKEN`, else
-//! from the configuration's `admin.token`.
+//! admin listener, `admin.listen` (the public listener has no admin API), or `--server URL`; the
+//! token comes from `CONFAB_ADMIN_TOKEN`, else from the configuration's `admin.token`.
 
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
@@ -25,11 +25,11 @@ pub const TOKEN_ENV: &str = "CONFAB_ADMIN_TOKEN";
 /// `confab admin`: options shared by every subcommand, and the subcommand.
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// The server's base URL, e.g. https://confab.example; default: the configuration's
-    /// `server.listen` address.
+    /// The base URL of the server's admin listener, e.g. http://127.0.0.1:9008; default: the
+    /// configuration's `admin.listen` address.
     #[arg(long, global = true)]
     server: Option<String>,
-    /// The server's configuration file (for its address and `admin.token`).
+    /// The server's configuration file (for `admin.listen` and `admin.token`).
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     /// Print the API's JSON instead of tables.
@@ -617,7 +617,13 @@ impl AdminClient {
         };
         let base = match (&args.server, &settings) {
             (Some(url), _) => url.clone(),
-            (None, Some(s)) => local_url(s.server.listen),
+            (None, Some(s)) => match s.admin.listen {
+                Some(listen) => local_url(listen),
+                None => bail!(
+                    "the configuration has no admin listener (`admin.listen` is empty), so the \
+                     server has no admin API; give --server URL for another one"
+                ),
+            },
             (None, None) => bail!("no server: give --server URL or --config FILE"),
         };
         let base = Url::parse(&base).with_context(|| format!("invalid server URL {base:?}"))?;

@@ -1,12 +1,16 @@
 //! The operator's side of the homeserver: the admin HTTP API under [`PREFIX`] ([`api`]) and the
 //! `confab admin …` command line that calls it ([`cli`]).
 //!
-//! Every call passes [`gate`] first, a middleware around the whole scope, so no admin handler can
-//! run unchecked: the API must be enabled (`admin.token` set, else `admin_disabled`), the peer
-//! address must be in `admin.allowed_addresses` (else `address_not_allowed`), and the bearer
-//! token must match (else `unauthorized`), compared in constant time over SHA-256 digests. Every
-//! call, refused or not, is logged with the peer address, method, path (which names the target
-//! room, user, invite or server) and outcome; never with the token.
+//! The admin API and the metrics are served on the admin listener (`admin.listen`, loopback by
+//! default) only, never on the public one: behind a reverse proxy every public request comes from
+//! the proxy's address, so no address check there could tell the operator from the internet.
+//! Every admin call passes [`gate`] first, a middleware around the whole scope, so no admin
+//! handler can run unchecked: the API must be enabled (`admin.token` set, else
+//! `admin_disabled`), the peer address must be in `admin.allowed_addresses` (else
+//! `address_not_allowed`), and the bearer token must match (else `unauthorized`), compared in
+//! constant time over SHA-256 digests. Every call, refused or not, is logged with the peer
+//! address, method, path (which names the target room, user, invite or server) and outcome;
+//! never with the token. The metrics pass [`peer_gate`], the address check alone.
 //!
 //! Admin actions act as [`admin_identity`], `@_admin:<server_name>` with device `ADMIN`: guest
 //! ids are always `@guest-…` (`UserId::generate_guest`), so no session can ever hold it, and
@@ -67,17 +71,14 @@ fn address_allowed(networks: &[ipnet::IpNet], peer: Option<IpAddr>) -> bool {
         .is_some_and(|ip| networks.iter().any(|n| n.contains(&ip)))
 }
 
-fn check(req: &ServiceRequest) -> Result<(), ApiError> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::internal("admin gate", &"no app state"))?;
-    let configured = &state.settings.admin.token;
-    if configured.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::AdminDisabled,
-            "the admin API is disabled on this server: set `admin.token` to enable it",
-        ));
-    }
+fn state_of(req: &ServiceRequest) -> Result<&AppState, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .map(|data| data.get_ref())
+        .ok_or_else(|| ApiError::internal("admin gate", &"no app state"))
+}
+
+/// The address check of the admin listener: the TCP peer must be in `admin.allowed_addresses`.
+fn check_peer(state: &AppState, req: &ServiceRequest) -> Result<(), ApiError> {
     // Validated at load, so this cannot fail; refusing would be the safe answer anyway.
     let networks = state
         .settings
@@ -87,9 +88,22 @@ fn check(req: &ServiceRequest) -> Result<(), ApiError> {
     if !address_allowed(&networks, req.peer_addr().map(|a| a.ip())) {
         return Err(ApiError::new(
             ErrorCode::AddressNotAllowed,
-            "this address may not use the admin API (see `admin.allowed_addresses`)",
+            "this address may not use the admin listener (see `admin.allowed_addresses`)",
         ));
     }
+    Ok(())
+}
+
+fn check(req: &ServiceRequest) -> Result<(), ApiError> {
+    let state = state_of(req)?;
+    let configured = &state.settings.admin.token;
+    if configured.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::AdminDisabled,
+            "the admin API is disabled on this server: set `admin.token` to enable it",
+        ));
+    }
+    check_peer(state, req)?;
     let given = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -137,6 +151,23 @@ pub async fn gate(
         tracing::warn!(%peer, %method, %path, %room, %user, %server, status, outcome = code, "admin call failed");
     }
     Ok(res)
+}
+
+/// The middleware around the admin listener's other routes (the metrics): the address check.
+pub async fn peer_gate(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    match state_of(&req).and_then(|state| check_peer(state, &req)) {
+        Ok(()) => next.call(req).await,
+        Err(err) => {
+            let peer = req
+                .peer_addr()
+                .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+            tracing::warn!(%peer, path = %req.path(), outcome = err.code.as_str(), "admin listener call refused");
+            Ok(req.error_response(err))
+        }
+    }
 }
 
 /// Applies the federation decisions operators made before (kept in the database) to the live

@@ -231,6 +231,8 @@ async fn start_confab(extra: &[(&str, &str)]) -> anyhow::Result<ServerProcess> {
         .env("CONFAB__SERVER__NAME", addr.to_string())
         .env("CONFAB__SERVER__PUBLIC_URL", format!("http://{addr}"))
         .env("CONFAB__SERVER__DATA_DIR", data.path())
+        // Several servers run at once; none of the benchmarks reads the admin listener.
+        .env("CONFAB__ADMIN__LISTEN", "")
         .env("CONFAB__LOG__LEVEL", "warn")
         // The benchmark measures throughput, so the per-connection abuse limits are lifted.
         .env("CONFAB__LIMITS__MESSAGES_PER_SECOND", "1000000")

@@ -155,10 +155,14 @@ impl Drop for TestDb {
     }
 }
 
-/// A homeserver on 127.0.0.1 with its own database.
+/// A homeserver on 127.0.0.1 with its own database: the public listener at `base`, and the
+/// admin listener (admin API, metrics) on a port of its own at [`TestServer::admin_base`].
 pub struct TestServer {
     pub base: String,
     pub port: u16,
+    /// The admin listener's port; `None` when the test switched it off (`CONFAB__ADMIN__LISTEN`
+    /// empty).
+    pub admin_port: Option<u16>,
     pub state: Arc<AppState>,
     pub http: reqwest::Client,
     env: Vec<(String, String)>,
@@ -176,6 +180,7 @@ pub struct TestServer {
 /// kept for [`StoppedServer::start`].
 pub struct StoppedServer {
     pub port: u16,
+    admin_port: Option<u16>,
     env: Vec<(String, String)>,
     pub db: Arc<TestDb>,
     data_dir: Arc<tempfile::TempDir>,
@@ -189,7 +194,14 @@ impl StoppedServer {
 
     /// Starts it again on the same port, database and keys.
     pub async fn start(self) -> TestServer {
-        TestServer::start_on(self.db, self.env, self.port, self.data_dir).await
+        TestServer::start_on(
+            self.db,
+            self.env,
+            self.port,
+            self.admin_port.unwrap_or(0),
+            self.data_dir,
+        )
+        .await
     }
 }
 
@@ -206,7 +218,7 @@ impl TestServer {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let data_dir = Arc::new(tempfile::tempdir().unwrap());
-        Self::start_on(db, env, 0, data_dir).await
+        Self::start_on(db, env, 0, 0, data_dir).await
     }
 
     /// Starts a server on a database of the test's choosing, plus extra `CONFAB__…` settings.
@@ -216,7 +228,7 @@ impl TestServer {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let data_dir = Arc::new(tempfile::tempdir().unwrap());
-        Self::start_on(Arc::new(db), env, 0, data_dir).await
+        Self::start_on(Arc::new(db), env, 0, 0, data_dir).await
     }
 
     /// Starts a server that federates over plain HTTP with servers on loopback, as the other
@@ -252,15 +264,28 @@ impl TestServer {
         self.state.settings.server.name.clone()
     }
 
+    /// `port` and `admin_port`: 0 for new ones.
     async fn start_on(
         db: Arc<TestDb>,
         env: Vec<(String, String)>,
         port: u16,
+        admin_port: u16,
         data_dir: Arc<tempfile::TempDir>,
     ) -> Self {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
+        // The admin listener on a loopback port of its own, unless the test switched it off.
+        let admin_off = env
+            .iter()
+            .any(|(k, v)| k == "CONFAB__ADMIN__LISTEN" && v.trim().is_empty());
+        let admin =
+            (!admin_off).then(|| std::net::TcpListener::bind(("127.0.0.1", admin_port)).unwrap());
+        let admin_port = admin.as_ref().map(|l| l.local_addr().unwrap().port());
         let mut all = vec![
+            (
+                "CONFAB__ADMIN__LISTEN".to_owned(),
+                admin_port.map_or_else(String::new, |p| format!("127.0.0.1:{p}")),
+            ),
             (
                 "CONFAB__SERVER__NAME".to_owned(),
                 format!("127.0.0.1:{port}"),
@@ -279,11 +304,19 @@ impl TestServer {
                 data_dir.path().display().to_string(),
             ),
         ];
-        all.extend(env.iter().cloned());
+        all.extend(
+            env.iter()
+                .filter(|(k, _)| k != "CONFAB__ADMIN__LISTEN")
+                .cloned(),
+        );
         let settings = Settings::load_from(None, all).unwrap();
         let state = app::prepare(settings, &db.url).await.unwrap();
         let inbox = tokio::sync::Mutex::new(state.federation_inbox.subscribe());
-        let running = app::serve(listener, state).unwrap();
+        let listeners = app::Listeners {
+            public: listener,
+            admin,
+        };
+        let running = app::serve(listeners, state).unwrap();
         let handle = running.handle.clone();
         let server = running.server;
         let task = tokio::spawn(async move {
@@ -292,6 +325,7 @@ impl TestServer {
         Self {
             base: format!("http://127.0.0.1:{port}"),
             port,
+            admin_port,
             state: running.state,
             http: reqwest::Client::new(),
             env,
@@ -307,6 +341,7 @@ impl TestServer {
     pub async fn stop_keeping(self) -> StoppedServer {
         let stopped = StoppedServer {
             port: self.port,
+            admin_port: self.admin_port,
             env: self.env.clone(),
             db: self.db.clone(),
             data_dir: self.data_dir.clone(),
@@ -319,9 +354,9 @@ impl TestServer {
     /// database, as a process restart would.
     pub async fn restart(self) -> Self {
         let (db, env, port) = (self.db.clone(), self.env.clone(), self.port);
-        let data_dir = self.data_dir.clone();
+        let (admin_port, data_dir) = (self.admin_port.unwrap_or(0), self.data_dir.clone());
         self.stop().await;
-        Self::start_on(db, env, port, data_dir).await
+        Self::start_on(db, env, port, admin_port, data_dir).await
     }
 
     pub async fn stop(self) {
@@ -329,6 +364,14 @@ impl TestServer {
         self.state.federation_sender.shutdown();
         self.handle.stop(true).await;
         let _ = self.task.await;
+    }
+
+    /// The admin listener's base URL (admin API under `/_confab/admin/v1`, `/metrics`).
+    pub fn admin_base(&self) -> String {
+        let port = self
+            .admin_port
+            .expect("this test server has no admin listener");
+        format!("http://127.0.0.1:{port}")
     }
 
     pub fn ws_url(&self) -> String {
@@ -418,10 +461,10 @@ impl TestServer {
         (room, guests)
     }
 
-    /// The Prometheus text of `/metrics`.
+    /// The Prometheus text of `/metrics`, from the admin listener.
     pub async fn metrics(&self) -> String {
         self.http
-            .get(format!("{}/metrics", self.base))
+            .get(format!("{}/metrics", self.admin_base()))
             .send()
             .await
             .unwrap()

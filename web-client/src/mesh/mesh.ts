@@ -85,8 +85,7 @@ class PeerLink {
     private readonly opts: MeshOptions,
   ) {
     this.key = deviceKey(ref.user_id, ref.device_id);
-    const iceServers = opts.iceServers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }));
-    this.pc = opts.createPeerConnection({ iceServers, iceTransportPolicy: opts.iceTransportPolicy, bundlePolicy: 'max-bundle' });
+    this.pc = opts.createPeerConnection({ iceServers: rtcIceServers(mesh.iceServers), iceTransportPolicy: opts.iceTransportPolicy, bundlePolicy: 'max-bundle' });
     const polite = isPolite(deviceKey(opts.self.user_id, opts.self.device_id), this.key);
     this.negotiator = new PerfectNegotiator(this.pc, polite, (msg) => this.mesh.signalOut(this, msg), {
       error: (e) => opts.log?.(`negotiation with ${this.key}`, e),
@@ -150,6 +149,24 @@ class PeerLink {
     this.negotiator.iceFailed();
   }
 
+  /**
+   * Renewed TURN credentials: the connection's next gathering uses them. If it relays through
+   * TURN now, ICE restarts at once, so that a new allocation is made with them: the TURN server
+   * refuses to refresh the current one once the credentials it was made with have run out.
+   */
+  async useIceServers(servers: IceServer[]): Promise<void> {
+    try {
+      this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers: rtcIceServers(servers) });
+    } catch (e) {
+      this.opts.log?.(`new ICE servers for ${this.key} not applied`, e);
+      return;
+    }
+    if (this.pc.connectionState === 'closed') return;
+    if (selectedCandidateTypes(await this.pc.getStats()).localCandidateType !== 'relay') return;
+    this.opts.log?.(`ICE restart with ${this.key} for renewed TURN credentials`);
+    this.negotiator.iceFailed();
+  }
+
   sendMediaState(): void {
     if (this.ctl.readyState !== 'open') return;
     const m = this.mesh.localMediaState();
@@ -209,9 +226,19 @@ export class Mesh {
   private readonly incarnations: IncarnationTracker;
   private mic = false;
   private closed = false;
+  /** The ICE servers new connections are made with (see `setIceServers`). */
+  iceServers: IceServer[];
 
   constructor(private readonly opts: MeshOptions) {
     this.incarnations = new IncarnationTracker(opts.sid);
+    this.iceServers = opts.iceServers;
+  }
+
+  /** ICE servers with renewed TURN credentials, for new connections and the existing ones. */
+  setIceServers(servers: IceServer[]): void {
+    this.iceServers = servers;
+    if (this.closed) return;
+    for (const link of this.peers.values()) void link.useIceServers(servers);
   }
 
   get size(): number {
@@ -497,6 +524,11 @@ export class Mesh {
 type StatsRow = { type: string; id: string; selectedCandidatePairId?: string; localCandidateId?: string; remoteCandidateId?: string; candidateType?: string; nominated?: boolean; state?: string };
 
 /** The candidate types of the pair the ICE agent selected (the transport's, else the nominated succeeded pair). */
+/** Only the fields RTCPeerConnection knows, whatever else the server sent. */
+function rtcIceServers(servers: IceServer[]): RTCIceServer[] {
+  return servers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }));
+}
+
 function selectedCandidateTypes(stats: RTCStatsReport): { localCandidateType: string | null; remoteCandidateType: string | null } {
   const rows = new Map<string, StatsRow>();
   stats.forEach((r: StatsRow) => rows.set(r.id, r));

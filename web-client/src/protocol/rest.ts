@@ -5,6 +5,7 @@
 import {
   API_BASE,
   ConfabError,
+  type IceGrant,
   type Invite,
   type RoomEvent,
   type RoomSummary,
@@ -103,6 +104,10 @@ export class RestClient {
   }
   kick(roomId: string, userId: string): Promise<void> {
     return this.call('POST', `/rooms/${encodeURIComponent(roomId)}/kick`, { user_id: userId });
+  }
+  /** STUN and TURN with fresh credentials; members of the room only. */
+  iceServers(roomId: string): Promise<IceGrant> {
+    return this.call('GET', `/rooms/${encodeURIComponent(roomId)}/ice_servers`);
   }
   closeRoom(roomId: string): Promise<void> {
     return this.call('DELETE', `/rooms/${encodeURIComponent(roomId)}`);

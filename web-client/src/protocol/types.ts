@@ -12,9 +12,17 @@ export interface IceServer {
   credential?: string;
 }
 
+/** `GET /rooms/{room_id}/ice_servers`: STUN, and TURN with credentials for a member of the room. */
+export interface IceGrant {
+  ice_servers: IceServer[];
+  /** How long the TURN credentials stay valid from now; null without TURN. */
+  expires_in_ms: number | null;
+}
+
 export interface ServerConfig {
   server_name: string;
   max_participants: number;
+  /** STUN only: TURN credentials come with the room (`IceGrant`). */
   ice_servers: IceServer[];
   limits: { max_event_bytes: number; max_frame_bytes: number; messages_per_second: number };
 }

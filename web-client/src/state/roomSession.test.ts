@@ -9,6 +9,7 @@ import { RoomSession, type AttentionBackend } from './roomSession';
 import { LocalMemory, memoryStore } from './storage';
 import { deriveRoomKeyMaterial, openJson } from '../crypto/e2ee';
 import type { RestClient } from '../protocol/rest';
+import type { IceGrant } from '../protocol/types';
 import { FakeRoomServer, ROOM } from '../testing/fakeServer';
 import { asStream, cameraStream, FakeRtcWorld, FakeStream, FakeTrack, until } from '../testing/fakeRtc';
 import { deviceKey } from '../mesh/negotiation';
@@ -28,7 +29,16 @@ interface Made {
   key: string;
 }
 
-async function join(server: FakeRoomServer, world: FakeRtcWorld, user: string, passphrase: string, opts: { device?: string } = {}): Promise<Made> {
+/** The homeserver's answer for a room's ICE servers, when a test does not care: no TURN. */
+const noTurn = async (): Promise<IceGrant> => ({ ice_servers: [], expires_in_ms: null });
+
+async function join(
+  server: FakeRoomServer,
+  world: FakeRtcWorld,
+  user: string,
+  passphrase: string,
+  opts: { device?: string; iceServers?: (roomId: string) => Promise<IceGrant>; relay?: boolean } = {},
+): Promise<Made> {
   const device = opts.device ?? `D-${user}`;
   const token = server.guest(user, device);
   const memory = new LocalMemory(memoryStore());
@@ -45,12 +55,13 @@ async function join(server: FakeRoomServer, world: FakeRtcWorld, user: string, p
     weakKey: passphrase === '',
     attention,
     baseTitle: 'Confab',
-    rest: { leave: async () => undefined, kick: async (_room: string, u: string) => server.kick(u) } as unknown as RestClient,
+    rest: { leave: async () => undefined, kick: async (_room: string, u: string) => server.kick(u), iceServers: opts.iceServers ?? noTurn } as unknown as RestClient,
     memory,
     secret: passphrase,
     wsUrl: 'ws://fake',
     wsFactory: server.factory,
     iceServers: [],
+    iceTransportPolicy: opts.relay ? 'relay' : 'all',
     createPeerConnection: world.create,
     fileStore: memoryFileStore(),
     media: {
@@ -178,6 +189,44 @@ describe('room session', () => {
   });
 });
 
+describe('TURN credentials', () => {
+  it('connections get the room’s credentials, fetched with the session once in the room and renewed before they run out; a relayed one restarts ICE with them', async () => {
+    const server = new FakeRoomServer();
+    const world = new FakeRtcWorld();
+    const asked: string[] = [];
+    // Credentials that last 250 ms, so renewal comes after the shortest delay (a second).
+    const iceServers = (user: string) => async (roomId: string): Promise<IceGrant> => {
+      asked.push(`${user} ${roomId}`);
+      const n = asked.length;
+      return { ice_servers: [{ urls: ['turn:turn.test:3478'], username: `${n}:${user}`, credential: `secret-${n}` }], expires_in_ms: 250 };
+    };
+    const alice = await join(server, world, '@alice:test', 'pass', { iceServers: iceServers('@alice:test'), relay: true });
+    const bob = await join(server, world, '@bob:test', 'pass', { iceServers: iceServers('@bob:test'), relay: true });
+    expect(asked.slice(0, 2)).toEqual([`@alice:test ${ROOM}`, `@bob:test ${ROOM}`]);
+    // TURN came with the room: no "this homeserver offers no TURN relay" banner for relay=1.
+    expect(alice.session.store.get().banner).toBeNull();
+    await until(() => alice.session.store.get().peers[bob.key]?.state === 'connected' && bob.session.store.get().peers[alice.key]?.state === 'connected', 'connected');
+    const pcOf = (user: string) => world.all.find((pc) => JSON.stringify(pc.config).includes(user))!;
+    const [alicePc, bobPc] = [pcOf('@alice:test'), pcOf('@bob:test')];
+    expect(alicePc.config.iceServers).toEqual([{ urls: ['turn:turn.test:3478'], username: '1:@alice:test', credential: 'secret-1' }]);
+    expect(bobPc.config.iceServers).toEqual([{ urls: ['turn:turn.test:3478'], username: '2:@bob:test', credential: 'secret-2' }]);
+
+    // Bob's call goes through his relay; Alice's selected pair is a direct one.
+    bobPc.localCandidateType = 'relay';
+    const restarts = { alice: alicePc.restarts, bob: bobPc.restarts };
+    await until(() => alicePc.reconfigured.length > 0 && bobPc.reconfigured.length > 0, 'both renewed', 5000);
+    const renewedFor = (pc: typeof alicePc) => pc.reconfigured[0]!.iceServers![0]!.username!;
+    expect(renewedFor(alicePc)).toMatch(/^\d+:@alice:test$/);
+    expect(renewedFor(bobPc)).toMatch(/^\d+:@bob:test$/);
+    expect(renewedFor(bobPc)).not.toBe('2:@bob:test');
+    // Nothing but the servers changed, and only the relayed connection restarted ICE.
+    expect(bobPc.reconfigured[0]!.bundlePolicy).toBe('max-bundle');
+    await until(() => bobPc.restarts > restarts.bob, 'bob restarts ICE with the new credentials');
+    expect(alicePc.restarts).toBe(restarts.alice);
+    await until(() => bob.session.store.get().peers[alice.key]?.state === 'connected', 'still connected');
+  });
+});
+
 describe('devices during the call', () => {
   it('an unplugged microphone falls back to the default, swapped into the call without renegotiating', async () => {
     const server = new FakeRoomServer();
@@ -199,7 +248,7 @@ describe('devices during the call', () => {
       myName: 'bob',
       roomKey: await deriveRoomKeyMaterial('pass', ROOM, ITERATIONS),
       weakKey: false,
-      rest: { leave: async () => undefined } as unknown as RestClient,
+      rest: { leave: async () => undefined, iceServers: noTurn } as unknown as RestClient,
       memory,
       wsUrl: 'ws://fake',
       wsFactory: server.factory,

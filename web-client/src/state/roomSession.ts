@@ -21,6 +21,7 @@ import { FileTransfers } from '../files/transfers';
 import type { ByteSource, FileOffer, FileStore } from '../files/chunks';
 import { createSha256, hashSource } from '../files/hash';
 import { Store } from './store';
+import { IceCredentials } from './iceCredentials';
 import {
   addChatItem,
   applyMember,
@@ -82,6 +83,11 @@ export interface RoomSessionDeps {
   memory: LocalMemory;
   wsUrl: string;
   wsFactory: WebSocketFactory;
+  /**
+   * The public STUN servers (`GET /config`), used until the room's own arrive: STUN and TURN with
+   * credentials, fetched with the session once it is a member (`rest.iceServers`) and renewed
+   * before they run out.
+   */
   iceServers: IceServer[];
   /** 'relay' to send media through TURN only (the `relay=1` link setting); default 'all'. */
   iceTransportPolicy?: RTCIceTransportPolicy;
@@ -146,6 +152,7 @@ export class RoomSession {
   /** Current key first, then the ones it replaced. */
   private keyring: RoomKey[];
   private secret: string;
+  private readonly ice: IceCredentials;
 
   constructor(private readonly d: RoomSessionDeps) {
     this.t = d.t ?? english;
@@ -154,8 +161,6 @@ export class RoomSession {
     const me = { userId: d.session.user_id, deviceId: d.session.device_id };
     this.store = new Store(initialRoomState(d.roomId, me, d.myName, d.weakKey, d.roomKey.fingerprint));
     if (d.weakKey) this.banner({ tone: 'warn', text: this.t('e2ee.notPrivateBanner') });
-    const hasTurn = d.iceServers.some((s) => [s.urls].flat().some((u) => /^turns?:/.test(u)));
-    if (d.iceTransportPolicy === 'relay' && !hasTurn) this.banner({ tone: 'warn', text: this.t('banner.relayNoTurn') });
     this.transfers = new FileTransfers({ createHasher: createSha256, store: d.fileStore, now: d.now, onChange: () => this.queueChange() });
     this.mesh = new Mesh({
       self: { user_id: me.userId, device_id: me.deviceId },
@@ -168,6 +173,11 @@ export class RoomSession {
       onFilesChannel: (peer, ch) => (ch ? this.transfers.attachChannel(peer, ch) : this.transfers.detachChannel(peer)),
       onFilesMessage: (peer, data) => this.transfers.handleMessage(peer, data),
       onControl: (peer, msg) => void this.onControl(peer, msg).catch((e: unknown) => d.log?.('control', e)),
+      log: d.log,
+    });
+    this.ice = new IceCredentials({
+      fetch: () => d.rest.iceServers(d.roomId),
+      onRenewed: (servers) => this.mesh.setIceServers(servers),
       log: d.log,
     });
     this.socket = new ConfabSocket({
@@ -192,7 +202,15 @@ export class RoomSession {
 
   async start(media: MediaChoice): Promise<void> {
     this.media = media;
-    await this.startLocalMedia(media);
+    // The room's ICE servers before any connection is made (the caller has joined the room, so
+    // the TURN credentials are the session's to have).
+    const [servers] = await Promise.all([this.ice.start(), this.startLocalMedia(media)]);
+    if (this.disposed) return;
+    if (servers) {
+      this.mesh.setIceServers(servers);
+      const hasTurn = servers.some((s) => [s.urls].flat().some((u) => /^turns?:/.test(u)));
+      if (this.d.iceTransportPolicy === 'relay' && !hasTurn) this.banner({ tone: 'warn', text: this.t('banner.relayNoTurn') });
+    }
     this.socket.start();
     const since = this.d.memory.room(this.d.roomId)?.joinedSeq ?? 0;
     this.qualityTimer = setInterval(() => void this.sampleQuality(), QUALITY_INTERVAL_MS);
@@ -296,6 +314,7 @@ export class RoomSession {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    this.ice.stop();
     this.socket.stop();
     this.mesh.close();
     this.transfers.close();

@@ -166,10 +166,29 @@ export class FakePeerConnection {
   onconnectionstatechange: (() => void) | null = null;
   ontrack: ((e: { track: FakeTrack; streams: FakeStream[] }) => void) | null = null;
 
+  /** Test hook: the candidate type of the selected pair's local side, as getStats reports it. */
+  localCandidateType = 'host';
+  /** Every configuration set after the first (renewed ICE servers). */
+  readonly reconfigured: RTCConfiguration[] = [];
+
   constructor(
     private readonly world: FakeRtcWorld,
-    readonly config: RTCConfiguration,
+    public config: RTCConfiguration,
   ) {}
+
+  getConfiguration(): RTCConfiguration {
+    return { ...this.config };
+  }
+
+  setConfiguration(config: RTCConfiguration): void {
+    if (this.closed) throw new Error('InvalidStateError: closed');
+    // Like browsers: what cannot change after creation must be passed unchanged.
+    if (config.bundlePolicy !== this.config.bundlePolicy || config.iceTransportPolicy !== this.config.iceTransportPolicy) {
+      throw new Error('InvalidModificationError');
+    }
+    this.config = config;
+    this.reconfigured.push(config);
+  }
 
   private body(): SdpBody {
     return { pc: this.id, gen: this.gen, ice: this.ice, tracks: this.senders.filter((s) => s.track).map((s) => ({ track: s.track!.id, stream: s.stream.id, kind: s.track!.kind })) };
@@ -327,7 +346,9 @@ export class FakePeerConnection {
   async getStats(): Promise<Map<string, Record<string, unknown>>> {
     const m = new Map<string, Record<string, unknown>>();
     m.set('T', { id: 'T', type: 'transport', selectedCandidatePairId: 'P' });
-    m.set('P', { id: 'P', type: 'candidate-pair', currentRoundTripTime: 0.012, nominated: true, state: 'succeeded' });
+    m.set('P', { id: 'P', type: 'candidate-pair', currentRoundTripTime: 0.012, nominated: true, state: 'succeeded', localCandidateId: 'L', remoteCandidateId: 'R' });
+    m.set('L', { id: 'L', type: 'local-candidate', candidateType: this.localCandidateType });
+    m.set('R', { id: 'R', type: 'remote-candidate', candidateType: 'host' });
     let i = 0;
     for (const t of this.remoteTracks.values()) {
       m.set(`in${i}`, { id: `in${i++}`, type: 'inbound-rtp', kind: t.kind, framesDecoded: t.kind === 'video' ? 30 : undefined, packetsReceived: 100, packetsLost: 0, bytesReceived: 10_000 });
