@@ -38,6 +38,8 @@ pub struct Incoming<'a> {
     pub payload: Option<Cow<'a, str>>,
     #[serde(default)]
     pub typing: Option<bool>,
+    #[serde(default, borrow, deserialize_with = "borrowed")]
+    pub txn_id: Option<Cow<'a, str>>,
 }
 
 /// The request types of the WebSocket protocol: the one list that dispatch (an exhaustive match
@@ -102,6 +104,8 @@ pub enum Request<'a> {
         room_id: &'a str,
         kind: &'a str,
         ciphertext: &'a str,
+        /// The client's id for this message: a resend with the same id gets the first answer.
+        txn_id: Option<&'a str>,
     },
     Signal {
         room_id: &'a str,
@@ -112,6 +116,21 @@ pub enum Request<'a> {
         room_id: &'a str,
         typing: bool,
     },
+}
+
+/// Longest chat transaction id, in bytes.
+pub const MAX_TXN_ID_BYTES: usize = 64;
+
+/// A chat transaction id, if one was given: 1 to [`MAX_TXN_ID_BYTES`] bytes.
+pub fn checked_txn_id(txn_id: Option<&str>) -> Result<Option<&str>, crate::error::ApiError> {
+    match txn_id {
+        Some(id) if id.is_empty() || id.len() > MAX_TXN_ID_BYTES => {
+            Err(crate::error::ApiError::bad_request(format!(
+                "txn_id must have 1 to {MAX_TXN_ID_BYTES} bytes"
+            )))
+        }
+        other => Ok(other),
+    }
 }
 
 fn required<'a>(
@@ -162,6 +181,7 @@ impl Incoming<'_> {
                 room_id: required(&self.room_id, "room_id")?,
                 kind: required(&self.kind, "kind")?,
                 ciphertext: required(&self.ciphertext, "ciphertext")?,
+                txn_id: checked_txn_id(self.txn_id.as_deref())?,
             },
             RequestType::Signal => {
                 let room_id = required(&self.room_id, "room_id")?;

@@ -87,8 +87,8 @@ async fn a_kick_and_a_subscribe_end_with_the_kicked_device_out_in_either_order()
                 &live,
                 &kicked,
                 conn.id,
-                "text",
-                "x",
+                ("text", "x"),
+                None,
                 ChatReply::Caller(reply),
             )
             .await;

@@ -1153,3 +1153,118 @@ pub async fn upsert_acl_override(conn: &mut Conn, row: &AclOverride) -> Result<(
         .await?;
     Ok(())
 }
+
+// ---- chat transaction ids ------------------------------------------------------------------
+
+/// A chat message's key for exactly-once delivery: its room, its sender's device and the
+/// transaction id the client chose.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChatTxnKey {
+    pub room_id: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub txn_id: String,
+}
+
+/// The number and time recorded for each of `keys` that was appended before.
+pub async fn chat_txns_seen(
+    conn: &mut Conn,
+    keys: &[&ChatTxnKey],
+) -> Result<Vec<(ChatTxnKey, i64, i64)>, DbError> {
+    use diesel::sql_types::{Array, BigInt, Text};
+
+    #[derive(QueryableByName)]
+    struct Seen {
+        #[diesel(sql_type = Text)]
+        room_id: String,
+        #[diesel(sql_type = Text)]
+        user_id: String,
+        #[diesel(sql_type = Text)]
+        device_id: String,
+        #[diesel(sql_type = Text)]
+        txn_id: String,
+        #[diesel(sql_type = BigInt)]
+        seq: i64,
+        #[diesel(sql_type = BigInt)]
+        origin_ts: i64,
+    }
+
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let column = |f: fn(&ChatTxnKey) -> &str| keys.iter().map(|k| f(k)).collect::<Vec<&str>>();
+    let seen: Vec<Seen> = diesel::sql_query(
+        "SELECT room_id, user_id, device_id, txn_id, seq, origin_ts FROM chat_txns \
+         JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+           AS k(room_id, user_id, device_id, txn_id) USING (room_id, user_id, device_id, txn_id)",
+    )
+    .bind::<Array<Text>, _>(column(|k| &k.room_id))
+    .bind::<Array<Text>, _>(column(|k| &k.user_id))
+    .bind::<Array<Text>, _>(column(|k| &k.device_id))
+    .bind::<Array<Text>, _>(column(|k| &k.txn_id))
+    .load(conn)
+    .await?;
+    Ok(seen
+        .into_iter()
+        .map(|s| {
+            let key = ChatTxnKey {
+                room_id: s.room_id,
+                user_id: s.user_id,
+                device_id: s.device_id,
+                txn_id: s.txn_id,
+            };
+            (key, s.seq, s.origin_ts)
+        })
+        .collect())
+}
+
+/// Records the number and time given to each key's message.
+pub async fn record_chat_txns(
+    conn: &mut Conn,
+    rows: &[(&ChatTxnKey, i64, i64)],
+    now: i64,
+) -> Result<(), DbError> {
+    use crate::schema::chat_txns;
+
+    #[derive(Insertable)]
+    #[diesel(table_name = chat_txns)]
+    struct Row<'a> {
+        room_id: &'a str,
+        user_id: &'a str,
+        device_id: &'a str,
+        txn_id: &'a str,
+        seq: i64,
+        origin_ts: i64,
+        created_ts: i64,
+    }
+    let rows: Vec<Row<'_>> = rows
+        .iter()
+        .map(|(k, seq, origin_ts)| Row {
+            room_id: &k.room_id,
+            user_id: &k.user_id,
+            device_id: &k.device_id,
+            txn_id: &k.txn_id,
+            seq: *seq,
+            origin_ts: *origin_ts,
+            created_ts: now,
+        })
+        .collect();
+    // Postgres allows 65535 bind parameters per statement; seven per row.
+    for chunk in rows.chunks(8_000) {
+        diesel::insert_into(chat_txns::table)
+            .values(chunk)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Forgets chat transaction ids recorded before `before_ts`.
+pub async fn delete_chat_txns_before(conn: &mut Conn, before_ts: i64) -> Result<usize, DbError> {
+    use crate::schema::chat_txns;
+    Ok(
+        diesel::delete(chat_txns::table.filter(chat_txns::created_ts.lt(before_ts)))
+            .execute(conn)
+            .await?,
+    )
+}

@@ -1015,7 +1015,8 @@ impl ChatLoad {
                                 if let Ok(mut s) = sent_at.lock() {
                                     s.insert(id, Instant::now());
                                 }
-                                let msg = json!({"type": "chat", "id": id, "room_id": room_id, "kind": "text", "ciphertext": ciphertext});
+                                // With a transaction id, as the web client sends every message.
+                                let msg = json!({"type": "chat", "id": id, "room_id": room_id, "kind": "text", "ciphertext": ciphertext, "txn_id": format!("t{id}")});
                                 let _ = sink.lock().await.send(Message::text(msg.to_string())).await;
                             }
                         }
@@ -1318,7 +1319,7 @@ async fn federation_bench(rooms: usize, window: usize, secs: u64, rate: u64) -> 
             tokio::spawn(async move { while let Some(Ok(_)) = acks.next().await {} });
             let chat = |id: u64| {
                 json!({"type": "chat", "id": id, "room_id": room_id, "kind": "text",
-                       "ciphertext": payload(start)})
+                       "ciphertext": payload(start), "txn_id": format!("t{id}")})
                 .to_string()
             };
             let mut id = 10u64;

@@ -23,7 +23,7 @@ use confab_schema::{DbPool, queries};
 
 use super::conn::{ConnHandle, Wakes};
 use super::idle::{Countdown, IdleWriter};
-use super::reply::ChatReply;
+use super::reply::{ChatReply, Committed};
 use super::room::{CloseReason, Effects, GoLive, RoomLimits, RoomState};
 use crate::error::ApiError;
 use crate::federation::sender::TransactionSender;
@@ -225,13 +225,18 @@ impl LiveRooms {
     }
 
     /// Fans committed events of one room out to its live subscribers, in sequence order, first
-    /// filling any gap before them from the database (with no events: up to the newest). Each
-    /// of `replies` answers the event at its index, queued in the same burst as the fan-out.
-    pub async fn publish(&self, room_id: &str, events: &[Event], replies: Vec<ChatReply>) {
+    /// filling any gap before them from the database (with no events: up to the newest). The
+    /// `answers` to the chat committed with them are queued in the same burst as the fan-out.
+    pub async fn publish(
+        &self,
+        room_id: &str,
+        events: &[Event],
+        answers: Vec<(ChatReply, Committed)>,
+    ) {
         let Some(live) = self.get(room_id) else {
             let mut wakes = Wakes::default();
-            for (reply, e) in replies.into_iter().zip(events) {
-                reply.answer(Ok((e.seq, e.origin_ts)), &self.metrics, &mut wakes);
+            for (reply, answer) in answers {
+                reply.answer(Ok(answer), &self.metrics, &mut wakes);
             }
             return;
         };
@@ -261,21 +266,21 @@ impl LiveRooms {
                 Err(err) => tracing::error!(room_id, error = %err, "could not fill a fan-out gap"),
             }
         }
-        self.deliver(&live, events, replies);
+        self.deliver(&live, events, answers);
         drop(_fanout);
         self.sync_idle_logged(&live).await;
     }
 
-    fn deliver(&self, live: &LiveRoom, events: &[Event], replies: Vec<ChatReply>) {
-        if events.is_empty() {
+    fn deliver(&self, live: &LiveRoom, events: &[Event], answers: Vec<(ChatReply, Committed)>) {
+        if events.is_empty() && answers.is_empty() {
             return;
         }
         self.with(live, |state, fx| {
             for event in events {
                 state.deliver(event, fx);
             }
-            for (reply, e) in replies.into_iter().zip(events) {
-                reply.answer(Ok((e.seq, e.origin_ts)), &self.metrics, &mut fx.wakes);
+            for (reply, answer) in answers {
+                reply.answer(Ok(answer), &self.metrics, &mut fx.wakes);
             }
         });
     }

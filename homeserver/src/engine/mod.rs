@@ -288,15 +288,16 @@ impl Engine {
         removed
     }
 
-    /// Sends a chat message: appended here for a room of ours, forwarded to the origin for a
-    /// replica. `reply` gets its number and time once committed, or why not.
+    /// Sends a chat message (`kind`, `ciphertext`): appended here for a room of ours, forwarded
+    /// to the origin for a replica. `reply` gets its number and time once committed, or why not;
+    /// a message with a `txn_id` already committed gets the first answer again.
     pub async fn chat(
         &self,
         live: &LiveRoom,
         who: &Identity,
         conn_id: u64,
-        kind: &str,
-        ciphertext: &str,
+        (kind, ciphertext): (&str, &str),
+        txn_id: Option<&str>,
         reply: ChatReply,
     ) {
         let metrics = &self.inner.metrics;
@@ -321,7 +322,12 @@ impl Engine {
                 origin_ts: now_ms(),
                 content,
             };
-            return self.inner.writer.enqueue(room_id, event, reply).await;
+            let txn_id = txn_id.map(str::to_owned);
+            return self
+                .inner
+                .writer
+                .enqueue(room_id, event, txn_id, reply)
+                .await;
         }
         let origin = match RoomId::parse(room_id) {
             Ok(id) => id.server_name().clone(),
@@ -336,6 +342,9 @@ impl Engine {
             device_id: who.device_id.clone(),
             kind: kind.to_owned(),
             ciphertext: ciphertext.to_owned(),
+            // Always one, so that a forwarded batch sent again (a retry, or a replay) appends
+            // nothing twice at the origin.
+            txn_id: Some(txn_id.map_or_else(crate::sessions::new_token, str::to_owned)),
         };
         let rx = self
             .inner

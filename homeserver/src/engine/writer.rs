@@ -23,19 +23,25 @@ use std::sync::{Arc, Mutex};
 
 use confab_federation::ids::ServerName;
 use confab_schema::models::{Appended, Event, NewEvent};
+use confab_schema::queries::ChatTxnKey;
 use confab_schema::{AsyncConnection, AsyncPgConnection, DbError, queries};
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
 use super::live::LiveRooms;
-use super::reply::ChatReply;
+use super::reply::{ChatReply, Committed};
 use crate::error::{ApiError, ErrorCode};
 use crate::federation::rooms::queue::{queue_appended, wake};
 use crate::federation::sender::TransactionSender;
 use crate::metrics::Metrics;
+use crate::time::now_ms;
 
 /// Most appends committed in one transaction.
 const MAX_BATCH: usize = 512;
+
+/// How long a chat transaction id is remembered: a client resends within seconds of a lost
+/// ack, and a forwarding server retries a batch for far less than this.
+pub const CHAT_TXN_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Number of writer shards.
 const SHARDS: usize = 4;
@@ -56,6 +62,7 @@ enum Request {
     Chat {
         room_id: String,
         event: NewEvent,
+        txn_id: Option<String>,
         reply: ChatReply,
     },
     Change {
@@ -123,12 +130,19 @@ impl EventWriter {
     /// Queues a chat event, answered through `reply` once it is committed and fanned out (or
     /// refused). Queueing happens before this returns, so calls made in order are committed in
     /// order.
-    pub async fn enqueue(&self, room_id: &str, event: NewEvent, reply: ChatReply) {
+    pub async fn enqueue(
+        &self,
+        room_id: &str,
+        event: NewEvent,
+        txn_id: Option<String>,
+        reply: ChatReply,
+    ) {
         let queued = self
             .shard(room_id)
             .send(Request::Chat {
                 room_id: room_id.to_owned(),
                 event,
+                txn_id,
                 reply,
             })
             .await;
@@ -240,11 +254,23 @@ async fn commit_change(
     Ok(appender.events)
 }
 
-/// One room's part of a batch: its events, each with where its answer goes.
+/// One room's part of a batch: its events, each with its transaction key (if the client gave
+/// an id) and where its answer goes.
 struct RoomBatch {
     room_id: String,
     events: Vec<NewEvent>,
+    keys: Vec<Option<ChatTxnKey>>,
     replies: Vec<ChatReply>,
+    /// Repeats within the batch of one of `events` (by index), answered as it is.
+    repeats: Vec<(usize, ChatReply)>,
+}
+
+/// What became of one of a room's events in a committed batch.
+enum Outcome {
+    /// Appended: the index among the room's appended events.
+    Appended(usize),
+    /// Its transaction id was committed before: the number and time it got then.
+    Seen(Committed),
 }
 
 /// Commits a batch of chat and answers each message: after the fan-out of its room, in the same
@@ -257,10 +283,12 @@ async fn commit_chat(
 ) {
     let mut rooms: Vec<RoomBatch> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
+    let mut keyed: HashMap<ChatTxnKey, (usize, usize)> = HashMap::new();
     for req in batch.drain(..) {
         let Request::Chat {
             room_id,
             event,
+            txn_id,
             reply,
         } = req
         else {
@@ -280,20 +308,37 @@ async fn commit_chat(
             );
             continue;
         }
-        let i = match index.get(&room_id) {
-            Some(&i) => i,
+        let key = txn_id.map(|txn_id| ChatTxnKey {
+            room_id: room_id.clone(),
+            user_id: event.sender.clone(),
+            device_id: event.device_id.clone(),
+            txn_id,
+        });
+        if let Some(&(r, e)) = key.as_ref().and_then(|k| keyed.get(k)) {
+            rooms[r].repeats.push((e, reply));
+            continue;
+        }
+        let r = match index.get(&room_id) {
+            Some(&r) => r,
             None => {
                 index.insert(room_id.clone(), rooms.len());
                 rooms.push(RoomBatch {
                     room_id,
                     events: Vec::new(),
+                    keys: Vec::new(),
                     replies: Vec::new(),
+                    repeats: Vec::new(),
                 });
                 rooms.len() - 1
             }
         };
-        rooms[i].events.push(event);
-        rooms[i].replies.push(reply);
+        let room = &mut rooms[r];
+        if let Some(key) = &key {
+            keyed.insert(key.clone(), (r, room.events.len()));
+        }
+        room.events.push(event);
+        room.keys.push(key);
+        room.replies.push(reply);
     }
     if rooms.is_empty() {
         return;
@@ -302,56 +347,115 @@ async fn commit_chat(
     metrics.write_batch.observe(count as f64);
     match commit(live, federation, &mut rooms).await {
         Ok((committed, woken)) => {
-            metrics.events_persisted.inc_by(count as u64);
+            let appended: usize = committed.iter().flatten().map(|(e, _)| e.len()).sum();
+            metrics.events_persisted.inc_by(appended as u64);
             wake(federation, &woken).await;
-            for (room, events) in rooms.into_iter().zip(committed) {
-                match events {
-                    Some(events) => live.publish(&room.room_id, &events, room.replies).await,
-                    None => {
-                        for reply in room.replies {
-                            reply.answer_now(Err(ApiError::room_not_found()), metrics);
-                        }
+            for (room, outcome) in rooms.into_iter().zip(committed) {
+                let Some((events, outcomes)) = outcome else {
+                    let replies = room.replies.into_iter();
+                    for reply in replies.chain(room.repeats.into_iter().map(|(_, r)| r)) {
+                        reply.answer_now(Err(ApiError::room_not_found()), metrics);
                     }
-                }
+                    continue;
+                };
+                let answer = |o: &Outcome| match *o {
+                    Outcome::Appended(i) => (events[i].seq, events[i].origin_ts),
+                    Outcome::Seen(first) => first,
+                };
+                let mut answers: Vec<(ChatReply, Committed)> = room
+                    .replies
+                    .into_iter()
+                    .zip(&outcomes)
+                    .map(|(reply, o)| (reply, answer(o)))
+                    .collect();
+                answers.extend(
+                    room.repeats
+                        .into_iter()
+                        .map(|(e, reply)| (reply, answer(&outcomes[e]))),
+                );
+                live.publish(&room.room_id, &events, answers).await;
             }
         }
         Err(err) => {
             let err = ApiError::from(err);
-            for reply in rooms.into_iter().flat_map(|r| r.replies) {
-                reply.answer_now(Err(err.clone()), metrics);
+            for room in rooms {
+                let repeats = room.repeats.into_iter().map(|(_, r)| r);
+                for reply in room.replies.into_iter().chain(repeats) {
+                    reply.answer_now(Err(err.clone()), metrics);
+                }
             }
         }
     }
 }
 
-/// What a committed batch appended, per room (`None`: the room no longer exists), and the
-/// federation destinations to wake.
-type Committed = (Vec<Option<Vec<Event>>>, Vec<ServerName>);
+/// What a committed batch did, per room (`None`: the room no longer exists): the events
+/// appended and what became of each event of the batch; and the federation destinations to wake.
+type CommittedBatch = (Vec<Option<(Vec<Event>, Vec<Outcome>)>>, Vec<ServerName>);
 
 /// Commits a batch: per room, one sequence update and one multi-row insert, and for federated
-/// rooms the PDUs for the other servers, in the same transaction. The rooms' events are taken.
+/// rooms the PDUs for the other servers, in the same transaction. A message whose transaction id
+/// was committed before is not appended again; the ids of those appended are recorded in the
+/// same transaction. The rooms' events are taken.
 async fn commit(
     live: &LiveRooms,
     federation: &TransactionSender,
     rooms: &mut [RoomBatch],
-) -> Result<Committed, DbError> {
-    let by_room: Vec<(&str, Vec<NewEvent>)> = rooms
-        .iter_mut()
-        .map(|r| (r.room_id.as_str(), std::mem::take(&mut r.events)))
-        .collect();
+) -> Result<CommittedBatch, DbError> {
     let mut conn = confab_schema::connect(live.pool()).await?;
-    let (appended, woken) = conn
-        .transaction(async |conn| {
-            let appended = queries::append_events_batch(conn, &by_room).await?;
-            let mut woken = Vec::new();
-            for a in appended.iter().flatten() {
-                woken.extend(queue_appended(federation, conn, a).await?);
+    conn.transaction(async |conn| {
+        let keys: Vec<&ChatTxnKey> = rooms.iter().flat_map(|r| r.keys.iter().flatten()).collect();
+        let seen: HashMap<ChatTxnKey, Committed> = queries::chat_txns_seen(conn, &keys)
+            .await?
+            .into_iter()
+            .map(|(key, seq, ts)| (key, (seq, ts)))
+            .collect();
+        // Per room, the events to append, and what becomes of each event of the batch.
+        let mut by_room: Vec<(&str, Vec<NewEvent>)> = Vec::with_capacity(rooms.len());
+        let mut outcomes: Vec<Vec<Outcome>> = Vec::with_capacity(rooms.len());
+        let mut fresh_keys: Vec<Vec<Option<&ChatTxnKey>>> = Vec::with_capacity(rooms.len());
+        for room in rooms.iter_mut() {
+            let mut events = Vec::with_capacity(room.events.len());
+            let mut outcome = Vec::with_capacity(room.events.len());
+            let mut keys = Vec::with_capacity(room.events.len());
+            for (event, key) in std::mem::take(&mut room.events).into_iter().zip(&room.keys) {
+                match key.as_ref().and_then(|k| seen.get(k)) {
+                    Some(&first) => outcome.push(Outcome::Seen(first)),
+                    None => {
+                        outcome.push(Outcome::Appended(events.len()));
+                        events.push(event);
+                        keys.push(key.as_ref());
+                    }
+                }
             }
-            Ok::<_, DbError>((appended, woken))
-        })
-        .await?;
-    Ok((
-        appended.into_iter().map(|a| a.map(|a| a.events)).collect(),
-        woken,
-    ))
+            by_room.push((room.room_id.as_str(), events));
+            outcomes.push(outcome);
+            fresh_keys.push(keys);
+        }
+        let appended = queries::append_events_batch(conn, &by_room).await?;
+        let mut woken = Vec::new();
+        let mut recorded = Vec::new();
+        for (a, keys) in appended.iter().zip(&fresh_keys) {
+            let Some(a) = a else { continue };
+            for (event, key) in a.events.iter().zip(keys) {
+                if let Some(key) = key {
+                    recorded.push((*key, event.seq, event.origin_ts));
+                }
+            }
+            woken.extend(queue_appended(federation, conn, a).await?);
+        }
+        queries::record_chat_txns(conn, &recorded, now_ms()).await?;
+        let committed = appended
+            .into_iter()
+            .zip(outcomes)
+            .map(|(a, outcome)| a.map(|a| (a.events, outcome)))
+            .collect();
+        Ok::<_, DbError>((committed, woken))
+    })
+    .await
+}
+
+/// Forgets chat transaction ids older than [`CHAT_TXN_RETENTION_MS`]; run by the sweeper.
+pub async fn prune_chat_txns(pool: &confab_schema::DbPool) -> Result<usize, DbError> {
+    let mut conn = confab_schema::connect(pool).await?;
+    queries::delete_chat_txns_before(&mut conn, now_ms() - CHAT_TXN_RETENTION_MS).await
 }

@@ -165,8 +165,9 @@ impl Session {
                 room_id,
                 kind,
                 ciphertext,
+                txn_id,
             } => {
-                Box::pin(self.chat(&who, id, room_id, kind, ciphertext)).await;
+                Box::pin(self.chat(&who, id, room_id, kind, ciphertext, txn_id)).await;
                 return true;
             }
             Request::Signal {
@@ -280,6 +281,7 @@ impl Session {
         room_id: &str,
         kind: &str,
         ciphertext: &str,
+        txn_id: Option<&str>,
     ) {
         let Some(live) = self.rooms.get(room_id) else {
             // A malformed message is answered for what it is, subscribed or not.
@@ -295,7 +297,7 @@ impl Session {
         };
         self.state
             .engine
-            .chat(live, who, self.conn.id, kind, ciphertext, reply)
+            .chat(live, who, self.conn.id, (kind, ciphertext), txn_id, reply)
             .await;
     }
 

@@ -116,7 +116,8 @@ export type ClientRequest =
   | { type: 'auth'; token: string }
   | { type: 'subscribe'; room_id: string; since?: number }
   | { type: 'unsubscribe'; room_id: string }
-  | { type: 'chat'; room_id: string; kind: string; ciphertext: string }
+  /** `txn_id`: a resend with the same id gets the first answer rather than a second event. */
+  | { type: 'chat'; room_id: string; kind: string; ciphertext: string; txn_id?: string }
   | { type: 'signal'; room_id: string; to: DeviceRef; payload: string }
   | { type: 'typing'; room_id: string; typing: boolean }
   | { type: 'ping' };

@@ -123,6 +123,24 @@ describe('room session', () => {
     expect(bob.session.store.get().lastLive?.text).toBe('bob wrote offline');
   });
 
+  it('a message whose ack was lost goes again with the same transaction id, and is in the room once', async () => {
+    const server = new FakeRoomServer();
+    const world = new FakeRtcWorld();
+    const alice = await join(server, world, '@alice:test', 'pass');
+    const bob = await join(server, world, '@bob:test', 'pass');
+    server.loseNextChatAck = true;
+    await alice.session.sendText('only once');
+    await until(() => alice.session.store.get().connection === 'online' && alice.session.pendingCount() === 0, 'alice resent it');
+    await until(() => texts(bob).includes('only once'), 'bob has it');
+    const sent = server.frames.filter((f) => f.type === 'chat' && f.from === '@alice:test|D-@alice:test');
+    expect(sent.length).toBeGreaterThanOrEqual(1);
+    expect(new Set(sent.map((f) => f.txn_id)).size).toBe(1);
+    expect(typeof sent[0]!.txn_id).toBe('string');
+    expect(server.events.filter((e) => e.content.type === 'chat' && e.content.kind === 'text')).toHaveLength(1);
+    expect(texts(bob)).toEqual(['only once']);
+    expect(texts(alice)).toEqual(['only once']);
+  });
+
   it('kicked: the session ends, forgets the passphrase and closes its connections', async () => {
     const server = new FakeRoomServer();
     const world = new FakeRtcWorld();

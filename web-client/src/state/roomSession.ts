@@ -546,13 +546,13 @@ export class RoomSession {
     this.outbox = this.outbox.filter((o) => o.mid !== mid);
   }
 
-  /** Send what has no ack yet. A message whose ack was lost may be sent twice: receivers dedupe by mid. */
+  /** Send what has no ack yet. Its mid is its transaction id: a message whose ack was lost is sent again and answered as the first. */
   private flushOutbox(): void {
     if (!this.socket.isOnline) return;
     for (const item of this.outbox) {
       if (item.inFlight) continue;
       item.inFlight = true;
-      this.socket.request<{ seq: number }>({ type: 'chat', room_id: this.d.roomId, kind: item.kind, ciphertext: item.ciphertext }).then(
+      this.socket.request<{ seq: number }>({ type: 'chat', room_id: this.d.roomId, kind: item.kind, ciphertext: item.ciphertext, txn_id: item.mid }).then(
         () => {
           this.outbox = this.outbox.filter((o) => o !== item);
         },

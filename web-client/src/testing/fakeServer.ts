@@ -64,6 +64,10 @@ export class FakeRoomServer {
   readonly events: RoomEvent[] = [];
   readonly sockets = new Set<FakeServerSocket>();
   readonly frames: Array<Frame & { from: string }> = [];
+  /** Chat transaction ids seen, per device, with the number each got (as the homeserver keeps them). */
+  private readonly txns = new Map<string, number>();
+  /** Commit the next chat message, then drop the socket before its ack. */
+  loseNextChatAck = false;
   host = '';
   private clock = 1_000_000;
 
@@ -145,7 +149,15 @@ export class FakeRoomServer {
         return;
       }
       case 'chat': {
+        const key = f.txn_id === undefined ? null : `${who.user_id}|${who.device_id}|${String(f.txn_id)}`;
+        const seen = key === null ? undefined : this.txns.get(key);
+        if (seen !== undefined) return void reply({ seq: seen });
         const ev = this.append(who, { type: 'chat', kind: String(f.kind), ciphertext: String(f.ciphertext) });
+        if (key !== null) this.txns.set(key, ev.seq);
+        if (this.loseNextChatAck) {
+          this.loseNextChatAck = false;
+          return void ws.fail();
+        }
         return void reply({ seq: ev.seq });
       }
       case 'signal': {

@@ -247,7 +247,12 @@ pub async fn send_chat(
                 state
                     .engine
                     .writer()
-                    .enqueue(&item.room_id, event, ChatReply::Caller(reply))
+                    .enqueue(
+                        &item.room_id,
+                        event,
+                        item.txn_id.clone(),
+                        ChatReply::Caller(reply),
+                    )
                     .await;
                 pending.push(Ok(rx));
             }
@@ -286,6 +291,10 @@ async fn check_forwarded(
 ) -> Result<confab_schema::models::NewEvent, ApiError> {
     let room_id = own_room(state, &item.room_id)?;
     let user = own_user(origin, &item.sender)?;
+    if item.device_id.is_empty() || item.device_id.len() > 64 {
+        return Err(ApiError::bad_request("device_id must have 1 to 64 bytes"));
+    }
+    crate::protocol::checked_txn_id(item.txn_id.as_deref())?;
     let content = crate::protocol::checked_chat_content(
         &item.kind,
         &item.ciphertext,

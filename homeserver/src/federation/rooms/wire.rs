@@ -97,6 +97,10 @@ pub struct SendItem {
     pub device_id: String,
     pub kind: String,
     pub ciphertext: String,
+    /// The sending device's id for the message (see the `chat` request): the origin appends a
+    /// message once per room, user, device and id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
