@@ -31,6 +31,56 @@ fn max_send_buffer() -> usize {
 
 // ---- slow consumer ------------------------------------------------------------------------
 
+/// A subscriber's backlog is sent before its socket reads again: a client that stops reading
+/// during it is closed after `websocket.client_timeout`, as its reader would find a dead one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_its_backlog_is_closed_in_time() {
+    const CIPHERTEXT: usize = 48_000;
+    let s = TestServer::start_with(&[
+        ("CONFAB__LIMITS__SEND_QUEUE_FRAMES", "16"),
+        ("CONFAB__LIMITS__MAX_EVENT_BYTES", "49152"),
+        ("CONFAB__LIMITS__MESSAGES_PER_SECOND", "100000"),
+        ("CONFAB__LIMITS__MESSAGE_BURST", "100000"),
+        ("CONFAB__WEBSOCKET__HEARTBEAT_INTERVAL", "250ms"),
+        ("CONFAB__WEBSOCKET__CLIENT_TIMEOUT", "1s"),
+    ])
+    .await;
+    let (room, g) = s.room_with(2).await;
+    // A backlog larger than the kernel's buffers and the socket's queue can hold.
+    let frame = CIPHERTEXT + 512;
+    let backlog = (max_send_buffer() + (1 << 20)) / frame + 16 + 64;
+    let filler = "x".repeat(CIPHERTEXT - 8);
+    let (mut sender, _) = WsClient::joined(&s, &g[0], &room, 0).await;
+    let mut last = 0;
+    for i in 0..backlog {
+        let ack = sender.chat(&room, &format!("{i:07}{filler}")).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        last = ack["result"]["seq"].as_i64().unwrap();
+    }
+    sender.close().await;
+    let (mut watcher, _) = WsClient::joined(&s, &g[1], &room, last).await;
+
+    let mut slow = WsClient::connect_small_buffer(&s.ws_url()).await;
+    slow.auth(&g[2]).await;
+    let reply = slow
+        .request(json!({"type": "subscribe", "room_id": room, "since": 0}))
+        .await;
+    assert_eq!(reply["type"], "ack", "{reply}");
+    // From here on the slow client reads nothing; the watcher sees it come and go.
+    let device = g[2].device_id.as_str();
+    watcher
+        .wait_for(|m| m["type"] == "presence" && m["device_id"] == device && m["online"] == true)
+        .await;
+    // Bounded here: the server's pings keep the watcher's own patience from running out.
+    let gone = watcher
+        .wait_for(|m| m["type"] == "presence" && m["device_id"] == device && m["online"] == false);
+    tokio::time::timeout(PATIENCE, gone)
+        .await
+        .expect("the client that stopped reading its backlog is still connected");
+    drop(slow);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_stops_reading_is_dropped_and_resumes_without_slowing_the_room() {
     const QUEUE: usize = 16;

@@ -21,7 +21,7 @@ use confab_federation::transaction::Edu;
 use confab_schema::models::Event;
 use confab_schema::{DbPool, queries};
 
-use super::conn::{ConnHandle, Wakes};
+use super::conn::{CLOSE_SLOW_CONSUMER, ConnHandle, Wakes};
 use super::idle::{Countdown, IdleWriter};
 use super::reply::{ChatReply, Committed};
 use super::room::{CloseReason, Effects, GoLive, RoomLimits, RoomState};
@@ -286,13 +286,15 @@ impl LiveRooms {
     }
 
     /// Sends a new subscriber every event after `since`, then switches it to live delivery
-    /// without a gap or a duplicate (see the module docs).
+    /// without a gap or a duplicate (see the module docs). A client that does not take its
+    /// backlog within `patience` is closed as a slow consumer (it can resume).
     pub async fn catch_up(
         &self,
         live: &LiveRoom,
         who: &Identity,
         conn: &ConnHandle,
         since: i64,
+        patience: std::time::Duration,
     ) -> Result<(), ApiError> {
         // A client may claim more than exists (a replayed or forged `since`): it is owed
         // everything after the room's newest event, not after its claim.
@@ -303,11 +305,17 @@ impl LiveRooms {
                 queries::events_after(&mut db, &live.room_id, last, CATCH_UP_PAGE).await?
             };
             for event in &page {
-                if !conn
-                    .send_wait(Outgoing::Event(EventOut::from(event)).to_frame())
-                    .await
-                {
-                    return Ok(());
+                let frame = Outgoing::Event(EventOut::from(event)).to_frame();
+                match tokio::time::timeout(patience, conn.send_wait(frame)).await {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(()),
+                    Err(_) => {
+                        conn.close(
+                            CLOSE_SLOW_CONSUMER,
+                            "slow consumer: the client did not read its backlog",
+                        );
+                        return Ok(());
+                    }
                 }
                 last = event.seq;
             }

@@ -78,6 +78,9 @@ struct Inner {
     next_conn_id: AtomicU64,
     max_connections_per_user: usize,
     max_event_bytes: usize,
+    /// How long a subscriber's backlog may wait for the client to read (its socket's reader,
+    /// which notices a dead client, waits meanwhile).
+    catch_up_patience: Duration,
     metrics: Metrics,
     client: FederationClient,
     forwarder: ChatForwarder,
@@ -112,6 +115,7 @@ impl Engine {
                 next_conn_id: AtomicU64::new(1),
                 max_connections_per_user: settings.limits.max_connections_per_user,
                 max_event_bytes: settings.limits.max_event_bytes,
+                catch_up_patience: settings.websocket.client_timeout,
                 metrics,
                 client,
                 forwarder: ChatForwarder::default(),
@@ -270,7 +274,9 @@ impl Engine {
         conn: &ConnHandle,
         since: i64,
     ) -> Result<(), ApiError> {
-        self.live().catch_up(live, who, conn, since).await
+        self.live()
+            .catch_up(live, who, conn, since, self.inner.catch_up_patience)
+            .await
     }
 
     /// Ends one socket's subscription; the last one out starts the room's idle countdown.
