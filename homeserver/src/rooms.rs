@@ -61,8 +61,9 @@ pub struct InviteOut {
 
 /// The answer to a kick: who was kicked, and which invites the kick revoked. A kick revokes every
 /// invite the member joined with (so a new guest session holding the same link is refused, and
-/// everyone else holding it needs a new one); a member who joined without one (the host, or whoever
-/// an operator added) revokes nothing, and `invite_revoked` says so.
+/// everyone else holding it needs a new one). A member who joined without one (the host, who created
+/// the room) or whose invites the host had revoked already revokes nothing, and `invite_revoked`
+/// says so. A member who left and came back joined with the invite of their first join.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct KickOut {
     pub room_id: String,
