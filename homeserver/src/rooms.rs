@@ -59,6 +59,22 @@ pub struct InviteOut {
     pub revoked: bool,
 }
 
+/// The answer to a kick: who was kicked, and which invites the kick revoked. A kick revokes every
+/// invite the member joined with (so a new guest session holding the same link is refused, and
+/// everyone else holding it needs a new one). A member who joined without one (the host, who created
+/// the room) or whose invites the host had revoked already revokes nothing, and `invite_revoked`
+/// says so. A member who left and came back joined with the invite of their first join.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KickOut {
+    pub room_id: String,
+    pub user_id: String,
+    pub kicked: bool,
+    /// Whether the kick revoked at least one invite.
+    pub invite_revoked: bool,
+    /// The invites this kick revoked, oldest first (one revoked earlier is not listed again).
+    pub revoked_invites: Vec<String>,
+}
+
 impl InviteOut {
     fn from_row(invite: &Invite, token: Option<String>) -> Self {
         Self {
@@ -296,6 +312,9 @@ impl Rooms {
                         return Ok(room);
                     }
                     let returning = prior == Some(membership::LEFT);
+                    // A returning member presents no invite: the one they first came in with
+                    // stays recorded, and a kick revokes that.
+                    let mut used_invite = None;
                     if !returning {
                         if room.locked {
                             return Err(ApiError::new(
@@ -320,8 +339,9 @@ impl Rooms {
                                         "this invite is not valid for this room",
                                     )
                                 })?;
-                        check_invite(&invite, now)?;
-                        // A kicked member needs an invite made after the kick.
+                        // A kicked member needs an invite made after the kick. Checked before the
+                        // invite's own state: the link they were kicked with is revoked too, and
+                        // `kicked` is the more useful answer to them.
                         let kicked_at = existing
                             .as_ref()
                             .filter(|_| prior == Some(membership::KICKED))
@@ -329,7 +349,9 @@ impl Rooms {
                         if kicked_at.is_some_and(|t| invite.created_ts <= t) {
                             return Err(kicked_error());
                         }
+                        check_invite(&invite, now)?;
                         queries::use_invite(db, &invite.invite_id).await?;
+                        used_invite = Some(invite.invite_id);
                     }
                     if !connected_elsewhere && connected >= max {
                         return Err(ApiError::new(
@@ -350,6 +372,10 @@ impl Rooms {
                         },
                     )
                     .await?;
+                    if let Some(invite_id) = &used_invite {
+                        queries::record_member_invite(db, room_id, &who.user_id, invite_id, now)
+                            .await?;
+                    }
                     if let Some(server) = &via {
                         queries::add_room_server(db, &room.room_id, server.as_str()).await?;
                     }
@@ -368,7 +394,8 @@ impl Rooms {
         if room_id.server_name() == &self.settings.server.name {
             return self
                 .change_membership(room_id.as_str(), who, &who.user_id, membership::LEFT)
-                .await;
+                .await
+                .map(drop);
         }
         {
             let mut db = confab_schema::connect(&self.pool).await?;
@@ -392,9 +419,15 @@ impl Rooms {
         Ok(())
     }
 
-    /// Kicks a member (host only): their live sessions in the room end at once, and coming back
-    /// takes an invite created after the kick.
-    pub async fn kick(&self, room_id: &str, who: &Identity, target: &str) -> Result<(), ApiError> {
+    /// Kicks a member (host only), joined or left: their live sessions in the room end at once,
+    /// the invites they joined with are revoked, and coming back takes an invite created after
+    /// the kick.
+    pub async fn kick(
+        &self,
+        room_id: &str,
+        who: &Identity,
+        target: &str,
+    ) -> Result<KickOut, ApiError> {
         let room_id = parse_room_id(room_id)?;
         confab_federation::ids::UserId::parse(target)
             .map_err(|e| ApiError::new(ErrorCode::BadUserId, format!("user id: {e}")))?;
@@ -412,28 +445,38 @@ impl Rooms {
 
     /// Kicks `target` on the authority of `actor` (the host, or an operator through the admin
     /// API), without checking that authority: the caller did. The room's owner takes the kicked
-    /// user's sockets out as it fans the kick event out.
+    /// user's sockets out as it fans the kick event out (a member who had left has none).
     pub async fn kick_as(
         &self,
         room_id: &str,
         actor: &Identity,
         target: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<KickOut, ApiError> {
         self.require_origin(room_id)?;
-        self.change_membership(room_id, actor, target, membership::KICKED)
-            .await
+        let revoked_invites = self
+            .change_membership(room_id, actor, target, membership::KICKED)
+            .await?;
+        Ok(KickOut {
+            room_id: room_id.to_owned(),
+            user_id: target.to_owned(),
+            kicked: true,
+            invite_revoked: !revoked_invites.is_empty(),
+            revoked_invites,
+        })
     }
 
     /// Records a membership change of `target` and its event, as one transaction; the event
     /// reaches every server in the room, after which a server left with no member leaves the
-    /// room's servers.
+    /// room's servers. Leaving takes a joined member; a kick takes a joined member or one who
+    /// left (who could otherwise come back to a locked room forever), and revokes the invites
+    /// they joined with, in the same transaction: returns those it revoked.
     pub async fn change_membership(
         &self,
         room_id: &str,
         actor: &Identity,
         target: &str,
         state: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Vec<String>, ApiError> {
         let now = now_ms();
         let (room_key, actor, target, state) = (
             room_id.to_owned(),
@@ -448,14 +491,23 @@ impl Rooms {
                     let _room = queries::room_for_update(db, room_id)
                         .await?
                         .ok_or_else(ApiError::room_not_found)?;
+                    let kicking = state == membership::KICKED;
                     let member = queries::member(db, room_id, &target).await?;
-                    let Some(member) = member.filter(|m| m.membership == membership::JOINED) else {
+                    let Some(member) = member.filter(|m| {
+                        m.membership == membership::JOINED
+                            || (kicking && m.membership == membership::LEFT)
+                    }) else {
                         return Err(ApiError::new(
                             ErrorCode::NotMember,
                             "that user is not a member of this room",
                         ));
                     };
                     queries::set_membership(db, room_id, &target, &state, now).await?;
+                    let revoked = if kicking {
+                        queries::revoke_invites_of_member(db, room_id, &target, now).await?
+                    } else {
+                        Vec::new()
+                    };
                     let event = NewEvent {
                         sender: actor.user_id.clone(),
                         device_id: actor.device_id.clone(),
@@ -476,11 +528,11 @@ impl Rooms {
                             queries::remove_room_server(db, room_id, target_server).await?;
                         }
                     }
-                    Ok(())
+                    Ok(revoked)
                 })
             })
-            .await?;
-        Ok(())
+            .await
+            .map(|(revoked, _)| revoked)
     }
 
     /// Creates an invite (host only).

@@ -365,8 +365,7 @@ async fn kick(
     path: web::Path<String>,
     body: web::Json<KickBody>,
 ) -> ApiResult {
-    state.rooms.kick(&path, &who, &body.user_id).await?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(HttpResponse::Ok().json(state.rooms.kick(&path, &who, &body.user_id).await?))
 }
 
 /// The status code a default (non-API) error maps to, for the latency metric.

@@ -182,7 +182,7 @@ async fn users_of_two_servers_meet_in_a_room_on_a_third() {
             json!({ "user_id": alice.user_id }),
         )
         .await;
-    assert_eq!(status, 204, "{body}");
+    assert_eq!(status, 200, "{body}");
     aw.wait_for(|m| m["type"] == "kicked" && m["room_id"] == room)
         .await;
     // With no member left, A takes no further part and purges its replica.
@@ -215,6 +215,47 @@ async fn users_of_two_servers_meet_in_a_room_on_a_third() {
     .await;
     let (status, body) = c.get(&format!("/rooms/{room}"), &carol.token).await;
     assert_eq!(status, 404, "{body}");
+}
+
+/// A remote user joins through their own server with an invite too: the origin records it, and
+/// kicking them revokes it, so a new guest of their server with the same link is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn kicking_a_remote_member_revokes_the_invite_they_joined_with() {
+    let (a, b) = tokio::join!(federating(&[]), federating(&[]));
+    let host = b.guest("Host").await;
+    let room = b.room(&host).await;
+    let link = b.invite(&host, &room, json!({})).await;
+    let alice = a.guest("Alice").await;
+    let (status, body) = join_remote(&a, &alice, &room, &link["token"]).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, kicked) = b
+        .post(
+            &format!("/rooms/{room}/kick"),
+            &host.token,
+            json!({ "user_id": alice.user_id }),
+        )
+        .await;
+    assert_eq!(status, 200, "{kicked}");
+    assert_eq!(kicked["invite_revoked"], true);
+    assert_eq!(kicked["revoked_invites"], json!([link["invite_id"]]));
+    // A's replica, with none of A's users left, is purged once the kick reaches it.
+    let room_id = room.clone();
+    until_db(&a, "A's replica to be purged", async |db| {
+        confab_schema::queries::room(db, &room_id)
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+
+    let again = a.guest("Alice").await;
+    let (status, refusal) = join_remote(&a, &again, &room, &link["token"]).await;
+    assert_eq!(
+        (status, refusal["code"].as_str()),
+        (403, Some("invite_revoked")),
+        "{refusal}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -281,14 +281,15 @@ async fn kicked_members_need_a_new_invite() {
         .await;
     assert_eq!(status, 200);
 
-    let (status, _) = s
+    let (status, kicked) = s
         .post(
             &format!("/rooms/{room}/kick"),
             &host.token,
             json!({"user_id": guest.user_id}),
         )
         .await;
-    assert_eq!(status, 204);
+    assert_eq!(status, 200, "{kicked}");
+    assert_eq!(kicked["kicked"], true);
     let (status, body) = s
         .post(
             &format!("/rooms/{room}/kick"),
@@ -347,6 +348,177 @@ async fn kicked_members_need_a_new_invite() {
         )
         .await;
     assert_eq!(status, 200);
+}
+
+/// A kick keyed on the user id alone let a kicked guest back in with a new guest session and the
+/// same link: the kick revokes the invite they joined with, for everyone holding it, and says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kick_revokes_the_invite_the_member_joined_with() {
+    let s = TestServer::start().await;
+    let host = s.guest("Host").await;
+    let room = s.room(&host).await;
+    let link = s.invite(&host, &room, json!({})).await;
+    let other = s.invite(&host, &room, json!({})).await;
+    let join = |g: &support::Guest, invite: &serde_json::Value| {
+        let (path, token, body) = (
+            format!("/rooms/{room}/join"),
+            g.token.clone(),
+            json!({"invite_token": invite["token"]}),
+        );
+        let s = &s;
+        async move { s.post(&path, &token, body).await }
+    };
+    let (mallory, bob) = (s.guest("Mallory").await, s.guest("Bob").await);
+    assert_eq!(join(&mallory, &link).await.0, 200);
+    assert_eq!(join(&bob, &link).await.0, 200);
+
+    let (status, kicked) = s
+        .post(
+            &format!("/rooms/{room}/kick"),
+            &host.token,
+            json!({"user_id": mallory.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{kicked}");
+    assert_eq!(
+        kicked,
+        json!({"room_id": room, "user_id": mallory.user_id, "kicked": true,
+               "invite_revoked": true, "revoked_invites": [link["invite_id"]]})
+    );
+
+    // Mallory again, in a private window: a new guest, the same link.
+    let again = s.guest("Mallory").await;
+    let (status, body) = join(&again, &link).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("invite_revoked")),
+        "{body}"
+    );
+    // Everyone else holding it needs a new one too; the other link is untouched.
+    let (status, invites) = s.get(&format!("/rooms/{room}/invites"), &host.token).await;
+    assert_eq!(status, 200);
+    let revoked = |id: &serde_json::Value| {
+        invites["invites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["invite_id"] == *id)
+            .unwrap()["revoked"]
+            .clone()
+    };
+    assert_eq!(revoked(&link["invite_id"]), true);
+    assert_eq!(revoked(&other["invite_id"]), false);
+    let dan = s.guest("Dan").await;
+    assert_eq!(join(&dan, &other).await.0, 200);
+    // Bob, who came in with the same link, stays.
+    let (status, _) = s.get(&format!("/rooms/{room}"), &bob.token).await;
+    assert_eq!(status, 200);
+
+    // A member whose link the host revoked already: the kick revokes nothing more, and says so.
+    let (status, _) = s
+        .delete(
+            &format!(
+                "/rooms/{room}/invites/{}",
+                other["invite_id"].as_str().unwrap()
+            ),
+            &host.token,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, kicked) = s
+        .post(
+            &format!("/rooms/{room}/kick"),
+            &host.token,
+            json!({"user_id": dan.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{kicked}");
+    assert_eq!(
+        (&kicked["invite_revoked"], &kicked["revoked_invites"]),
+        (&json!(false), &json!([]))
+    );
+}
+
+/// A member who had left could come back to a locked room forever, as a kick acted on joined
+/// members only: now they can be kicked too, and stay out.
+#[tokio::test(flavor = "multi_thread")]
+async fn kicking_a_member_who_left_keeps_them_out_of_a_locked_room() {
+    let s = TestServer::start().await;
+    let host = s.guest("Host").await;
+    let room = s.room(&host).await;
+    let guest = s.guest("Guest").await;
+    let invite = s.invite(&host, &room, json!({})).await;
+    let (status, _) = s
+        .post(
+            &format!("/rooms/{room}/join"),
+            &guest.token,
+            json!({"invite_token": invite["token"]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (mut host_ws, _) = support::WsClient::joined(&s, &host, &room, 0).await;
+    let (status, _) = s
+        .post(&format!("/rooms/{room}/leave"), &guest.token, json!({}))
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = s
+        .post(&format!("/rooms/{room}/lock"), &host.token, json!({}))
+        .await;
+    assert_eq!(status, 200);
+
+    let (status, kicked) = s
+        .post(
+            &format!("/rooms/{room}/kick"),
+            &host.token,
+            json!({"user_id": guest.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{kicked}");
+    assert_eq!(kicked["revoked_invites"], json!([invite["invite_id"]]));
+    // The log shows it like any kick, to everyone in the room.
+    let event = host_ws
+        .wait_for(|m| m["type"] == "event" && m["content"]["membership"] == "kicked")
+        .await;
+    assert_eq!(event["content"]["user_id"], guest.user_id.as_str());
+
+    // Out of the locked room (no longer a returning member), and still out once it is unlocked.
+    let rejoin = |body: serde_json::Value| {
+        let (path, token, s) = (format!("/rooms/{room}/join"), guest.token.clone(), &s);
+        async move {
+            let (status, reply) = s.post(&path, &token, body).await;
+            (status, reply["code"].as_str().map(str::to_owned))
+        }
+    };
+    let with_old_link = json!({"invite_token": invite["token"]});
+    for body in [json!({}), with_old_link.clone()] {
+        assert_eq!(rejoin(body).await, (403, Some("room_locked".to_owned())));
+    }
+    let (status, _) = s
+        .post(&format!("/rooms/{room}/unlock"), &host.token, json!({}))
+        .await;
+    assert_eq!(status, 200);
+    for body in [json!({}), with_old_link] {
+        assert_eq!(rejoin(body).await, (403, Some("kicked".to_owned())));
+    }
+    let (status, summary) = s.get(&format!("/rooms/{room}"), &host.token).await;
+    assert_eq!(status, 200);
+    let member = summary["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["user_id"] == guest.user_id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(member["membership"], "kicked");
+    // Kicked once is enough: a second kick finds no member.
+    let (status, body) = s
+        .post(
+            &format!("/rooms/{room}/kick"),
+            &host.token,
+            json!({"user_id": guest.user_id}),
+        )
+        .await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("not_member")));
 }
 
 #[tokio::test(flavor = "multi_thread")]

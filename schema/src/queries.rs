@@ -552,6 +552,55 @@ pub async fn revoke_invite(
     Ok(found > 0)
 }
 
+/// Records that `user_id` joined `room_id` with `invite_id` (once per invite).
+pub async fn record_member_invite(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+    invite_id: &str,
+    now_ts: i64,
+) -> Result<(), DbError> {
+    use crate::schema::member_invites;
+    diesel::insert_into(member_invites::table)
+        .values((
+            member_invites::room_id.eq(room_id),
+            member_invites::user_id.eq(user_id),
+            member_invites::invite_id.eq(invite_id),
+            member_invites::joined_ts.eq(now_ts),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Revokes every invite `user_id` joined `room_id` with that is not revoked yet; returns the ids
+/// it revoked, oldest invite first.
+pub async fn revoke_invites_of_member(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+    now_ts: i64,
+) -> Result<Vec<String>, DbError> {
+    use crate::schema::member_invites;
+    let joined_with = member_invites::table
+        .filter(member_invites::room_id.eq(room_id))
+        .filter(member_invites::user_id.eq(user_id))
+        .select(member_invites::invite_id);
+    let mut revoked: Vec<(String, i64)> = diesel::update(
+        invites::table
+            .filter(invites::room_id.eq(room_id))
+            .filter(invites::revoked_ts.is_null())
+            .filter(invites::invite_id.eq_any(joined_with)),
+    )
+    .set(invites::revoked_ts.eq(now_ts))
+    .returning((invites::invite_id, invites::created_ts))
+    .get_results(conn)
+    .await?;
+    revoked.sort_by_key(|(id, created)| (*created, id.clone()));
+    Ok(revoked.into_iter().map(|(id, _)| id).collect())
+}
+
 // ---- events --------------------------------------------------------------------------------
 
 /// Appends events to a room's log, numbering them after the room's newest event. The room row is

@@ -79,6 +79,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    member_invites (room_id, user_id, invite_id) {
+        room_id -> Text,
+        user_id -> Text,
+        invite_id -> Text,
+        joined_ts -> Int8,
+    }
+}
+
+diesel::table! {
     room_members (room_id, user_id) {
         room_id -> Text,
         user_id -> Text,
@@ -123,6 +132,7 @@ diesel::table! {
 diesel::joinable!(chat_txns -> rooms (room_id));
 diesel::joinable!(events -> rooms (room_id));
 diesel::joinable!(invites -> rooms (room_id));
+diesel::joinable!(member_invites -> invites (invite_id));
 diesel::joinable!(room_members -> rooms (room_id));
 diesel::joinable!(room_servers -> rooms (room_id));
 
@@ -134,6 +144,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     federation_outbound,
     federation_received_txns,
     invites,
+    member_invites,
     room_members,
     room_servers,
     rooms,

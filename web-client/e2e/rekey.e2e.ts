@@ -2,6 +2,8 @@
  * A new key after a removal: the host removes Mallory, the host's client hands a fresh key to the
  * others over their data channels, and Mallory, holding every ciphertext the server stored after
  * her removal and the key she had, decrypts none of it (while the same key does open what came before).
+ * The removal also revoked the link she joined with: back in a new browser profile (a new guest)
+ * with that link she is refused, and the host's panel, which said so, makes a fresh link in one click.
  */
 import { expect, test } from '@playwright/test';
 import { createRoom, diagnostics, inRoom, inviteLink, joinWithLink, participant, receivesMediaFromAll, sendChat, storedEvents, texts, type Participant } from './helpers';
@@ -35,16 +37,28 @@ test('after a removal the room has a new key, and the removed member decrypts no
   await expect(bob!.page.getByTestId('banner')).toContainText('new key');
   await expect.poll(() => fingerprint(bob!)).toBe(await fingerprint(alice!));
   expect(await fingerprint(alice!)).not.toBe(before);
+  // The link Mallory joined with (Bob's too) is revoked, and the host is told, with a fresh link one click away.
+  await expect(alice!.page.getByTestId('removal-notice')).toContainText('The invite link they joined with was revoked');
+  await alice!.page.getByTestId('new-invite-after-removal').click();
+  const freshLink = alice!.page.getByTestId('new-invite-link');
+  await expect(freshLink).toHaveValue(/#\/join\//);
+  const fresh = await freshLink.inputValue();
+  expect(fresh).not.toBe(link);
   const kickSeq = Math.max(...storedEvents(roomId)!.filter((e) => e.content.type === 'member' && e.content.membership === 'kicked').map((e) => e.seq));
 
   await sendChat(alice!, 'said after the removal by alice');
   await sendChat(bob!, 'said after the removal by bob');
   await expect.poll(() => texts(bob!)).toEqual(['said before the removal', 'said after the removal by alice', 'said after the removal by bob']);
   await expect.poll(() => texts(alice!)).toEqual(['said before the removal', 'said after the removal by alice', 'said after the removal by bob']);
-  // A new invite carries the new key: a newcomer reads along.
+  // Mallory in a private window, a new guest with the old link: refused.
+  const again = await participant(browser, 'Mallory');
+  people.push(again);
+  await joinWithLink(again, link);
+  await expect(again.page.getByTestId('join-error')).toContainText('revoked by the host');
+  // The fresh invite carries the new key: a newcomer reads along.
   const carol = await participant(browser, 'Carol');
   people.push(carol);
-  await joinWithLink(carol, await inviteLink(alice!));
+  await joinWithLink(carol, fresh);
   await inRoom(carol);
   await sendChat(alice!, 'welcome carol, new key');
   await expect.poll(() => texts(carol)).toContain('welcome carol, new key');

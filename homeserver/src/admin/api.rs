@@ -321,12 +321,11 @@ async fn kick(state: Data, path: web::Path<(String, String)>) -> ApiResult {
     UserId::parse(&user_id)
         .map_err(|e| ApiError::new(ErrorCode::BadUserId, format!("user id: {e}")))?;
     let admin = super::admin_identity(&state);
-    state
+    let kicked = state
         .rooms
         .kick_as(room_id.as_str(), &admin, &user_id)
         .await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "room_id": room_id, "user_id": user_id, "kicked": true })))
+    Ok(HttpResponse::Ok().json(kicked))
 }
 
 // ---- invites -----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::api::{CreatedInvite, Figure, KeysOut, PeerRow, RoomDetail, RoomRow, SessionRow};
 use crate::config::Settings;
-use crate::rooms::InviteOut;
+use crate::rooms::{InviteOut, KickOut};
 
 /// Environment variable holding the admin token.
 pub const TOKEN_ENV: &str = "CONFAB_ADMIN_TOKEN";
@@ -338,7 +338,15 @@ fn render(command: &AdminCommand, answer: Value) -> anyhow::Result<String> {
             format!("invite {invite_id} revoked\n")
         }
         AdminCommand::Users(UsersCommand::Kick { room_id, user_id }) => {
-            format!("{user_id} kicked from {room_id}\n")
+            let kicked: KickOut = serde_json::from_value(answer)?;
+            if kicked.revoked_invites.is_empty() {
+                format!("{user_id} kicked from {room_id}; no invite revoked\n")
+            } else {
+                format!(
+                    "{user_id} kicked from {room_id}; invite {} revoked\n",
+                    kicked.revoked_invites.join(", ")
+                )
+            }
         }
         AdminCommand::Sessions(SessionsCommand::List) => {
             let sessions: Vec<SessionRow> = field(answer, "sessions")?;

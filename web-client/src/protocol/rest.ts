@@ -7,6 +7,7 @@ import {
   ConfabError,
   type IceGrant,
   type Invite,
+  type KickResult,
   type RoomEvent,
   type RoomSummary,
   type ServerConfig,
@@ -102,7 +103,8 @@ export class RestClient {
   setLocked(roomId: string, locked: boolean): Promise<RoomSummary> {
     return this.call('POST', `/rooms/${encodeURIComponent(roomId)}/${locked ? 'lock' : 'unlock'}`, {});
   }
-  kick(roomId: string, userId: string): Promise<void> {
+  /** Kicks a joined member or one who left; revokes the invites they joined with. */
+  kick(roomId: string, userId: string): Promise<KickResult> {
     return this.call('POST', `/rooms/${encodeURIComponent(roomId)}/kick`, { user_id: userId });
   }
   /** STUN and TURN with fresh credentials; members of the room only. */

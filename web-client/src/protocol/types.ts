@@ -69,6 +69,15 @@ export interface RoomSummary {
   is_host: boolean;
 }
 
+/** The answer to a kick: which invites it revoked (those the member joined with that were still valid). */
+export interface KickResult {
+  room_id: string;
+  user_id: string;
+  kicked: boolean;
+  invite_revoked: boolean;
+  revoked_invites: string[];
+}
+
 export interface Invite {
   invite_id: string;
   token?: string;

@@ -335,7 +335,8 @@ describe('a new key after a removal', () => {
     await until(() => texts(mallory).includes('before the removal'), 'mallory reads before');
     const oldFingerprint = alice.session.store.get().fingerprint;
 
-    await alice.session.kick('@mallory:test');
+    // The server's answer comes back whole: the panel tells the host the link was revoked.
+    expect(await alice.session.kick('@mallory:test')).toMatchObject({ user_id: '@mallory:test', invite_revoked: true, revoked_invites: ['the-link'] });
     const kickSeq = server.events.length;
     expect(alice.session.store.get().fingerprint).not.toBe(oldFingerprint);
     await until(() => bob.session.store.get().fingerprint === alice.session.store.get().fingerprint, 'bob has the new key');

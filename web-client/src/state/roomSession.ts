@@ -6,7 +6,7 @@
  */
 import { ConfabSocket, type SocketStatus, type WebSocketFactory, type LiveMessage } from '../protocol/socket';
 import type { BackoffOptions } from '../protocol/backoff';
-import { ConfabError, describeError, retryDelay, type RoomEvent, type RoomSummary, type Session, type IceServer } from '../protocol/types';
+import { ConfabError, describeError, retryDelay, type KickResult, type RoomEvent, type RoomSummary, type Session, type IceServer } from '../protocol/types';
 import type { RestClient } from '../protocol/rest';
 import { DecryptError, deriveRoomKeyMaterial, openJson, rawKeySecret, roomKeyFromRaw, sealJson, type MessageContext, type RoomKey } from '../crypto/e2ee';
 import { english, type Translate } from '../i18n/i18n';
@@ -253,15 +253,18 @@ export class RoomSession {
    * The new key is 32 random bytes, handed to every remaining device over its data channel
    * (DTLS, authenticated before the removal; never through a server). Everything sent from then on
    * uses it; new invite links carry it; the old key stays in the keyring for the history before.
+   * The answer says whether the server revoked the invite link the member joined with (then every
+   * other holder of that link needs a new one); a member who left can be removed too.
    */
-  async kick(userId: string): Promise<void> {
-    await this.d.rest.kick(this.d.roomId, userId);
+  async kick(userId: string): Promise<KickResult> {
+    const result = await this.d.rest.kick(this.d.roomId, userId);
     const raw = globalThis.crypto.getRandomValues(new Uint8Array(32));
     const secret = rawKeySecret(raw);
     const epoch = this.keyring.length;
     const sentTo = this.mesh.sendControl({ t: 'rekey', epoch, secret }, (ref) => ref.user_id !== userId);
     this.d.log?.(`new room key sent to ${sentTo.length} devices`);
     await this.adoptKey(await roomKeyFromRaw(raw, this.d.roomId), secret);
+    return result;
   }
 
   private async adoptKey(key: RoomKey, secret: string): Promise<void> {

@@ -5,7 +5,7 @@
  * socket as a network failure would, or hold what the server sends.
  */
 import type { WebSocketLike } from '../protocol/socket';
-import type { RoomEvent, RoomSummary } from '../protocol/types';
+import type { KickResult, RoomEvent, RoomSummary } from '../protocol/types';
 
 export const ROOM = '!room:test';
 
@@ -186,8 +186,12 @@ export class FakeRoomServer {
     for (const s of this.subscribers()) s.push({ type: 'presence', room_id: ROOM, user_id: ws.who!.user_id, device_id: ws.who!.device_id, display_name: ws.who!.display_name, online: false });
   }
 
-  /** The host removed `user`: their sockets are told and closed, the others see them go. */
-  kick(user: string): void {
+  /**
+   * The host removed `user`: their sockets are told and closed, the others see them go. The answer
+   * is the real server's shape; the fake knows no invites, so it names the one link everyone here
+   * is taken to have joined with.
+   */
+  kick(user: string): KickResult {
     for (const s of [...this.sockets]) {
       if (s.who?.user_id !== user) continue;
       s.push({ type: 'kicked', room_id: ROOM });
@@ -195,5 +199,6 @@ export class FakeRoomServer {
     }
     const who = [...this.tokens.values()].find((i) => i.user_id === user)!;
     this.append(who, { type: 'member', user_id: user, display_name: who.display_name, membership: 'kicked' } as RoomEvent['content']);
+    return { room_id: ROOM, user_id: user, kicked: true, invite_revoked: true, revoked_invites: ['the-link'] };
   }
 }

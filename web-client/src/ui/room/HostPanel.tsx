@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useRef, useState, type RefObject } from 'react';
 import type { RestClient } from '../../protocol/rest';
-import { describeError, type Invite } from '../../protocol/types';
+import { describeError, type Invite, type Member } from '../../protocol/types';
 import { inviteFragment } from '../../state/links';
 import type { RoomViewState } from '../../state/roomState';
 import type { RoomSession } from '../../state/roomSession';
@@ -9,7 +9,11 @@ import { useT } from '../services';
 import { usePanelFocus } from './usePanelFocus';
 import styles from './HostPanel.module.css';
 
-/** Host controls: invites (with or without the secret in the link), lock, kick, close. */
+/**
+ * Host controls: invites (with or without the secret in the link), lock, kick (of a member in the
+ * room, or one who left, kept out), close. After a kick the panel says whether the link the member
+ * joined with was revoked, and offers a fresh link in one click.
+ */
 interface Props {
   state: RoomViewState;
   rest: RestClient;
@@ -29,7 +33,9 @@ export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onCl
   const [link, setLink] = useState('');
   const [invites, setInvites] = useState<Invite[]>([]);
   const [msg, setMsg] = useState<string | null>(null);
+  const [removal, setRemoval] = useState<{ name: string; revoked: boolean; link?: string } | null>(null);
   const roomId = state.roomId;
+  const nameOf = (m: Member) => state.names[m.user_id] ?? m.display_name;
 
   const refresh = useCallback(() => {
     rest.listInvites(roomId).then((r) => setInvites(r.invites), (e: unknown) => setMsg(describeError(e, t)));
@@ -45,14 +51,28 @@ export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onCl
     }
   };
 
-  const createLink = () =>
+  const newLink = async (): Promise<string> => {
+    const inv = await rest.createInvite(roomId, {});
+    // The secret in force now: a kick has just replaced the room key.
+    const l = pageBase() + inviteFragment(roomId, inv.token ?? '', withSecret ? session.currentSecret() : null);
+    await navigator.clipboard?.writeText(l).catch(() => undefined);
+    refresh();
+    return l;
+  };
+  const createLink = () => act(async () => setLink(await newLink()));
+  const linkAfterRemoval = () =>
     act(async () => {
-      const inv = await rest.createInvite(roomId, {});
-      const l = pageBase() + inviteFragment(roomId, inv.token ?? '', withSecret ? passphrase : null);
-      setLink(l);
-      await navigator.clipboard?.writeText(l).catch(() => undefined);
+      const l = await newLink();
+      setRemoval((r) => r && { ...r, link: l });
+    });
+  const remove = (m: Member) =>
+    act(async () => {
+      setRemoval(null);
+      const result = await session.kick(m.user_id);
+      setRemoval({ name: nameOf(m), revoked: result.invite_revoked });
       refresh();
     });
+  const others = state.members.filter((m) => m.user_id !== state.me.userId && m.user_id !== state.host);
 
   return (
     <aside ref={panelRef} tabIndex={-1} className={styles.panel} aria-label={t('host.label')} onKeyDown={(e) => e.key === 'Escape' && onClose()} data-testid="host-panel">
@@ -94,17 +114,47 @@ export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onCl
         {state.locked ? t('host.unlock') : t('host.lock')}
       </button>
       <ul className={styles.list} aria-label={t('host.members')}>
-        {state.members
-          .filter((m) => m.membership === 'joined' && m.user_id !== state.me.userId)
+        {others
+          .filter((m) => m.membership === 'joined')
           .map((m) => (
             <li key={m.user_id}>
-              {state.names[m.user_id] ?? m.display_name}
-              <button type="button" onClick={() => void act(() => session.kick(m.user_id))} aria-label={t('host.removeName', { name: state.names[m.user_id] ?? m.display_name })}>
+              {nameOf(m)}
+              <button type="button" onClick={() => void remove(m)} aria-label={t('host.removeName', { name: nameOf(m) })}>
                 {t('host.remove')}
               </button>
             </li>
           ))}
       </ul>
+      {others.some((m) => m.membership === 'left') && (
+        <ul className={styles.list} aria-label={t('host.left')}>
+          {others
+            .filter((m) => m.membership === 'left')
+            .map((m) => (
+              <li key={m.user_id}>
+                {nameOf(m)}
+                <button type="button" onClick={() => void remove(m)} aria-label={t('host.keepOutName', { name: nameOf(m) })}>
+                  {t('host.keepOut')}
+                </button>
+              </li>
+            ))}
+        </ul>
+      )}
+      {removal && (
+        <div role="status" className={styles.notice} data-testid="removal-notice">
+          <p>{t(removal.revoked ? 'host.removedRevoked' : 'host.removedNoLink', { name: removal.name })}</p>
+          {removal.revoked && !removal.link && (
+            <button type="button" className="primary" onClick={() => void linkAfterRemoval()} data-testid="new-invite-after-removal">
+              {t('host.newLink')}
+            </button>
+          )}
+          {removal.link && (
+            <label className={styles.field}>
+              <span>{t('host.inviteCopied')}</span>
+              <input readOnly value={removal.link} data-testid="new-invite-link" onFocus={(e) => e.target.select()} />
+            </label>
+          )}
+        </div>
+      )}
       <button
         type="button"
         className={styles.danger}
