@@ -318,9 +318,6 @@ async fn sweeper(state: Arc<AppState>) {
         if let Err(err) = crate::federation::inbox::prune_received(&state.pool).await {
             tracing::warn!(error = %err, "pruning received transaction ids failed");
         }
-        if let Err(err) = crate::engine::writer::prune_chat_txns(&state.pool).await {
-            tracing::warn!(error = %err, "pruning chat transaction ids failed");
-        }
         // Stop when the server is gone (only the sweeper holds the state then).
         if Arc::strong_count(&state) == 1 {
             return;

@@ -174,12 +174,13 @@ async fn a_replayed_forwarded_batch_appends_nothing_twice() {
         .request(json!({"type": "chat", "room_id": room, "kind": "text", "ciphertext": "no id"}))
         .await;
     assert_eq!(ack["type"], "ack", "{ack}");
-    use confab_schema::schema::chat_txns;
+    use confab_schema::schema::events;
     use diesel::prelude::*;
     use diesel_async::RunQueryDsl;
     let mut db = confab_schema::connect(&b.state.pool).await.unwrap();
-    let remembered: i64 = chat_txns::table
-        .filter(chat_txns::user_id.eq(&alice.user_id))
+    let remembered: i64 = events::table
+        .filter(events::sender.eq(&alice.user_id))
+        .filter(events::txn_id.is_not_null())
         .count()
         .get_result(&mut db)
         .await

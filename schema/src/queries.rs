@@ -611,8 +611,35 @@ pub async fn append_events(
     room_id: &str,
     new_events: &[NewEvent],
 ) -> Result<Option<Appended>, DbError> {
-    let mut appended = append_events_batch(conn, &[(room_id, new_events.to_vec())]).await?;
-    Ok(appended.pop().flatten())
+    let room = RoomAppend {
+        room_id,
+        events: new_events.iter().collect(),
+        txn_ids: Vec::new(),
+    };
+    match append_events_batch(conn, &[room]).await? {
+        Batch::Appended(mut appended) => Ok(appended.pop().flatten()),
+        // Only chat carries transaction ids.
+        Batch::Repeated => Ok(None),
+    }
+}
+
+/// One room's part of [`append_events_batch`]: its events in order, with the transaction id
+/// of each (none: `txn_ids` shorter than `events`).
+#[derive(Debug)]
+pub struct RoomAppend<'a> {
+    pub room_id: &'a str,
+    pub events: Vec<&'a NewEvent>,
+    pub txn_ids: Vec<Option<&'a str>>,
+}
+
+/// What [`append_events_batch`] did.
+#[derive(Debug)]
+pub enum Batch {
+    /// Per room, what was appended (`None`: the room does not exist).
+    Appended(Vec<Option<Appended>>),
+    /// An event's transaction id was appended before: nothing of this batch may be committed
+    /// (its numbers would leave a gap); the caller rolls back and leaves the repeats out.
+    Repeated,
 }
 
 /// Appends events to several rooms at once, with one statement to number them all and one to
@@ -621,8 +648,8 @@ pub async fn append_events(
 /// lock room rows in one order and cannot deadlock. A room that does not exist maps to `None`.
 pub async fn append_events_batch(
     conn: &mut Conn,
-    batch: &[(&str, Vec<NewEvent>)],
-) -> Result<Vec<Option<Appended>>, DbError> {
+    batch: &[RoomAppend<'_>],
+) -> Result<Batch, DbError> {
     use diesel::sql_types::{Array, BigInt, Text};
 
     #[derive(QueryableByName)]
@@ -634,11 +661,11 @@ pub async fn append_events_batch(
     }
 
     let mut order: Vec<usize> = (0..batch.len()).collect();
-    order.sort_by_key(|&i| batch[i].0);
-    let room_ids: Vec<&str> = order.iter().map(|&i| batch[i].0).collect();
+    order.sort_by_key(|&i| batch[i].room_id);
+    let room_ids: Vec<&str> = order.iter().map(|&i| batch[i].room_id).collect();
     let counts: Vec<i64> = order
         .iter()
-        .map(|&i| i64::try_from(batch[i].1.len()).unwrap_or(i64::MAX))
+        .map(|&i| i64::try_from(batch[i].events.len()).unwrap_or(i64::MAX))
         .collect();
     let numbered: Vec<Numbered> = diesel::sql_query(
         "WITH v AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS v(room_id, n) ORDER BY room_id) \
@@ -677,54 +704,71 @@ pub async fn append_events_batch(
         device_id: &'a str,
         origin_ts: i64,
         content: &'a serde_json::Value,
+        txn_id: Option<&'a str>,
     }
     let mut rows = Vec::new();
     let mut firsts = Vec::with_capacity(batch.len());
-    for (room_id, events) in batch {
-        let Some((last, servers)) = last.remove(room_id) else {
+    for room in batch {
+        let Some((last, servers)) = last.remove(room.room_id) else {
             firsts.push(None);
             continue;
         };
-        let first = last - i64::try_from(events.len()).unwrap_or(i64::MAX) + 1;
+        let first = last - i64::try_from(room.events.len()).unwrap_or(i64::MAX) + 1;
         firsts.push(Some((first, servers)));
-        rows.extend(events.iter().zip(first..).map(|(e, seq)| Row {
-            room_id,
-            seq,
-            sender: &e.sender,
-            device_id: &e.device_id,
-            origin_ts: e.origin_ts,
-            content: &e.content,
-        }));
+        rows.extend(
+            room.events
+                .iter()
+                .zip(first..)
+                .enumerate()
+                .map(|(i, (e, seq))| Row {
+                    room_id: room.room_id,
+                    seq,
+                    sender: &e.sender,
+                    device_id: &e.device_id,
+                    origin_ts: e.origin_ts,
+                    content: &e.content,
+                    txn_id: room.txn_ids.get(i).copied().flatten(),
+                }),
+        );
     }
-    // Postgres allows 65535 bind parameters per statement; six per row.
-    for chunk in rows.chunks(10_000) {
-        diesel::insert_into(events::table)
+    // Postgres allows 65535 bind parameters per statement; seven per row. A row whose
+    // transaction id is taken is not inserted, and shows in the count.
+    let mut inserted = 0;
+    for chunk in rows.chunks(9_000) {
+        inserted += diesel::insert_into(events::table)
             .values(chunk)
+            .on_conflict_do_nothing()
             .execute(conn)
             .await?;
     }
-    Ok(batch
-        .iter()
-        .zip(firsts)
-        .map(|((room_id, events), first)| {
-            let (first, servers) = first?;
-            Some(Appended {
-                events: events
-                    .iter()
-                    .zip(first..)
-                    .map(|(e, seq)| Event {
-                        room_id: (*room_id).to_owned(),
-                        seq,
-                        sender: e.sender.clone(),
-                        device_id: e.device_id.clone(),
-                        origin_ts: e.origin_ts,
-                        content: e.content.clone(),
-                    })
-                    .collect(),
-                servers,
+    if inserted < rows.len() {
+        return Ok(Batch::Repeated);
+    }
+    Ok(Batch::Appended(
+        batch
+            .iter()
+            .zip(firsts)
+            .map(|(room, first)| {
+                let (first, servers) = first?;
+                Some(Appended {
+                    events: room
+                        .events
+                        .iter()
+                        .zip(first..)
+                        .map(|(e, seq)| Event {
+                            room_id: room.room_id.to_owned(),
+                            seq,
+                            sender: e.sender.clone(),
+                            device_id: e.device_id.clone(),
+                            origin_ts: e.origin_ts,
+                            content: e.content.clone(),
+                        })
+                        .collect(),
+                    servers,
+                })
             })
-        })
-        .collect())
+            .collect(),
+    ))
 }
 
 /// A room's events after `since`, oldest first, at most `limit`.
@@ -1215,8 +1259,8 @@ pub struct ChatTxnKey {
     pub txn_id: String,
 }
 
-/// The number and time recorded for each of `keys` that was appended before.
-pub async fn chat_txns_seen(
+/// The number and time of the event appended before for each of `keys` that was.
+pub async fn events_by_txn(
     conn: &mut Conn,
     keys: &[&ChatTxnKey],
 ) -> Result<Vec<(ChatTxnKey, i64, i64)>, DbError> {
@@ -1227,7 +1271,7 @@ pub async fn chat_txns_seen(
         #[diesel(sql_type = Text)]
         room_id: String,
         #[diesel(sql_type = Text)]
-        user_id: String,
+        sender: String,
         #[diesel(sql_type = Text)]
         device_id: String,
         #[diesel(sql_type = Text)]
@@ -1243,9 +1287,9 @@ pub async fn chat_txns_seen(
     }
     let column = |f: fn(&ChatTxnKey) -> &str| keys.iter().map(|k| f(k)).collect::<Vec<&str>>();
     let seen: Vec<Seen> = diesel::sql_query(
-        "SELECT room_id, user_id, device_id, txn_id, seq, origin_ts FROM chat_txns \
+        "SELECT room_id, sender, device_id, txn_id, seq, origin_ts FROM events \
          JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
-           AS k(room_id, user_id, device_id, txn_id) USING (room_id, user_id, device_id, txn_id)",
+           AS k(room_id, sender, device_id, txn_id) USING (room_id, sender, device_id, txn_id)",
     )
     .bind::<Array<Text>, _>(column(|k| &k.room_id))
     .bind::<Array<Text>, _>(column(|k| &k.user_id))
@@ -1258,62 +1302,11 @@ pub async fn chat_txns_seen(
         .map(|s| {
             let key = ChatTxnKey {
                 room_id: s.room_id,
-                user_id: s.user_id,
+                user_id: s.sender,
                 device_id: s.device_id,
                 txn_id: s.txn_id,
             };
             (key, s.seq, s.origin_ts)
         })
         .collect())
-}
-
-/// Records the number and time given to each key's message.
-pub async fn record_chat_txns(
-    conn: &mut Conn,
-    rows: &[(&ChatTxnKey, i64, i64)],
-    now: i64,
-) -> Result<(), DbError> {
-    use crate::schema::chat_txns;
-
-    #[derive(Insertable)]
-    #[diesel(table_name = chat_txns)]
-    struct Row<'a> {
-        room_id: &'a str,
-        user_id: &'a str,
-        device_id: &'a str,
-        txn_id: &'a str,
-        seq: i64,
-        origin_ts: i64,
-        created_ts: i64,
-    }
-    let rows: Vec<Row<'_>> = rows
-        .iter()
-        .map(|(k, seq, origin_ts)| Row {
-            room_id: &k.room_id,
-            user_id: &k.user_id,
-            device_id: &k.device_id,
-            txn_id: &k.txn_id,
-            seq: *seq,
-            origin_ts: *origin_ts,
-            created_ts: now,
-        })
-        .collect();
-    // Postgres allows 65535 bind parameters per statement; seven per row.
-    for chunk in rows.chunks(8_000) {
-        diesel::insert_into(chat_txns::table)
-            .values(chunk)
-            .execute(conn)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Forgets chat transaction ids recorded before `before_ts`.
-pub async fn delete_chat_txns_before(conn: &mut Conn, before_ts: i64) -> Result<usize, DbError> {
-    use crate::schema::chat_txns;
-    Ok(
-        diesel::delete(chat_txns::table.filter(chat_txns::created_ts.lt(before_ts)))
-            .execute(conn)
-            .await?,
-    )
 }

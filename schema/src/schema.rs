@@ -1,18 +1,6 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
-    chat_txns (room_id, user_id, device_id, txn_id) {
-        room_id -> Text,
-        user_id -> Text,
-        device_id -> Text,
-        txn_id -> Text,
-        seq -> Int8,
-        origin_ts -> Int8,
-        created_ts -> Int8,
-    }
-}
-
-diesel::table! {
     events (room_id, seq) {
         room_id -> Text,
         seq -> Int8,
@@ -20,6 +8,7 @@ diesel::table! {
         device_id -> Text,
         origin_ts -> Int8,
         content -> Jsonb,
+        txn_id -> Nullable<Text>,
     }
 }
 
@@ -129,7 +118,6 @@ diesel::table! {
     }
 }
 
-diesel::joinable!(chat_txns -> rooms (room_id));
 diesel::joinable!(events -> rooms (room_id));
 diesel::joinable!(invites -> rooms (room_id));
 diesel::joinable!(member_invites -> invites (invite_id));
@@ -137,7 +125,6 @@ diesel::joinable!(room_members -> rooms (room_id));
 diesel::joinable!(room_servers -> rooms (room_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
-    chat_txns,
     events,
     federation_acl_overrides,
     federation_destinations,

@@ -11,6 +11,7 @@
 //!                     # open loop at `--rate` messages/s in all; the bare relay in the same run
 //! confab-bench join   [--rooms 125] [--clients 8]                # every member subscribes at once
 //! confab-bench chat   [--rooms 100] [--clients 8] [--secs 10] [--rate 0]  # persisted chat
+//!                     # (each with a txn_id, as the web client sends; CONFAB_BENCH_NO_TXN=1: none)
 //! confab-bench idle   [--conns 10000]           # memory of idle, subscribed sockets in rooms of 8
 //! confab-bench soak   [--minutes 10] [--rate 4000] [--rooms 100] [--clients 8]
 //!                     # open-loop chat at about half the closed-loop capacity, a line a minute
@@ -1016,7 +1017,8 @@ impl ChatLoad {
                                     s.insert(id, Instant::now());
                                 }
                                 // With a transaction id, as the web client sends every message.
-                                let msg = json!({"type": "chat", "id": id, "room_id": room_id, "kind": "text", "ciphertext": ciphertext, "txn_id": format!("t{id}")});
+                                let mut msg = json!({"type": "chat", "id": id, "room_id": room_id, "kind": "text", "ciphertext": ciphertext, "txn_id": format!("t{id}")});
+                                if std::env::var_os("CONFAB_BENCH_NO_TXN").is_some() { msg.as_object_mut().unwrap().remove("txn_id"); }
                                 let _ = sink.lock().await.send(Message::text(msg.to_string())).await;
                             }
                         }

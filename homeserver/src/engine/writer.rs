@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use confab_federation::ids::ServerName;
 use confab_schema::models::{Appended, Event, NewEvent};
-use confab_schema::queries::ChatTxnKey;
+use confab_schema::queries::{Batch, ChatTxnKey, RoomAppend};
 use confab_schema::{AsyncConnection, AsyncPgConnection, DbError, queries};
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
@@ -34,14 +34,9 @@ use crate::error::{ApiError, ErrorCode};
 use crate::federation::rooms::queue::{queue_appended, wake};
 use crate::federation::sender::TransactionSender;
 use crate::metrics::Metrics;
-use crate::time::now_ms;
 
 /// Most appends committed in one transaction.
 const MAX_BATCH: usize = 512;
-
-/// How long a chat transaction id is remembered: a client resends within seconds of a lost
-/// ack, and a forwarding server retries a batch for far less than this.
-pub const CHAT_TXN_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Number of writer shards.
 const SHARDS: usize = 4;
@@ -345,7 +340,7 @@ async fn commit_chat(
     }
     let count: usize = rooms.iter().map(|r| r.events.len()).sum();
     metrics.write_batch.observe(count as f64);
-    match commit(live, federation, &mut rooms).await {
+    match commit(live, federation, &rooms).await {
         Ok((committed, woken)) => {
             let appended: usize = committed.iter().flatten().map(|(e, _)| e.len()).sum();
             metrics.events_persisted.inc_by(appended as u64);
@@ -392,70 +387,96 @@ async fn commit_chat(
 /// appended and what became of each event of the batch; and the federation destinations to wake.
 type CommittedBatch = (Vec<Option<(Vec<Event>, Vec<Outcome>)>>, Vec<ServerName>);
 
+/// Why an attempt at committing a batch ended without a commit.
+enum Attempt {
+    Db(DbError),
+    /// A transaction id in the batch was committed before (see [`commit`]).
+    Repeated,
+}
+
+impl From<DbError> for Attempt {
+    fn from(err: DbError) -> Self {
+        Self::Db(err)
+    }
+}
+
+impl From<confab_schema::diesel_error::Error> for Attempt {
+    fn from(err: confab_schema::diesel_error::Error) -> Self {
+        Self::Db(err.into())
+    }
+}
+
 /// Commits a batch: per room, one sequence update and one multi-row insert, and for federated
-/// rooms the PDUs for the other servers, in the same transaction. A message whose transaction id
-/// was committed before is not appended again; the ids of those appended are recorded in the
-/// same transaction. The rooms' events are taken.
+/// rooms the PDUs for the other servers, in the same transaction. A message whose transaction
+/// id was committed before is not appended again: the insert finds it taken (a unique index),
+/// the attempt is rolled back, and the batch is committed again without the repeats, which get
+/// the first answer. A message that is no repeat thus costs no lookup.
 async fn commit(
     live: &LiveRooms,
     federation: &TransactionSender,
-    rooms: &mut [RoomBatch],
+    rooms: &[RoomBatch],
 ) -> Result<CommittedBatch, DbError> {
     let mut conn = confab_schema::connect(live.pool()).await?;
-    conn.transaction(async |conn| {
-        let keys: Vec<&ChatTxnKey> = rooms.iter().flat_map(|r| r.keys.iter().flatten()).collect();
-        let seen: HashMap<ChatTxnKey, Committed> = queries::chat_txns_seen(conn, &keys)
-            .await?
-            .into_iter()
-            .map(|(key, seq, ts)| (key, (seq, ts)))
-            .collect();
-        // Per room, the events to append, and what becomes of each event of the batch.
-        let mut by_room: Vec<(&str, Vec<NewEvent>)> = Vec::with_capacity(rooms.len());
-        let mut outcomes: Vec<Vec<Outcome>> = Vec::with_capacity(rooms.len());
-        let mut fresh_keys: Vec<Vec<Option<&ChatTxnKey>>> = Vec::with_capacity(rooms.len());
-        for room in rooms.iter_mut() {
-            let mut events = Vec::with_capacity(room.events.len());
-            let mut outcome = Vec::with_capacity(room.events.len());
-            let mut keys = Vec::with_capacity(room.events.len());
-            for (event, key) in std::mem::take(&mut room.events).into_iter().zip(&room.keys) {
-                match key.as_ref().and_then(|k| seen.get(k)) {
-                    Some(&first) => outcome.push(Outcome::Seen(first)),
-                    None => {
-                        outcome.push(Outcome::Appended(events.len()));
-                        events.push(event);
-                        keys.push(key.as_ref());
+    let mut seen: HashMap<ChatTxnKey, Committed> = HashMap::new();
+    let mut looked_up = false;
+    loop {
+        let attempt = conn
+            .transaction(async |conn| {
+                if looked_up {
+                    let keys: Vec<&ChatTxnKey> =
+                        rooms.iter().flat_map(|r| r.keys.iter().flatten()).collect();
+                    seen = queries::events_by_txn(conn, &keys)
+                        .await?
+                        .into_iter()
+                        .map(|(key, seq, ts)| (key, (seq, ts)))
+                        .collect();
+                }
+                // Per room, the events to append, and what becomes of each event of the batch.
+                let mut to_append = Vec::with_capacity(rooms.len());
+                let mut outcomes: Vec<Vec<Outcome>> = Vec::with_capacity(rooms.len());
+                for room in rooms {
+                    let mut append = RoomAppend {
+                        room_id: &room.room_id,
+                        events: Vec::with_capacity(room.events.len()),
+                        txn_ids: Vec::with_capacity(room.events.len()),
+                    };
+                    let mut outcome = Vec::with_capacity(room.events.len());
+                    for (event, key) in room.events.iter().zip(&room.keys) {
+                        match key.as_ref().and_then(|k| seen.get(k)) {
+                            Some(&first) => outcome.push(Outcome::Seen(first)),
+                            None => {
+                                outcome.push(Outcome::Appended(append.events.len()));
+                                append.events.push(event);
+                                append.txn_ids.push(key.as_ref().map(|k| k.txn_id.as_str()));
+                            }
+                        }
                     }
+                    to_append.push(append);
+                    outcomes.push(outcome);
                 }
-            }
-            by_room.push((room.room_id.as_str(), events));
-            outcomes.push(outcome);
-            fresh_keys.push(keys);
-        }
-        let appended = queries::append_events_batch(conn, &by_room).await?;
-        let mut woken = Vec::new();
-        let mut recorded = Vec::new();
-        for (a, keys) in appended.iter().zip(&fresh_keys) {
-            let Some(a) = a else { continue };
-            for (event, key) in a.events.iter().zip(keys) {
-                if let Some(key) = key {
-                    recorded.push((*key, event.seq, event.origin_ts));
+                let Batch::Appended(appended) =
+                    queries::append_events_batch(conn, &to_append).await?
+                else {
+                    return Err(Attempt::Repeated);
+                };
+                let mut woken = Vec::new();
+                for a in appended.iter().flatten() {
+                    woken.extend(queue_appended(federation, conn, a).await?);
                 }
-            }
-            woken.extend(queue_appended(federation, conn, a).await?);
+                let committed = appended
+                    .into_iter()
+                    .zip(outcomes)
+                    .map(|(a, outcome)| a.map(|a| (a.events, outcome)))
+                    .collect();
+                Ok::<_, Attempt>((committed, woken))
+            })
+            .await;
+        match attempt {
+            Ok(done) => return Ok(done),
+            Err(Attempt::Db(err)) => return Err(err),
+            // Once looked up, a repeat can only be a message committed meanwhile by another
+            // writer of the same room: look again.
+            Err(Attempt::Repeated) => looked_up = true,
         }
-        queries::record_chat_txns(conn, &recorded, now_ms()).await?;
-        let committed = appended
-            .into_iter()
-            .zip(outcomes)
-            .map(|(a, outcome)| a.map(|a| (a.events, outcome)))
-            .collect();
-        Ok::<_, DbError>((committed, woken))
-    })
-    .await
-}
-
-/// Forgets chat transaction ids older than [`CHAT_TXN_RETENTION_MS`]; run by the sweeper.
-pub async fn prune_chat_txns(pool: &confab_schema::DbPool) -> Result<usize, DbError> {
-    let mut conn = confab_schema::connect(pool).await?;
-    queries::delete_chat_txns_before(&mut conn, now_ms() - CHAT_TXN_RETENTION_MS).await
+    }
 }

@@ -1,0 +1,2 @@
+DROP INDEX events_txn_id;
+ALTER TABLE events DROP COLUMN txn_id;
