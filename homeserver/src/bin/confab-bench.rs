@@ -1320,9 +1320,12 @@ async fn federation_bench(rooms: usize, window: usize, secs: u64, rate: u64) -> 
             // Acks are read and dropped, so the server never waits on this socket.
             tokio::spawn(async move { while let Some(Ok(_)) = acks.next().await {} });
             let chat = |id: u64| {
-                json!({"type": "chat", "id": id, "room_id": room_id, "kind": "text",
-                       "ciphertext": payload(start), "txn_id": format!("t{id}")})
-                .to_string()
+                let mut msg = json!({"type": "chat", "id": id, "room_id": room_id, "kind": "text",
+                       "ciphertext": payload(start), "txn_id": format!("t{id}")});
+                if std::env::var_os("CONFAB_BENCH_NO_TXN").is_some() {
+                    msg.as_object_mut().unwrap().remove("txn_id");
+                }
+                msg.to_string()
             };
             let mut id = 10u64;
             if per_room > 0.0 {
