@@ -79,6 +79,9 @@ pub fn build(settings: Settings, pool: DbPool, federation: Federation) -> AppSta
             limits.join_failures_per_minute.saturating_mul(10),
         ),
         // Validated with the rest of the settings.
+        socket_addresses: crate::limiter::ConnectionCap::new(
+            settings.limits.max_connections_per_address,
+        ),
         trusted_proxies: settings.server.trusted_proxy_networks().unwrap_or_default(),
         settings,
         pool,

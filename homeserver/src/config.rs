@@ -144,6 +144,7 @@ pub struct Limits {
     pub messages_per_second: u32,
     pub message_burst: u32,
     pub max_connections_per_user: usize,
+    pub max_connections_per_address: usize,
     pub max_rooms_per_user: usize,
     pub send_queue_frames: usize,
     pub sessions_per_minute: u32,
@@ -450,6 +451,9 @@ impl Settings {
         }
         if self.limits.join_failures_per_minute == 0 {
             return invalid("limits.join_failures_per_minute", "must be at least 1");
+        }
+        if self.limits.max_connections_per_address == 0 {
+            return invalid("limits.max_connections_per_address", "must be at least 1");
         }
         if let Err(reason) = self.server.trusted_proxy_networks() {
             return invalid("server.trusted_proxies", &reason);

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
@@ -148,13 +148,21 @@ pub fn rate_limited(wait: Duration, what: &str) -> ApiError {
 /// the last address in `X-Forwarded-For` that is not one of them (earlier entries are whatever
 /// the client claimed). `None` only for a request without a peer (never over TCP).
 pub fn client_ip(req: &HttpRequest, trusted_proxies: &[IpNet]) -> Option<IpAddr> {
-    let peer = req.peer_addr()?.ip();
+    client_ip_of(req.peer_addr(), req.headers(), trusted_proxies)
+}
+
+/// [`client_ip`] from a request's peer and headers.
+pub fn client_ip_of(
+    peer: Option<std::net::SocketAddr>,
+    headers: &actix_web::http::header::HeaderMap,
+    trusted_proxies: &[IpNet],
+) -> Option<IpAddr> {
+    let peer = peer?.ip();
     let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|n| n.contains(ip));
     if !trusted(&peer) {
         return Some(peer);
     }
-    let forwarded: Vec<IpAddr> = req
-        .headers()
+    let forwarded: Vec<IpAddr> = headers
         .get_all("x-forwarded-for")
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -181,10 +189,96 @@ pub fn address_key(ip: Option<IpAddr>) -> String {
     }
 }
 
+/// Live connections per client address, capped: a slot is held for as long as its connection
+/// lives.
+#[derive(Debug)]
+pub struct ConnectionCap {
+    max: usize,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One connection's place under a [`ConnectionCap`]; given back when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    key: String,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl ConnectionCap {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Arc::default(),
+        }
+    }
+
+    /// A place for one more connection from `key`, unless it has the most allowed.
+    pub fn admit(&self, key: String) -> Result<Slot, ApiError> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(key.clone()).or_default();
+        if *n >= self.max {
+            return Err(ApiError::new(
+                ErrorCode::TooManyConnections,
+                format!(
+                    "{} live connections from this address already, the most allowed",
+                    self.max
+                ),
+            ));
+        }
+        *n += 1;
+        Ok(Slot {
+            key,
+            open: self.open.clone(),
+        })
+    }
+
+    /// Live connections from `key`.
+    pub fn open(&self, key: &str) -> usize {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(key).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                // An address with nothing open takes no memory.
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_holds_at_most_its_cap_and_a_closed_connection_frees_its_place() {
+        let cap = ConnectionCap::new(2);
+        let a = cap.admit("10.0.0.1".into()).unwrap();
+        let _b = cap.admit("10.0.0.1".into()).unwrap();
+        let err = cap.admit("10.0.0.1".into()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooManyConnections);
+        assert!(
+            cap.admit("10.0.0.2".into()).is_ok(),
+            "other addresses are unaffected"
+        );
+        drop(a);
+        assert_eq!(cap.open("10.0.0.1"), 1);
+        let _c = cap.admit("10.0.0.1".into()).unwrap();
+        drop(_c);
+        drop(_b);
+        assert_eq!(cap.open("10.0.0.1"), 0);
+        assert!(
+            cap.open.lock().unwrap().is_empty(),
+            "nothing kept for a quiet address"
+        );
+    }
 
     #[test]
     fn a_key_gets_its_budget_then_waits_and_others_are_unaffected() {

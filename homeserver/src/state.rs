@@ -40,6 +40,8 @@ pub struct AppState {
     /// Refused joins per client address, and per federated server.
     pub join_limiter: KeyedLimiter,
     pub federated_join_limiter: KeyedLimiter,
+    /// Live WebSockets per client address.
+    pub socket_addresses: crate::limiter::ConnectionCap,
     /// `server.trusted_proxies`, parsed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }

@@ -427,3 +427,43 @@ async fn tokens_and_payloads_never_reach_the_log() {
         assert!(!text.contains(secret), "the log holds {secret}");
     }
 }
+
+/// Opens a WebSocket as if from `address` (through the trusted loopback proxy); the HTTP status
+/// and body of a refused upgrade.
+async fn socket_from(
+    s: &TestServer,
+    address: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    (u16, Value),
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = s.ws_url().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("x-forwarded-for", address.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            Err((
+                response.status().as_u16(),
+                serde_json::from_slice(&body).unwrap_or(Value::Null),
+            ))
+        }
+        Err(other) => panic!("unexpected: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_sockets_are_capped_per_client_address() {
+    let s = TestServer::start_with(&[("CONFAB__LIMITS__MAX_CONNECTIONS_PER_ADDRESS", "2")]).await;
+    let first = socket_from(&s, "203.0.113.7").await.unwrap();
+    let _second = socket_from(&s, "203.0.113.7").await.unwrap();
+    let (status, body) = socket_from(&s, "203.0.113.7").await.unwrap_err();
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["code"], "too_many_connections", "{body}");
+    // Another address behind the same proxy is counted on its own.
+    let _other = socket_from(&s, "203.0.113.8").await.unwrap();
+    drop(first);
+    s.stop().await;
+}

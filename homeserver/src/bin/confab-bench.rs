@@ -239,6 +239,7 @@ async fn start_confab(extra: &[(&str, &str)]) -> anyhow::Result<ServerProcess> {
         .env("CONFAB__LIMITS__MESSAGES_PER_SECOND", "1000000")
         .env("CONFAB__LIMITS__MESSAGE_BURST", "1000000")
         .env("CONFAB__LIMITS__MAX_CONNECTIONS_PER_USER", "100000")
+        .env("CONFAB__LIMITS__MAX_CONNECTIONS_PER_ADDRESS", "1000000")
         .env("CONFAB__LIMITS__MAX_ROOMS_PER_USER", "100000")
         .env("CONFAB__LIMITS__SESSIONS_PER_MINUTE", "1000000")
         .env("CONFAB__LIMITS__JOIN_FAILURES_PER_MINUTE", "1000000")

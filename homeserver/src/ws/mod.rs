@@ -28,6 +28,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 use crate::engine::ConnHandle;
 use crate::engine::conn::{ConnControl, Outbox};
 use crate::error::{ApiError, ErrorCode};
+use crate::limiter::{Slot, address_key, client_ip_of};
 use crate::protocol::{CLIENT_PREFIX, Frame};
 use crate::state::AppState;
 use session::Session;
@@ -57,7 +58,7 @@ where
     let is_websocket = header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
     let key = header("sec-websocket-key").map(str::to_owned);
     let path_ok = head.uri.path() == format!("{CLIENT_PREFIX}/ws");
-    let refusal = if !path_ok {
+    let mut refusal = if !path_ok {
         Some((
             404,
             ApiError::new(
@@ -88,12 +89,27 @@ where
     } else {
         None
     };
+    // A place under the per-address cap, held by the socket for its life.
+    let slot = match refusal {
+        Some(_) => None,
+        None => {
+            let ip = client_ip_of(req.peer_addr(), &head.headers, &state.trusted_proxies);
+            match state.socket_addresses.admit(address_key(ip)) {
+                Ok(slot) => Some(slot),
+                Err(err) => {
+                    refusal = Some((429, err));
+                    None
+                }
+            }
+        }
+    };
     if let Some((status, err)) = refusal {
         state.metrics.count_error(err.code);
         let body = json!({ "code": err.code.as_str(), "reason": err.reason }).to_string();
         let reason = match status {
             403 => "Forbidden",
             404 => "Not Found",
+            429 => "Too Many Requests",
             _ => "Bad Request",
         };
         let response = format!(
@@ -121,17 +137,23 @@ where
     // thread's runtime: measured against serving every socket on the engine's multi-threaded
     // runtime, relaying a signal costs less this way (README, Performance), and the fan-out of
     // committed events, which crosses threads either way, wakes each writer once per burst.
-    actix_web::rt::spawn(serve_socket(state, io, read_buf.to_vec(), config));
+    actix_web::rt::spawn(serve_socket(state, io, read_buf.to_vec(), config, slot));
     Ok(())
 }
 
-async fn serve_socket<T>(state: Arc<AppState>, io: T, read_buf: Vec<u8>, config: WebSocketConfig)
-where
+async fn serve_socket<T>(
+    state: Arc<AppState>,
+    io: T,
+    read_buf: Vec<u8>,
+    config: WebSocketConfig,
+    slot: Option<Slot>,
+) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let socket =
         WebSocketStream::from_partially_read(io, read_buf, Role::Server, Some(config)).await;
     serve(state, socket).await;
+    drop(slot);
 }
 
 /// `GET /_confab/client/v1/ws` without an upgrade: the upgrade itself never reaches the routes.
