@@ -90,6 +90,19 @@ export class LocalMemory {
     delete all[roomId];
     this.write(K.rooms, all);
   }
+  /**
+   * Forget every room not in `listed` (the rooms the server still lists for this session): a room
+   * that expired or was deleted leaves no passphrase behind. Returns the rooms forgotten.
+   */
+  keepOnly(listed: Iterable<string>): string[] {
+    const keep = new Set(listed);
+    const all = this.rooms();
+    const gone = Object.keys(all).filter((id) => !keep.has(id));
+    if (gone.length === 0) return gone;
+    for (const id of gone) delete all[id];
+    this.write(K.rooms, all);
+    return gone;
+  }
 }
 
 /** A Map-backed store for tests and for browsers with storage disabled. */

@@ -26,7 +26,11 @@ export function Home({ prefs }: { prefs: MediaPrefs }) {
     services
       .ensureSession()
       .then(() => services.rest.listRooms())
-      .then((r) => live && setRooms(r.rooms))
+      .then((r) => {
+        // What the server no longer lists has expired or was deleted: its passphrase goes too.
+        services.memory.keepOnly(r.rooms.map((room) => room.room_id));
+        if (live) setRooms(r.rooms);
+      })
       .catch((e: unknown) => live && (setRooms([]), setError(describeError(e))));
     return () => {
       live = false;
