@@ -385,8 +385,25 @@ impl<'a> From<&'a Event> for EventOut<'a> {
 impl Outgoing<'_> {
     /// Serializes the message into a text frame.
     pub fn to_frame(&self) -> Frame {
-        // Serializing these types cannot fail: every map key is a string.
-        Frame::from(serde_json::to_string(self).unwrap_or_default())
+        thread_local! {
+            // A frame is written into this thread's scratch buffer and copied out at its exact
+            // size: serializing into a fresh string grows it several times per frame, and a
+            // frame waiting in a queue would keep the grown capacity.
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            // Serializing these types cannot fail: every map key is a string.
+            let _ = serde_json::to_writer(&mut *buf, self);
+            let frame =
+                Frame::try_from(tokio_tungstenite::tungstenite::Bytes::copy_from_slice(buf))
+                    .unwrap_or_default();
+            // One very large frame does not stay in the buffer for the thread's life.
+            if buf.capacity() > 64 * 1024 {
+                *buf = Vec::new();
+            }
+            frame
+        })
     }
 }
 
