@@ -537,7 +537,7 @@ async fn only_joined_members_of_a_live_room_get_turn_credentials() {
             json!({ "user_id": kicked.user_id }),
         )
         .await;
-    assert_eq!(status, 204);
+    assert_eq!(status, 200);
     let (status, body) = s.get(&ice_path(&room), &kicked.token).await;
     assert_eq!(
         (status, body["code"].as_str()),
