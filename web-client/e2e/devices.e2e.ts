@@ -22,21 +22,22 @@ test('the pre-join screen shows a live microphone level', async ({ browser }) =>
   const meter = alice.page.getByTestId('mic-level');
   await expect(meter).toBeVisible();
   await expect(alice.page.getByRole('meter', { name: 'Microphone level' })).toBeVisible();
-  // Chromium's fake microphone beeps about twice a second.
-  // Checked every 50 ms (the meter holds a peak for about half a second): it must rise above
-  // silence, fall well below its peak between beeps, and rise again. Relative to the peak seen,
-  // because the fake microphone's loudness after the browser's own processing varies.
+  // Chromium's fake microphone beeps about twice a second; the meter holds a peak and lets it
+  // decay. Checked every 50 ms, the level must rise above silence, fall well below that peak, and
+  // rise again from its low: a new beep. Relative to the peak and the low seen, not to fixed
+  // levels, because the browser's gain control changes the fake microphone's loudness over time.
   await alice.page.waitForFunction(
     () => {
-      const w = window as unknown as { __meter?: { max: number; dropped: boolean } };
-      const m = (w.__meter ??= { max: 0, dropped: false });
+      const w = window as unknown as { __meter?: { peak: number; low: number | null } };
+      const m = (w.__meter ??= { peak: 0, low: null });
       const l = Number(document.querySelector('[data-testid="mic-level"]')?.getAttribute('data-level'));
-      if (!m.dropped) {
-        m.max = Math.max(m.max, l);
-        if (m.max > 0.1 && l < 0.6 * m.max) m.dropped = true;
+      if (m.low === null) {
+        m.peak = Math.max(m.peak, l);
+        if (m.peak > 0.1 && l < 0.6 * m.peak) m.low = l;
         return false;
       }
-      return l > 0.8 * m.max;
+      m.low = Math.min(m.low, l);
+      return l > m.low + 0.1 && l > 0.5 * m.peak;
     },
     undefined,
     { polling: 50, timeout: 30_000 },
