@@ -76,6 +76,8 @@ export interface FileSink {
 
 export interface FileStore {
   create(id: string): Promise<FileSink>;
+  /** The largest file this store takes (memory, where the browser cannot write files to disk); absent: what the disk holds. */
+  maxBytes?: number;
 }
 
 /**

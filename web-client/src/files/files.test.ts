@@ -425,3 +425,41 @@ describe('FileTransfers (offer → want → chunks → done)', () => {
     expect(peak).toBeGreaterThan(0);
   });
 });
+
+describe('a store with a size limit (memory, where OPFS cannot be written)', () => {
+  it('shows a larger offer as too large at once and never asks the sender for it; one within the limit arrives', async () => {
+    const limit = 3 * CHUNK_BYTES;
+    const { sender, receiver, chB } = pairOfTransfers({ store: memoryFileStore(limit) });
+    const wants: string[] = [];
+    const send = chB.send.bind(chB);
+    chB.send = (d) => {
+      if (typeof d === 'string') wants.push(d);
+      send(d);
+    };
+    expect(receiver.maxBytes).toBe(limit);
+
+    const big = new Uint8Array(randomBytes(limit + 1));
+    const bigOffer = fileOf(big, 'big.bin');
+    sender.share(bigOffer, bytesSource(big));
+    receiver.offered(bigOffer, 'A');
+    expect(inView(receiver, bigOffer.id)).toMatchObject({ state: 'failed', problem: 'too-large' });
+    expect(receiver.request(bigOffer.id)).toBe(false);
+    expect(inView(receiver, bigOffer.id)).toMatchObject({ state: 'failed', problem: 'too-large' });
+
+    const small = new Uint8Array(randomBytes(limit));
+    const smallOffer = fileOf(small, 'small.bin');
+    sender.share(smallOffer, bytesSource(small));
+    receiver.offered(smallOffer, 'A');
+    expect(receiver.request(smallOffer.id)).toBe(true);
+    await until(() => inView(receiver, smallOffer.id)?.state === 'done');
+    expect(wants.filter((w) => w.includes(bigOffer.id))).toEqual([]);
+    expect(wants.some((w) => w.includes(smallOffer.id))).toBe(true);
+  });
+
+  it('refuses to hold more than its limit, whatever it is fed', async () => {
+    const sink = await memoryFileStore(10).create('x');
+    await sink.write(new Uint8Array(6));
+    await expect(sink.write(new Uint8Array(5))).rejects.toThrow(/more than 10 bytes/);
+    expect(memoryFileStore().maxBytes).toBeUndefined();
+  });
+});

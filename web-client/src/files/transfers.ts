@@ -36,7 +36,7 @@ export type IncomingState = 'offered' | 'requested' | 'receiving' | 'verifying' 
 export type OutgoingPeerState = 'sending' | 'sent' | 'verified' | 'rejected' | 'failed' | 'cancelled';
 
 /** Why a transfer is not done, as a code the view words in the user's language. */
-export type TransferProblem = 'connection-lost' | 'sender-gone' | 'mismatch' | 'sender-stopped' | 'storage';
+export type TransferProblem = 'connection-lost' | 'sender-gone' | 'mismatch' | 'sender-stopped' | 'storage' | 'too-large';
 
 export interface IncomingView extends RateView {
   direction: 'in';
@@ -131,17 +131,28 @@ export class FileTransfers {
     this.opts.onChange();
   }
 
-  /** A decrypted offer from `from` (a peer device key). */
+  /** The largest file this browser can receive (its store's limit); null: no limit but the disk. */
+  get maxBytes(): number | null {
+    return this.opts.store.maxBytes ?? null;
+  }
+
+  /**
+   * A decrypted offer from `from` (a peer device key). One larger than the store takes is shown
+   * as such at once (`too-large`), rather than failing part way through.
+   */
   offered(offer: FileOffer, from: string): void {
     if (this.outgoing.has(offer.id) || this.incoming.has(offer.id)) return;
-    this.incoming.set(offer.id, { view: { direction: 'in', offer, from, state: 'offered', progress: 0, bytesPerSecond: null, secondsLeft: null }, file: null, rate: null, early: [], opening: false, lastAck: 0 });
+    const tooLarge = this.maxBytes !== null && offer.size > this.maxBytes;
+    const view: IncomingView = { direction: 'in', offer, from, state: tooLarge ? 'failed' : 'offered', progress: 0, bytesPerSecond: null, secondsLeft: null, ...(tooLarge ? { problem: 'too-large' as const } : {}) };
+    this.incoming.set(offer.id, { view, file: null, rate: null, early: [], opening: false, lastAck: 0 });
     this.opts.onChange();
   }
 
-  /** Ask the sender for the bytes. Returns false while its channel is not open (retried on attach). */
+  /** Ask the sender for the bytes. Returns false while its channel is not open (retried on attach), and for a file too large for the store. */
   request(id: string): boolean {
     const inc = this.incoming.get(id);
     if (!inc || !['offered', 'requested', 'unavailable', 'failed', 'corrupt', 'cancelled'].includes(inc.view.state)) return false;
+    if (inc.view.problem === 'too-large') return false;
     const ch = this.channels.get(inc.view.from);
     this.reset(inc, { state: 'requested' });
     this.opts.onChange();

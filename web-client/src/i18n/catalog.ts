@@ -223,6 +223,7 @@ export const en = {
   'file.problem.mismatch': 'The file does not match its announced SHA-256.',
   'file.problem.sender-stopped': 'The sender stopped sharing this file.',
   'file.problem.storage': 'The file could not be written to this browser’s storage.',
+  'file.problem.too-large': 'Too large for this browser: it keeps received files in memory, up to {limit} each.',
 
   'ended.title': 'The meeting ended for you',
   'ended.leftTitle': 'You left',
@@ -242,6 +243,7 @@ export const en = {
   'banner.noMic': 'No microphone available.',
   'banner.noCamera': 'Camera unavailable: {why}',
   'banner.screenNotStarted': 'Screen share not started: {why}',
+  'banner.screenNoSound': 'Sharing the picture without sound: this browser (or the window you chose) gives none.',
 
   'error.room_locked': 'This room is locked: only people who joined before may come back.',
   'error.invite_required': 'You need an invite link to join this room.',
@@ -481,6 +483,7 @@ export const de: Record<MessageKey, string> = {
   'file.problem.mismatch': 'Die Datei passt nicht zu ihrer angekündigten SHA-256-Prüfsumme.',
   'file.problem.sender-stopped': 'Die sendende Person teilt diese Datei nicht mehr.',
   'file.problem.storage': 'Die Datei ließ sich nicht im Speicher dieses Browsers ablegen.',
+  'file.problem.too-large': 'Zu groß für diesen Browser: Er hält empfangene Dateien im Arbeitsspeicher, höchstens {limit} je Datei.',
 
   'ended.title': 'Das Treffen ist für dich beendet',
   'ended.leftTitle': 'Du bist gegangen',
@@ -500,6 +503,7 @@ export const de: Record<MessageKey, string> = {
   'banner.noMic': 'Kein Mikrofon verfügbar.',
   'banner.noCamera': 'Kamera nicht verfügbar: {why}',
   'banner.screenNotStarted': 'Bildschirmfreigabe nicht gestartet: {why}',
+  'banner.screenNoSound': 'Das Bild wird ohne Ton geteilt: Dieser Browser (oder das gewählte Fenster) liefert keinen.',
 
   'error.room_locked': 'Dieser Raum ist gesperrt: Nur wer schon einmal drin war, darf zurück.',
   'error.invite_required': 'Für diesen Raum brauchst du einen Einladungslink.',

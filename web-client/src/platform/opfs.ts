@@ -1,26 +1,29 @@
 /**
  * Received files go to the Origin Private File System: each chunk is appended to a file on disk
  * as it arrives, so a 2 GB file costs the page no more memory than a 2 MB one, and the verified
- * file is handed out as a disk-backed File. Browsers without OPFS writable streams (older Safari)
- * fall back to memory, which limits the size to what the tab can hold.
+ * file is handed out as a disk-backed File. Browsers without OPFS writable streams (Safari without
+ * `createWritable`, private windows without OPFS) fall back to memory, with a size limit per file
+ * that the receiver is shown (state/browserSupport.ts).
  */
 import type { FileSink, FileStore } from '../files/chunks';
 import { memoryFileStore } from '../files/memoryStore';
+import { chooseFileStore, MEMORY_FILE_LIMIT } from '../state/browserSupport';
 
 const DIR = 'confab-transfers';
 
-async function transfersDir(): Promise<FileSystemDirectoryHandle | null> {
+/** The transfers folder, and whether a file handle there can be written as a stream. */
+async function probeTransfersDir(): Promise<{ dir: FileSystemDirectoryHandle | null; createWritable: boolean }> {
   try {
     const root = await navigator.storage?.getDirectory?.();
-    if (!root) return null;
+    if (!root) return { dir: null, createWritable: false };
     const dir = await root.getDirectoryHandle(DIR, { create: true });
-    // A probe: createWritable is the part that older engines lack.
+    // A probe: createWritable is the part that some engines lack.
     const probe = await dir.getFileHandle('.probe', { create: true });
-    if (typeof (probe as FileSystemFileHandle & { createWritable?: unknown }).createWritable !== 'function') return null;
+    const createWritable = typeof (probe as FileSystemFileHandle & { createWritable?: unknown }).createWritable === 'function';
     await dir.removeEntry('.probe');
-    return dir;
+    return { dir, createWritable };
   } catch {
-    return null;
+    return { dir: null, createWritable: false }; // e.g. a private window, where OPFS is refused
   }
 }
 
@@ -43,8 +46,10 @@ async function pageDir(root: FileSystemDirectoryHandle): Promise<FileSystemDirec
 }
 
 export async function browserFileStore(): Promise<FileStore> {
-  const root = await transfersDir();
-  if (!root) return memoryFileStore();
+  const { dir: root, createWritable } = await probeTransfersDir();
+  const choice = chooseFileStore({ directory: root !== null, createWritable });
+  // (`!root` only for the compiler: the choice is OPFS only with a directory.)
+  if (choice.kind === 'memory' || !root) return memoryFileStore(MEMORY_FILE_LIMIT);
   const dir = await pageDir(root).catch(() => root);
   return {
     create: async (id) => {

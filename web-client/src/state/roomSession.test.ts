@@ -37,7 +37,7 @@ async function join(
   world: FakeRtcWorld,
   user: string,
   passphrase: string,
-  opts: { device?: string; iceServers?: (roomId: string) => Promise<IceGrant>; relay?: boolean } = {},
+  opts: { device?: string; iceServers?: (roomId: string) => Promise<IceGrant>; relay?: boolean; displayMedia?: (c: DisplayMediaStreamOptions) => Promise<MediaStream> } = {},
 ): Promise<Made> {
   const device = opts.device ?? `D-${user}`;
   const token = server.guest(user, device);
@@ -66,7 +66,7 @@ async function join(
     fileStore: memoryFileStore(),
     media: {
       getUserMedia: async () => asStream(cameraStream()),
-      getDisplayMedia: async () => asStream(new FakeStream()),
+      getDisplayMedia: opts.displayMedia ?? (async () => asStream(new FakeStream())),
       createStream: (tracks) => asStream(new FakeStream(tracks as never)),
     },
     randomId: () => `${user}-${device}-${++n}`.replace(/[^a-z0-9]/gi, '').padEnd(32, '0'),
@@ -380,5 +380,33 @@ describe('a new key after a removal', () => {
     await alice.session.sendText('still the old key');
     await until(() => texts(bob).includes('still the old key'), 'bob reads with the old key');
     expect(alice.session.store.get().fingerprint).toBe(before);
+  });
+
+  it('a screen share the browser gives without sound goes out as the picture alone, and says so', async () => {
+    const server = new FakeRoomServer();
+    const world = new FakeRtcWorld();
+    const asked: DisplayMediaStreamOptions[] = [];
+    let sound = false;
+    const displayMedia = async (c: DisplayMediaStreamOptions) => {
+      asked.push(c);
+      return asStream(new FakeStream(sound ? [new FakeTrack('video'), new FakeTrack('audio')] : [new FakeTrack('video')]));
+    };
+    const alice = await join(server, world, '@alice:test', 'pass', { displayMedia });
+    const bob = await join(server, world, '@bob:test', 'pass');
+    await until(() => bob.session.store.get().peers[alice.key]?.state === 'connected', 'connected');
+
+    await alice.session.toggleScreen(); // Firefox, Safari: no sound with the picture
+    expect(asked).toEqual([{ video: true, audio: true }]);
+    expect(alice.session.store.get().local.screen).toBe(true);
+    expect(alice.session.store.get().banner?.text).toBe('Sharing the picture without sound: this browser (or the window you chose) gives none.');
+    await until(() => bob.session.store.get().peers[alice.key]?.streams.some((x) => x.label === 'screen') ?? false, 'bob sees alice’s screen');
+
+    await alice.session.toggleScreen();
+    expect(alice.session.store.get().local.screen).toBe(false);
+    const bannerBefore = alice.session.store.get().banner;
+    sound = true; // Chromium sharing a tab
+    await alice.session.toggleScreen();
+    expect(alice.session.store.get().local.screen).toBe(true);
+    expect(alice.session.store.get().banner).toBe(bannerBefore);
   });
 });

@@ -34,6 +34,7 @@ import {
   type RoomViewState,
 } from './roomState';
 import type { LocalMemory } from './storage';
+import { captureScreen } from './browserSupport';
 
 /** Files up to this size are fetched as soon as their offer arrives; larger ones on request. */
 export const AUTO_FETCH_BYTES = 64 * 1024 * 1024;
@@ -880,9 +881,11 @@ export class RoomSession {
     }
     let stream: MediaStream;
     try {
-      // audio: the shared tab's (or, where the system offers it, the screen's) sound goes along;
-      // browsers that cannot capture it share the picture only.
-      stream = await this.d.media.getDisplayMedia({ video: true, audio: true });
+      // The shared tab's (or, where the system offers it, the screen's) sound goes along; browsers
+      // that cannot capture it share the picture only, and the user is told.
+      const capture = await captureScreen((c) => this.d.media.getDisplayMedia(c));
+      stream = capture.stream;
+      if (!capture.withSound) this.banner({ tone: 'info', text: this.t('banner.screenNoSound') });
     } catch (err) {
       this.banner({ tone: 'info', text: this.t('banner.screenNotStarted', { why: describeError(err, this.t) }) });
       return;

@@ -5,10 +5,11 @@ import type { DeviceKind } from '../../state/devices';
 import type { MessageKey } from '../../i18n/i18n';
 import { useT } from '../services';
 import { usePanelFocus } from './usePanelFocus';
+import { canChooseSpeaker } from '../../state/browserSupport';
 import styles from './HostPanel.module.css';
 
-/** Whether this browser can choose the speaker (HTMLMediaElement.setSinkId; not in every engine). */
-export const canChooseSpeaker = typeof HTMLMediaElement !== 'undefined' && 'setSinkId' in HTMLMediaElement.prototype;
+/** Whether this browser can choose the speaker (HTMLMediaElement.setSinkId; not in Safari): else a note replaces the menu. */
+const speakerChoice = canChooseSpeaker(typeof HTMLMediaElement === 'undefined' ? undefined : HTMLMediaElement.prototype);
 
 const KINDS: Array<{ kind: DeviceKind; label: MessageKey; numbered: MessageKey; testId: string }> = [
   { kind: 'audioinput', label: 'devices.microphone', numbered: 'devices.micN', testId: 'device-mic' },
@@ -25,7 +26,7 @@ export function DevicesPanel({ state, session, focusOnOpen, returnFocus, onClose
     <aside ref={panelRef} tabIndex={-1} className={styles.panel} aria-label={t('devices.title')} onKeyDown={(e) => e.key === 'Escape' && onClose()} data-testid="devices-panel">
       <h2>{t('devices.title')}</h2>
       {KINDS.map(({ kind, label, numbered, testId }, k) => {
-        if (kind === 'audiooutput' && !canChooseSpeaker) return <p key={kind} className={styles.note}>{t('devices.noSpeakerChoice')}</p>;
+        if (kind === 'audiooutput' && !speakerChoice) return <p key={kind} className={styles.note}>{t('devices.noSpeakerChoice')}</p>;
         const list = state.devices.filter((d) => d.kind === kind);
         return (
           <label key={kind} className={styles.field}>

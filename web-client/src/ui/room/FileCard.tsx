@@ -58,8 +58,8 @@ export function FileCard({ offer, state, session, mine }: { offer: FileOffer; st
           {view.state === 'corrupt' && <p role="alert" className={styles.bad}>{t('file.corrupt')}</p>}
           {(view.state === 'unavailable' || view.state === 'failed' || view.state === 'cancelled') && (
             <p className={styles.bad} data-testid="file-problem">
-              {view.problem ? t(`file.problem.${view.problem}`) : view.state === 'cancelled' ? t('file.cancelled') : t('file.unavailable')}{' '}
-              {view.problem !== 'sender-gone' && view.problem !== 'sender-stopped' && (
+              {view.problem ? t(`file.problem.${view.problem}`, { limit: size(session.transfers.maxBytes ?? 0) }) : view.state === 'cancelled' ? t('file.cancelled') : t('file.unavailable')}{' '}
+              {view.problem !== 'sender-gone' && view.problem !== 'sender-stopped' && view.problem !== 'too-large' && (
                 <button type="button" onClick={() => session.transfers.request(offer.id)}>{t('file.retry')}</button>
               )}
             </p>
