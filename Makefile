@@ -8,7 +8,7 @@ WEB := web-client
 # The shared Postgres cluster the Rust tests start under target/ (see homeserver/tests/support).
 TEST_PG := target/test-postgres
 
-.PHONY: run test demo web web-deps chromium coturn rust-test rust-lint web-test browser-test bench stop-test-db fmt fuzz fuzz-lint
+.PHONY: run test demo web web-deps chromium firefox coturn rust-test rust-lint web-test browser-test bench stop-test-db fmt fuzz fuzz-lint
 
 ## Run the homeserver on http://127.0.0.1:8008 with the embedded Postgres and the built web client.
 run: web
@@ -22,8 +22,8 @@ demo: web
 
 ## Every test: formatting and lints, Rust unit and integration tests (real Postgres, real
 ## servers and sockets), web-client unit tests, bundle budget, and browser tests in Chromium
-## (one of them through a local coturn).
-test: chromium coturn web-deps
+## (one of them through a local coturn, one in a call with Firefox ESR).
+test: chromium firefox coturn web-deps
 	$(MAKE) rust-lint
 	$(MAKE) rust-test
 	$(MAKE) web-test
@@ -41,6 +41,13 @@ chromium:
 	@command -v chromium >/dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 		else echo "install Debian's chromium (sudo apt-get install chromium)"; exit 1; fi; }
+
+## Debian's Firefox ESR for the browser test of a call between Firefox and Chromium (driven by
+## puppeteer-core over WebDriver BiDi; nothing is downloaded by the test tools either).
+firefox:
+	@command -v firefox-esr >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq firefox-esr >/dev/null; \
+		else echo "install Debian's firefox-esr (sudo apt-get install firefox-esr)"; exit 1; fi; }
 
 ## coturn's turnserver for the relay-only browser test, which starts it itself on loopback as an
 ## unprivileged process: the package's own service is switched off right after installing.
@@ -61,7 +68,7 @@ rust-test:
 web-test: web-deps
 	cd $(WEB) && $(NPM) run typecheck && $(NPM) test && $(NPM) run build && $(NPM) run size
 
-browser-test: web coturn
+browser-test: web chromium firefox coturn
 	$(CARGO) build -p confab
 	cd $(WEB) && $(NPM) run test:browser
 
