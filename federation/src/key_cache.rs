@@ -15,6 +15,12 @@
 //!   grows with every consecutive failure, so a dead or hostile server costs one failed request
 //!   per delay instead of one per inbound request.
 //!
+//! - the cache holds at most [`KeyCachePolicy::max_entries`] servers: past it, entries that hold nothing useful
+//!   go first, then the least recently used, valid keys or not (they are fetched again if that
+//!   server comes back), and a document with more than [`MAX_KEYS_PER_SERVER`] keys is refused,
+//!   so that requests claiming endless made-up origins (every subdomain of a wildcard domain can
+//!   serve a valid key document) cannot grow the cache without bound.
+//!
 //! Time is passed in (`now_ms`) rather than read, so that tests can move it.
 //! Two lookups racing for the same uncached server may both fetch; the later answer wins. That
 //! costs one spare request and keeps the cache free of async locks and of any runtime.
@@ -31,9 +37,8 @@ use crate::ids::ServerName;
 use crate::keys::{ServerKeys, parse_server_keys_document};
 use crate::signing::{KeyId, VerifyKey};
 
-/// Past this many servers, entries that hold nothing useful are dropped, so that requests
-/// claiming endless made-up origins cannot grow the cache without bound.
-const PRUNE_ABOVE_ENTRIES: usize = 10_000;
+/// Most keys (current and old) a server's document may list to be cached.
+pub const MAX_KEYS_PER_SERVER: usize = 64;
 
 /// Fetches a server's key document, e.g. over HTTP; the cache does the checking.
 pub trait KeyFetcher: Send + Sync {
@@ -87,15 +92,18 @@ pub struct KeyCachePolicy {
     pub backoff: Backoff,
     /// The least time between two fetches of a server caused by unknown key ids.
     pub min_refetch_interval_ms: u64,
+    /// Most servers held.
+    pub max_entries: usize,
 }
 
 impl Default for KeyCachePolicy {
     /// One minute between refetches; failing servers retried after up to 1 s, doubling to an
-    /// hour.
+    /// hour; ten thousand servers.
     fn default() -> Self {
         Self {
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(3600)),
             min_refetch_interval_ms: 60_000,
+            max_entries: 10_000,
         }
     }
 }
@@ -109,6 +117,8 @@ struct Entry {
     last_fetch_ms: u64,
     /// Consecutive failed fetches.
     failures: u32,
+    /// When the entry was last looked up: the least recently used go first when the cache is full.
+    last_used_ms: u64,
     /// No fetch before this time while `failures > 0`.
     retry_at_ms: u64,
 }
@@ -162,7 +172,15 @@ impl<F: KeyFetcher> RemoteKeyCache<F> {
         }
         let fetched = self.fetcher.fetch_server_keys(server).await;
         let checked = fetched.map_err(|e| e.to_string()).and_then(|doc| {
-            parse_server_keys_document(&doc, server, now_ms).map_err(|e| e.to_string())
+            let keys =
+                parse_server_keys_document(&doc, server, now_ms).map_err(|e| e.to_string())?;
+            let count = keys.verify_keys.len() + keys.old_verify_keys.len();
+            if count > MAX_KEYS_PER_SERVER {
+                return Err(format!(
+                    "the document lists {count} keys, more than the {MAX_KEYS_PER_SERVER} kept"
+                ));
+            }
+            Ok(keys)
         });
 
         let mut entries = self.lock();
@@ -191,6 +209,16 @@ impl<F: KeyFetcher> RemoteKeyCache<F> {
             .ok_or_else(|| unknown_key(server, key_id))
     }
 
+    /// Servers held now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no server is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The cached document of `server`, if any (fresh or not).
     pub fn cached(&self, server: &ServerName) -> Option<ServerKeys> {
         self.lock().get(server).and_then(|e| e.keys.clone())
@@ -204,10 +232,11 @@ impl<F: KeyFetcher> RemoteKeyCache<F> {
         now_ms: u64,
     ) -> Result<Plan, KeyLookupError> {
         let mut entries = self.lock();
-        if entries.len() > PRUNE_ABOVE_ENTRIES {
-            entries.retain(|_, e| e.fresh_keys(now_ms).is_some() || now_ms < e.retry_at_ms);
+        if !entries.contains_key(server) && entries.len() >= self.policy.max_entries {
+            make_room(&mut entries, self.policy.max_entries, now_ms);
         }
         let entry = entries.entry(server.clone()).or_default();
+        entry.last_used_ms = now_ms;
         if let Some(keys) = entry.fresh_keys(now_ms) {
             if let Some(key) = keys.verify_key(key_id, now_ms) {
                 return Ok(Plan::Found(*key));
@@ -238,6 +267,25 @@ impl<F: KeyFetcher> RemoteKeyCache<F> {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Frees a tenth of a full cache (so that this runs once per that many new servers, not once per
+/// lookup): entries that hold nothing useful first, then the least recently used.
+fn make_room(entries: &mut HashMap<ServerName, Entry>, max: usize, now_ms: u64) {
+    let target = max - max.div_ceil(10);
+    entries.retain(|_, e| e.fresh_keys(now_ms).is_some() || now_ms < e.retry_at_ms);
+    if entries.len() <= target {
+        return;
+    }
+    let mut by_use: Vec<(u64, ServerName)> = entries
+        .iter()
+        .map(|(name, e)| (e.last_used_ms, name.clone()))
+        .collect();
+    by_use.sort_unstable_by_key(|(used, _)| *used);
+    let excess = entries.len() - target;
+    for (_, name) in by_use.into_iter().take(excess) {
+        entries.remove(&name);
     }
 }
 
@@ -311,6 +359,7 @@ mod tests {
         KeyCachePolicy {
             backoff: Backoff::new(Duration::from_secs(10), Duration::from_secs(3600)),
             min_refetch_interval_ms: 60_000,
+            max_entries: 10,
         }
     }
 
@@ -474,5 +523,56 @@ mod tests {
             Err(KeyLookupError::BackingOff { failures, .. }) => assert_eq!(failures, 1),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Every server asked publishes a valid document with one key, `ed25519:k`.
+    struct EveryServer(SigningKey);
+
+    impl KeyFetcher for &EveryServer {
+        type Error = String;
+        fn fetch_server_keys(
+            &self,
+            server: &ServerName,
+        ) -> impl Future<Output = Result<Value, String>> + Send {
+            let doc = build_server_keys_document(server, &self.0, &BTreeMap::new(), NOW + DAY)
+                .map_err(|e| e.to_string());
+            async move { doc }
+        }
+    }
+
+    #[test]
+    fn a_full_cache_drops_the_least_recently_used_even_with_valid_keys() {
+        let remote = EveryServer(key("k"));
+        let cache = RemoteKeyCache::new(&remote, policy());
+        let id = remote.0.key_id();
+        let server = |i: usize| ServerName::parse(&format!("s{i}.example")).unwrap();
+        for i in 0..25 {
+            assert!(block_on(cache.verify_key(&server(i), id, NOW + i as u64)).is_ok());
+            // s0 is in use all along.
+            assert!(block_on(cache.verify_key(&server(0), id, NOW + i as u64)).is_ok());
+            assert!(cache.len() <= 10, "{} servers held", cache.len());
+        }
+        assert!(cache.cached(&server(0)).is_some());
+        assert!(cache.cached(&server(24)).is_some());
+        // The first ones after s0 were least recently used: gone, though their keys are valid.
+        assert!(cache.cached(&server(1)).is_none());
+    }
+
+    #[test]
+    fn a_document_with_too_many_keys_is_refused() {
+        let current = key("k");
+        let old: Vec<SigningKey> = (0..MAX_KEYS_PER_SERVER)
+            .map(|i| key(&format!("o{i}")))
+            .collect();
+        let old: Vec<(&SigningKey, u64)> = old.iter().map(|k| (k, NOW - HOUR)).collect();
+        let remote = server(Ok(document(&current, &old, NOW + HOUR)));
+        let cache = RemoteKeyCache::new(&remote, policy());
+        match block_on(cache.verify_key(&name(), current.key_id(), NOW)) {
+            Err(KeyLookupError::Unavailable { reason, .. }) => {
+                assert!(reason.contains("65 keys"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(cache.cached(&name()).is_none());
     }
 }

@@ -21,7 +21,8 @@ use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::federation::Federation;
 use crate::federation::identity::ServerIdentity;
-use crate::federation::inbox::FederationInbox;
+use crate::federation::inbox::{FederationInbox, TransactionReceiver};
+use crate::federation::rooms::budget::RemoteBudgets;
 use crate::federation::rooms::inbound::RoomsHandler;
 use crate::federation::rooms::replica::Replicas;
 use crate::federation::sender::TransactionSender;
@@ -65,11 +66,18 @@ pub fn build(settings: Settings, pool: DbPool, federation: Federation) -> AppSta
         metrics.clone(),
     );
     let federation_inbox = FederationInbox::new();
-    let rooms_handler = RoomsHandler::new(
-        replicas.clone(),
-        engine.clone(),
-        federation_inbox.clone(),
-        settings.limits.max_event_bytes,
+    let remote_budgets = Arc::new(RemoteBudgets::new(&settings));
+    let transactions = TransactionReceiver::new(
+        pool.clone(),
+        RoomsHandler::new(
+            replicas.clone(),
+            engine.clone(),
+            federation_inbox.clone(),
+            remote_budgets.clone(),
+            metrics.clone(),
+            settings.limits.max_event_bytes,
+        ),
+        settings.federation.max_inbound_transactions,
     );
     let limits = &settings.limits;
     AppState {
@@ -92,7 +100,8 @@ pub fn build(settings: Settings, pool: DbPool, federation: Federation) -> AppSta
         federation,
         federation_sender,
         federation_inbox,
-        rooms_handler,
+        remote_budgets,
+        transactions,
     }
 }
 

@@ -239,6 +239,13 @@ pub struct FederationSettings {
     pub retry_cap: Duration,
     /// Ephemeral events (typing, signaling) held per destination waiting to be sent.
     pub ephemeral_queue: usize,
+    /// Received transactions handled at once, from all servers together (one per server).
+    pub max_inbound_transactions: usize,
+    /// Chat messages, and signaling and typing messages, each, that one other server's users
+    /// together may send to our rooms per second (presence gets a tenth).
+    pub remote_server_events_per_second: u32,
+    /// The same for one user of another server.
+    pub remote_user_events_per_second: u32,
     /// How long a device connected through another server counts without being confirmed.
     #[serde(with = "humantime_serde")]
     pub presence_lease: Duration,
@@ -487,6 +494,22 @@ impl Settings {
         }
         if self.federation.ephemeral_queue == 0 {
             return invalid("federation.ephemeral_queue", "must be at least 1");
+        }
+        if self.federation.remote_server_events_per_second == 0
+            || self.federation.remote_user_events_per_second == 0
+        {
+            return invalid(
+                "federation.remote_server_events_per_second",
+                "this and federation.remote_user_events_per_second must be at least 1",
+            );
+        }
+        // Each holds a pooled connection while it writes: some must stay for everyone else.
+        let inbound = self.federation.max_inbound_transactions;
+        if inbound == 0 || inbound >= self.database.pool_size {
+            return invalid(
+                "federation.max_inbound_transactions",
+                "must be at least 1 and less than database.pool_size",
+            );
         }
         if let Err(reason) = self.admin.allowed_networks() {
             return invalid("admin.allowed_addresses", &reason);

@@ -1,10 +1,11 @@
 //! Per-address limits on what an unauthenticated caller can repeat: creating guest sessions and
 //! failing to join rooms. Invite tokens carry 256 random bits, so guessing one is hopeless
-//! anyway; the limit keeps a caller from trying at all, and from enumerating room ids.
+//! anyway; the limit keeps a caller from trying at all, and from enumerating room ids. The same
+//! keyed buckets budget what other servers' users may do (`federation::rooms::budget`).
 //!
-//! Each key (a client address, or a federated server's name) has a token bucket refilled
-//! continuously at `per_minute` tokens a minute, holding at most `per_minute`. Memory is bounded:
-//! past [`MAX_KEYS`] keys, the buckets that have refilled (which behave as new ones) are dropped.
+//! Each key (a client address, a federated server's name, a remote user) has a token bucket
+//! refilled continuously at its rate, holding at most its burst. Memory is bounded: past
+//! [`MAX_KEYS`] keys, the buckets that have refilled (which behave as new ones) are dropped.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,7 +22,10 @@ pub const MAX_KEYS: usize = 65_536;
 
 /// A keyed token bucket.
 pub struct KeyedLimiter {
-    per_minute: f64,
+    /// Tokens gained per second.
+    rate: f64,
+    /// Tokens a bucket holds at most: what may be spent at once after a quiet spell.
+    burst: f64,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
@@ -34,18 +38,34 @@ struct Bucket {
 impl KeyedLimiter {
     /// A limiter allowing `per_minute` actions a minute per key, all of them at once if saved up.
     pub fn new(per_minute: u32) -> Self {
+        let per_minute = f64::from(per_minute.max(1));
+        Self::with_rate(per_minute / 60.0, per_minute)
+    }
+
+    /// A limiter allowing `per_second` actions a second per key, and up to `burst` at once if
+    /// saved up.
+    pub fn with_rate(per_second: f64, burst: f64) -> Self {
         Self {
-            per_minute: f64::from(per_minute.max(1)),
+            rate: per_second.max(f64::MIN_POSITIVE),
+            burst: burst.max(1.0),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
     /// Spends one action of `key`; when it has none left, says how long until it has one.
     pub fn take(&self, key: &str) -> Result<(), Duration> {
+        self.take_n(key, 1)
+    }
+
+    /// Spends `n` actions of `key` at once, or none of them: when it has fewer than `n` left,
+    /// says how long until it has them. More than a full bucket counts as a full bucket, so that
+    /// a batch larger than the burst waits for a full bucket rather than forever.
+    pub fn take_n(&self, key: &str, n: u32) -> Result<(), Duration> {
+        let n = f64::from(n).min(self.burst);
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if !buckets.contains_key(key) && buckets.len() >= MAX_KEYS {
-            let full = self.per_minute;
+            let full = self.burst;
             buckets.retain(|_, b| self.refilled(*b, now).tokens < full);
             if buckets.len() >= MAX_KEYS {
                 // Every tracked key is mid-limit: forget the lot rather than grow, since an
@@ -54,12 +74,14 @@ impl KeyedLimiter {
             }
         }
         let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: self.per_minute,
+            tokens: self.burst,
             at: now,
         });
         *bucket = self.refilled(*bucket, now);
-        self.wait(*bucket)?;
-        bucket.tokens -= 1.0;
+        if bucket.tokens < n {
+            return Err(Duration::from_secs_f64((n - bucket.tokens) / self.rate));
+        }
+        bucket.tokens -= n;
         Ok(())
     }
 
@@ -70,25 +92,15 @@ impl KeyedLimiter {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(bucket) = buckets.get_mut(key) {
             *bucket = self.refilled(*bucket, now);
-            bucket.tokens = (bucket.tokens + 1.0).min(self.per_minute);
+            bucket.tokens = (bucket.tokens + 1.0).min(self.burst);
         }
     }
 
     fn refilled(&self, bucket: Bucket, now: Instant) -> Bucket {
-        let gained = now.duration_since(bucket.at).as_secs_f64() * self.per_minute / 60.0;
+        let gained = now.duration_since(bucket.at).as_secs_f64() * self.rate;
         Bucket {
-            tokens: (bucket.tokens + gained).min(self.per_minute),
+            tokens: (bucket.tokens + gained).min(self.burst),
             at: now,
-        }
-    }
-
-    fn wait(&self, bucket: Bucket) -> Result<(), Duration> {
-        if bucket.tokens >= 1.0 {
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - bucket.tokens) * 60.0 / self.per_minute,
-            ))
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub room_sweeps: IntCounter,
     /// Guest sessions deleted after `sessions.idle_ttl` unused.
     pub sessions_expired: IntCounter,
+    /// Other servers' requests refused and EDUs dropped as over their budgets, by kind.
+    pub remote_over_budget: IntCounterVec,
 }
 
 impl Metrics {
@@ -98,6 +100,11 @@ impl Metrics {
                 .collect(),
             ws_messages,
             errors: counter_vec("errors_total", "Errors answered, by code", &["code"]),
+            remote_over_budget: counter_vec(
+                "federation_over_budget_total",
+                "Other servers' requests refused and EDUs dropped as over budget, by kind",
+                &["kind"],
+            ),
             http_latency,
             write_batch,
             registry,

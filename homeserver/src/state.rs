@@ -8,7 +8,8 @@ use confab_schema::DbPool;
 use crate::config::Settings;
 use crate::engine::Engine;
 use crate::federation::Federation;
-use crate::federation::inbox::FederationInbox;
+use crate::federation::inbox::{FederationInbox, TransactionReceiver};
+use crate::federation::rooms::budget::RemoteBudgets;
 use crate::federation::rooms::inbound::RoomsHandler;
 use crate::federation::rooms::replica::Replicas;
 use crate::federation::sender::TransactionSender;
@@ -33,8 +34,10 @@ pub struct AppState {
     pub federation_sender: TransactionSender,
     /// Every item of received transactions, for observers (see `crate::federation::inbox`).
     pub federation_inbox: FederationInbox,
-    /// Applies received transactions to federated rooms.
-    pub rooms_handler: RoomsHandler,
+    /// What other servers' users may do in our rooms.
+    pub remote_budgets: Arc<RemoteBudgets>,
+    /// Receives other servers' transactions and applies them to federated rooms.
+    pub transactions: TransactionReceiver<RoomsHandler>,
     /// Guest sessions created per client address.
     pub session_limiter: KeyedLimiter,
     /// Refused joins per client address, and per federated server.

@@ -33,21 +33,17 @@ pub async fn ping(state: Data, FederatedRequest(request): FederatedRequest) -> H
 }
 
 /// `PUT /_matrix/federation/v1/send/{txnId}` ("Transactions" → "Sending Transactions"): handled
-/// once per `(origin, txnId)` by [`super::inbox::receive_transaction`], which gives a retry the
+/// once per `(origin, txnId)` by [`super::inbox::TransactionReceiver`], which gives a retry the
 /// answer the first copy got.
 pub async fn send_transaction(
     state: Data,
     txn_id: web::Path<String>,
     FederatedRequest(request): FederatedRequest,
 ) -> Result<HttpResponse, MatrixError> {
-    let response = super::inbox::receive_transaction(
-        &state.pool,
-        &state.rooms_handler,
-        &request.origin,
-        &txn_id,
-        request.content.as_ref(),
-    )
-    .await?;
+    let response = state
+        .transactions
+        .receive(&request.origin, &txn_id, request.content.as_ref())
+        .await?;
     Ok(HttpResponse::Ok().json(response))
 }
 

@@ -24,6 +24,8 @@ pub enum MatrixErrorCode {
     NotFound,
     /// The endpoint does not exist, or federation is disabled (404).
     Unrecognized,
+    /// Too many requests: the caller should wait `retry_after_ms` (429).
+    LimitExceeded,
     /// Something failed on our side; details are in our log (500).
     Unknown,
 }
@@ -39,6 +41,7 @@ impl MatrixErrorCode {
             Self::BadJson => "M_BAD_JSON",
             Self::NotFound => "M_NOT_FOUND",
             Self::Unrecognized => "M_UNRECOGNIZED",
+            Self::LimitExceeded => "M_LIMIT_EXCEEDED",
             Self::Unknown => "M_UNKNOWN",
         }
     }
@@ -51,6 +54,7 @@ impl MatrixErrorCode {
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotJson | Self::BadJson => StatusCode::BAD_REQUEST,
             Self::NotFound | Self::Unrecognized => StatusCode::NOT_FOUND,
+            Self::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -64,6 +68,8 @@ pub struct MatrixError {
     pub code: MatrixErrorCode,
     /// What went wrong, for people.
     pub error: String,
+    /// When to try again, for [`MatrixErrorCode::LimitExceeded`].
+    pub retry_after_ms: Option<u64>,
 }
 
 impl MatrixError {
@@ -72,7 +78,14 @@ impl MatrixError {
         Self {
             code,
             error: error.into(),
+            retry_after_ms: None,
         }
+    }
+
+    /// The same error, telling the caller when to try again (Matrix's `retry_after_ms`).
+    pub fn retry_after(mut self, ms: u64) -> Self {
+        self.retry_after_ms = Some(ms);
+        self
     }
 
     /// The answer for a failure whose details must stay in the log.
@@ -88,8 +101,11 @@ impl ResponseError for MatrixError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .json(json!({ "errcode": self.code.as_str(), "error": self.error }))
+        let mut body = json!({ "errcode": self.code.as_str(), "error": self.error });
+        if let Some(ms) = self.retry_after_ms {
+            body["retry_after_ms"] = json!(ms);
+        }
+        HttpResponse::build(self.status_code()).json(body)
     }
 }
 
@@ -103,5 +119,16 @@ mod tests {
         let res = err.error_response();
         assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(err.to_string(), "M_TOO_LARGE: too big");
+    }
+
+    #[tokio::test]
+    async fn a_limit_says_when_to_come_back() {
+        let err = MatrixError::new(MatrixErrorCode::LimitExceeded, "busy").retry_after(1000);
+        let res = err.error_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        let body = actix_web::body::to_bytes(res.into_body()).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+        assert_eq!(body["retry_after_ms"], 1000);
     }
 }

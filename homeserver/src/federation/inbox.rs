@@ -1,5 +1,6 @@
 //! Receiving federation transactions (`PUT /_matrix/federation/v1/send/{txnId}`): the checks,
-//! the idempotency by `(origin, txn_id)`, and the seam where the room layer takes over.
+//! the admission of one transaction per origin at a time, the idempotency by `(origin, txn_id)`,
+//! and the seam where the room layer takes over.
 //!
 //! A transaction is recorded in `federation_received_txns` and handed to its
 //! [`TransactionHandler`] inside one database transaction. The record's row lock makes a second
@@ -7,9 +8,19 @@
 //! then get the recorded answer, so a transaction id is handled once. A handler that writes to
 //! the database through the connection it is given commits with the record: exactly once.
 //!
+//! Nothing waits on the network while it holds a database connection: a handler that finds it
+//! must read something from another server first (events missing before the transaction's) says
+//! so, the database transaction is rolled back and its connection returned, the handler fetches,
+//! and the transaction is handled again with what was fetched. Together with the [`InboundGate`]
+//! (one transaction per origin at a time, as Matrix servers do, and a cap on all of them), a
+//! hostile origin that answers slowly holds at most one pooled connection, and only briefly.
+//!
 //! The server's handler is `super::rooms::RoomsHandler`; it also passes every item to the
 //! [`FederationInbox`], a broadcast for observers (tests). [`FederationInbox`] is itself a
 //! handler that only broadcasts, before the record commits (at least once).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use confab_federation::ids::ServerName;
 use confab_federation::transaction::{
@@ -19,13 +30,21 @@ use confab_schema::models::ReceivedTxn;
 use confab_schema::{AsyncConnection, AsyncPgConnection, DbError, DbPool, queries};
 use futures_util::future::BoxFuture;
 use serde::Deserialize as _;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 use super::error::{MatrixError, MatrixErrorCode};
 
 /// How long received transaction ids are remembered. A sender whose answer was lost retries the
 /// same id within its backoff cap (an hour by default), so a day is ample.
 pub const RECEIVED_TXN_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Rounds of "handle, find something missing, fetch it" for one transaction before it is answered
+/// with a failure (and retried by its sender later): an origin whose answers never close the gap
+/// cannot keep a transaction going.
+const MAX_FETCH_ROUNDS: usize = 3;
+
+/// When a refused sender should try again: about the time one transaction takes.
+const BUSY_RETRY_AFTER_MS: u64 = 1000;
 
 /// What a handler did with a transaction.
 pub struct Handled {
@@ -36,17 +55,143 @@ pub struct Handled {
     pub after_commit: Option<BoxFuture<'static, ()>>,
 }
 
+/// How far a handler got with a transaction.
+pub enum Step<M> {
+    /// Handled; the record commits with what the handler wrote.
+    Done(Handled),
+    /// Something must be read from another server first: the database transaction is rolled
+    /// back and its connection returned before [`TransactionHandler::fetch`] runs.
+    Fetch(M),
+}
+
 /// What handles the contents of new transactions (federated rooms: `super::rooms`).
 pub trait TransactionHandler: Send + Sync {
+    /// What [`Self::handle`] found missing.
+    type Missing: Send;
+    /// What [`Self::fetch`] has read so far, for the next [`Self::handle`].
+    type Fetched: Default + Send + Sync;
+
     /// Handles the PDUs and EDUs of a transaction from `origin` that was not handled before,
-    /// inside the database transaction that records it (`db`); returns the outcome of each PDU.
-    /// An error rolls everything back and answers 500, so the sender retries.
+    /// inside the database transaction that records it (`db`), with what was fetched for it so
+    /// far; returns the outcome of each PDU, or what must be fetched first. It must not wait on
+    /// the network. An error rolls everything back and answers 500, so the sender retries.
     fn handle<'a>(
         &'a self,
         db: &'a mut AsyncPgConnection,
         origin: &'a ServerName,
         transaction: &'a Transaction,
-    ) -> BoxFuture<'a, Result<Handled, DbError>>;
+        fetched: &'a Self::Fetched,
+    ) -> BoxFuture<'a, Result<Step<Self::Missing>, DbError>>;
+
+    /// Reads what [`Self::handle`] found missing, holding no database connection, into
+    /// `fetched`. An error answers 500, so the sender retries.
+    fn fetch<'a>(
+        &'a self,
+        origin: &'a ServerName,
+        missing: Self::Missing,
+        fetched: &'a mut Self::Fetched,
+    ) -> BoxFuture<'a, Result<(), DbError>>;
+}
+
+/// The transactions being handled: at most one per origin, and at most `max` in all. A sender
+/// keeps one transaction in flight per destination (server-server API, "Transactions"), so
+/// another one from an origin whose transaction is still being handled is that sender
+/// misbehaving; it is told to come back ([`MatrixErrorCode::LimitExceeded`] with
+/// `retry_after_ms`), which costs the receiver nothing while it waits. A copy of the transaction
+/// being handled (a sender that gave up waiting and retried) waits for it instead, and gets its
+/// answer.
+pub struct InboundGate {
+    max: usize,
+    busy: Mutex<HashMap<ServerName, InFlight>>,
+}
+
+struct InFlight {
+    txn_id: String,
+    /// Woken when it is done.
+    done: Arc<Notify>,
+}
+
+/// An admitted transaction's place in the [`InboundGate`], given back when dropped.
+pub struct Admission<'a> {
+    gate: &'a InboundGate,
+    origin: ServerName,
+}
+
+impl InboundGate {
+    /// A gate for `max` transactions at once (at least one).
+    pub fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            busy: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Admits transaction `txn_id` from `origin`, once a copy of it being handled is done; or
+    /// says why not.
+    pub async fn admit(
+        &self,
+        origin: &ServerName,
+        txn_id: &str,
+    ) -> Result<Admission<'_>, MatrixError> {
+        loop {
+            let done = {
+                let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+                let refused = match busy.get(origin) {
+                    Some(other) if other.txn_id == txn_id => None,
+                    Some(_) => Some(format!(
+                        "another transaction from {origin} is still being handled; send one at a time"
+                    )),
+                    None if busy.len() >= self.max => {
+                        Some("too many transactions are being handled; try again shortly".into())
+                    }
+                    None => {
+                        busy.insert(
+                            origin.clone(),
+                            InFlight {
+                                txn_id: txn_id.to_owned(),
+                                done: Arc::new(Notify::new()),
+                            },
+                        );
+                        return Ok(Admission {
+                            gate: self,
+                            origin: origin.clone(),
+                        });
+                    }
+                };
+                if let Some(refused) = refused {
+                    return Err(MatrixError::new(MatrixErrorCode::LimitExceeded, refused)
+                        .retry_after(BUSY_RETRY_AFTER_MS));
+                }
+                // Registered before the lock is let go, so the wake-up cannot be missed.
+                busy.get(origin)
+                    .map(|copy| copy.done.clone().notified_owned())
+            };
+            if let Some(done) = done {
+                done.await;
+            }
+        }
+    }
+
+    /// Transactions being handled now.
+    pub fn busy(&self) -> usize {
+        self.busy.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.gate.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(done) = busy.remove(&self.origin) {
+            done.done.notify_waiters();
+        }
+    }
+}
+
+/// Receives transactions for a handler: admission, checks, idempotency, fetch rounds.
+pub struct TransactionReceiver<H> {
+    pool: DbPool,
+    handler: H,
+    gate: InboundGate,
 }
 
 /// One item of a received transaction, as [`FederationInbox`] broadcasts it.
@@ -108,12 +253,16 @@ impl Default for FederationInbox {
 }
 
 impl TransactionHandler for FederationInbox {
+    type Missing = std::convert::Infallible;
+    type Fetched = ();
+
     fn handle<'a>(
         &'a self,
         _db: &'a mut AsyncPgConnection,
         origin: &'a ServerName,
         transaction: &'a Transaction,
-    ) -> BoxFuture<'a, Result<Handled, DbError>> {
+        _fetched: &'a (),
+    ) -> BoxFuture<'a, Result<Step<Self::Missing>, DbError>> {
         Box::pin(async move {
             for pdu in &transaction.pdus {
                 // No subscriber is not an error: the stand-in has nobody to give them to.
@@ -128,78 +277,155 @@ impl TransactionHandler for FederationInbox {
                     edu: edu.clone(),
                 });
             }
-            Ok(Handled {
+            Ok(Step::Done(Handled {
                 response: TransactionResponse::accept_all(transaction),
                 after_commit: None,
-            })
+            }))
         })
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        _origin: &'a ServerName,
+        missing: Self::Missing,
+        _fetched: &'a mut (),
+    ) -> BoxFuture<'a, Result<(), DbError>> {
+        match missing {}
     }
 }
 
-/// Handles `PUT /_matrix/federation/v1/send/{txn_id}` from the verified `origin`: checks the
-/// body, then hands it to `handler` unless this transaction id was handled before, in which case
-/// the answer given then is given again.
-pub async fn receive_transaction(
-    pool: &DbPool,
-    handler: &dyn TransactionHandler,
-    origin: &ServerName,
-    txn_id: &str,
-    content: Option<&serde_json::Value>,
-) -> Result<TransactionResponse, MatrixError> {
-    let content = content.ok_or_else(|| {
-        MatrixError::new(MatrixErrorCode::NotJson, "a transaction needs a JSON body")
-    })?;
-    let transaction = Transaction::deserialize(content).map_err(|e| {
-        MatrixError::new(MatrixErrorCode::BadJson, format!("not a transaction: {e}"))
-    })?;
-    transaction
-        .validate(txn_id, origin)
-        .map_err(|e| MatrixError::new(error_code(&e), e.to_string()))?;
+/// Why an attempt at a transaction's database transaction rolled back.
+enum Attempt<M> {
+    Failed(DbError),
+    /// The handler must fetch this first.
+    Fetch(M),
+}
 
-    let internal = |e: DbError| MatrixError::internal("receive transaction", &e);
-    let mut conn = confab_schema::connect(pool).await.map_err(internal)?;
-    // Most retries find the record at once, without opening a transaction.
-    if let Some(stored) = queries::received_txn_response(&mut conn, origin.as_str(), txn_id)
-        .await
-        .map_err(internal)?
-    {
-        return stored_response(stored);
+impl<M> From<confab_schema::diesel_error::Error> for Attempt<M> {
+    fn from(err: confab_schema::diesel_error::Error) -> Self {
+        Self::Failed(err.into())
     }
-    let record = ReceivedTxn {
-        origin: origin.to_string(),
-        txn_id: txn_id.to_owned(),
-        received_ts: crate::time::now_ms(),
-        response: serde_json::json!({ "pdus": {} }),
-    };
-    let outcome = conn
-        .transaction(async |db| {
-            if !queries::claim_received_txn(db, &record).await? {
-                // Another copy of this transaction was handled while we checked; its answer is
-                // committed by now (the claim waited for it).
-                let stored = queries::received_txn_response(db, origin.as_str(), txn_id).await?;
-                return Ok::<_, DbError>(Err(stored));
-            }
-            let handled = handler.handle(db, origin, &transaction).await?;
-            let value = serde_json::to_value(&handled.response).unwrap_or_default();
-            queries::set_received_txn_response(db, origin.as_str(), txn_id, &value).await?;
-            Ok(Ok(handled))
-        })
-        .await
-        .map_err(internal)?;
-    match outcome {
-        Ok(handled) => {
-            if let Some(after) = handled.after_commit {
-                // Committed effects must run even if the sender gives up on this request (which
-                // drops this future); the hub orders fan-out by sequence number either way.
-                let _ = tokio::spawn(after).await;
-            }
-            Ok(handled.response)
+}
+
+impl<M> From<DbError> for Attempt<M> {
+    fn from(err: DbError) -> Self {
+        Self::Failed(err)
+    }
+}
+
+impl<H: TransactionHandler> TransactionReceiver<H> {
+    /// A receiver handing new transactions to `handler`, at most `max_at_once` at a time.
+    pub fn new(pool: DbPool, handler: H, max_at_once: usize) -> Self {
+        Self {
+            pool,
+            handler,
+            gate: InboundGate::new(max_at_once),
         }
-        Err(Some(stored)) => stored_response(stored),
-        Err(None) => Err(MatrixError::internal(
-            "receive transaction",
-            &"a claimed transaction id has no record",
-        )),
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// The transactions being handled now.
+    pub fn gate(&self) -> &InboundGate {
+        &self.gate
+    }
+
+    /// Handles `PUT /_matrix/federation/v1/send/{txn_id}` from the verified `origin`: checks the
+    /// body, admits it (one per origin at a time), then hands it to the handler unless this
+    /// transaction id was handled before, in which case the answer given then is given again.
+    pub async fn receive(
+        &self,
+        origin: &ServerName,
+        txn_id: &str,
+        content: Option<&serde_json::Value>,
+    ) -> Result<TransactionResponse, MatrixError> {
+        let content = content.ok_or_else(|| {
+            MatrixError::new(MatrixErrorCode::NotJson, "a transaction needs a JSON body")
+        })?;
+        let transaction = Transaction::deserialize(content).map_err(|e| {
+            MatrixError::new(MatrixErrorCode::BadJson, format!("not a transaction: {e}"))
+        })?;
+        transaction
+            .validate(txn_id, origin)
+            .map_err(|e| MatrixError::new(error_code(&e), e.to_string()))?;
+        let _admitted = self.gate.admit(origin, txn_id).await?;
+
+        let internal = |e: DbError| MatrixError::internal("receive transaction", &e);
+        let record = ReceivedTxn {
+            origin: origin.to_string(),
+            txn_id: txn_id.to_owned(),
+            received_ts: crate::time::now_ms(),
+            response: serde_json::json!({ "pdus": {} }),
+        };
+        let mut fetched = H::Fetched::default();
+        for round in 0..MAX_FETCH_ROUNDS {
+            let mut conn = confab_schema::connect(&self.pool).await.map_err(internal)?;
+            // Most retries find the record at once, without opening a transaction.
+            if round == 0
+                && let Some(stored) =
+                    queries::received_txn_response(&mut conn, origin.as_str(), txn_id)
+                        .await
+                        .map_err(internal)?
+            {
+                return stored_response(stored);
+            }
+            let outcome = conn
+                .transaction(async |db| {
+                    if !queries::claim_received_txn(db, &record).await? {
+                        // Another copy of this transaction was handled while we checked; its
+                        // answer is committed by now (the claim waited for it).
+                        let stored =
+                            queries::received_txn_response(db, origin.as_str(), txn_id).await?;
+                        return Ok(Err(stored));
+                    }
+                    let step = self
+                        .handler
+                        .handle(db, origin, &transaction, &fetched)
+                        .await?;
+                    let handled = match step {
+                        Step::Done(handled) => handled,
+                        // Rolls back the claim with everything else.
+                        Step::Fetch(missing) => return Err(Attempt::Fetch(missing)),
+                    };
+                    let value = serde_json::to_value(&handled.response).unwrap_or_default();
+                    queries::set_received_txn_response(db, origin.as_str(), txn_id, &value).await?;
+                    Ok(Ok(handled))
+                })
+                .await;
+            drop(conn);
+            match outcome {
+                Ok(Ok(handled)) => {
+                    if let Some(after) = handled.after_commit {
+                        // Committed effects must run even if the sender gives up on this request
+                        // (which drops this future); the hub orders fan-out by sequence number
+                        // either way.
+                        let _ = tokio::spawn(after).await;
+                    }
+                    return Ok(handled.response);
+                }
+                Ok(Err(Some(stored))) => return stored_response(stored),
+                Ok(Err(None)) => {
+                    return Err(MatrixError::internal(
+                        "receive transaction",
+                        &"a claimed transaction id has no record",
+                    ));
+                }
+                Err(Attempt::Failed(err)) => return Err(internal(err)),
+                Err(Attempt::Fetch(_)) if round + 1 == MAX_FETCH_ROUNDS => break,
+                Err(Attempt::Fetch(missing)) => self
+                    .handler
+                    .fetch(origin, missing, &mut fetched)
+                    .await
+                    .map_err(internal)?,
+            }
+        }
+        Err(internal(DbError::Unavailable(format!(
+            "{origin}'s transaction {txn_id} still misses events after {} fetches",
+            MAX_FETCH_ROUNDS - 1
+        ))))
     }
 }
 
@@ -233,6 +459,38 @@ fn error_code(error: &TransactionError) -> MatrixErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::future::Future as _;
+
+    #[tokio::test]
+    async fn one_transaction_per_origin_and_a_cap_on_all() {
+        let gate = InboundGate::new(2);
+        let (a, b, c) = (
+            ServerName::parse("a.example").unwrap(),
+            ServerName::parse("b.example").unwrap(),
+            ServerName::parse("c.example").unwrap(),
+        );
+        let first = gate.admit(&a, "t1").await.unwrap();
+        let another = gate.admit(&a, "t2").await.err().unwrap();
+        assert_eq!(another.code, MatrixErrorCode::LimitExceeded);
+        assert_eq!(another.retry_after_ms, Some(BUSY_RETRY_AFTER_MS));
+        let second = gate.admit(&b, "t1").await.unwrap();
+        // Full: a third origin is told to come back too.
+        assert!(gate.admit(&c, "t1").await.is_err());
+        assert_eq!(gate.busy(), 2);
+        // A finished transaction gives its place back, to its origin or another.
+        drop(first);
+        let _third = gate.admit(&c, "t1").await.unwrap();
+        assert!(gate.admit(&a, "t3").await.is_err());
+
+        // A copy of the transaction being handled waits for it, then is admitted.
+        let mut copy = Box::pin(gate.admit(&b, "t1"));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(copy.as_mut().poll(&mut cx).is_pending());
+        drop(second);
+        let copy = copy.await.unwrap();
+        assert_eq!(copy.origin, b);
+    }
 
     #[test]
     fn refusals_map_to_matrix_codes() {

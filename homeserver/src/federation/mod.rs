@@ -54,10 +54,11 @@ pub struct Federation {
 }
 
 /// How the key cache treats servers: a refetch for an unknown key id at most once a minute;
-/// failing servers retried after up to 5 s, doubling to 30 minutes.
+/// failing servers retried after up to 5 s, doubling to 30 minutes; ten thousand servers held.
 const KEY_CACHE_POLICY: KeyCachePolicy = KeyCachePolicy {
     backoff: Backoff::new(Duration::from_secs(5), Duration::from_secs(30 * 60)),
     min_refetch_interval_ms: 60_000,
+    max_entries: 10_000,
 };
 
 impl Federation {

@@ -3,6 +3,7 @@
 //! these parse, check that the caller speaks for its own users only, and call a service.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use confab_federation::ids::{RoomId, ServerName, UserId};
@@ -13,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::MAX_SEND_BATCH;
+use super::budget::Action;
 use super::refusal::RoomRefusal;
 use super::wire::{
     ConnectedResponse, EventsPage, EventsQuery, JoinRequest, JoinedRoom, LeaveRequest,
@@ -57,6 +59,27 @@ fn own_user(origin: &ServerName, raw: &str) -> Result<UserId, ApiError> {
         ));
     }
     Ok(user)
+}
+
+/// A refusal for `who` being over its budget for `action`: `M_LIMIT_EXCEEDED` with
+/// `retry_after_ms`, counted.
+fn over_budget(state: &AppState, action: Action, wait: Duration, who: &str) -> ApiError {
+    state
+        .metrics
+        .remote_over_budget
+        .with_label_values(&[action.as_str()])
+        .inc();
+    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+    ApiError {
+        retry_after_ms: Some(ms),
+        ..ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "{who} is over its budget for {} here; try again in {ms} ms",
+                action.as_str()
+            ),
+        )
+    }
 }
 
 fn body<T: DeserializeOwned>(content: Option<&Value>) -> Result<T, ApiError> {
@@ -200,10 +223,13 @@ pub async fn presence(
     let room_id = own_room(&state, &path)?;
     let p: PresenceRequest = body(request.content.as_ref())?;
     let user = own_user(&request.origin, &p.user_id)?;
-    // Membership is checked by the room's owner when the device comes online.
-    if p.device_id.is_empty() || p.device_id.len() > 64 {
-        return Err(ApiError::bad_request("device_id must have 1 to 64 bytes").into());
-    }
+    let origin = request.origin.as_str();
+    state
+        .remote_budgets
+        .both(Action::Presence, origin, user.as_str())
+        .map_err(|wait| over_budget(&state, Action::Presence, wait, user.as_str()))?;
+    // Membership is checked by the room's owner when the device comes online; the device id
+    // was bounded as it was read (`wire::bounded`).
     let device = ConnectedDevice {
         user_id: user.to_string(),
         device_id: p.device_id,
@@ -236,6 +262,13 @@ pub async fn send_chat(
         )
         .into());
     }
+    // The server's budget is taken for the whole batch or not at all, so that its sender
+    // retries the batch as it was, in order.
+    let origin = request.origin.as_str();
+    state
+        .remote_budgets
+        .server(Action::Chat, origin, send.events.len())
+        .map_err(|wait| over_budget(&state, Action::Chat, wait, origin))?;
     // Membership is read once per room and sender.
     let mut members: HashMap<(String, String), bool> = HashMap::new();
     let mut pending = Vec::with_capacity(send.events.len());
@@ -276,6 +309,7 @@ pub async fn send_chat(
             Err(err) => SendResult {
                 code: Some(err.code),
                 reason: Some(err.reason),
+                retry_after_ms: err.retry_after_ms,
                 ..SendResult::default()
             },
         });
@@ -291,9 +325,11 @@ async fn check_forwarded(
 ) -> Result<confab_schema::models::NewEvent, ApiError> {
     let room_id = own_room(state, &item.room_id)?;
     let user = own_user(origin, &item.sender)?;
-    if item.device_id.is_empty() || item.device_id.len() > 64 {
-        return Err(ApiError::bad_request("device_id must have 1 to 64 bytes"));
-    }
+    state
+        .remote_budgets
+        .user(Action::Chat, user.as_str())
+        .map_err(|wait| over_budget(state, Action::Chat, wait, user.as_str()))?;
+    // The device id was bounded as it was read (`wire::bounded`); the txn id further here.
     crate::protocol::checked_txn_id(item.txn_id.as_deref())?;
     let content = crate::protocol::checked_chat_content(
         &item.kind,

@@ -90,11 +90,14 @@ async fn run_forwarder(
                 for (f, r) in batch.drain(..).zip(answer.results) {
                     let result = match (r.seq, r.ts, r.code) {
                         (Some(seq), Some(ts), None) => Ok((seq, ts)),
-                        (_, _, code) => Err(ApiError::new(
-                            code.unwrap_or(ErrorCode::Unavailable),
-                            r.reason
-                                .unwrap_or_else(|| "refused by the room's homeserver".into()),
-                        )),
+                        (_, _, code) => Err(ApiError {
+                            retry_after_ms: r.retry_after_ms,
+                            ..ApiError::new(
+                                code.unwrap_or(ErrorCode::Unavailable),
+                                r.reason
+                                    .unwrap_or_else(|| "refused by the room's homeserver".into()),
+                            )
+                        }),
                     };
                     let _ = f.reply.send(result);
                 }

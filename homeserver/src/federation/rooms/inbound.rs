@@ -3,6 +3,14 @@
 //! transaction, and the EDUs (presence, typing, signaling), handed to the rooms' owners after the
 //! commit. Every inbound item speaks only for users of the server that signed it, and only a
 //! room's origin may send that room's events.
+//!
+//! A transaction whose events do not follow on from a replica's newest (events went missing:
+//! a replica rebuilt, an answer lost) is not applied with a hole: the handler names the gaps,
+//! the receiver rolls back and returns its connection, the gaps are read from the origin's
+//! events endpoint, and the transaction is handled again with them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use confab_federation::ids::{RoomId, ServerName};
 use confab_federation::transaction::{Edu, Pdu, PduResult, Transaction, TransactionResponse};
@@ -12,12 +20,14 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize as _;
 use serde_json::Value;
 
+use super::budget::{Action, RemoteBudgets};
 use super::outbound::fetch_missing;
 use super::replica::{Effect, Replicas, apply_room_events};
 use super::wire::{PresenceEdu, SignalEdu, TypingEdu, WireEvent};
 use super::{DELETED_PDU, EVENT_PDU};
 use crate::engine::{CloseReason, Engine, edu};
-use crate::federation::inbox::{FederationInbox, Handled, Inbound, TransactionHandler};
+use crate::federation::inbox::{FederationInbox, Handled, Inbound, Step, TransactionHandler};
+use crate::metrics::Metrics;
 use crate::protocol::ConnectedDevice;
 
 /// Handles received transactions: the room PDUs of origins, and the EDUs of federated rooms.
@@ -27,6 +37,8 @@ pub struct RoomsHandler {
     replicas: Replicas,
     engine: Engine,
     inbox: FederationInbox,
+    budgets: Arc<RemoteBudgets>,
+    metrics: Metrics,
     /// `limits.max_event_bytes`: the largest signaling payload passed on.
     max_event_bytes: usize,
 }
@@ -36,29 +48,58 @@ impl RoomsHandler {
         replicas: Replicas,
         engine: Engine,
         inbox: FederationInbox,
+        budgets: Arc<RemoteBudgets>,
+        metrics: Metrics,
         max_event_bytes: usize,
     ) -> Self {
         Self {
             replicas,
             engine,
             inbox,
+            budgets,
+            metrics,
             max_event_bytes,
         }
     }
 }
 
+/// Events a replica is missing: it has them up to `have`, and the transaction's next is `next`.
+pub struct Gap {
+    room_id: RoomId,
+    have: i64,
+    next: i64,
+}
+
+/// Events read from origins to fill gaps, by room id.
+pub type GapFills = HashMap<String, Vec<Event>>;
+
 impl TransactionHandler for RoomsHandler {
+    type Missing = Vec<Gap>;
+    type Fetched = GapFills;
+
     fn handle<'a>(
         &'a self,
         db: &'a mut AsyncPgConnection,
         origin: &'a ServerName,
         transaction: &'a Transaction,
-    ) -> BoxFuture<'a, Result<Handled, DbError>> {
+        fetched: &'a GapFills,
+    ) -> BoxFuture<'a, Result<Step<Vec<Gap>>, DbError>> {
         Box::pin(async move {
             let mut response = TransactionResponse::default();
             let mut effects = Vec::new();
-            self.handle_pdus(db, origin, &transaction.pdus, &mut response, &mut effects)
+            let gaps = self
+                .handle_pdus(
+                    db,
+                    origin,
+                    &transaction.pdus,
+                    fetched,
+                    &mut response,
+                    &mut effects,
+                )
                 .await?;
+            if !gaps.is_empty() {
+                return Ok(Step::Fetch(gaps));
+            }
             let this = self.clone();
             let edus = transaction.edus.clone();
             let origin = origin.clone();
@@ -74,7 +115,7 @@ impl TransactionHandler for RoomsHandler {
                     edu: edu.clone(),
                 }))
                 .collect();
-            Ok(Handled {
+            Ok(Step::Done(Handled {
                 response,
                 after_commit: Some(Box::pin(async move {
                     this.replicas.run_effects(effects).await;
@@ -83,22 +124,61 @@ impl TransactionHandler for RoomsHandler {
                     }
                     this.inbox.publish(items);
                 })),
-            })
+            }))
         })
     }
+
+    fn fetch<'a>(
+        &'a self,
+        _origin: &'a ServerName,
+        gaps: Vec<Gap>,
+        fetched: &'a mut GapFills,
+    ) -> BoxFuture<'a, Result<(), DbError>> {
+        Box::pin(async move {
+            for gap in gaps {
+                // If this fails the whole transaction fails (and is retried), rather than
+                // acknowledging events this replica could not place.
+                let events =
+                    fetch_missing(self.replicas.client(), &gap.room_id, gap.have, gap.next)
+                        .await
+                        .map_err(|e| {
+                            DbError::Unavailable(format!(
+                                "cannot fill a gap in {}: {e}",
+                                gap.room_id
+                            ))
+                        })?;
+                fetched
+                    .entry(gap.room_id.to_string())
+                    .or_default()
+                    .extend(events);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The first gap in `events` (sorted by sequence number, without repeats) after `have`: the
+/// last number there is before it, and the first after it.
+fn first_gap(have: i64, events: &[Event]) -> Option<(i64, i64)> {
+    (have + 1..)
+        .zip(events.iter().filter(|e| e.seq > have))
+        .find(|(expected, e)| e.seq != *expected)
+        .map(|(expected, e)| (expected - 1, e.seq))
 }
 
 impl RoomsHandler {
     /// Applies the room PDUs of a transaction: each room's events together (one lock, one
     /// insert), rooms in the order they first appear, deletions last. Refusals are per PDU.
+    /// If a replica has a gap, applies nothing and returns the gaps to fill first.
     async fn handle_pdus(
         &self,
         db: &mut AsyncPgConnection,
         origin: &ServerName,
         pdus: &[Pdu],
+        fetched: &GapFills,
         response: &mut TransactionResponse,
         effects: &mut Vec<Effect>,
-    ) -> Result<(), DbError> {
+    ) -> Result<Vec<Gap>, DbError> {
         let refuse = |why: &str| PduResult {
             error: Some(why.to_owned()),
         };
@@ -140,6 +220,7 @@ impl RoomsHandler {
         let ids: Vec<&str> = rooms.iter().map(|(r, _)| r.as_str()).collect();
         let replicas = queries::rooms_by_ids(db, &ids).await?;
         let mut batches = Vec::with_capacity(rooms.len());
+        let mut gaps = Vec::new();
         for (room_id, events) in rooms {
             let Some(room) = replicas.iter().find(|r| r.room_id == room_id.as_str()) else {
                 // No replica here (never joined, or expired here): nothing to update.
@@ -155,23 +236,23 @@ impl RoomsHandler {
                 continue;
             }
             let mut events: Vec<Event> = events.into_iter().map(|(_, e)| e).collect();
+            if let Some(filled) = fetched.get(room_id.as_str()) {
+                events.extend(filled.iter().cloned());
+            }
             events.sort_by_key(|e| e.seq);
-            let first = events.first().map_or(0, |e| e.seq);
-            if first > room.last_seq + 1 {
-                // Events went missing here (a replica rebuilt, an answer lost): read them from
-                // the origin first, so that the replica's log never has a hole.
-                // If that fails the whole transaction fails (and is retried), rather than
-                // acknowledging events this replica could not place.
-                let mut missing =
-                    fetch_missing(self.replicas.client(), &room_id, room.last_seq, first)
-                        .await
-                        .map_err(|e| {
-                            DbError::Unavailable(format!("cannot fill a gap in {room_id}: {e}"))
-                        })?;
-                missing.append(&mut events);
-                events = missing;
+            events.dedup_by_key(|e| e.seq);
+            if let Some((have, next)) = first_gap(room.last_seq, &events) {
+                gaps.push(Gap {
+                    room_id,
+                    have,
+                    next,
+                });
+                continue;
             }
             batches.push((room_id.to_string(), events));
+        }
+        if !gaps.is_empty() {
+            return Ok(gaps);
         }
         let (_, more) = apply_room_events(db, self.engine.server_name().as_str(), batches).await?;
         effects.extend(more);
@@ -184,13 +265,8 @@ impl RoomsHandler {
                 effects.push(Effect::Close(room_id.to_string(), reason));
             }
         }
-        Ok(())
+        Ok(Vec::new())
     }
-}
-
-/// Whether any identifier or name in an EDU is longer than any this server would accept.
-fn too_long(fields: &[&str]) -> bool {
-    fields.iter().any(|f| f.len() > 255)
 }
 
 /// Whether `origin` may tell us about `user_id` in `room_id`: a server speaks for its own
@@ -202,6 +278,19 @@ fn may_speak(origin: &ServerName, room_id: &str, user_id: &str) -> bool {
 }
 
 impl RoomsHandler {
+    /// Whether `user` of `origin` has budget left for an EDU of `action`; one over budget is
+    /// dropped (EDUs are best-effort) and counted.
+    fn within_budget(&self, action: Action, origin: &ServerName, user: &str) -> bool {
+        let within = self.budgets.both(action, origin.as_str(), user).is_ok();
+        if !within {
+            self.metrics
+                .remote_over_budget
+                .with_label_values(&[action.as_str()])
+                .inc();
+        }
+        within
+    }
+
     async fn handle_edu(&self, origin: &ServerName, edu: &Edu) {
         let limit = self.max_event_bytes;
         match edu.edu_type.as_str() {
@@ -209,8 +298,9 @@ impl RoomsHandler {
                 let Ok(p) = PresenceEdu::deserialize(&edu.content) else {
                     return;
                 };
+                // Every field was bounded as it was read (`wire::bounded`).
                 if !may_speak(origin, &p.room_id, &p.user_id)
-                    || too_long(&[&p.device_id, &p.display_name])
+                    || !self.within_budget(Action::Presence, origin, &p.user_id)
                 {
                     return;
                 }
@@ -241,7 +331,9 @@ impl RoomsHandler {
                 let Ok(t) = TypingEdu::deserialize(&edu.content) else {
                     return;
                 };
-                if may_speak(origin, &t.room_id, &t.user_id) {
+                if may_speak(origin, &t.room_id, &t.user_id)
+                    && self.within_budget(Action::Ephemeral, origin, &t.user_id)
+                {
                     self.engine.remote_typing(
                         &t.room_id,
                         origin.as_str(),
@@ -255,7 +347,10 @@ impl RoomsHandler {
                 let Ok(s) = SignalEdu::deserialize(&edu.content) else {
                     return;
                 };
-                if !may_speak(origin, &s.room_id, &s.from.user_id) || s.payload.len() > limit {
+                if !may_speak(origin, &s.room_id, &s.from.user_id)
+                    || s.payload.len() > limit
+                    || !self.within_budget(Action::Ephemeral, origin, &s.from.user_id)
+                {
                     return;
                 }
                 self.engine.remote_signal(

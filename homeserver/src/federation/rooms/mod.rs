@@ -18,13 +18,17 @@
 //!   the origin by the rooms' owners (`crate::engine`), payloads untouched.
 //!
 //! Every inbound request speaks only for users of the server that signed it, and only a room's
+//! origin sends that room's events; what other servers' users may do here is budgeted per user
+//! and per server ([`budget`]), and every field read from another server is bounded
+//! ([`wire::bounded`]).
 //!
 //! The parts, each importing only those before it: [`wire`] (the JSON of every request, answer
-//! and EDU), [`refusal`] (a refusal's Matrix shape), [`queue`] (PDUs queued for other servers in
+//! and EDU), [`budget`] (what other servers' users may do), [`refusal`] (a refusal's Matrix shape), [`queue`] (PDUs queued for other servers in
 //! the appending transaction), [`outbound`] (signed requests to a room's origin), [`forwarder`]
 //! (our users' chat on its way to origins), [`replica`] (applying an origin's state and events),
 //! [`inbound`] (received transactions) and [`endpoints`] (the origin's HTTP handlers).
 
+pub mod budget;
 pub mod endpoints;
 pub mod forwarder;
 pub mod inbound;

@@ -17,6 +17,9 @@ use crate::error::{ApiError, ErrorCode};
 use crate::federation::client::FederationClient;
 use crate::time::now_ms;
 
+/// Most pages of events read from a room's origin when joining it.
+const MAX_CATCH_UP_PAGES: usize = 64;
+
 /// What to do once a replica's changes committed: fan-out first, then closes.
 pub enum Effect {
     Publish(String, Vec<Event>),
@@ -153,9 +156,11 @@ impl Replicas {
     }
 
     /// Reads the events a replica is missing from the room's origin, page by page, until it has
-    /// them all.
+    /// them all, or [`MAX_CATCH_UP_PAGES`] pages: an origin that keeps answering with more (a
+    /// hostile one) cannot keep a join going, and what is left comes with its next events, whose
+    /// gap is filled then.
     async fn catch_up(&self, room_id: &RoomId) -> Result<(), ApiError> {
-        loop {
+        for _ in 0..MAX_CATCH_UP_PAGES {
             let since = {
                 let mut db = confab_schema::connect(&self.pool).await?;
                 match queries::room(&mut db, room_id.as_str()).await? {
@@ -180,11 +185,14 @@ impl Replicas {
                 .await?;
             drop(db);
             self.run_effects(effects).await;
-            if applied == 0 {
-                // The origin sent nothing that fits after `since`: stop rather than ask forever.
+            if applied == 0 || page.latest_seq <= since + applied as i64 {
+                // Caught up with what the origin says it has, or it sent nothing that fits after
+                // `since`: stop rather than ask forever.
                 return Ok(());
             }
         }
+        tracing::warn!(%room_id, "catching up stopped after {MAX_CATCH_UP_PAGES} pages");
+        Ok(())
     }
 }
 

@@ -1,4 +1,9 @@
 //! The JSON of federated rooms: requests, answers, the event inside a PDU, and the EDUs.
+//!
+//! Every string and object read from another server is bounded as it is read (the [`bounded`]
+//! deserializers): an identifier longer than Matrix's 255 bytes, a device id outside 1 to 64
+//! bytes, or an event over Matrix's 64 KiB is refused with the request (or, in a transaction,
+//! the PDU or EDU that carries it is), so nothing unbounded reaches the engine or the database.
 
 use confab_schema::models::Event;
 use serde::{Deserialize, Serialize};
@@ -12,9 +17,13 @@ use crate::protocol::ConnectedDevice;
 #[serde(deny_unknown_fields)]
 pub struct WireEvent {
     pub seq: i64,
+    #[serde(deserialize_with = "bounded::id")]
     pub sender: String,
+    /// Empty for events no device sent (a join through another server, a kick by an operator).
+    #[serde(deserialize_with = "bounded::device_id_or_none")]
     pub device_id: String,
     pub origin_ts: i64,
+    #[serde(deserialize_with = "bounded::event_content")]
     pub content: Value,
 }
 
@@ -45,9 +54,12 @@ impl WireEvent {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireMember {
+    #[serde(deserialize_with = "bounded::id")]
     pub user_id: String,
+    #[serde(deserialize_with = "bounded::name")]
     pub display_name: String,
     pub is_host: bool,
+    #[serde(deserialize_with = "bounded::word")]
     pub membership: String,
     pub joined_ts: i64,
     pub updated_ts: i64,
@@ -57,7 +69,9 @@ pub struct WireMember {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JoinedRoom {
+    #[serde(deserialize_with = "bounded::id")]
     pub room_id: String,
+    #[serde(deserialize_with = "bounded::id")]
     pub host_user_id: String,
     pub locked: bool,
     pub created_ts: i64,
@@ -72,9 +86,11 @@ pub struct JoinedRoom {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
+    #[serde(deserialize_with = "bounded::id")]
     pub user_id: String,
+    #[serde(deserialize_with = "bounded::name")]
     pub display_name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::optional_id")]
     pub invite_token: Option<String>,
     /// The newest event the joiner's replica already has.
     #[serde(default)]
@@ -84,7 +100,9 @@ pub struct JoinRequest {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LeaveRequest {
+    #[serde(deserialize_with = "bounded::id")]
     pub user_id: String,
+    #[serde(deserialize_with = "bounded::device_id_or_none")]
     pub device_id: String,
 }
 
@@ -92,14 +110,23 @@ pub struct LeaveRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendItem {
+    #[serde(deserialize_with = "bounded::id")]
     pub room_id: String,
+    #[serde(deserialize_with = "bounded::id")]
     pub sender: String,
+    #[serde(deserialize_with = "bounded::device_id")]
     pub device_id: String,
+    #[serde(deserialize_with = "bounded::word")]
     pub kind: String,
+    /// Bounded by `limits.max_event_bytes` where it is checked (`protocol::checked_chat_content`).
     pub ciphertext: String,
     /// The sending device's id for the message (see the `chat` request): the origin appends a
     /// message once per room, user, device and id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded::optional_id"
+    )]
     pub txn_id: Option<String>,
 }
 
@@ -120,6 +147,9 @@ pub struct SendResult {
     pub code: Option<ErrorCode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// With `rate_limited`: when to send it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -131,8 +161,11 @@ pub struct SendResponse {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PresenceRequest {
+    #[serde(deserialize_with = "bounded::id")]
     pub user_id: String,
+    #[serde(deserialize_with = "bounded::device_id")]
     pub device_id: String,
+    #[serde(deserialize_with = "bounded::name")]
     pub display_name: String,
     pub online: bool,
 }
@@ -157,31 +190,145 @@ pub struct EventsQuery {
 
 #[derive(Deserialize)]
 pub struct PresenceEdu {
+    #[serde(deserialize_with = "bounded::id")]
     pub room_id: String,
+    #[serde(deserialize_with = "bounded::id")]
     pub user_id: String,
+    #[serde(deserialize_with = "bounded::device_id")]
     pub device_id: String,
+    #[serde(deserialize_with = "bounded::name")]
     pub display_name: String,
     pub online: bool,
 }
 
 #[derive(Deserialize)]
 pub struct TypingEdu {
+    #[serde(deserialize_with = "bounded::id")]
     pub room_id: String,
+    #[serde(deserialize_with = "bounded::id")]
     pub user_id: String,
+    #[serde(deserialize_with = "bounded::device_id")]
     pub device_id: String,
     pub typing: bool,
 }
 
 #[derive(Deserialize)]
 pub struct DeviceEdu {
+    #[serde(deserialize_with = "bounded::id")]
     pub user_id: String,
+    #[serde(deserialize_with = "bounded::device_id")]
     pub device_id: String,
 }
 
 #[derive(Deserialize)]
 pub struct SignalEdu {
+    #[serde(deserialize_with = "bounded::id")]
     pub room_id: String,
     pub from: DeviceEdu,
     pub to: DeviceEdu,
+    /// Bounded by `limits.max_event_bytes` where it is passed on.
     pub payload: String,
+}
+
+/// Deserializers that refuse a field out of bounds with a message naming the bound.
+pub mod bounded {
+    use serde::de::{Deserializer, Error};
+    use serde::{Deserialize, Serialize};
+    use serde_json::Value;
+
+    /// Matrix's limit on identifiers; also used for tokens, which are shorter.
+    pub const MAX_ID_BYTES: usize = 255;
+    /// A display name's limit: its most characters (`sessions`), four bytes each at most.
+    pub const MAX_NAME_BYTES: usize = 4 * crate::sessions::MAX_DISPLAY_NAME_CHARS;
+    /// A device id's limit, as a local client's (`protocol`).
+    pub const MAX_DEVICE_ID_BYTES: usize = 64;
+    /// A membership or message kind: a short word.
+    pub const MAX_WORD_BYTES: usize = 32;
+    /// Matrix's limit on the size of an event.
+    pub const MAX_EVENT_BYTES: usize = 65_536;
+
+    fn string<'de, D: Deserializer<'de>>(d: D, min: usize, max: usize) -> Result<String, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.len() < min || s.len() > max {
+            return Err(D::Error::custom(format!(
+                "a string of {min} to {max} bytes expected, got {}",
+                s.len()
+            )));
+        }
+        Ok(s)
+    }
+
+    /// A display name as another server sends it, checked further where it is taken
+    /// (`sessions::validate_display_name`).
+    pub fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        string(d, 0, MAX_NAME_BYTES)
+    }
+
+    /// An identifier or token: 1 to 255 bytes.
+    pub fn id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        string(d, 1, MAX_ID_BYTES)
+    }
+
+    /// An optional [`id`].
+    pub fn optional_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| {
+                if s.is_empty() || s.len() > MAX_ID_BYTES {
+                    Err(D::Error::custom(format!(
+                        "a string of 1 to {MAX_ID_BYTES} bytes expected, got {}",
+                        s.len()
+                    )))
+                } else {
+                    Ok(s)
+                }
+            })
+            .transpose()
+    }
+
+    /// A device id: 1 to 64 bytes.
+    pub fn device_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        string(d, 1, MAX_DEVICE_ID_BYTES)
+    }
+
+    /// A device id, or empty.
+    pub fn device_id_or_none<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        string(d, 0, MAX_DEVICE_ID_BYTES)
+    }
+
+    /// A short word: 1 to 32 bytes.
+    pub fn word<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        string(d, 1, MAX_WORD_BYTES)
+    }
+
+    /// An event's content: an object of at most 64 KiB as JSON.
+    pub fn event_content<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        let value = Value::deserialize(d)?;
+        if !value.is_object() {
+            return Err(D::Error::custom("an event's content must be an object"));
+        }
+        let mut size = Counter(0);
+        // Writing to a counter cannot fail.
+        let _ = value.serialize(&mut serde_json::Serializer::new(&mut size));
+        if size.0 > MAX_EVENT_BYTES {
+            return Err(D::Error::custom(format!(
+                "an event's content has at most {MAX_EVENT_BYTES} bytes, this one {}",
+                size.0
+            )));
+        }
+        Ok(value)
+    }
+
+    /// Counts the bytes written to it.
+    struct Counter(usize);
+
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 }
