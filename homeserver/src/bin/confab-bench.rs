@@ -18,6 +18,10 @@
 //! confab-bench federation [--rooms 100] [--window 8] [--secs 10] [--rate 0]
 //!                     # chat from users of B to users of A in rooms on B, through signed
 //!                     # transactions; closed loop (`--window` in flight per room) or open loop
+//! confab-bench hostile [--secs 10] [--rate 2000]
+//!                     # local chat acks (open loop) with no attack, then while a hostile
+//!                     # homeserver keeps 32 gapped transactions in flight and answers each
+//!                     # gap-fill request after 5 s
 //! confab-bench all                                               # the README's figures
 //! confab-bench bare-relay --listen 127.0.0.1:0                   # (internal) the reference relay
 //! ```
@@ -102,6 +106,7 @@ fn main() -> anyhow::Result<()> {
                 )
                 .await
             }
+            "hostile" => hostile_bench(opt("secs", 10), opt("rate", 2_000)).await,
             "all" => {
                 print_machine();
                 signal_bench(100, 8, 10, Drive::Closed(1)).await?;
@@ -114,7 +119,8 @@ fn main() -> anyhow::Result<()> {
                     chat_bench(100, 8, 10, 5_000).await?;
                 }
                 federation_bench(100, 8, 10, 0).await?;
-                federation_bench(100, 1, 10, 1_000).await
+                federation_bench(100, 1, 10, 1_000).await?;
+                hostile_bench(10, 2_000).await
             }
             other => bail!("unknown command {other:?}; see the doc comment of confab-bench"),
         }
@@ -1382,4 +1388,229 @@ async fn federation_bench(rooms: usize, window: usize, secs: u64, rate: u64) -> 
         rss_a as f64 / (1024.0 * 1024.0)
     );
     Ok(())
+}
+
+// ---- a hostile origin ------------------------------------------------------------------------
+
+/// Local chat while another homeserver attacks through federation. The attacker holds a room
+/// that a user of the server under test joined (so the server keeps a replica of it), then keeps
+/// 32 transactions in flight, each with an event far past the replica's newest (a gap to fill
+/// from the origin), sending the next as soon as one is answered, whatever the answer; it answers
+/// every gap-fill request after 5 s. Reported: the local clients' ack latency and errors in an
+/// open loop, first with no attack, then under it, and what the attacker's transactions got.
+async fn hostile_bench(secs: u64, rate: u64) -> anyhow::Result<()> {
+    println!(
+        "\n== local chat under a hostile origin: 100 rooms x 8 clients, open loop at {rate} events/s, {secs} s quiet then {secs} s attacked (32 gapped transactions in flight, each gap-fill answer after 5 s) =="
+    );
+    let server = start_confab(&[
+        ("CONFAB__FEDERATION__ALLOW_INSECURE_HTTP", "true"),
+        ("CONFAB__FEDERATION__ALLOW_PRIVATE_ADDRESSES", "true"),
+    ])
+    .await?;
+    let hostile = HostileOrigin::start(Duration::from_secs(5))?;
+    let carol = setup_users(server.addr, 1, "carol").await.remove(0);
+    post(
+        &reqwest::Client::new(),
+        &format!("http://{}", server.addr),
+        &format!("/rooms/{}/join", hostile.room_id),
+        Some(&carol.token),
+        json!({}),
+    )
+    .await;
+    for attacked in [false, true] {
+        let load = ChatLoad::start(server.addr, 100, 8, rate).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(HostileAnswers::default());
+        let attackers: Vec<_> = (0..32)
+            .filter(|_| attacked)
+            .map(|worker| {
+                let (hostile, stop, answers) = (hostile.clone(), stop.clone(), answers.clone());
+                let target = server.addr;
+                tokio::spawn(async move {
+                    let http = reqwest::Client::new();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Acquire) {
+                        n += 1;
+                        let status = hostile.send(&http, target, &format!("w{worker}n{n}")).await;
+                        answers.count(status);
+                    }
+                })
+            })
+            .collect();
+        let gen0 = own_cpu_seconds();
+        let (elapsed, cpu) = measure(&server, &load.window, secs).await;
+        let generator = (own_cpu_seconds() - gen0) / (elapsed + 2.0) * 100.0;
+        stop.store(true, Ordering::Release);
+        for a in attackers {
+            a.abort();
+        }
+        load.stop();
+        let f = figures(
+            &load.window,
+            &load.samples,
+            elapsed,
+            cpu,
+            server.rss_bytes(),
+        );
+        println!(
+            "    {:>8}: {:>7.0} events/s acked  ack p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  ({} samples)  errors {}  server CPU {:.0} % of a core  generator CPU {:.0} % of a core{}",
+            if attacked { "attacked" } else { "quiet" },
+            f.rate,
+            f.p50,
+            f.p99,
+            f.p999,
+            f.samples,
+            load.errors.load(Ordering::Relaxed),
+            f.server_cpu,
+            generator,
+            if attacked {
+                format!(
+                    "\n              the attacker's transactions: {} answered 429 (M_LIMIT_EXCEEDED), {} answered 500 (gap not filled), {} otherwise",
+                    answers.refused.load(Ordering::Relaxed),
+                    answers.failed.load(Ordering::Relaxed),
+                    answers.other.load(Ordering::Relaxed),
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    hostile.handle.stop(false).await;
+    Ok(())
+}
+
+/// What the attacker's transactions were answered.
+#[derive(Default)]
+struct HostileAnswers {
+    refused: AtomicU64,
+    failed: AtomicU64,
+    other: AtomicU64,
+}
+
+impl HostileAnswers {
+    fn count(&self, status: u16) {
+        let counter = match status {
+            429 => &self.refused,
+            500 => &self.failed,
+            _ => &self.other,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A homeserver in this process that publishes a key, answers joins to its one room, and
+/// answers its events endpoint only after `delay`, with events that never close a gap.
+#[derive(Clone)]
+struct HostileOrigin {
+    name: confab_federation::ids::ServerName,
+    key: Arc<confab_federation::signing::SigningKey>,
+    room_id: String,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl HostileOrigin {
+    fn start(delay: Duration) -> anyhow::Result<Self> {
+        use actix_web::{App, HttpResponse, HttpServer, web};
+        use confab_federation::signing::{KeyId, SigningKey};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let name = confab_federation::ids::ServerName::parse(&listener.local_addr()?.to_string())?;
+        let key = Arc::new(SigningKey::generate(KeyId::ed25519("hostile")?)?);
+        let document = confab_federation::keys::build_server_keys_document(
+            &name,
+            &key,
+            &std::collections::BTreeMap::new(),
+            confab::federation::now_ms() + 24 * 3_600_000,
+        )?;
+        let room_id = format!("!hostile:{name}");
+        let (room, origin) = (room_id.clone(), name.clone());
+        let server = HttpServer::new(move || {
+            let (document, room, origin) = (document.clone(), room.clone(), origin.clone());
+            App::new()
+                .route(
+                    "/_matrix/key/v2/server",
+                    web::get().to(move || {
+                        let document = document.clone();
+                        async move { HttpResponse::Ok().json(document) }
+                    }),
+                )
+                .route(
+                    "/_confab/federation/v1/rooms/{room}/join",
+                    web::post().to(move |body: web::Json<Value>| {
+                        let (room, origin) = (room.clone(), origin.clone());
+                        async move { HttpResponse::Ok().json(hostile_room(&room, &origin, &body)) }
+                    }),
+                )
+                .route(
+                    "/_confab/federation/v1/rooms/{room}/events",
+                    web::get().to(move || async move {
+                        // The hostile part: slow, and with nothing that fills the gap.
+                        tokio::time::sleep(delay).await;
+                        HttpResponse::Ok().json(json!({"events": [], "latest_seq": 1}))
+                    }),
+                )
+                .default_service(web::to(|| async { HttpResponse::Ok().json(json!({})) }))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Ok(Self {
+            name,
+            key,
+            room_id,
+            handle,
+        })
+    }
+
+    /// Sends one signed transaction with an event far past anything the replica has.
+    async fn send(&self, http: &reqwest::Client, to: SocketAddr, txn_id: &str) -> u16 {
+        let destination = confab_federation::ids::ServerName::parse(&to.to_string()).unwrap();
+        let body = json!({
+            "origin": self.name,
+            "origin_server_ts": confab::federation::now_ms(),
+            "pdus": [{"event_id": format!("${txn_id}"), "room_id": self.room_id, "type": "confab.event",
+                "event": {"seq": 1_000_000, "sender": format!("@host:{}", self.name), "device_id": "D",
+                          "origin_ts": 1, "content": {"type": "chat", "kind": "text", "ciphertext": "c"}}}],
+            "edus": [],
+        });
+        let path = format!("/_matrix/federation/v1/send/{txn_id}");
+        let auth = confab_federation::xmatrix::sign_request(
+            &self.name,
+            &destination,
+            "PUT",
+            &path,
+            Some(&body),
+            &self.key,
+        )
+        .unwrap();
+        match http
+            .put(format!("http://{to}{path}"))
+            .header("Authorization", auth.to_string())
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(res) => res.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+}
+
+/// The hostile origin's answer to a join: a room whose one event is the joiner's.
+fn hostile_room(room_id: &str, origin: &confab_federation::ids::ServerName, join: &Value) -> Value {
+    let user = join["user_id"].as_str().unwrap_or_default();
+    let host = format!("@host:{origin}");
+    let member = |user: &str| {
+        json!({"user_id": user, "display_name": "M", "is_host": false, "membership": "joined",
+               "joined_ts": 1, "updated_ts": 1})
+    };
+    json!({
+        "room_id": room_id, "host_user_id": host, "locked": false, "created_ts": 1, "latest_seq": 1,
+        "members": [member(&host), member(user)],
+        "events": [{"seq": 1, "sender": user, "device_id": "", "origin_ts": 1,
+            "content": {"type": "member", "user_id": user, "membership": "joined", "display_name": "M"}}],
+        "connected": [],
+    })
 }
