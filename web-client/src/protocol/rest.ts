@@ -12,6 +12,7 @@ import {
   type RoomSummary,
   type ServerConfig,
   type Session,
+  type SettingsChange,
   type Whoami,
 } from './types';
 
@@ -102,6 +103,10 @@ export class RestClient {
   }
   setLocked(roomId: string, locked: boolean): Promise<RoomSummary> {
     return this.call('POST', `/rooms/${encodeURIComponent(roomId)}/${locked ? 'lock' : 'unlock'}`, {});
+  }
+  /** Changes room settings (hosts only); answers the room summary. */
+  setSettings(roomId: string, change: SettingsChange): Promise<RoomSummary> {
+    return this.call('POST', `/rooms/${encodeURIComponent(roomId)}/settings`, change);
   }
   /** Kicks a joined member or one who left; revokes the invites they joined with. */
   kick(roomId: string, userId: string): Promise<KickResult> {

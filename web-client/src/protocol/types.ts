@@ -67,6 +67,15 @@ export interface RoomSummary {
   members: Member[];
   latest_seq: number;
   is_host: boolean;
+  /** Whether any joined member may make invite links (a setting of the host's). */
+  guests_may_share: boolean;
+  /** Whether the caller may make invite links now. */
+  can_share: boolean;
+}
+
+/** `POST /rooms/{room_id}/settings`: the settings to change; those left out keep their value. */
+export interface SettingsChange {
+  guests_may_share?: boolean;
 }
 
 /** The answer to a kick: which invites it revoked (those the member joined with that were still valid). */
@@ -87,6 +96,8 @@ export interface Invite {
   max_uses: number | null;
   uses: number;
   revoked?: boolean;
+  /** Who made it: the host, or a member while guests may share. */
+  created_by?: string;
 }
 
 export interface ChatContent {
@@ -104,7 +115,14 @@ export interface LockContent {
   type: 'lock';
   locked: boolean;
 }
-export type EventContent = ChatContent | MemberContent | LockContent;
+/** The room's settings after a change (every setting). */
+export interface SettingsContent {
+  type: 'settings';
+  guests_may_share: boolean;
+  /** The settings this change set to a new value. */
+  changed?: string[];
+}
+export type EventContent = ChatContent | MemberContent | LockContent | SettingsContent;
 
 export interface RoomEvent {
   room_id: string;
@@ -227,7 +245,7 @@ export function retryDelay(err: unknown): number | null {
 /** A sentence a person can act on, for each machine code the client may show (else the server's reason). */
 const KNOWN_ERRORS = new Set([
   'room_locked', 'invite_required', 'invite_invalid', 'invite_expired', 'invite_revoked', 'invite_used_up', 'kicked',
-  'room_not_found', 'room_full', 'too_many_rooms', 'too_many_connections', 'unauthorized', 'event_too_large', 'unavailable',
+  'room_not_found', 'room_full', 'too_many_rooms', 'too_many_invites', 'too_many_connections', 'unauthorized', 'event_too_large', 'unavailable',
 ]);
 
 /** A sentence for the user: known codes from the catalog (`error.<code>`), else the server's reason. */

@@ -450,6 +450,15 @@ export class RoomSession {
       );
       return;
     }
+    if (c.type === 'settings') {
+      // The event says every setting as it is now, and which of them this change set.
+      this.store.set((s) => {
+        const next = { ...s, guestsMayShare: c.guests_may_share };
+        if (!c.changed?.includes('guests_may_share')) return next;
+        return addChatItem(next, { seq: ev.seq, ts: ev.ts, sender: ev.sender, deviceId: ev.device_id, kind: 'system', status: 'ok', text: c.guests_may_share ? 'sharingOn' : 'sharingOff' });
+      });
+      return;
+    }
     if (c.type !== 'chat') return;
     const ctx: MessageContext = { roomId: this.d.roomId, userId: ev.sender, deviceId: ev.device_id, kind: c.kind };
     const base = { seq: ev.seq, ts: ev.ts, sender: ev.sender, deviceId: ev.device_id };

@@ -78,7 +78,7 @@ describe('local memory', () => {
 });
 
 describe('live items and replayed history', () => {
-  const summary = (latest: number) => ({ room_id: '!r:x', origin: 'x', host: '@bob:x', locked: false, max_participants: 8, members: [], connected: [], latest_seq: latest, is_host: false, created_ts: 0, expires_ts: null });
+  const summary = (latest: number) => ({ room_id: '!r:x', origin: 'x', host: '@bob:x', locked: false, max_participants: 8, members: [], connected: [], latest_seq: latest, is_host: false, guests_may_share: false, can_share: false, created_ts: 0, expires_ts: null });
 
   it('announces nothing before the subscription, then only items above the seq it started at', () => {
     let s = initialRoomState('!r:x', me, 'Me', false);

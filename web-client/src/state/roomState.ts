@@ -67,6 +67,8 @@ export interface RoomViewState {
   host: string;
   isHost: boolean;
   locked: boolean;
+  /** The host lets every member make invite links (a room setting, kept by the room's origin). */
+  guestsMayShare: boolean;
   maxParticipants: number;
   members: Member[];
   /** userId → devices with a live subscription */
@@ -124,6 +126,7 @@ export function initialRoomState(roomId: string, me: { userId: string; deviceId:
     host: '',
     isHost: false,
     locked: false,
+    guestsMayShare: false,
     maxParticipants: 8,
     members: [],
     presence: {},
@@ -160,11 +163,17 @@ export function applySummary(s: RoomViewState, sum: RoomSummary): RoomViewState 
     host: sum.host,
     isHost: sum.is_host,
     locked: sum.locked,
+    guestsMayShare: sum.guests_may_share ?? false,
     maxParticipants: sum.max_participants,
     members: sum.members,
     presence,
     liveFromSeq: sum.latest_seq,
   };
+}
+
+/** Whether we may make invite links now: hosts always, everyone while the host lets guests share. */
+export function canShare(s: RoomViewState): boolean {
+  return s.isHost || s.guestsMayShare;
 }
 
 /** Insert keeping seq order; a seq already present, or a (sender, mid) already shown, is dropped. */

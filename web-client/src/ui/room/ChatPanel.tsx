@@ -25,6 +25,10 @@ function systemText(item: ChatItem, state: RoomViewState, t: Translate): string 
       return t('room.wasLocked');
     case 'unlocked':
       return t('room.wasUnlocked');
+    case 'sharingOn':
+      return t('room.sharingOn');
+    case 'sharingOff':
+      return t('room.sharingOff');
     default:
       return item.text ?? '';
   }

@@ -2,7 +2,7 @@ import { useCallback, useEffect, useRef, useState, type RefObject } from 'react'
 import type { RestClient } from '../../protocol/rest';
 import { describeError, type Invite, type Member } from '../../protocol/types';
 import { inviteFragment } from '../../state/links';
-import type { RoomViewState } from '../../state/roomState';
+import { displayName, type RoomViewState } from '../../state/roomState';
 import type { RoomSession } from '../../state/roomSession';
 import { pageBase } from '../../platform/browser';
 import { useT } from '../services';
@@ -10,7 +10,8 @@ import { usePanelFocus } from './usePanelFocus';
 import styles from './HostPanel.module.css';
 
 /**
- * Host controls: invites (with or without the secret in the link), lock, kick (of a member in the
+ * Host controls: invites (with or without the secret in the link; those guests made are named),
+ * whether guests may share invite links, lock, kick (of a member in the
  * room, or one who left, kept out), close. After a kick the panel says whether the link the member
  * joined with was revoked, and offers a fresh link in one click.
  */
@@ -36,6 +37,7 @@ export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onCl
   const [removal, setRemoval] = useState<{ name: string; revoked: boolean; link?: string } | null>(null);
   const roomId = state.roomId;
   const nameOf = (m: Member) => state.names[m.user_id] ?? m.display_name;
+  const nameOfUser = (userId: string) => displayName(state, userId);
 
   const refresh = useCallback(() => {
     rest.listInvites(roomId).then((r) => setInvites(r.invites), (e: unknown) => setMsg(describeError(e, t)));
@@ -99,6 +101,7 @@ export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onCl
         {invites.map((i) => (
           <li key={i.invite_id}>
             {t('host.linkUsed', { id: i.invite_id.slice(0, 6), uses: i.max_uses ? `${i.uses}/${i.max_uses}` : i.uses })}
+            {i.created_by && i.created_by !== state.me.userId ? ` · ${t('host.madeBy', { name: nameOfUser(i.created_by) })}` : ''}
             {i.revoked ? ` · ${t('host.revoked')}` : ''}
             {!i.revoked && (
               <button type="button" onClick={() => void act(() => rest.revokeInvite(roomId, i.invite_id)).then(refresh)}>
@@ -110,6 +113,15 @@ export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onCl
       </ul>
 
       <h2>{t('host.room')}</h2>
+      <label className={styles.check}>
+        <input
+          type="checkbox"
+          checked={state.guestsMayShare}
+          onChange={(e) => void act(() => rest.setSettings(roomId, { guests_may_share: e.target.checked }))}
+          data-testid="toggle-guests-share"
+        />
+        <span>{t('host.guestsMayShare')}</span>
+      </label>
       <button type="button" onClick={() => void act(() => rest.setLocked(roomId, !state.locked))} aria-pressed={state.locked} data-testid="toggle-lock">
         {state.locked ? t('host.unlock') : t('host.lock')}
       </button>
