@@ -31,6 +31,8 @@ pub enum ErrorCode {
     NotFound,
     RoomFull,
     TooManyRooms,
+    /// The caller already has the most live invite links one member may have in a room.
+    TooManyInvites,
     RateLimited,
     TooManyConnections,
     FrameTooLarge,
@@ -53,7 +55,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for the tests that keep `homeserver/PROTOCOL.md` complete.
-    pub const ALL: [ErrorCode; 35] = {
+    pub const ALL: [ErrorCode; 36] = {
         use ErrorCode::*;
         [
             BadRequest,
@@ -76,6 +78,7 @@ impl ErrorCode {
             NotFound,
             RoomFull,
             TooManyRooms,
+            TooManyInvites,
             RateLimited,
             TooManyConnections,
             FrameTooLarge,
@@ -118,6 +121,7 @@ impl ErrorCode {
             NotFound => "not_found",
             RoomFull => "room_full",
             TooManyRooms => "too_many_rooms",
+            TooManyInvites => "too_many_invites",
             RateLimited => "rate_limited",
             TooManyConnections => "too_many_connections",
             FrameTooLarge => "frame_too_large",
@@ -150,7 +154,9 @@ impl ErrorCode {
             }
             RoomNotFound | NotFound | DeviceNotInRoom => StatusCode::NOT_FOUND,
             RoomFull => StatusCode::CONFLICT,
-            TooManyRooms | RateLimited | TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+            TooManyRooms | TooManyInvites | RateLimited | TooManyConnections => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             FrameTooLarge | EventTooLarge | BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -422,6 +422,17 @@ pub fn lock_content(locked: bool) -> Value {
     serde_json::json!({ "type": "lock", "locked": locked })
 }
 
+/// Content of the server-generated `settings` event: the room's settings as they are after the
+/// change (every setting, so that one event says the whole state), and the names of those the
+/// change set to a new value (so that clients can say what changed, whatever they saw before).
+pub fn settings_content(guests_may_share: bool, changed: &[&str]) -> Value {
+    serde_json::json!({
+        "type": "settings",
+        "guests_may_share": guests_may_share,
+        "changed": changed,
+    })
+}
+
 /// Checks a chat message's kind and ciphertext against the protocol's rules and the event size
 /// limit, and builds its content.
 pub fn checked_chat_content(
@@ -468,6 +479,13 @@ pub struct RoomSummary {
     pub members: Vec<MemberOut>,
     pub latest_seq: i64,
     pub is_host: bool,
+    /// Whether any joined member may make invite links (a setting of the host's).
+    #[serde(default)]
+    pub guests_may_share: bool,
+    /// Whether the caller may make invite links now: a host, or any member while
+    /// `guests_may_share` is on.
+    #[serde(default)]
+    pub can_share: bool,
 }
 
 /// A device live in a room.

@@ -18,6 +18,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::federation::rooms::outbound;
 use crate::federation::rooms::queue::{deleted_pdu, queue_pdus, wake};
 use crate::federation::rooms::replica::Replicas;
+use crate::federation::rooms::wire::RoomRequest;
 use crate::federation::sender::TransactionSender;
 use crate::metrics::Metrics;
 use crate::protocol::{self, MemberOut, RoomSummary};
@@ -57,7 +58,23 @@ pub struct InviteOut {
     pub max_uses: Option<i32>,
     pub uses: i32,
     pub revoked: bool,
+    /// Who made it: the host, or a member while guests may share.
+    #[serde(default)]
+    pub created_by: String,
 }
+
+/// A change of the room's settings; a field left out keeps its value.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsChange {
+    /// Whether any joined member may make invite links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guests_may_share: Option<bool>,
+}
+
+/// Live invite links (neither revoked nor expired) one member who is not a host may have in a
+/// room at once: enough to share the room again and again, too few to fill the database.
+pub const MAX_GUEST_INVITES: i64 = 10;
 
 /// The answer to a kick: who was kicked, and which invites the kick revoked. A kick revokes every
 /// invite the member joined with (so a new guest session holding the same link is refused, and
@@ -86,6 +103,7 @@ impl InviteOut {
             max_uses: invite.max_uses,
             uses: invite.uses,
             revoked: invite.revoked_ts.is_some(),
+            created_by: invite.created_by.clone(),
         }
     }
 }
@@ -189,6 +207,8 @@ impl Rooms {
                 .collect(),
             latest_seq: room.last_seq,
             is_host: room.host_user_id == who.user_id,
+            guests_may_share: room.guests_may_share,
+            can_share: room.host_user_id == who.user_id || room.guests_may_share,
         })
     }
 
@@ -212,6 +232,7 @@ impl Rooms {
             created_ts: now,
             last_seq: 0,
             expires_ts: Some(self.engine.countdown().deadline(now)),
+            guests_may_share: false,
         };
         let host = Member {
             room_id: room.room_id.clone(),
@@ -504,7 +525,14 @@ impl Rooms {
                     };
                     queries::set_membership(db, room_id, &target, &state, now).await?;
                     let revoked = if kicking {
-                        queries::revoke_invites_of_member(db, room_id, &target, now).await?
+                        // The links they joined with, and the links they made while guests
+                        // could share: either would bring them back with a new guest session.
+                        let mut revoked =
+                            queries::revoke_invites_of_member(db, room_id, &target, now).await?;
+                        revoked.extend(
+                            queries::revoke_invites_made_by(db, room_id, &target, now).await?,
+                        );
+                        revoked
                     } else {
                         Vec::new()
                     };
@@ -535,7 +563,9 @@ impl Rooms {
             .map(|(revoked, _)| revoked)
     }
 
-    /// Creates an invite (host only).
+    /// Creates an invite: the host may, and any joined member while the host lets guests share
+    /// (at most [`MAX_GUEST_INVITES`] live links each). A member of a room of another server asks
+    /// through this server, which forwards the request to the room's origin.
     pub async fn create_invite(
         &self,
         room_id: &str,
@@ -543,6 +573,13 @@ impl Rooms {
         options: &InviteOptions,
     ) -> Result<InviteOut, ApiError> {
         let room_id = parse_room_id(room_id)?;
+        if room_id.server_name() != &self.settings.server.name {
+            let request = RoomRequest::CreateInvite {
+                expires_in_secs: options.expires_in_secs,
+                max_uses: options.max_uses,
+            };
+            return outbound::member_request(self.replicas.client(), &room_id, who, &request).await;
+        }
         if options.max_uses == Some(0) {
             return Err(ApiError::bad_request("max_uses must be at least 1"));
         }
@@ -553,8 +590,28 @@ impl Rooms {
             ));
         }
         let mut db = confab_schema::connect(&self.pool).await?;
-        require_host(&mut db, room_id.as_str(), who).await?;
         let now = now_ms();
+        let room = require_member(&mut db, room_id.as_str(), who).await?;
+        if room.host_user_id != who.user_id {
+            if !room.guests_may_share {
+                return Err(ApiError::new(
+                    ErrorCode::NotHost,
+                    "only the host may make invite links: the host has not let guests share",
+                ));
+            }
+            let live =
+                queries::count_live_invites_made_by(&mut db, room_id.as_str(), &who.user_id, now)
+                    .await?;
+            if live >= MAX_GUEST_INVITES {
+                return Err(ApiError::new(
+                    ErrorCode::TooManyInvites,
+                    format!(
+                        "you already have {live} live invite links in this room, the most a \
+                         guest may have"
+                    ),
+                ));
+            }
+        }
         let token = new_token();
         let invite = Invite {
             invite_id: confab_federation::ids::random_alphanumeric(12),
@@ -647,6 +704,65 @@ impl Rooms {
                     let room = queries::set_room_locked(db, &room_key, locked)
                         .await?
                         .ok_or_else(ApiError::room_not_found)?;
+                    let appended = appender.append(db, &[event]).await?;
+                    let last_seq = appended.events.last().map_or(room.last_seq, |e| e.seq);
+                    Ok(Room { last_seq, ..room })
+                })
+            })
+            .await?;
+        Ok(room)
+    }
+
+    /// Changes the room's settings (host only) and tells everyone.
+    pub async fn set_settings(
+        &self,
+        room_id: &str,
+        who: &Identity,
+        change: &SettingsChange,
+    ) -> Result<RoomSummary, ApiError> {
+        let room_id = parse_room_id(room_id)?;
+        {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            require_host(&mut db, room_id.as_str(), who).await?;
+        }
+        let room = self.set_settings_as(room_id.as_str(), who, change).await?;
+        self.room_summary(&room, who).await
+    }
+
+    /// Changes the room's settings on the authority of `actor`, unchecked (see
+    /// [`Self::kick_as`]): the change is a `settings` event with every setting as it is after it,
+    /// applied by the origin and carried to the replicas like the lock. Returns the room as it is
+    /// now.
+    pub async fn set_settings_as(
+        &self,
+        room_id: &str,
+        actor: &Identity,
+        change: &SettingsChange,
+    ) -> Result<Room, ApiError> {
+        self.require_origin(room_id)?;
+        let (room_key, actor, change) = (room_id.to_owned(), actor.clone(), change.clone());
+        let (room, _) = self
+            .writer()
+            .change(room_id, move |db, appender| {
+                Box::pin(async move {
+                    let mut room = queries::room_for_update(db, &room_key)
+                        .await?
+                        .ok_or_else(ApiError::room_not_found)?;
+                    let mut changed = Vec::new();
+                    if let Some(share) = change.guests_may_share
+                        && share != room.guests_may_share
+                    {
+                        room = queries::set_room_guests_may_share(db, &room_key, share)
+                            .await?
+                            .ok_or_else(ApiError::room_not_found)?;
+                        changed.push("guests_may_share");
+                    }
+                    let event = NewEvent {
+                        sender: actor.user_id.clone(),
+                        device_id: actor.device_id.clone(),
+                        origin_ts: now_ms(),
+                        content: protocol::settings_content(room.guests_may_share, &changed),
+                    };
                     let appended = appender.append(db, &[event]).await?;
                     let last_seq = appended.events.last().map_or(room.last_seq, |e| e.seq);
                     Ok(Room { last_seq, ..room })

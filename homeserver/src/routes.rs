@@ -17,7 +17,7 @@ use crate::extract::{JsonResult, optional_body};
 use crate::federation::{
     auth as federation_auth, endpoints as federation, rooms::endpoints as federated_rooms,
 };
-use crate::rooms::InviteOptions;
+use crate::rooms::{InviteOptions, SettingsChange};
 use crate::state::AppState;
 use crate::{limiter, sessions, turn, ws};
 
@@ -55,6 +55,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/rooms/{room_id}/lock", web::post().to(lock))
                 .route("/rooms/{room_id}/unlock", web::post().to(unlock))
                 .route("/rooms/{room_id}/kick", web::post().to(kick))
+                .route("/rooms/{room_id}/settings", web::post().to(settings))
                 .route("/rooms/{room_id}/ice_servers", web::get().to(ice_servers))
                 .route("/ws", web::get().to(ws::not_an_upgrade))
                 .default_service(web::to(not_found)),
@@ -94,6 +95,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/rooms/{room_id}/presence",
                     web::post().to(federated_rooms::presence),
+                )
+                .route(
+                    "/rooms/{room_id}/request",
+                    web::post().to(federated_rooms::member_request),
                 )
                 .route(
                     "/rooms/{room_id}/events",
@@ -366,6 +371,15 @@ async fn kick(
     body: web::Json<KickBody>,
 ) -> ApiResult {
     Ok(HttpResponse::Ok().json(state.rooms.kick(&path, &who, &body.user_id).await?))
+}
+
+async fn settings(
+    state: Data,
+    Authed(who): Authed,
+    path: web::Path<String>,
+    body: web::Json<SettingsChange>,
+) -> ApiResult {
+    Ok(HttpResponse::Ok().json(state.rooms.set_settings(&path, &who, &body).await?))
 }
 
 /// The status code a default (non-API) error maps to, for the latency metric.

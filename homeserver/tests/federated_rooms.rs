@@ -617,3 +617,95 @@ async fn remote_devices_count_only_while_their_server_confirms_them() {
     );
     assert!(!connected.iter().any(|d| d.device_id.starts_with("GHOST")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_guest_gets_an_invite_link_through_its_own_server_only_when_allowed() {
+    let (a, b) = tokio::join!(federating(&[]), federating(&[]));
+    let host = b.guest("Host").await;
+    let room = b.room(&host).await;
+    let link = b.invite(&host, &room, json!({})).await;
+    let alice = a.guest("Alice").await;
+    let (status, body) = join_remote(&a, &alice, &room, &link["token"]).await;
+    assert_eq!(status, 200, "{body}");
+    let invites = format!("/rooms/{room}/invites");
+
+    // Off: A forwards the request to B, and B's refusal comes back with its code.
+    let (status, body) = a.post(&invites, &alice.token, json!({})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("not_host")),
+        "{body}"
+    );
+
+    // B's host turns sharing on; the setting reaches A's replica as an event.
+    let mut on_a = WsClient::authed(&a, &alice).await;
+    let ack = on_a
+        .request(json!({"type": "subscribe", "room_id": room}))
+        .await;
+    assert_eq!(ack["result"]["guests_may_share"], false, "{ack}");
+    let (status, _) = b
+        .post(
+            &format!("/rooms/{room}/settings"),
+            &host.token,
+            json!({"guests_may_share": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let event = on_a
+        .wait_for(|m| m["type"] == "event" && m["content"]["type"] == "settings")
+        .await;
+    assert_eq!(event["content"]["guests_may_share"], true);
+    let (_, summary) = a.get(&format!("/rooms/{room}"), &alice.token).await;
+    assert_eq!(
+        (&summary["guests_may_share"], &summary["can_share"]),
+        (&json!(true), &json!(true)),
+        "{summary}"
+    );
+    // A settings change is the origin's: A refuses to change its replica.
+    let (status, body) = a
+        .post(
+            &format!("/rooms/{room}/settings"),
+            &alice.token,
+            json!({"guests_may_share": false}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+
+    // Alice's link, made on B through A, admits a friend on A and one on B.
+    let (status, shared) = a.post(&invites, &alice.token, json!({"max_uses": 2})).await;
+    assert_eq!(status, 201, "{shared}");
+    assert_eq!(shared["room_id"], room.as_str());
+    let friend = a.guest("Friend").await;
+    let (status, body) = join_remote(&a, &friend, &room, &shared["token"]).await;
+    assert_eq!(status, 200, "{body}");
+    let local = b.guest("Local").await;
+    let (status, body) = join_remote(&b, &local, &room, &shared["token"]).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, list) = b.get(&invites, &host.token).await;
+    assert!(
+        list["invites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["invite_id"] == shared["invite_id"]
+                && i["created_by"] == alice.user_id.as_str()),
+        "{list}"
+    );
+
+    // Kicking Alice on B revokes the link she made.
+    let (status, kicked) = b
+        .post(
+            &format!("/rooms/{room}/kick"),
+            &host.token,
+            json!({"user_id": alice.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{kicked}");
+    assert!(
+        kicked["revoked_invites"]
+            .as_array()
+            .unwrap()
+            .contains(&shared["invite_id"]),
+        "{kicked}"
+    );
+}

@@ -614,3 +614,129 @@ async fn health_metrics_and_config() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guests_make_invite_links_only_while_the_host_lets_them() {
+    let s = TestServer::start().await;
+    let host = s.guest("Host").await;
+    let room = s.room(&host).await;
+    let guest = s.guest("Guest").await;
+    s.join_with_invite(&host, &guest, &room).await;
+    let invites = format!("/rooms/{room}/invites");
+    let settings = format!("/rooms/{room}/settings");
+
+    // Off by default: the summary says so, and a guest's link is refused.
+    let (_, summary) = s.get(&format!("/rooms/{room}"), &guest.token).await;
+    assert_eq!(
+        (&summary["guests_may_share"], &summary["can_share"]),
+        (&json!(false), &json!(false))
+    );
+    let (status, body) = s.post(&invites, &guest.token, json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("not_host")));
+    // Only the host changes settings; an unknown setting is a bad request.
+    let (status, body) = s
+        .post(&settings, &guest.token, json!({"guests_may_share": true}))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("not_host")));
+    let (status, body) = s
+        .post(&settings, &host.token, json!({"lobbyy": true}))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
+
+    // The host turns it on; everyone subscribed sees the `settings` event.
+    let mut watcher = support::WsClient::authed(&s, &guest).await;
+    let ack = watcher
+        .request(json!({"type": "subscribe", "room_id": room}))
+        .await;
+    let since = ack["result"]["latest_seq"].as_i64().unwrap();
+    let (status, summary) = s
+        .post(&settings, &host.token, json!({"guests_may_share": true}))
+        .await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["guests_may_share"], true);
+    let event = watcher
+        .wait_for(|m| m["type"] == "event" && m["content"]["type"] == "settings")
+        .await;
+    assert_eq!(event["seq"].as_i64().unwrap(), since + 1);
+    assert_eq!(
+        event["content"],
+        json!({"type": "settings", "guests_may_share": true, "changed": ["guests_may_share"]})
+    );
+    assert_eq!(event["sender"], host.user_id.as_str());
+
+    // Now the guest's link works, and the host sees who made it.
+    let (_, summary) = s.get(&format!("/rooms/{room}"), &guest.token).await;
+    assert_eq!(summary["can_share"], true);
+    let (status, shared) = s.post(&invites, &guest.token, json!({})).await;
+    assert_eq!(status, 201, "{shared}");
+    let friend = s.guest("Friend").await;
+    let (status, body) = s
+        .post(
+            &format!("/rooms/{room}/join"),
+            &friend.token,
+            json!({"invite_token": shared["token"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, list) = s.get(&invites, &host.token).await;
+    let made = list["invites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["invite_id"] == shared["invite_id"])
+        .unwrap()
+        .clone();
+    assert_eq!(made["created_by"], guest.user_id.as_str());
+    // Guests still cannot list or revoke invites.
+    let (status, _) = s.get(&invites, &guest.token).await;
+    assert_eq!(status, 403);
+    // Someone who is not a member gets nothing.
+    let outsider = s.guest("Outsider").await;
+    let (status, body) = s.post(&invites, &outsider.token, json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("not_member")));
+
+    // A guest has a bounded number of live links.
+    for _ in 1..10 {
+        let (status, body) = s.post(&invites, &guest.token, json!({})).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = s.post(&invites, &guest.token, json!({})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("too_many_invites")),
+        "{body}"
+    );
+
+    // Turned off again, the guest's new links are refused (the old ones stay until revoked).
+    let (status, _) = s
+        .post(&settings, &host.token, json!({"guests_may_share": false}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = s.post(&invites, &guest.token, json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("not_host")));
+
+    // A kick of the guest revokes the links they made, with the one they joined with.
+    let (status, kicked) = s
+        .post(
+            &format!("/rooms/{room}/kick"),
+            &host.token,
+            json!({"user_id": guest.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{kicked}");
+    let revoked = kicked["revoked_invites"].as_array().unwrap();
+    assert_eq!(revoked.len(), 11, "{kicked}");
+    assert!(revoked.contains(&shared["invite_id"]));
+    let late = s.guest("Late").await;
+    let (status, body) = s
+        .post(
+            &format!("/rooms/{room}/join"),
+            &late.token,
+            json!({"invite_token": shared["token"]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("invite_revoked"))
+    );
+}

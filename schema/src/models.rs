@@ -30,6 +30,8 @@ pub struct Room {
     pub created_ts: i64,
     pub last_seq: i64,
     pub expires_ts: Option<i64>,
+    /// Whether any joined member may make invite links (otherwise the host only).
+    pub guests_may_share: bool,
 }
 
 /// Membership states of `room_members.membership`.

@@ -145,6 +145,20 @@ pub async fn set_room_locked(
         .optional()?)
 }
 
+/// Sets whether any joined member may make invite links; `None` if the room does not exist.
+pub async fn set_room_guests_may_share(
+    conn: &mut Conn,
+    room_id: &str,
+    guests_may_share: bool,
+) -> Result<Option<Room>, DbError> {
+    Ok(diesel::update(rooms::table.find(room_id))
+        .set(rooms::guests_may_share.eq(guests_may_share))
+        .returning(Room::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?)
+}
+
 /// Sets (or with `None` clears) the time at which an idle room is deleted; `None` if the room no
 /// longer exists.
 pub async fn set_room_expiry(
@@ -298,6 +312,7 @@ pub async fn upsert_replica_room(conn: &mut Conn, room: &Room) -> Result<(), DbE
         .set((
             rooms::host_user_id.eq(excluded(rooms::host_user_id)),
             rooms::locked.eq(excluded(rooms::locked)),
+            rooms::guests_may_share.eq(excluded(rooms::guests_may_share)),
         ))
         .execute(conn)
         .await?;
@@ -599,6 +614,50 @@ pub async fn revoke_invites_of_member(
     .await?;
     revoked.sort_by_key(|(id, created)| (*created, id.clone()));
     Ok(revoked.into_iter().map(|(id, _)| id).collect())
+}
+
+/// Revokes every invite of `room_id` that `user_id` made and that is still valid (a kick of a
+/// member who shared links); returns the revoked ids, oldest first.
+pub async fn revoke_invites_made_by(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+    now_ts: i64,
+) -> Result<Vec<String>, DbError> {
+    let mut revoked: Vec<(String, i64)> = diesel::update(
+        invites::table
+            .filter(invites::room_id.eq(room_id))
+            .filter(invites::created_by.eq(user_id))
+            .filter(invites::revoked_ts.is_null()),
+    )
+    .set(invites::revoked_ts.eq(now_ts))
+    .returning((invites::invite_id, invites::created_ts))
+    .get_results(conn)
+    .await?;
+    revoked.sort_by_key(|(id, created)| (*created, id.clone()));
+    Ok(revoked.into_iter().map(|(id, _)| id).collect())
+}
+
+/// How many invites of `room_id` that `user_id` made are neither revoked nor expired at `now_ts`
+/// (used-up ones count: they are still rows).
+pub async fn count_live_invites_made_by(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+    now_ts: i64,
+) -> Result<i64, DbError> {
+    Ok(invites::table
+        .filter(invites::room_id.eq(room_id))
+        .filter(invites::created_by.eq(user_id))
+        .filter(invites::revoked_ts.is_null())
+        .filter(
+            invites::expires_ts
+                .is_null()
+                .or(invites::expires_ts.gt(now_ts)),
+        )
+        .count()
+        .get_result(conn)
+        .await?)
 }
 
 // ---- events --------------------------------------------------------------------------------

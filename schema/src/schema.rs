@@ -104,6 +104,7 @@ diesel::table! {
         created_ts -> Int8,
         last_seq -> Int8,
         expires_ts -> Nullable<Int8>,
+        guests_may_share -> Bool,
     }
 }
 

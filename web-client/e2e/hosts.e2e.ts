@@ -27,8 +27,10 @@ test('a guest shares an invite link and its QR code once the host allows it', as
   await expect(guest!.page.getByTestId('toggle-host')).toHaveCount(0);
   await expect(guest!.page.getByTestId('toggle-share')).toHaveCount(0);
 
-  await host!.page.getByTestId('toggle-guests-share').check();
-  await expect(guest!.page.getByText('The host lets everyone share invite links')).toBeVisible();
+  // The box shows the room's setting: it is ticked once the server's settings event is back.
+  await host!.page.getByTestId('toggle-guests-share').click();
+  await expect(host!.page.getByTestId('toggle-guests-share')).toBeChecked();
+  await expect(guest!.page.locator('li', { hasText: 'The host lets everyone share invite links' })).toBeVisible();
   await guest!.page.getByTestId('toggle-share').click();
   await guest!.page.getByTestId('share-make').click();
   const link = await guest!.page.getByTestId('share-link').inputValue();
@@ -50,6 +52,7 @@ test('a guest shares an invite link and its QR code once the host allows it', as
   await inRoom(friend!);
 
   // Turned off again, the guest's Invite button goes.
-  await host!.page.getByTestId('toggle-guests-share').uncheck();
+  await host!.page.getByTestId('toggle-guests-share').click();
+  await expect(host!.page.getByTestId('toggle-guests-share')).not.toBeChecked();
   await expect(guest!.page.getByTestId('toggle-share')).toHaveCount(0);
 });

@@ -225,6 +225,7 @@ fn invite_out(invite: &Invite, token: Option<String>) -> InviteOut {
         max_uses: invite.max_uses,
         uses: invite.uses,
         revoked: invite.revoked_ts.is_some(),
+        created_by: invite.created_by.clone(),
     }
 }
 

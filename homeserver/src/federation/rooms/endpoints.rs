@@ -16,7 +16,8 @@ use super::MAX_SEND_BATCH;
 use super::refusal::RoomRefusal;
 use super::wire::{
     ConnectedResponse, EventsPage, EventsQuery, JoinRequest, JoinedRoom, LeaveRequest,
-    PresenceRequest, SendItem, SendRequest, SendResponse, SendResult, WireEvent, WireMember,
+    MemberRequest, PresenceRequest, RoomRequest, SendItem, SendRequest, SendResponse, SendResult,
+    WireEvent, WireMember,
 };
 use crate::engine::{ChatReply, Identity};
 use crate::error::{ApiError, ErrorCode};
@@ -105,6 +106,7 @@ async fn room_state(state: &AppState, room_id: &str, since: i64) -> Result<Joine
         room_id: room.room_id,
         host_user_id: room.host_user_id,
         locked: room.locked,
+        guests_may_share: room.guests_may_share,
         created_ts: room.created_ts,
         latest_seq: room.last_seq,
         members: members
@@ -188,6 +190,41 @@ pub async fn leave(
         .change_membership(room_id.as_str(), &who, &who.user_id, membership::LEFT)
         .await?;
     Ok(HttpResponse::Ok().json(json!({})))
+}
+
+/// `POST /_confab/federation/v1/rooms/{roomId}/request`: a request of a member of one of our
+/// rooms who is a user of the calling server, forwarded by it (see [`RoomRequest`]); answered as
+/// the client API would answer one of our users.
+pub async fn member_request(
+    state: Data,
+    path: web::Path<String>,
+    FederatedRequest(request): FederatedRequest,
+) -> Result<HttpResponse, RoomRefusal> {
+    let room_id = own_room(&state, &path)?;
+    let forwarded: MemberRequest = body(request.content.as_ref())?;
+    let user = own_user(&request.origin, &forwarded.user_id)?;
+    if forwarded.device_id.len() > 64 {
+        return Err(ApiError::bad_request("device_id must have at most 64 bytes").into());
+    }
+    let who = Identity {
+        user_id: user.to_string(),
+        device_id: forwarded.device_id,
+        display_name: String::new(),
+    };
+    let room = room_id.as_str();
+    let answer = match forwarded.request {
+        RoomRequest::CreateInvite {
+            expires_in_secs,
+            max_uses,
+        } => {
+            let options = crate::rooms::InviteOptions {
+                expires_in_secs,
+                max_uses,
+            };
+            json!(state.rooms.create_invite(room, &who, &options).await?)
+        }
+    };
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 /// `POST /_confab/federation/v1/rooms/{roomId}/presence`: a device of the calling server

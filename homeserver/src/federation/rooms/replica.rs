@@ -106,6 +106,7 @@ impl Replicas {
             created_ts: room_state.created_ts,
             last_seq: 0,
             expires_ts: Some(self.engine.countdown().deadline(now)),
+            guests_may_share: room_state.guests_may_share,
         };
         let events: Vec<Event> = room_state
             .events
@@ -306,6 +307,15 @@ async fn apply_to_room(
                     .and_then(Value::as_bool)
                     .unwrap_or(room.locked);
                 queries::set_room_locked(db, room_id, locked).await?;
+            }
+            Some("settings") => {
+                if let Some(share) = event
+                    .content
+                    .get("guests_may_share")
+                    .and_then(Value::as_bool)
+                {
+                    queries::set_room_guests_may_share(db, room_id, share).await?;
+                }
             }
             _ => {}
         }

@@ -60,6 +60,9 @@ pub struct JoinedRoom {
     pub room_id: String,
     pub host_user_id: String,
     pub locked: bool,
+    /// The room's settings, as its latest `settings` event says them.
+    #[serde(default)]
+    pub guests_may_share: bool,
     pub created_ts: i64,
     pub latest_seq: i64,
     pub members: Vec<WireMember>,
@@ -79,6 +82,30 @@ pub struct JoinRequest {
     /// The newest event the joiner's replica already has.
     #[serde(default)]
     pub since: i64,
+}
+
+/// A request of a member of a room of another server, forwarded by the member's homeserver to
+/// the room's origin (`POST …/rooms/{roomId}/request`), which applies the same rules as to its own
+/// users and answers what its client API would.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRequest {
+    pub user_id: String,
+    pub device_id: String,
+    pub request: RoomRequest,
+}
+
+/// What a forwarded [`MemberRequest`] asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RoomRequest {
+    /// An invite link (`POST /rooms/{room_id}/invites`); answered with the invite and its token.
+    CreateInvite {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_in_secs: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_uses: Option<u32>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
