@@ -17,7 +17,7 @@ use crate::extract::{JsonResult, optional_body};
 use crate::federation::{
     auth as federation_auth, endpoints as federation, rooms::endpoints as federated_rooms,
 };
-use crate::rooms::{InviteOptions, SettingsChange};
+use crate::rooms::{InviteOptions, KnockAnswer, RoleChange, SettingsChange};
 use crate::state::AppState;
 use crate::{limiter, sessions, turn, ws};
 
@@ -56,6 +56,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/rooms/{room_id}/unlock", web::post().to(unlock))
                 .route("/rooms/{room_id}/kick", web::post().to(kick))
                 .route("/rooms/{room_id}/settings", web::post().to(settings))
+                .route("/rooms/{room_id}/role", web::post().to(set_role))
+                .route("/rooms/{room_id}/knocks", web::post().to(answer_knock))
                 .route("/rooms/{room_id}/ice_servers", web::get().to(ice_servers))
                 .route("/ws", web::get().to(ws::not_an_upgrade))
                 .default_service(web::to(not_found)),
@@ -380,6 +382,24 @@ async fn settings(
     body: web::Json<SettingsChange>,
 ) -> ApiResult {
     Ok(HttpResponse::Ok().json(state.rooms.set_settings(&path, &who, &body).await?))
+}
+
+async fn set_role(
+    state: Data,
+    Authed(who): Authed,
+    path: web::Path<String>,
+    body: web::Json<RoleChange>,
+) -> ApiResult {
+    Ok(HttpResponse::Ok().json(state.rooms.set_role(&path, &who, &body).await?))
+}
+
+async fn answer_knock(
+    state: Data,
+    Authed(who): Authed,
+    path: web::Path<String>,
+    body: web::Json<KnockAnswer>,
+) -> ApiResult {
+    Ok(HttpResponse::Ok().json(state.rooms.answer_knock(&path, &who, &body).await?))
 }
 
 /// The status code a default (non-API) error maps to, for the latency metric.

@@ -107,6 +107,7 @@ async fn room_state(state: &AppState, room_id: &str, since: i64) -> Result<Joine
         host_user_id: room.host_user_id,
         locked: room.locked,
         guests_may_share: room.guests_may_share,
+        lobby: room.lobby,
         created_ts: room.created_ts,
         latest_seq: room.last_seq,
         members: members
@@ -222,6 +223,39 @@ pub async fn member_request(
                 max_uses,
             };
             json!(state.rooms.create_invite(room, &who, &options).await?)
+        }
+        RoomRequest::ListInvites => {
+            json!({ "invites": state.rooms.list_invites(room, &who).await? })
+        }
+        RoomRequest::RevokeInvite { invite_id } => {
+            state.rooms.revoke_invite(room, &who, &invite_id).await?;
+            json!({})
+        }
+        RoomRequest::SetLocked { locked } => {
+            json!(state.rooms.set_locked(room, &who, locked).await?)
+        }
+        RoomRequest::Settings {
+            guests_may_share,
+            lobby,
+        } => {
+            let change = crate::rooms::SettingsChange {
+                guests_may_share,
+                lobby,
+            };
+            json!(state.rooms.set_settings(room, &who, &change).await?)
+        }
+        RoomRequest::Kick { user_id } => json!(state.rooms.kick(room, &who, &user_id).await?),
+        RoomRequest::SetRole { user_id, role } => {
+            let change = crate::rooms::RoleChange { user_id, role };
+            json!(state.rooms.set_role(room, &who, &change).await?)
+        }
+        RoomRequest::AnswerKnock { user_id, admit } => {
+            let answer = crate::rooms::KnockAnswer { user_id, admit };
+            json!(state.rooms.answer_knock(room, &who, &answer).await?)
+        }
+        RoomRequest::Close => {
+            state.rooms.close_room(room, &who).await?;
+            json!({})
         }
     };
     Ok(HttpResponse::Ok().json(answer))

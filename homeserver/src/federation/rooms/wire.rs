@@ -63,6 +63,8 @@ pub struct JoinedRoom {
     /// The room's settings, as its latest `settings` event says them.
     #[serde(default)]
     pub guests_may_share: bool,
+    #[serde(default)]
+    pub lobby: bool,
     pub created_ts: i64,
     pub latest_seq: i64,
     pub members: Vec<WireMember>,
@@ -106,6 +108,27 @@ pub enum RoomRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_uses: Option<u32>,
     },
+    /// The room's invites (hosts); answered `{invites}`.
+    ListInvites,
+    /// Revoke an invite (hosts); answered `{}`.
+    RevokeInvite { invite_id: String },
+    /// Lock or unlock (hosts); answered with the room summary.
+    SetLocked { locked: bool },
+    /// Change settings (hosts); answered with the room summary.
+    Settings {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        guests_may_share: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lobby: Option<bool>,
+    },
+    /// Kick a member (hosts); answered as the kick endpoint.
+    Kick { user_id: String },
+    /// Make a member a co-host or a guest (the host); answered as the role endpoint.
+    SetRole { user_id: String, role: String },
+    /// Admit or refuse a knock (hosts); answered as the knocks endpoint.
+    AnswerKnock { user_id: String, admit: bool },
+    /// Close the room for everyone (the host); answered `{}`.
+    Close,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 import type { RefObject } from 'react';
 import type { RoomSession } from '../../state/roomSession';
-import { canShare, type RoomViewState } from '../../state/roomState';
+import { canShare, waitingKnocks, type RoomViewState } from '../../state/roomState';
 import { Icon } from '../icons';
 import { useT } from '../services';
 import styles from './Controls.module.css';
@@ -57,6 +57,11 @@ export function Controls({ state, session, chatOpen, onToggleChat, hostOpen, onT
       {state.isHost && (
         <button ref={hostButton} type="button" onClick={onToggleHost} aria-pressed={hostOpen} aria-expanded={hostOpen} data-testid="toggle-host">
           <Icon name="shield" /> {t('controls.host')}
+          {waitingKnocks(state, Date.now()).length > 0 && (
+            <span className={styles.unread} data-testid="knock-count" aria-label={t('controls.knocking', { n: waitingKnocks(state, Date.now()).length })}>
+              {waitingKnocks(state, Date.now()).length}
+            </span>
+          )}
         </button>
       )}
       <button type="button" className={styles.leave} onClick={onLeave} aria-keyshortcuts="Shift+L" title={t('controls.shortcut', { key: 'Shift+L' })}>

@@ -2,7 +2,7 @@ import { useCallback, useEffect, useRef, useState, type RefObject } from 'react'
 import type { RestClient } from '../../protocol/rest';
 import { describeError, type Invite, type Member } from '../../protocol/types';
 import { inviteFragment } from '../../state/links';
-import { displayName, type RoomViewState } from '../../state/roomState';
+import { displayName, waitingKnocks, type RoomViewState } from '../../state/roomState';
 import type { RoomSession } from '../../state/roomSession';
 import { pageBase } from '../../platform/browser';
 import { useT } from '../services';
@@ -75,6 +75,11 @@ export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onCl
       refresh();
     });
   const others = state.members.filter((m) => m.user_id !== state.me.userId && m.user_id !== state.host);
+  const iAmTheHost = state.role === 'host';
+  // A co-host removes guests; the host removes anyone but themselves.
+  const mayRemove = (m: Member) => iAmTheHost || m.role === 'guest';
+  const knocks = waitingKnocks(state, Date.now());
+  const answer = (userId: string, admit: boolean) => act(() => rest.answerKnock(roomId, userId, admit));
 
   return (
     <aside ref={panelRef} tabIndex={-1} className={styles.panel} aria-label={t('host.label')} onKeyDown={(e) => e.key === 'Escape' && onClose()} data-testid="host-panel">
@@ -112,6 +117,26 @@ export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onCl
         ))}
       </ul>
 
+      {knocks.length > 0 && (
+        <>
+          <h2>{t('host.lobby')}</h2>
+          <ul className={styles.list} aria-label={t('host.knocking')} data-testid="knocks">
+            {knocks.map((k) => (
+              <li key={k.userId}>
+                {k.name}
+                <span>
+                  <button type="button" className="primary" onClick={() => void answer(k.userId, true)} aria-label={t('host.admitName', { name: k.name })} data-testid="knock-admit">
+                    {t('host.admit')}
+                  </button>{' '}
+                  <button type="button" onClick={() => void answer(k.userId, false)} aria-label={t('host.refuseName', { name: k.name })} data-testid="knock-refuse">
+                    {t('host.refuse')}
+                  </button>
+                </span>
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
       <h2>{t('host.room')}</h2>
       <label className={styles.check}>
         <input
@@ -122,6 +147,10 @@ export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onCl
         />
         <span>{t('host.guestsMayShare')}</span>
       </label>
+      <label className={styles.check}>
+        <input type="checkbox" checked={state.lobby} onChange={(e) => void act(() => rest.setSettings(roomId, { lobby: e.target.checked }))} data-testid="toggle-lobby" />
+        <span>{t('host.lobbySetting')}</span>
+      </label>
       <button type="button" onClick={() => void act(() => rest.setLocked(roomId, !state.locked))} aria-pressed={state.locked} data-testid="toggle-lock">
         {state.locked ? t('host.unlock') : t('host.lock')}
       </button>
@@ -131,9 +160,23 @@ export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onCl
           .map((m) => (
             <li key={m.user_id}>
               {nameOf(m)}
-              <button type="button" onClick={() => void remove(m)} aria-label={t('host.removeName', { name: nameOf(m) })}>
-                {t('host.remove')}
-              </button>
+              {m.role === 'cohost' ? ` · ${t('host.cohost')}` : ''}
+              <span>
+                {iAmTheHost && (
+                  <button
+                    type="button"
+                    onClick={() => void act(() => rest.setRole(roomId, m.user_id, m.role === 'cohost' ? 'guest' : 'cohost'))}
+                    aria-label={t(m.role === 'cohost' ? 'host.demoteName' : 'host.promoteName', { name: nameOf(m) })}
+                  >
+                    {m.role === 'cohost' ? t('host.demote') : t('host.promote')}
+                  </button>
+                )}{' '}
+                {mayRemove(m) && (
+                  <button type="button" onClick={() => void remove(m)} aria-label={t('host.removeName', { name: nameOf(m) })}>
+                    {t('host.remove')}
+                  </button>
+                )}
+              </span>
             </li>
           ))}
       </ul>
@@ -167,15 +210,17 @@ export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onCl
           )}
         </div>
       )}
-      <button
-        type="button"
-        className={styles.danger}
-        onClick={() => {
-          if (confirm(t('host.closeConfirm'))) void act(() => rest.closeRoom(roomId));
-        }}
-      >
-        {t('host.close')}
-      </button>
+      {iAmTheHost && (
+        <button
+          type="button"
+          className={styles.danger}
+          onClick={() => {
+            if (confirm(t('host.closeConfirm'))) void act(() => rest.closeRoom(roomId));
+          }}
+        >
+          {t('host.close')}
+        </button>
+      )}
       {msg && <p role="alert" className={styles.error}>{msg}</p>}
     </aside>
   );
