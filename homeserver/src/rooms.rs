@@ -282,16 +282,21 @@ impl Rooms {
             None if room.host_user_id == who.user_id => role::HOST,
             None => role::GUEST,
         };
-        // Knocks live on the room's origin only; a replica's hosts see them through the events.
-        let knocks = if is_host && room.origin == self.settings.server.name.as_str() {
-            let since = now_ms().saturating_sub(KNOCK_TTL_MS);
+        // Knocks live on the room's origin; a replica's hosts are told of them by the `knock`
+        // events, whose latest state per knocker the replica's log holds.
+        let since = now_ms().saturating_sub(KNOCK_TTL_MS);
+        let knocks = if !is_host {
+            Vec::new()
+        } else if room.origin == self.settings.server.name.as_str() {
             queries::knocks_of_room(&mut db, &room.room_id, knock::PENDING, since)
                 .await?
                 .into_iter()
                 .map(|k| knock_out(&k))
                 .collect()
         } else {
-            Vec::new()
+            let events =
+                queries::events_of_type_since(&mut db, &room.room_id, "knock", since, 1000).await?;
+            pending_knocks_of(&events, &members, now_ms())
         };
         Ok(RoomSummary {
             room_id: room.room_id.clone(),
@@ -1443,6 +1448,31 @@ fn knock_refused_error() -> ApiError {
         ErrorCode::KnockRefused,
         "a host of this room did not let you in",
     )
+}
+
+/// The knocks still waiting, from a replica's `knock` events (the latest of each knocker wins;
+/// one who is a joined member now came in), oldest first.
+fn pending_knocks_of(
+    events: &[confab_schema::models::Event],
+    members: &[Member],
+    now: i64,
+) -> Vec<KnockOut> {
+    let mut latest: Vec<KnockOut> = Vec::new();
+    for e in events {
+        let Ok(k) = serde_json::from_value::<KnockOut>(e.content.clone()) else {
+            continue;
+        };
+        latest.retain(|o| o.user_id != k.user_id);
+        latest.push(k);
+    }
+    latest.retain(|k| {
+        k.state == knock::PENDING
+            && k.expires_ts > now
+            && !members
+                .iter()
+                .any(|m| m.user_id == k.user_id && m.membership == membership::JOINED)
+    });
+    latest
 }
 
 fn knock_out(k: &Knock) -> KnockOut {

@@ -784,6 +784,11 @@ async fn a_remote_cohost_acts_through_its_own_server_and_remote_knockers_are_ans
         .wait_for(|m| m["type"] == "event" && m["content"]["type"] == "knock")
         .await;
     assert_eq!(knock["content"]["user_id"], kim.user_id.as_str());
+    // A reload of Alice's page on A finds the knock in her summary, from A's replica.
+    let (_, summary) = a.get(&format!("/rooms/{room}"), &alice.token).await;
+    let knocks = summary["knocks"].as_array().unwrap();
+    assert_eq!(knocks.len(), 1, "{summary}");
+    assert_eq!(knocks[0]["user_id"], kim.user_id.as_str());
     let (status, body) = a
         .post(
             &format!("/rooms/{room}/knocks"),
@@ -798,6 +803,16 @@ async fn a_remote_cohost_acts_through_its_own_server_and_remote_knockers_are_ans
     );
     let (status, body) = join_remote(&a, &kim, &room, &link["token"]).await;
     assert_eq!(status, 200, "{body}");
+    let (room_id, kim_id) = (room.clone(), kim.user_id.clone());
+    until_db(&a, "Kim to be a member on A", async |db| {
+        confab_schema::queries::member(db, &room_id, &kim_id)
+            .await
+            .unwrap()
+            .is_some_and(|m| m.membership == "joined")
+    })
+    .await;
+    let (_, summary) = a.get(&format!("/rooms/{room}"), &alice.token).await;
+    assert_eq!(summary["knocks"], json!([]), "{summary}");
 
     // Another one is turned away by the host on B.
     let ray = a.guest("Ray").await;

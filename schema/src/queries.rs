@@ -970,6 +970,28 @@ pub async fn events_after(
         .await?)
 }
 
+/// A room's events whose content is of `content_type` (`knock`, …) and that were made at or after
+/// `since_ts`, oldest first, at most `limit`.
+pub async fn events_of_type_since(
+    conn: &mut Conn,
+    room_id: &str,
+    content_type: &str,
+    since_ts: i64,
+    limit: i64,
+) -> Result<Vec<Event>, DbError> {
+    use diesel::dsl::sql;
+    use diesel::sql_types::{Bool, Text};
+    Ok(events::table
+        .filter(events::room_id.eq(room_id))
+        .filter(events::origin_ts.ge(since_ts))
+        .filter(sql::<Bool>("content ->> 'type' = ").bind::<Text, _>(content_type.to_owned()))
+        .order(events::seq.asc())
+        .limit(limit)
+        .select(Event::as_select())
+        .load(conn)
+        .await?)
+}
+
 /// Total number of persisted events, for metrics.
 pub async fn count_events(conn: &mut Conn) -> Result<i64, DbError> {
     Ok(events::table.count().get_result(conn).await?)
