@@ -321,10 +321,19 @@ pub fn serve(listeners: Listeners, state: AppState) -> anyhow::Result<Running> {
 async fn sweeper(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(state.settings.rooms.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Rooms of ours whose host has been away since when; only this task reads or writes it.
+    let mut absent = crate::rooms::AbsentHosts::default();
     loop {
         tick.tick().await;
         if let Err(err) = state.rooms.sweep_expired().await {
             tracing::warn!(error = %err.reason, "room sweep failed; retrying next tick");
+        }
+        if let Err(err) = state
+            .rooms
+            .sweep_absent_hosts(&mut absent, crate::time::now_ms())
+            .await
+        {
+            tracing::warn!(error = %err.reason, "host sweep failed; retrying next tick");
         }
         crate::sessions::sweep_idle(&state.pool, &state.settings, &state.metrics).await;
         if let Err(err) = crate::federation::inbox::prune_received(&state.pool).await {

@@ -117,6 +117,10 @@ pub struct RoomSettings {
     pub sweep_interval: Duration,
     /// Connected participants per room.
     pub max_participants: usize,
+    /// How long the host may have no device connected while others are in the room before the
+    /// room gets a new host (a reload or a dropped network is shorter).
+    #[serde(with = "humantime_serde")]
+    pub host_absence_grace: Duration,
 }
 
 /// `[sessions]`
@@ -422,6 +426,9 @@ impl Settings {
             // Use is recorded at most once an hour: a shorter idle time could delete a
             // session that is in use.
             return invalid("sessions.idle_ttl", "must be at least 2h");
+        }
+        if self.rooms.host_absence_grace < Duration::from_secs(1) {
+            return invalid("rooms.host_absence_grace", "must be at least 1s");
         }
         if self.rooms.sweep_interval.is_zero() {
             return invalid("rooms.sweep_interval", "must be longer than zero");

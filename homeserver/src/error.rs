@@ -27,10 +27,18 @@ pub enum ErrorCode {
     InviteExpired,
     InviteRevoked,
     InviteUsedUp,
+    /// The room is locked and has a lobby: the caller's knock waits for a host's answer.
+    Knocking,
+    /// A host refused the caller's knock.
+    KnockRefused,
     RoomNotFound,
     NotFound,
     RoomFull,
     TooManyRooms,
+    /// The caller already has the most live invite links one member may have in a room.
+    TooManyInvites,
+    /// The room's lobby already holds the most knocks it may.
+    TooManyKnocks,
     RateLimited,
     TooManyConnections,
     FrameTooLarge,
@@ -53,7 +61,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for the tests that keep `homeserver/PROTOCOL.md` complete.
-    pub const ALL: [ErrorCode; 35] = {
+    pub const ALL: [ErrorCode; 39] = {
         use ErrorCode::*;
         [
             BadRequest,
@@ -72,10 +80,14 @@ impl ErrorCode {
             InviteExpired,
             InviteRevoked,
             InviteUsedUp,
+            Knocking,
+            KnockRefused,
             RoomNotFound,
             NotFound,
             RoomFull,
             TooManyRooms,
+            TooManyInvites,
+            TooManyKnocks,
             RateLimited,
             TooManyConnections,
             FrameTooLarge,
@@ -114,10 +126,14 @@ impl ErrorCode {
             InviteExpired => "invite_expired",
             InviteRevoked => "invite_revoked",
             InviteUsedUp => "invite_used_up",
+            Knocking => "knocking",
+            KnockRefused => "knock_refused",
             RoomNotFound => "room_not_found",
             NotFound => "not_found",
             RoomFull => "room_full",
             TooManyRooms => "too_many_rooms",
+            TooManyInvites => "too_many_invites",
+            TooManyKnocks => "too_many_knocks",
             RateLimited => "rate_limited",
             TooManyConnections => "too_many_connections",
             FrameTooLarge => "frame_too_large",
@@ -144,13 +160,14 @@ impl ErrorCode {
             | AlreadyAuthenticated => StatusCode::BAD_REQUEST,
             Unauthorized | NotAuthenticated => StatusCode::UNAUTHORIZED,
             NotHost | NotMember | Forbidden | FederationDenied | RoomLocked | InviteRequired
-            | Kicked | InviteInvalid | InviteExpired | InviteRevoked | InviteUsedUp
-            | NotSubscribed | AdminDisabled | AddressNotAllowed | OriginNotAllowed => {
-                StatusCode::FORBIDDEN
-            }
+            | Kicked | InviteInvalid | InviteExpired | InviteRevoked | InviteUsedUp | Knocking
+            | KnockRefused | NotSubscribed | AdminDisabled | AddressNotAllowed
+            | OriginNotAllowed => StatusCode::FORBIDDEN,
             RoomNotFound | NotFound | DeviceNotInRoom => StatusCode::NOT_FOUND,
             RoomFull => StatusCode::CONFLICT,
-            TooManyRooms | RateLimited | TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+            TooManyRooms | TooManyInvites | TooManyKnocks | RateLimited | TooManyConnections => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             FrameTooLarge | EventTooLarge | BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,

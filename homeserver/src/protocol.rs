@@ -422,6 +422,55 @@ pub fn lock_content(locked: bool) -> Value {
     serde_json::json!({ "type": "lock", "locked": locked })
 }
 
+/// Content of the server-generated `settings` event: the room's settings as they are after the
+/// change (every setting, so that one event says the whole state), and the names of those the
+/// change set to a new value (so that clients can say what changed, whatever they saw before).
+pub fn settings_content(guests_may_share: bool, lobby: bool, changed: &[&str]) -> Value {
+    serde_json::json!({
+        "type": "settings",
+        "guests_may_share": guests_may_share,
+        "lobby": lobby,
+        "changed": changed,
+    })
+}
+
+/// The roles of a room's members, as clients see them. The host (one, named by the room row) and
+/// the co-hosts may lock, kick, invite, change settings and answer knocks; only the host names
+/// co-hosts and closes the room.
+pub mod role {
+    pub const HOST: &str = "host";
+    pub const COHOST: &str = "cohost";
+    pub const GUEST: &str = "guest";
+}
+
+/// Content of the server-generated `role` event: `user_id` is now `role` (`host`, `cohost` or
+/// `guest`), for `reason` (`promoted`, `demoted`, or `succession`: the host left for good, and
+/// `previous`, who was the host, is a guest now).
+pub fn role_content(user_id: &str, role: &str, reason: &str, previous: Option<&str>) -> Value {
+    let mut content = serde_json::json!({
+        "type": "role",
+        "user_id": user_id,
+        "role": role,
+        "reason": reason,
+    });
+    if let Some(previous) = previous {
+        content["previous"] = Value::from(previous);
+    }
+    content
+}
+
+/// Content of the server-generated `knock` event: a newcomer knocked at the locked room
+/// (`pending`, until `expires_ts`), or a host answered (`admitted` or `refused`).
+pub fn knock_content(user_id: &str, display_name: &str, state: &str, expires_ts: i64) -> Value {
+    serde_json::json!({
+        "type": "knock",
+        "user_id": user_id,
+        "display_name": display_name,
+        "state": state,
+        "expires_ts": expires_ts,
+    })
+}
+
 /// Checks a chat message's kind and ciphertext against the protocol's rules and the event size
 /// limit, and builds its content.
 pub fn checked_chat_content(
@@ -468,6 +517,32 @@ pub struct RoomSummary {
     pub members: Vec<MemberOut>,
     pub latest_seq: i64,
     pub is_host: bool,
+    /// Whether any joined member may make invite links (a setting of the host's).
+    #[serde(default)]
+    pub guests_may_share: bool,
+    /// Whether the caller may make invite links now: a host, or any member while
+    /// `guests_may_share` is on.
+    #[serde(default)]
+    pub can_share: bool,
+    /// Whether a newcomer with a valid invite who finds the room locked knocks.
+    #[serde(default)]
+    pub lobby: bool,
+    /// The caller's role: `host`, `cohost` or `guest`.
+    #[serde(default)]
+    pub role: String,
+    /// Knocks waiting for an answer (for hosts; empty for everyone else), oldest first.
+    #[serde(default)]
+    pub knocks: Vec<KnockOut>,
+}
+
+/// A knock as hosts see it.
+#[derive(Debug, Serialize, Deserialize, Clone)]
+pub struct KnockOut {
+    pub user_id: String,
+    pub display_name: String,
+    pub state: String,
+    /// When it lapses unless answered.
+    pub expires_ts: i64,
 }
 
 /// A device live in a room.

@@ -1,13 +1,15 @@
-//! The rules of rooms over their stored state: creation, joining (invites, lock, kick,
-//! capacity), leaving, invites, lock, kick, close, and deleting expired rooms. Handlers call
+//! The rules of rooms over their stored state: creation, joining (invites, lock, lobby, kick,
+//! capacity), leaving, invites, lock, settings, roles and the host's succession, knocks, kick,
+//! close, and deleting expired rooms. Handlers call
 //! these; these read the schema and change rooms through the engine: every event goes through
 //! its writer ([`EventWriter::change`]), whose fan-out lets each room's owner apply what changed.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use confab_federation::ids::{RoomId, ServerName};
-use confab_schema::models::{Invite, Member, NewEvent, Room, membership};
+use confab_schema::models::{Invite, Knock, Member, NewEvent, Room, knock, membership};
 use confab_schema::{AsyncConnection, AsyncPgConnection, DbError, DbPool, queries};
 use serde::{Deserialize, Serialize};
 
@@ -18,9 +20,10 @@ use crate::error::{ApiError, ErrorCode};
 use crate::federation::rooms::outbound;
 use crate::federation::rooms::queue::{deleted_pdu, queue_pdus, wake};
 use crate::federation::rooms::replica::Replicas;
+use crate::federation::rooms::wire::RoomRequest;
 use crate::federation::sender::TransactionSender;
 use crate::metrics::Metrics;
-use crate::protocol::{self, MemberOut, RoomSummary};
+use crate::protocol::{self, KnockOut, MemberOut, RoomSummary, role};
 use crate::sessions::{hash_token, new_token};
 use crate::time::now_ms;
 
@@ -57,7 +60,98 @@ pub struct InviteOut {
     pub max_uses: Option<i32>,
     pub uses: i32,
     pub revoked: bool,
+    /// Who made it: the host, or a member while guests may share.
+    #[serde(default)]
+    pub created_by: String,
 }
+
+/// A change of the room's settings; a field left out keeps its value.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsChange {
+    /// Whether any joined member may make invite links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guests_may_share: Option<bool>,
+    /// Whether a newcomer with a valid invite who finds the room locked knocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lobby: Option<bool>,
+}
+
+/// A member's new role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleChange {
+    pub user_id: String,
+    /// `cohost` or `guest`.
+    pub role: String,
+}
+
+/// The answer to a role change.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RoleOut {
+    pub room_id: String,
+    pub user_id: String,
+    pub role: String,
+}
+
+/// A host's answer to a knock.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnockAnswer {
+    pub user_id: String,
+    /// `true` to let them in, `false` to turn them away.
+    pub admit: bool,
+}
+
+/// The answer to a knock's answer: what the knock is now.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KnockAnswerOut {
+    pub room_id: String,
+    pub user_id: String,
+    pub state: String,
+}
+
+/// How long a knock lives after its last change: waiting for an answer, or admitted and not yet
+/// used. A knocker's client asks again every few seconds; one who gave up is forgotten after this.
+pub const KNOCK_TTL_MS: i64 = 5 * 60 * 1000;
+/// Knocks waiting at once in one room's lobby, at most.
+pub const MAX_KNOCKS: usize = 20;
+
+/// When the host of each occupied room of ours was first seen away, as the sweeper keeps it
+/// between its rounds (see [`Rooms::sweep_absent_hosts`]).
+#[derive(Debug, Default)]
+pub struct AbsentHosts {
+    since: HashMap<String, (String, i64)>,
+}
+
+/// Who may do something: the host alone (naming co-hosts, closing the room), or any host (the
+/// host and the co-hosts: invites, lock, settings, kick, knocks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Authority {
+    Host,
+    Hosts,
+}
+
+/// A member's role in a room.
+fn role_of(room: &Room, member: &Member) -> &'static str {
+    if member.user_id == room.host_user_id {
+        role::HOST
+    } else if member.is_host && member.membership == membership::JOINED {
+        role::COHOST
+    } else {
+        role::GUEST
+    }
+}
+
+/// Whether `user_id` has the authority of a host (the host, or a joined co-host).
+fn has_hosts_authority(room: &Room, member: Option<&Member>, user_id: &str) -> bool {
+    room.host_user_id == user_id
+        || member.is_some_and(|m| m.is_host && m.membership == membership::JOINED)
+}
+
+/// Live invite links (neither revoked nor expired) one member who is not a host may have in a
+/// room at once: enough to share the room again and again, too few to fill the database.
+pub const MAX_GUEST_INVITES: i64 = 10;
 
 /// The answer to a kick: who was kicked, and which invites the kick revoked. A kick revokes every
 /// invite the member joined with (so a new guest session holding the same link is refused, and
@@ -86,6 +180,7 @@ impl InviteOut {
             max_uses: invite.max_uses,
             uses: invite.uses,
             revoked: invite.revoked_ts.is_some(),
+            created_by: invite.created_by.clone(),
         }
     }
 }
@@ -100,16 +195,27 @@ async fn require_room(db: &mut AsyncPgConnection, room_id: &str) -> Result<Room,
         .ok_or_else(ApiError::room_not_found)
 }
 
-async fn require_host(
+async fn require_authority(
     db: &mut AsyncPgConnection,
     room_id: &str,
     who: &Identity,
+    authority: Authority,
 ) -> Result<Room, ApiError> {
     let room = require_room(db, room_id).await?;
-    if room.host_user_id != who.user_id {
+    let allowed = match authority {
+        Authority::Host => room.host_user_id == who.user_id,
+        Authority::Hosts => {
+            let member = queries::member(db, room_id, &who.user_id).await?;
+            has_hosts_authority(&room, member.as_ref(), &who.user_id)
+        }
+    };
+    if !allowed {
         return Err(ApiError::new(
             ErrorCode::NotHost,
-            "only the room's host may do this",
+            match authority {
+                Authority::Host => "only the room's host may do this",
+                Authority::Hosts => "only the room's host or a co-host may do this",
+            },
         ));
     }
     Ok(room)
@@ -169,6 +275,29 @@ impl Rooms {
     pub async fn room_summary(&self, room: &Room, who: &Identity) -> Result<RoomSummary, ApiError> {
         let mut db = confab_schema::connect(&self.pool).await?;
         let members = queries::members(&mut db, &room.room_id).await?;
+        let me = members.iter().find(|m| m.user_id == who.user_id);
+        let is_host = has_hosts_authority(room, me, &who.user_id);
+        let my_role = match me {
+            Some(m) => role_of(room, m),
+            None if room.host_user_id == who.user_id => role::HOST,
+            None => role::GUEST,
+        };
+        // Knocks live on the room's origin; a replica's hosts are told of them by the `knock`
+        // events, whose latest state per knocker the replica's log holds.
+        let since = now_ms().saturating_sub(KNOCK_TTL_MS);
+        let knocks = if !is_host {
+            Vec::new()
+        } else if room.origin == self.settings.server.name.as_str() {
+            queries::knocks_of_room(&mut db, &room.room_id, knock::PENDING, since)
+                .await?
+                .into_iter()
+                .map(|k| knock_out(&k))
+                .collect()
+        } else {
+            let events =
+                queries::events_of_type_since(&mut db, &room.room_id, "knock", since, 1000).await?;
+            pending_knocks_of(&events, &members, now_ms())
+        };
         Ok(RoomSummary {
             room_id: room.room_id.clone(),
             origin: room.origin.clone(),
@@ -181,14 +310,19 @@ impl Rooms {
             members: members
                 .into_iter()
                 .map(|m| MemberOut {
-                    role: if m.is_host { "host" } else { "guest" }.to_owned(),
+                    role: role_of(room, &m).to_owned(),
                     user_id: m.user_id,
                     display_name: m.display_name,
                     membership: m.membership,
                 })
                 .collect(),
             latest_seq: room.last_seq,
-            is_host: room.host_user_id == who.user_id,
+            is_host,
+            guests_may_share: room.guests_may_share,
+            can_share: is_host || room.guests_may_share,
+            lobby: room.lobby,
+            role: my_role.to_owned(),
+            knocks,
         })
     }
 
@@ -212,6 +346,8 @@ impl Rooms {
             created_ts: now,
             last_seq: 0,
             expires_ts: Some(self.engine.countdown().deadline(now)),
+            guests_may_share: false,
+            lobby: false,
         };
         let host = Member {
             room_id: room.room_id.clone(),
@@ -309,14 +445,14 @@ impl Rooms {
                     let existing = queries::member(db, room_id, &who.user_id).await?;
                     let prior = existing.as_ref().map(|m| m.membership.as_str());
                     if prior == Some(membership::JOINED) {
-                        return Ok(room);
+                        return Ok(JoinOutcome::Joined(room));
                     }
                     let returning = prior == Some(membership::LEFT);
                     // A returning member presents no invite: the one they first came in with
                     // stays recorded, and a kick revokes that.
                     let mut used_invite = None;
                     if !returning {
-                        if room.locked {
+                        if room.locked && !room.lobby {
                             return Err(ApiError::new(
                                 ErrorCode::RoomLocked,
                                 "the room is locked: only people who were in it before may join",
@@ -350,6 +486,60 @@ impl Rooms {
                             return Err(kicked_error());
                         }
                         check_invite(&invite, now)?;
+                        if room.locked {
+                            // The lobby: a valid invite knocks, and comes in once admitted.
+                            let knocked = queries::knock_for_update(db, room_id, &who.user_id)
+                                .await?
+                                .filter(|k| k.updated_ts.saturating_add(KNOCK_TTL_MS) > now);
+                            match knocked.as_ref().map(|k| k.state.as_str()) {
+                                Some(knock::ADMITTED) => {
+                                    queries::delete_knock(db, room_id, &who.user_id).await?;
+                                }
+                                Some(knock::REFUSED) => return Err(knock_refused_error()),
+                                Some(_) => return Err(knocking_error()),
+                                None => {
+                                    let since = now.saturating_sub(KNOCK_TTL_MS);
+                                    let waiting =
+                                        queries::knocks_of_room(db, room_id, knock::PENDING, since)
+                                            .await?;
+                                    if waiting.len() >= MAX_KNOCKS {
+                                        return Err(ApiError::new(
+                                            ErrorCode::TooManyKnocks,
+                                            format!(
+                                                "{MAX_KNOCKS} people are already waiting in this \
+                                                 room's lobby; try again later"
+                                            ),
+                                        ));
+                                    }
+                                    queries::put_knock(
+                                        db,
+                                        &Knock {
+                                            room_id: room_id.to_owned(),
+                                            user_id: who.user_id.clone(),
+                                            display_name: who.display_name.clone(),
+                                            invite_id: invite.invite_id.clone(),
+                                            state: knock::PENDING.to_owned(),
+                                            created_ts: now,
+                                            updated_ts: now,
+                                        },
+                                    )
+                                    .await?;
+                                    let event = NewEvent {
+                                        sender: who.user_id.clone(),
+                                        device_id: who.device_id.clone(),
+                                        origin_ts: now,
+                                        content: protocol::knock_content(
+                                            &who.user_id,
+                                            &who.display_name,
+                                            knock::PENDING,
+                                            now.saturating_add(KNOCK_TTL_MS),
+                                        ),
+                                    };
+                                    appender.append(db, &[event]).await?;
+                                    return Ok(JoinOutcome::Knocked);
+                                }
+                            }
+                        }
                         queries::use_invite(db, &invite.invite_id).await?;
                         used_invite = Some(invite.invite_id);
                     }
@@ -381,11 +571,15 @@ impl Rooms {
                     }
                     let appended = appender.append(db, &[event]).await?;
                     let last_seq = appended.events.last().map_or(room.last_seq, |e| e.seq);
-                    Ok(Room { last_seq, ..room })
+                    Ok(JoinOutcome::Joined(Room { last_seq, ..room }))
                 })
             })
             .await
-            .map(|(room, _)| room)
+            .and_then(|(outcome, _)| match outcome {
+                JoinOutcome::Joined(room) => Ok(room),
+                // The knock is committed (and the hosts told) before the answer says so.
+                JoinOutcome::Knocked => Err(knocking_error()),
+            })
     }
 
     /// Leaves a room; the member may come back without an invite, even if it is locked.
@@ -431,14 +625,34 @@ impl Rooms {
         let room_id = parse_room_id(room_id)?;
         confab_federation::ids::UserId::parse(target)
             .map_err(|e| ApiError::new(ErrorCode::BadUserId, format!("user id: {e}")))?;
-        {
-            let mut db = confab_schema::connect(&self.pool).await?;
-            require_host(&mut db, room_id.as_str(), who).await?;
+        if !self.is_ours(&room_id) {
+            let request = RoomRequest::Kick {
+                user_id: target.to_owned(),
+            };
+            return self.forward(&room_id, who, &request).await;
         }
         if target == who.user_id {
             return Err(ApiError::bad_request(
-                "the host cannot kick themselves; close the room instead",
+                "you cannot kick yourself; leave the room instead",
             ));
+        }
+        {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            let room = require_authority(&mut db, room_id.as_str(), who, Authority::Hosts).await?;
+            if target == room.host_user_id {
+                return Err(ApiError::new(
+                    ErrorCode::NotHost,
+                    "nobody in the room may remove its host",
+                ));
+            }
+            let target_member = queries::member(&mut db, room_id.as_str(), target).await?;
+            let target_is_cohost = target_member.is_some_and(|m| m.is_host);
+            if target_is_cohost && room.host_user_id != who.user_id {
+                return Err(ApiError::new(
+                    ErrorCode::NotHost,
+                    "only the room's host may remove a co-host",
+                ));
+            }
         }
         self.kick_as(room_id.as_str(), who, target).await
     }
@@ -484,11 +698,12 @@ impl Rooms {
             target.to_owned(),
             state.to_owned(),
         );
+        let connected = self.engine.connected_user_ids(room_id);
         self.writer()
             .change(room_id, move |db, appender| {
                 Box::pin(async move {
                     let room_id = room_key.as_str();
-                    let _room = queries::room_for_update(db, room_id)
+                    let room = queries::room_for_update(db, room_id)
                         .await?
                         .ok_or_else(ApiError::room_not_found)?;
                     let kicking = state == membership::KICKED;
@@ -504,17 +719,33 @@ impl Rooms {
                     };
                     queries::set_membership(db, room_id, &target, &state, now).await?;
                     let revoked = if kicking {
-                        queries::revoke_invites_of_member(db, room_id, &target, now).await?
+                        // The links they joined with, and the links they made while guests
+                        // could share: either would bring them back with a new guest session.
+                        let mut revoked =
+                            queries::revoke_invites_of_member(db, room_id, &target, now).await?;
+                        revoked.extend(
+                            queries::revoke_invites_made_by(db, room_id, &target, now).await?,
+                        );
+                        revoked
                     } else {
                         Vec::new()
                     };
-                    let event = NewEvent {
+                    // Leaving for good ends a co-host's role; the host's passes on.
+                    if member.is_host {
+                        queries::set_member_is_host(db, room_id, &target, false).await?;
+                    }
+                    let mut events = vec![NewEvent {
                         sender: actor.user_id.clone(),
                         device_id: actor.device_id.clone(),
                         origin_ts: now,
                         content: protocol::member_content(&target, &member.display_name, &state),
-                    };
-                    let appended = appender.append(db, &[event]).await?;
+                    }];
+                    if target == room.host_user_id
+                        && let Some(next) = succeed(db, &room, &connected, now).await?
+                    {
+                        events.push(next);
+                    }
+                    let appended = appender.append(db, &events).await?;
                     let target_server = target.split_once(':').map_or("", |(_, s)| s);
                     if appended.servers.iter().any(|s| s == target_server) {
                         let members = queries::members(db, room_id).await?;
@@ -535,7 +766,9 @@ impl Rooms {
             .map(|(revoked, _)| revoked)
     }
 
-    /// Creates an invite (host only).
+    /// Creates an invite: the host may, and any joined member while the host lets guests share
+    /// (at most [`MAX_GUEST_INVITES`] live links each). A member of a room of another server asks
+    /// through this server, which forwards the request to the room's origin.
     pub async fn create_invite(
         &self,
         room_id: &str,
@@ -543,6 +776,13 @@ impl Rooms {
         options: &InviteOptions,
     ) -> Result<InviteOut, ApiError> {
         let room_id = parse_room_id(room_id)?;
+        if !self.is_ours(&room_id) {
+            let request = RoomRequest::CreateInvite {
+                expires_in_secs: options.expires_in_secs,
+                max_uses: options.max_uses,
+            };
+            return self.forward(&room_id, who, &request).await;
+        }
         if options.max_uses == Some(0) {
             return Err(ApiError::bad_request("max_uses must be at least 1"));
         }
@@ -553,8 +793,29 @@ impl Rooms {
             ));
         }
         let mut db = confab_schema::connect(&self.pool).await?;
-        require_host(&mut db, room_id.as_str(), who).await?;
         let now = now_ms();
+        let room = require_member(&mut db, room_id.as_str(), who).await?;
+        let me = queries::member(&mut db, room_id.as_str(), &who.user_id).await?;
+        if !has_hosts_authority(&room, me.as_ref(), &who.user_id) {
+            if !room.guests_may_share {
+                return Err(ApiError::new(
+                    ErrorCode::NotHost,
+                    "only the hosts may make invite links: they have not let guests share",
+                ));
+            }
+            let live =
+                queries::count_live_invites_made_by(&mut db, room_id.as_str(), &who.user_id, now)
+                    .await?;
+            if live >= MAX_GUEST_INVITES {
+                return Err(ApiError::new(
+                    ErrorCode::TooManyInvites,
+                    format!(
+                        "you already have {live} live invite links in this room, the most a \
+                         guest may have"
+                    ),
+                ));
+            }
+        }
         let token = new_token();
         let invite = Invite {
             invite_id: confab_federation::ids::random_alphanumeric(12),
@@ -580,8 +841,18 @@ impl Rooms {
         who: &Identity,
     ) -> Result<Vec<InviteOut>, ApiError> {
         let room_id = parse_room_id(room_id)?;
+        if !self.is_ours(&room_id) {
+            #[derive(Deserialize)]
+            struct Listed {
+                invites: Vec<InviteOut>,
+            }
+            let listed: Listed = self
+                .forward(&room_id, who, &RoomRequest::ListInvites)
+                .await?;
+            return Ok(listed.invites);
+        }
         let mut db = confab_schema::connect(&self.pool).await?;
-        require_host(&mut db, room_id.as_str(), who).await?;
+        require_authority(&mut db, room_id.as_str(), who, Authority::Hosts).await?;
         let invites = queries::invites_of_room(&mut db, room_id.as_str()).await?;
         Ok(invites
             .iter()
@@ -597,8 +868,15 @@ impl Rooms {
         invite_id: &str,
     ) -> Result<(), ApiError> {
         let room_id = parse_room_id(room_id)?;
+        if !self.is_ours(&room_id) {
+            let request = RoomRequest::RevokeInvite {
+                invite_id: invite_id.to_owned(),
+            };
+            let _: serde_json::Value = self.forward(&room_id, who, &request).await?;
+            return Ok(());
+        }
         let mut db = confab_schema::connect(&self.pool).await?;
-        require_host(&mut db, room_id.as_str(), who).await?;
+        require_authority(&mut db, room_id.as_str(), who, Authority::Hosts).await?;
         if !queries::revoke_invite(&mut db, room_id.as_str(), invite_id, now_ms()).await? {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
@@ -616,9 +894,14 @@ impl Rooms {
         locked: bool,
     ) -> Result<RoomSummary, ApiError> {
         let room_id = parse_room_id(room_id)?;
+        if !self.is_ours(&room_id) {
+            return self
+                .forward(&room_id, who, &RoomRequest::SetLocked { locked })
+                .await;
+        }
         {
             let mut db = confab_schema::connect(&self.pool).await?;
-            require_host(&mut db, room_id.as_str(), who).await?;
+            require_authority(&mut db, room_id.as_str(), who, Authority::Hosts).await?;
         }
         let room = self.set_locked_as(room_id.as_str(), who, locked).await?;
         self.room_summary(&room, who).await
@@ -656,11 +939,93 @@ impl Rooms {
         Ok(room)
     }
 
+    /// Changes the room's settings (host only) and tells everyone.
+    pub async fn set_settings(
+        &self,
+        room_id: &str,
+        who: &Identity,
+        change: &SettingsChange,
+    ) -> Result<RoomSummary, ApiError> {
+        let room_id = parse_room_id(room_id)?;
+        if !self.is_ours(&room_id) {
+            let request = RoomRequest::Settings {
+                guests_may_share: change.guests_may_share,
+                lobby: change.lobby,
+            };
+            return self.forward(&room_id, who, &request).await;
+        }
+        {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            require_authority(&mut db, room_id.as_str(), who, Authority::Hosts).await?;
+        }
+        let room = self.set_settings_as(room_id.as_str(), who, change).await?;
+        self.room_summary(&room, who).await
+    }
+
+    /// Changes the room's settings on the authority of `actor`, unchecked (see
+    /// [`Self::kick_as`]): the change is a `settings` event with every setting as it is after it,
+    /// applied by the origin and carried to the replicas like the lock. Returns the room as it is
+    /// now.
+    pub async fn set_settings_as(
+        &self,
+        room_id: &str,
+        actor: &Identity,
+        change: &SettingsChange,
+    ) -> Result<Room, ApiError> {
+        self.require_origin(room_id)?;
+        let (room_key, actor, change) = (room_id.to_owned(), actor.clone(), change.clone());
+        let (room, _) = self
+            .writer()
+            .change(room_id, move |db, appender| {
+                Box::pin(async move {
+                    let mut room = queries::room_for_update(db, &room_key)
+                        .await?
+                        .ok_or_else(ApiError::room_not_found)?;
+                    let mut changed = Vec::new();
+                    if let Some(share) = change.guests_may_share
+                        && share != room.guests_may_share
+                    {
+                        room = queries::set_room_guests_may_share(db, &room_key, share)
+                            .await?
+                            .ok_or_else(ApiError::room_not_found)?;
+                        changed.push("guests_may_share");
+                    }
+                    if let Some(lobby) = change.lobby
+                        && lobby != room.lobby
+                    {
+                        room = queries::set_room_lobby(db, &room_key, lobby)
+                            .await?
+                            .ok_or_else(ApiError::room_not_found)?;
+                        changed.push("lobby");
+                    }
+                    let event = NewEvent {
+                        sender: actor.user_id.clone(),
+                        device_id: actor.device_id.clone(),
+                        origin_ts: now_ms(),
+                        content: protocol::settings_content(
+                            room.guests_may_share,
+                            room.lobby,
+                            &changed,
+                        ),
+                    };
+                    let appended = appender.append(db, &[event]).await?;
+                    let last_seq = appended.events.last().map_or(room.last_seq, |e| e.seq);
+                    Ok(Room { last_seq, ..room })
+                })
+            })
+            .await?;
+        Ok(room)
+    }
+
     /// Deletes a room now (host only) and tells everyone.
     pub async fn close_room(&self, room_id: &str, who: &Identity) -> Result<(), ApiError> {
         let room_id = parse_room_id(room_id)?;
+        if !self.is_ours(&room_id) {
+            let _: serde_json::Value = self.forward(&room_id, who, &RoomRequest::Close).await?;
+            return Ok(());
+        }
         let mut db = confab_schema::connect(&self.pool).await?;
-        require_host(&mut db, room_id.as_str(), who).await?;
+        require_authority(&mut db, room_id.as_str(), who, Authority::Host).await?;
         drop(db);
         self.delete_room(room_id.as_str(), CloseReason::Closed)
             .await
@@ -762,6 +1127,249 @@ impl Rooms {
         Ok(true)
     }
 
+    fn is_ours(&self, room_id: &RoomId) -> bool {
+        room_id.server_name() == &self.settings.server.name
+    }
+
+    /// Forwards a member's request about a room of another server to its origin, which decides.
+    async fn forward<T: serde::de::DeserializeOwned>(
+        &self,
+        room_id: &RoomId,
+        who: &Identity,
+        request: &RoomRequest,
+    ) -> Result<T, ApiError> {
+        outbound::member_request(self.replicas.client(), room_id, who, request).await
+    }
+
+    /// Makes a joined member a co-host or a guest again (the host only) and tells everyone.
+    pub async fn set_role(
+        &self,
+        room_id: &str,
+        who: &Identity,
+        change: &RoleChange,
+    ) -> Result<RoleOut, ApiError> {
+        let room_id = parse_room_id(room_id)?;
+        if change.role != role::COHOST && change.role != role::GUEST {
+            return Err(ApiError::bad_request("`role` must be `cohost` or `guest`"));
+        }
+        if !self.is_ours(&room_id) {
+            let request = RoomRequest::SetRole {
+                user_id: change.user_id.clone(),
+                role: change.role.clone(),
+            };
+            return self.forward(&room_id, who, &request).await;
+        }
+        {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            require_authority(&mut db, room_id.as_str(), who, Authority::Host).await?;
+        }
+        let (room_key, actor, change) = (room_id.to_string(), who.clone(), change.clone());
+        let (out, _) = self
+            .writer()
+            .change(room_id.as_str(), move |db, appender| {
+                Box::pin(async move {
+                    let room = queries::room_for_update(db, &room_key)
+                        .await?
+                        .ok_or_else(ApiError::room_not_found)?;
+                    if room.host_user_id != actor.user_id {
+                        // The host changed since the check (a succession).
+                        return Err(ApiError::new(
+                            ErrorCode::NotHost,
+                            "only the room's host may do this",
+                        ));
+                    }
+                    if change.user_id == room.host_user_id {
+                        return Err(ApiError::bad_request(
+                            "the host's own role does not change this way",
+                        ));
+                    }
+                    let member = queries::member(db, &room_key, &change.user_id)
+                        .await?
+                        .filter(|m| m.membership == membership::JOINED)
+                        .ok_or_else(|| {
+                            ApiError::new(
+                                ErrorCode::NotMember,
+                                "that user is not a member of this room",
+                            )
+                        })?;
+                    let cohost = change.role == role::COHOST;
+                    if member.is_host != cohost {
+                        queries::set_member_is_host(db, &room_key, &change.user_id, cohost).await?;
+                        let event = NewEvent {
+                            sender: actor.user_id.clone(),
+                            device_id: actor.device_id.clone(),
+                            origin_ts: now_ms(),
+                            content: protocol::role_content(
+                                &change.user_id,
+                                &change.role,
+                                if cohost { "promoted" } else { "demoted" },
+                                None,
+                            ),
+                        };
+                        appender.append(db, &[event]).await?;
+                    }
+                    Ok(RoleOut {
+                        room_id: room_key.clone(),
+                        user_id: change.user_id.clone(),
+                        role: change.role.clone(),
+                    })
+                })
+            })
+            .await?;
+        Ok(out)
+    }
+
+    /// Admits or refuses a knock at the room's lobby (hosts) and tells everyone; the knocker's
+    /// next join comes in (admitted) or gets `knock_refused`.
+    pub async fn answer_knock(
+        &self,
+        room_id: &str,
+        who: &Identity,
+        answer: &KnockAnswer,
+    ) -> Result<KnockAnswerOut, ApiError> {
+        let room_id = parse_room_id(room_id)?;
+        if !self.is_ours(&room_id) {
+            let request = RoomRequest::AnswerKnock {
+                user_id: answer.user_id.clone(),
+                admit: answer.admit,
+            };
+            return self.forward(&room_id, who, &request).await;
+        }
+        {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            require_authority(&mut db, room_id.as_str(), who, Authority::Hosts).await?;
+        }
+        let now = now_ms();
+        let (room_key, actor, answer) = (room_id.to_string(), who.clone(), answer.clone());
+        let (out, _) = self
+            .writer()
+            .change(room_id.as_str(), move |db, appender| {
+                Box::pin(async move {
+                    queries::room_for_update(db, &room_key)
+                        .await?
+                        .ok_or_else(ApiError::room_not_found)?;
+                    let waiting = queries::knock_for_update(db, &room_key, &answer.user_id)
+                        .await?
+                        .filter(|k| {
+                            k.state == knock::PENDING
+                                && k.updated_ts.saturating_add(KNOCK_TTL_MS) > now
+                        })
+                        .ok_or_else(|| {
+                            ApiError::new(
+                                ErrorCode::NotFound,
+                                "nobody of that id is knocking at this room",
+                            )
+                        })?;
+                    let state = if answer.admit {
+                        knock::ADMITTED
+                    } else {
+                        knock::REFUSED
+                    };
+                    queries::set_knock_state(db, &room_key, &answer.user_id, state, now).await?;
+                    let event = NewEvent {
+                        sender: actor.user_id.clone(),
+                        device_id: actor.device_id.clone(),
+                        origin_ts: now,
+                        content: protocol::knock_content(
+                            &waiting.user_id,
+                            &waiting.display_name,
+                            state,
+                            now.saturating_add(KNOCK_TTL_MS),
+                        ),
+                    };
+                    appender.append(db, &[event]).await?;
+                    Ok(KnockAnswerOut {
+                        room_id: room_key.clone(),
+                        user_id: answer.user_id.clone(),
+                        state: state.to_owned(),
+                    })
+                })
+            })
+            .await?;
+        Ok(out)
+    }
+
+    /// One round of the sweeper's watch over hosts who are away: in each occupied room of ours
+    /// (someone connected) whose host has had no device connected, here or through another
+    /// server, for `rooms.host_absence_grace` (counted from the first round that found them
+    /// away, so a reload or a dropped network between two rounds never counts), the room gets a
+    /// new host (see [`succeed`]). `absent` is the sweeper's memory between rounds; `now` is
+    /// passed in so that a test can drive a round at a chosen time. Returns how many rooms got a
+    /// new host.
+    pub async fn sweep_absent_hosts(
+        &self,
+        absent: &mut AbsentHosts,
+        now: i64,
+    ) -> Result<usize, ApiError> {
+        let occupied = self.engine.occupied_rooms();
+        let rows = {
+            let ids: Vec<&str> = occupied.iter().map(String::as_str).collect();
+            let mut db = confab_schema::connect(&self.pool).await?;
+            queries::rooms_by_ids(&mut db, &ids).await?
+        };
+        let grace =
+            i64::try_from(self.settings.rooms.host_absence_grace.as_millis()).unwrap_or(i64::MAX);
+        let mut seen = HashSet::new();
+        let mut handed = 0;
+        for room in rows {
+            if self.engine.is_connected(&room.room_id, &room.host_user_id) {
+                continue;
+            }
+            seen.insert(room.room_id.clone());
+            let since = absent
+                .since
+                .entry(room.room_id.clone())
+                .or_insert_with(|| (room.host_user_id.clone(), now));
+            if since.0 != room.host_user_id {
+                // Another host since the last round: their absence starts now.
+                *since = (room.host_user_id.clone(), now);
+            }
+            if now.saturating_sub(since.1) < grace {
+                continue;
+            }
+            if self
+                .hand_over_if_absent(&room.room_id, &room.host_user_id)
+                .await?
+            {
+                handed += 1;
+            }
+            absent.since.remove(&room.room_id);
+            seen.remove(&room.room_id);
+        }
+        absent.since.retain(|room_id, _| seen.contains(room_id));
+        Ok(handed)
+    }
+
+    /// Gives the room a new host if `host` still is its host and is still away; returns whether
+    /// it did.
+    async fn hand_over_if_absent(&self, room_id: &str, host: &str) -> Result<bool, ApiError> {
+        let (room_key, host, engine) = (room_id.to_owned(), host.to_owned(), self.engine.clone());
+        let (handed, _) = self
+            .writer()
+            .change(room_id, move |db, appender| {
+                Box::pin(async move {
+                    let Some(room) = queries::room_for_update(db, &room_key).await? else {
+                        return Ok(false);
+                    };
+                    // Read under the room's row lock, in the writer's order: the host who came
+                    // back, or a succession since, ends it.
+                    if room.host_user_id != host || engine.is_connected(&room_key, &host) {
+                        return Ok(false);
+                    }
+                    let connected = engine.connected_user_ids(&room_key);
+                    match succeed(db, &room, &connected, now_ms()).await? {
+                        Some(event) => {
+                            appender.append(db, &[event]).await?;
+                            Ok(true)
+                        }
+                        None => Ok(false),
+                    }
+                })
+            })
+            .await?;
+        Ok(handed)
+    }
+
     /// Refuses to change a replica: only a room's origin numbers its events, so a change made
     /// here would fork the room's log.
     fn require_origin(&self, room_id: &str) -> Result<(), ApiError> {
@@ -776,6 +1384,103 @@ impl Rooms {
             ));
         }
         Ok(())
+    }
+}
+
+/// Names the room's next host once its host left for good, in the caller's transaction with the
+/// room row locked: among the joined members, one connected first (here or through another
+/// server), among those a co-host first, then the longest present (the earliest join), then by
+/// user id. Returns the `role` event to append, or `None` if nobody is left to take over.
+async fn succeed(
+    db: &mut AsyncPgConnection,
+    room: &Room,
+    connected: &HashSet<String>,
+    now: i64,
+) -> Result<Option<NewEvent>, ApiError> {
+    let members = queries::members(db, &room.room_id).await?;
+    let Some(next) = members
+        .iter()
+        .filter(|m| m.membership == membership::JOINED && m.user_id != room.host_user_id)
+        .min_by_key(|m| {
+            (
+                !connected.contains(&m.user_id),
+                !m.is_host,
+                m.joined_ts,
+                m.user_id.as_str(),
+            )
+        })
+    else {
+        return Ok(None);
+    };
+    queries::set_member_is_host(db, &room.room_id, &room.host_user_id, false).await?;
+    queries::set_member_is_host(db, &room.room_id, &next.user_id, true).await?;
+    queries::set_room_host(db, &room.room_id, &next.user_id).await?;
+    tracing::info!(room_id = %room.room_id, host = %next.user_id, "the room has a new host");
+    Ok(Some(NewEvent {
+        sender: next.user_id.clone(),
+        device_id: String::new(),
+        origin_ts: now,
+        content: protocol::role_content(
+            &next.user_id,
+            role::HOST,
+            "succession",
+            Some(&room.host_user_id),
+        ),
+    }))
+}
+
+/// What a join decided, when it decided something to commit.
+enum JoinOutcome {
+    Joined(Room),
+    /// A new knock at a locked room's lobby.
+    Knocked,
+}
+
+fn knocking_error() -> ApiError {
+    ApiError::new(
+        ErrorCode::Knocking,
+        "the room is locked; the hosts have been asked to let you in: ask again to see their answer",
+    )
+}
+
+fn knock_refused_error() -> ApiError {
+    ApiError::new(
+        ErrorCode::KnockRefused,
+        "a host of this room did not let you in",
+    )
+}
+
+/// The knocks still waiting, from a replica's `knock` events (the latest of each knocker wins;
+/// one who is a joined member now came in), oldest first.
+fn pending_knocks_of(
+    events: &[confab_schema::models::Event],
+    members: &[Member],
+    now: i64,
+) -> Vec<KnockOut> {
+    let mut latest: Vec<KnockOut> = Vec::new();
+    for e in events {
+        let Ok(k) = serde_json::from_value::<KnockOut>(e.content.clone()) else {
+            continue;
+        };
+        latest.retain(|o| o.user_id != k.user_id);
+        latest.push(k);
+    }
+    latest.retain(|k| {
+        k.state == knock::PENDING
+            && k.expires_ts > now
+            && !members
+                .iter()
+                .any(|m| m.user_id == k.user_id && m.membership == membership::JOINED)
+    });
+    latest
+}
+
+fn knock_out(k: &Knock) -> KnockOut {
+    KnockOut {
+        user_id: k.user_id.clone(),
+        display_name: k.display_name.clone(),
+        state: k.state.clone(),
+        expires_ts: k.updated_ts.saturating_add(KNOCK_TTL_MS),
     }
 }
 

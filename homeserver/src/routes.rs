@@ -17,7 +17,7 @@ use crate::extract::{JsonResult, optional_body};
 use crate::federation::{
     auth as federation_auth, endpoints as federation, rooms::endpoints as federated_rooms,
 };
-use crate::rooms::InviteOptions;
+use crate::rooms::{InviteOptions, KnockAnswer, RoleChange, SettingsChange};
 use crate::state::AppState;
 use crate::{limiter, sessions, turn, ws};
 
@@ -55,6 +55,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/rooms/{room_id}/lock", web::post().to(lock))
                 .route("/rooms/{room_id}/unlock", web::post().to(unlock))
                 .route("/rooms/{room_id}/kick", web::post().to(kick))
+                .route("/rooms/{room_id}/settings", web::post().to(settings))
+                .route("/rooms/{room_id}/role", web::post().to(set_role))
+                .route("/rooms/{room_id}/knocks", web::post().to(answer_knock))
                 .route("/rooms/{room_id}/ice_servers", web::get().to(ice_servers))
                 .route("/ws", web::get().to(ws::not_an_upgrade))
                 .default_service(web::to(not_found)),
@@ -94,6 +97,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/rooms/{room_id}/presence",
                     web::post().to(federated_rooms::presence),
+                )
+                .route(
+                    "/rooms/{room_id}/request",
+                    web::post().to(federated_rooms::member_request),
                 )
                 .route(
                     "/rooms/{room_id}/events",
@@ -366,6 +373,33 @@ async fn kick(
     body: web::Json<KickBody>,
 ) -> ApiResult {
     Ok(HttpResponse::Ok().json(state.rooms.kick(&path, &who, &body.user_id).await?))
+}
+
+async fn settings(
+    state: Data,
+    Authed(who): Authed,
+    path: web::Path<String>,
+    body: web::Json<SettingsChange>,
+) -> ApiResult {
+    Ok(HttpResponse::Ok().json(state.rooms.set_settings(&path, &who, &body).await?))
+}
+
+async fn set_role(
+    state: Data,
+    Authed(who): Authed,
+    path: web::Path<String>,
+    body: web::Json<RoleChange>,
+) -> ApiResult {
+    Ok(HttpResponse::Ok().json(state.rooms.set_role(&path, &who, &body).await?))
+}
+
+async fn answer_knock(
+    state: Data,
+    Authed(who): Authed,
+    path: web::Path<String>,
+    body: web::Json<KnockAnswer>,
+) -> ApiResult {
+    Ok(HttpResponse::Ok().json(state.rooms.answer_knock(&path, &who, &body).await?))
 }
 
 /// The status code a default (non-API) error maps to, for the latency metric.

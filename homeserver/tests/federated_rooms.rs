@@ -617,3 +617,252 @@ async fn remote_devices_count_only_while_their_server_confirms_them() {
     );
     assert!(!connected.iter().any(|d| d.device_id.starts_with("GHOST")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_guest_gets_an_invite_link_through_its_own_server_only_when_allowed() {
+    let (a, b) = tokio::join!(federating(&[]), federating(&[]));
+    let host = b.guest("Host").await;
+    let room = b.room(&host).await;
+    let link = b.invite(&host, &room, json!({})).await;
+    let alice = a.guest("Alice").await;
+    let (status, body) = join_remote(&a, &alice, &room, &link["token"]).await;
+    assert_eq!(status, 200, "{body}");
+    let invites = format!("/rooms/{room}/invites");
+
+    // Off: A forwards the request to B, and B's refusal comes back with its code.
+    let (status, body) = a.post(&invites, &alice.token, json!({})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("not_host")),
+        "{body}"
+    );
+
+    // B's host turns sharing on; the setting reaches A's replica as an event.
+    let mut on_a = WsClient::authed(&a, &alice).await;
+    let ack = on_a
+        .request(json!({"type": "subscribe", "room_id": room}))
+        .await;
+    assert_eq!(ack["result"]["guests_may_share"], false, "{ack}");
+    let (status, _) = b
+        .post(
+            &format!("/rooms/{room}/settings"),
+            &host.token,
+            json!({"guests_may_share": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let event = on_a
+        .wait_for(|m| m["type"] == "event" && m["content"]["type"] == "settings")
+        .await;
+    assert_eq!(event["content"]["guests_may_share"], true);
+    let (_, summary) = a.get(&format!("/rooms/{room}"), &alice.token).await;
+    assert_eq!(
+        (&summary["guests_may_share"], &summary["can_share"]),
+        (&json!(true), &json!(true)),
+        "{summary}"
+    );
+    // A settings change is the origin's: A refuses to change its replica.
+    let (status, body) = a
+        .post(
+            &format!("/rooms/{room}/settings"),
+            &alice.token,
+            json!({"guests_may_share": false}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+
+    // Alice's link, made on B through A, admits a friend on A and one on B.
+    let (status, shared) = a.post(&invites, &alice.token, json!({"max_uses": 2})).await;
+    assert_eq!(status, 201, "{shared}");
+    assert_eq!(shared["room_id"], room.as_str());
+    let friend = a.guest("Friend").await;
+    let (status, body) = join_remote(&a, &friend, &room, &shared["token"]).await;
+    assert_eq!(status, 200, "{body}");
+    let local = b.guest("Local").await;
+    let (status, body) = join_remote(&b, &local, &room, &shared["token"]).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, list) = b.get(&invites, &host.token).await;
+    assert!(
+        list["invites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["invite_id"] == shared["invite_id"]
+                && i["created_by"] == alice.user_id.as_str()),
+        "{list}"
+    );
+
+    // Kicking Alice on B revokes the link she made.
+    let (status, kicked) = b
+        .post(
+            &format!("/rooms/{room}/kick"),
+            &host.token,
+            json!({"user_id": alice.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{kicked}");
+    assert!(
+        kicked["revoked_invites"]
+            .as_array()
+            .unwrap()
+            .contains(&shared["invite_id"]),
+        "{kicked}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_cohost_acts_through_its_own_server_and_remote_knockers_are_answered() {
+    let (a, b) = tokio::join!(federating(&[]), federating(&[]));
+    let host = b.guest("Host").await;
+    let room = b.room(&host).await;
+    let link = b.invite(&host, &room, json!({})).await;
+    let alice = a.guest("Alice").await;
+    let (status, body) = join_remote(&a, &alice, &room, &link["token"]).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Before she is named, Alice's host requests are refused by the origin, through A.
+    let (status, body) = a
+        .post(&format!("/rooms/{room}/lock"), &alice.token, json!({}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("not_host")),
+        "{body}"
+    );
+    let (status, _) = b
+        .post(
+            &format!("/rooms/{room}/role"),
+            &host.token,
+            json!({"user_id": alice.user_id, "role": "cohost"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // A's replica learns her role from the event.
+    let (room_id, alice_id) = (room.clone(), alice.user_id.clone());
+    until_db(&a, "Alice to be a co-host on A", async |db| {
+        confab_schema::queries::member(db, &room_id, &alice_id)
+            .await
+            .unwrap()
+            .is_some_and(|m| m.is_host)
+    })
+    .await;
+    let (_, summary) = a.get(&format!("/rooms/{room}"), &alice.token).await;
+    assert_eq!(
+        (&summary["role"], &summary["is_host"]),
+        (&json!("cohost"), &json!(true)),
+        "{summary}"
+    );
+
+    // Now A forwards her lock and her settings, and B applies them.
+    let (status, body) = a
+        .post(&format!("/rooms/{room}/lock"), &alice.token, json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["locked"], true);
+    let (status, body) = a
+        .post(
+            &format!("/rooms/{room}/settings"),
+            &alice.token,
+            json!({"lobby": true}),
+        )
+        .await;
+    assert_eq!((status, &body["lobby"]), (200, &json!(true)), "{body}");
+
+    // A knocker on A knocks through A; Alice, on A, lets them in.
+    let mut alice_ws = WsClient::authed(&a, &alice).await;
+    alice_ws
+        .request(json!({"type": "subscribe", "room_id": room}))
+        .await;
+    let kim = a.guest("Kim").await;
+    let (status, body) = join_remote(&a, &kim, &room, &link["token"]).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("knocking")),
+        "{body}"
+    );
+    let knock = alice_ws
+        .wait_for(|m| m["type"] == "event" && m["content"]["type"] == "knock")
+        .await;
+    assert_eq!(knock["content"]["user_id"], kim.user_id.as_str());
+    // A reload of Alice's page on A finds the knock in her summary, from A's replica.
+    let (_, summary) = a.get(&format!("/rooms/{room}"), &alice.token).await;
+    let knocks = summary["knocks"].as_array().unwrap();
+    assert_eq!(knocks.len(), 1, "{summary}");
+    assert_eq!(knocks[0]["user_id"], kim.user_id.as_str());
+    let (status, body) = a
+        .post(
+            &format!("/rooms/{room}/knocks"),
+            &alice.token,
+            json!({"user_id": kim.user_id, "admit": true}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["state"]),
+        (200, &json!("admitted")),
+        "{body}"
+    );
+    let (status, body) = join_remote(&a, &kim, &room, &link["token"]).await;
+    assert_eq!(status, 200, "{body}");
+    let (room_id, kim_id) = (room.clone(), kim.user_id.clone());
+    until_db(&a, "Kim to be a member on A", async |db| {
+        confab_schema::queries::member(db, &room_id, &kim_id)
+            .await
+            .unwrap()
+            .is_some_and(|m| m.membership == "joined")
+    })
+    .await;
+    let (_, summary) = a.get(&format!("/rooms/{room}"), &alice.token).await;
+    assert_eq!(summary["knocks"], json!([]), "{summary}");
+
+    // Another one is turned away by the host on B.
+    let ray = a.guest("Ray").await;
+    let (status, body) = join_remote(&a, &ray, &room, &link["token"]).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("knocking")),
+        "{body}"
+    );
+    let (status, _) = b
+        .post(
+            &format!("/rooms/{room}/knocks"),
+            &host.token,
+            json!({"user_id": ray.user_id, "admit": false}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = join_remote(&a, &ray, &room, &link["token"]).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("knock_refused")),
+        "{body}"
+    );
+
+    // The host leaves for good: Alice, the co-host, is the host now, on both servers.
+    let (status, _) = b
+        .post(&format!("/rooms/{room}/leave"), &host.token, json!({}))
+        .await;
+    assert_eq!(status, 204);
+    let (room_id, alice_id) = (room.clone(), alice.user_id.clone());
+    until_db(&a, "Alice to be the host on A", async |db| {
+        confab_schema::queries::room(db, &room_id)
+            .await
+            .unwrap()
+            .is_some_and(|r| r.host_user_id == alice_id)
+    })
+    .await;
+    let (_, summary) = a.get(&format!("/rooms/{room}"), &alice.token).await;
+    assert_eq!(
+        (&summary["host"], &summary["role"]),
+        (&json!(alice.user_id), &json!("host")),
+        "{summary}"
+    );
+    // As the host, she names Kim co-host through A.
+    let (status, body) = a
+        .post(
+            &format!("/rooms/{room}/role"),
+            &alice.token,
+            json!({"user_id": kim.user_id, "role": "cohost"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}

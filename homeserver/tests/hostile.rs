@@ -516,6 +516,7 @@ async fn rest_rows(s: &TestServer, host: &Guest, outsider: &Guest, foreigner: &G
     let foreign_room = "/rooms/!abcdefghijklmnopqr:elsewhere.example";
     let h = Some(host.token.as_str());
     let o = Some(outsider.token.as_str());
+    let outsider_id = outsider.user_id.as_str();
     let rows = vec![
         // Size.
         http(
@@ -685,6 +686,63 @@ async fn rest_rows(s: &TestServer, host: &Guest, outsider: &Guest, foreigner: &G
             Body::Json(json!({"invite_token": revoked["token"]})),
             (403, Some("invite_revoked")),
         ),
+        // Settings, roles and knocks.
+        http(
+            "an unknown setting",
+            Method::POST,
+            format!("/rooms/{room}/settings"),
+            h,
+            Body::Json(json!({"lobby": true, "waiting_room": true})),
+            (400, Some("bad_request")),
+        ),
+        http(
+            "a setting that is not a boolean",
+            Method::POST,
+            format!("/rooms/{room}/settings"),
+            h,
+            Body::Json(json!({"guests_may_share": "yes"})),
+            (400, Some("bad_request")),
+        ),
+        http(
+            "a role that does not exist",
+            Method::POST,
+            format!("/rooms/{room}/role"),
+            h,
+            Body::Json(json!({"user_id": outsider_id, "role": "admin"})),
+            (400, Some("bad_request")),
+        ),
+        http(
+            "a co-host who is not a member",
+            Method::POST,
+            format!("/rooms/{room}/role"),
+            h,
+            Body::Json(json!({"user_id": outsider_id, "role": "cohost"})),
+            (403, Some("not_member")),
+        ),
+        http(
+            "naming a co-host without being the host",
+            Method::POST,
+            format!("/rooms/{room}/role"),
+            o,
+            Body::Json(json!({"user_id": outsider_id, "role": "cohost"})),
+            (403, Some("not_host")),
+        ),
+        http(
+            "answering a knock without being a host",
+            Method::POST,
+            format!("/rooms/{room}/knocks"),
+            o,
+            Body::Json(json!({"user_id": outsider_id, "admit": true})),
+            (403, Some("not_host")),
+        ),
+        http(
+            "answering a knock without saying how",
+            Method::POST,
+            format!("/rooms/{room}/knocks"),
+            h,
+            Body::Json(json!({"user_id": outsider_id})),
+            (400, Some("bad_request")),
+        ),
     ];
     for row in rows {
         let (name, expected) = (row.name, row.answer);
@@ -848,6 +906,33 @@ async fn federation_rows(s: &TestServer, peer: &TestServer, room: &str) {
             None,
             Body::Json(json!({"user_id": format!("@u:{origin}"), "display_name": "U"})),
             (404, Some("M_NOT_FOUND")),
+        ),
+        http(
+            "a member request of an unknown type",
+            Method::POST,
+            format!("/_confab/federation/v1/rooms/{room}/request"),
+            None,
+            Body::Json(json!({"user_id": format!("@u:{origin}"), "device_id": "D",
+                              "request": {"type": "become_host"}})),
+            (400, Some("M_BAD_JSON")),
+        ),
+        http(
+            "a member request for a user of another server",
+            Method::POST,
+            format!("/_confab/federation/v1/rooms/{room}/request"),
+            None,
+            Body::Json(json!({"user_id": "@u:elsewhere.example", "device_id": "D",
+                              "request": {"type": "create_invite"}})),
+            (403, Some("M_FORBIDDEN")),
+        ),
+        http(
+            "a member request of someone who is not a member",
+            Method::POST,
+            format!("/_confab/federation/v1/rooms/{room}/request"),
+            None,
+            Body::Json(json!({"user_id": format!("@u:{origin}"), "device_id": "D",
+                              "request": {"type": "set_locked", "locked": true}})),
+            (403, Some("M_FORBIDDEN")),
         ),
     ];
     for row in rows {

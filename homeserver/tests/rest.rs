@@ -614,3 +614,644 @@ async fn health_metrics_and_config() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guests_make_invite_links_only_while_the_host_lets_them() {
+    let s = TestServer::start().await;
+    let host = s.guest("Host").await;
+    let room = s.room(&host).await;
+    let guest = s.guest("Guest").await;
+    s.join_with_invite(&host, &guest, &room).await;
+    let invites = format!("/rooms/{room}/invites");
+    let settings = format!("/rooms/{room}/settings");
+
+    // Off by default: the summary says so, and a guest's link is refused.
+    let (_, summary) = s.get(&format!("/rooms/{room}"), &guest.token).await;
+    assert_eq!(
+        (&summary["guests_may_share"], &summary["can_share"]),
+        (&json!(false), &json!(false))
+    );
+    let (status, body) = s.post(&invites, &guest.token, json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("not_host")));
+    // Only the host changes settings; an unknown setting is a bad request.
+    let (status, body) = s
+        .post(&settings, &guest.token, json!({"guests_may_share": true}))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("not_host")));
+    let (status, body) = s
+        .post(&settings, &host.token, json!({"lobbyy": true}))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
+
+    // The host turns it on; everyone subscribed sees the `settings` event.
+    let mut watcher = support::WsClient::authed(&s, &guest).await;
+    let ack = watcher
+        .request(json!({"type": "subscribe", "room_id": room}))
+        .await;
+    let since = ack["result"]["latest_seq"].as_i64().unwrap();
+    let (status, summary) = s
+        .post(&settings, &host.token, json!({"guests_may_share": true}))
+        .await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["guests_may_share"], true);
+    let event = watcher
+        .wait_for(|m| m["type"] == "event" && m["content"]["type"] == "settings")
+        .await;
+    assert_eq!(event["seq"].as_i64().unwrap(), since + 1);
+    assert_eq!(
+        event["content"],
+        json!({"type": "settings", "guests_may_share": true, "lobby": false,
+               "changed": ["guests_may_share"]})
+    );
+    assert_eq!(event["sender"], host.user_id.as_str());
+
+    // Now the guest's link works, and the host sees who made it.
+    let (_, summary) = s.get(&format!("/rooms/{room}"), &guest.token).await;
+    assert_eq!(summary["can_share"], true);
+    let (status, shared) = s.post(&invites, &guest.token, json!({})).await;
+    assert_eq!(status, 201, "{shared}");
+    let friend = s.guest("Friend").await;
+    let (status, body) = s
+        .post(
+            &format!("/rooms/{room}/join"),
+            &friend.token,
+            json!({"invite_token": shared["token"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, list) = s.get(&invites, &host.token).await;
+    let made = list["invites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["invite_id"] == shared["invite_id"])
+        .unwrap()
+        .clone();
+    assert_eq!(made["created_by"], guest.user_id.as_str());
+    // Guests still cannot list or revoke invites.
+    let (status, _) = s.get(&invites, &guest.token).await;
+    assert_eq!(status, 403);
+    // Someone who is not a member gets nothing.
+    let outsider = s.guest("Outsider").await;
+    let (status, body) = s.post(&invites, &outsider.token, json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("not_member")));
+
+    // A guest has a bounded number of live links.
+    for _ in 1..10 {
+        let (status, body) = s.post(&invites, &guest.token, json!({})).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = s.post(&invites, &guest.token, json!({})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("too_many_invites")),
+        "{body}"
+    );
+
+    // Turned off again, the guest's new links are refused (the old ones stay until revoked).
+    let (status, _) = s
+        .post(&settings, &host.token, json!({"guests_may_share": false}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = s.post(&invites, &guest.token, json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("not_host")));
+
+    // A kick of the guest revokes the links they made, with the one they joined with.
+    let (status, kicked) = s
+        .post(
+            &format!("/rooms/{room}/kick"),
+            &host.token,
+            json!({"user_id": guest.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{kicked}");
+    let revoked = kicked["revoked_invites"].as_array().unwrap();
+    assert_eq!(revoked.len(), 11, "{kicked}");
+    assert!(revoked.contains(&shared["invite_id"]));
+    let late = s.guest("Late").await;
+    let (status, body) = s
+        .post(
+            &format!("/rooms/{room}/join"),
+            &late.token,
+            json!({"invite_token": shared["token"]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("invite_revoked"))
+    );
+}
+
+/// Joins `guest` with a fresh invite from `host` and returns the answer (no assertion).
+async fn try_join(
+    s: &TestServer,
+    guest: &support::Guest,
+    room: &str,
+    token: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    s.post(
+        &format!("/rooms/{room}/join"),
+        &guest.token,
+        json!({ "invite_token": token }),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cohosts_share_the_hosts_authority_but_only_the_host_names_them() {
+    let s = TestServer::start().await;
+    let (room, people) = s.room_with(3).await;
+    let (host, ann, bob, cat) = (&people[0], &people[1], &people[2], &people[3]);
+    let role = format!("/rooms/{room}/role");
+    let code = |r: &(u16, serde_json::Value)| (r.0, r.1["code"].as_str().map(str::to_owned));
+    let refused = |c: &str| (403, Some(c.to_owned()));
+
+    // A guest can neither name co-hosts nor act as a host.
+    let r = s
+        .post(
+            &role,
+            &ann.token,
+            json!({"user_id": bob.user_id, "role": "cohost"}),
+        )
+        .await;
+    assert_eq!(code(&r), refused("not_host"));
+    let mut watcher = support::WsClient::authed(&s, cat).await;
+    watcher
+        .request(json!({"type": "subscribe", "room_id": room}))
+        .await;
+
+    // The host names Ann co-host: everyone sees the `role` event, and the summary says it.
+    let (status, body) = s
+        .post(
+            &role,
+            &host.token,
+            json!({"user_id": ann.user_id, "role": "cohost"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"room_id": room, "user_id": ann.user_id, "role": "cohost"})
+    );
+    let event = watcher
+        .wait_for(|m| m["type"] == "event" && m["content"]["type"] == "role")
+        .await;
+    assert_eq!(
+        event["content"],
+        json!({"type": "role", "user_id": ann.user_id, "role": "cohost", "reason": "promoted"})
+    );
+    let (_, summary) = s.get(&format!("/rooms/{room}"), &ann.token).await;
+    assert_eq!(
+        (&summary["is_host"], &summary["role"]),
+        (&json!(true), &json!("cohost"))
+    );
+    assert_eq!(summary["host"], host.user_id.as_str());
+    let member_role = |summary: &serde_json::Value, user: &str| {
+        summary["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["user_id"] == user)
+            .unwrap()["role"]
+            .clone()
+    };
+    assert_eq!(member_role(&summary, &ann.user_id), "cohost");
+    assert_eq!(member_role(&summary, &host.user_id), "host");
+
+    // A co-host locks, invites, lists and revokes invites, changes settings and kicks a guest…
+    let (status, _) = s
+        .post(&format!("/rooms/{room}/lock"), &ann.token, json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let invite = s.invite(ann, &room, json!({})).await;
+    let (status, _) = s.get(&format!("/rooms/{room}/invites"), &ann.token).await;
+    assert_eq!(status, 200);
+    let (status, _) = s
+        .delete(
+            &format!(
+                "/rooms/{room}/invites/{}",
+                invite["invite_id"].as_str().unwrap()
+            ),
+            &ann.token,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = s
+        .post(
+            &format!("/rooms/{room}/settings"),
+            &ann.token,
+            json!({"lobby": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, kicked) = s
+        .post(
+            &format!("/rooms/{room}/kick"),
+            &ann.token,
+            json!({"user_id": cat.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{kicked}");
+    // …but neither names co-hosts, nor removes the host or another co-host, nor closes the room.
+    let r = s
+        .post(
+            &role,
+            &ann.token,
+            json!({"user_id": bob.user_id, "role": "cohost"}),
+        )
+        .await;
+    assert_eq!(code(&r), refused("not_host"));
+    let r = s
+        .post(
+            &format!("/rooms/{room}/kick"),
+            &ann.token,
+            json!({"user_id": host.user_id}),
+        )
+        .await;
+    assert_eq!(code(&r), refused("not_host"));
+    let (status, _) = s
+        .post(
+            &role,
+            &host.token,
+            json!({"user_id": bob.user_id, "role": "cohost"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let r = s
+        .post(
+            &format!("/rooms/{room}/kick"),
+            &ann.token,
+            json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(code(&r), refused("not_host"));
+    let r = s.delete(&format!("/rooms/{room}"), &ann.token).await;
+    assert_eq!(code(&r), refused("not_host"));
+
+    // Bad role changes.
+    let r = s
+        .post(
+            &role,
+            &host.token,
+            json!({"user_id": cat.user_id, "role": "cohost"}),
+        )
+        .await;
+    assert_eq!(code(&r), refused("not_member"));
+    let r = s
+        .post(
+            &role,
+            &host.token,
+            json!({"user_id": bob.user_id, "role": "host"}),
+        )
+        .await;
+    assert_eq!(r.0, 400);
+    let r = s
+        .post(
+            &role,
+            &host.token,
+            json!({"user_id": host.user_id, "role": "guest"}),
+        )
+        .await;
+    assert_eq!(r.0, 400);
+
+    // Made a guest again, Ann has no authority left.
+    let (status, _) = s
+        .post(
+            &role,
+            &host.token,
+            json!({"user_id": ann.user_id, "role": "guest"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let r = s
+        .post(&format!("/rooms/{room}/unlock"), &ann.token, json!({}))
+        .await;
+    assert_eq!(code(&r), refused("not_host"));
+    // The host may remove a co-host; that ends the role.
+    let (status, _) = s
+        .post(
+            &format!("/rooms/{room}/kick"),
+            &host.token,
+            json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_room_gets_a_new_host_when_its_host_leaves_for_good() {
+    let s = TestServer::start().await;
+    // The longest-present member takes over when no co-host is left…
+    let (room, people) = s.room_with(2).await;
+    let (host, ann, bob) = (&people[0], &people[1], &people[2]);
+    // Both are here (someone present is preferred to someone away); Ann came first.
+    let mut bob_ws = support::WsClient::authed(&s, bob).await;
+    bob_ws
+        .request(json!({"type": "subscribe", "room_id": room}))
+        .await;
+    let mut watcher = support::WsClient::authed(&s, ann).await;
+    watcher
+        .request(json!({"type": "subscribe", "room_id": room}))
+        .await;
+    let (status, _) = s
+        .post(&format!("/rooms/{room}/leave"), &host.token, json!({}))
+        .await;
+    assert_eq!(status, 204);
+    let event = watcher
+        .wait_for(|m| m["type"] == "event" && m["content"]["type"] == "role")
+        .await;
+    assert_eq!(
+        event["content"],
+        json!({"type": "role", "user_id": ann.user_id, "role": "host", "reason": "succession",
+               "previous": host.user_id})
+    );
+    let (_, summary) = s.get(&format!("/rooms/{room}"), &ann.token).await;
+    assert_eq!(
+        (&summary["host"], &summary["role"], &summary["is_host"]),
+        (&json!(ann.user_id), &json!("host"), &json!(true))
+    );
+    let (status, _) = s
+        .post(&format!("/rooms/{room}/lock"), &ann.token, json!({}))
+        .await;
+    assert_eq!(status, 200);
+    // The old host may come back (a returning member), as a guest.
+    let (status, body) = s
+        .post(&format!("/rooms/{room}/join"), &host.token, json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["role"], "guest");
+    let (status, body) = s
+        .post(&format!("/rooms/{room}/unlock"), &host.token, json!({}))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("not_host")));
+
+    // …and a co-host before anyone who came earlier.
+    let (room, people) = s.room_with(2).await;
+    let (host, bob) = (&people[0], &people[2]);
+    let (status, _) = s
+        .post(
+            &format!("/rooms/{room}/role"),
+            &host.token,
+            json!({"user_id": bob.user_id, "role": "cohost"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = s
+        .post(&format!("/rooms/{room}/leave"), &host.token, json!({}))
+        .await;
+    assert_eq!(status, 204);
+    let (_, summary) = s.get(&format!("/rooms/{room}"), &bob.token).await;
+    assert_eq!(summary["host"], bob.user_id.as_str());
+
+    // A host alone leaves the room to nobody: it stays theirs.
+    let host = s.guest("Alone").await;
+    let room = s.room(&host).await;
+    let (status, _) = s
+        .post(&format!("/rooms/{room}/leave"), &host.token, json!({}))
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = s
+        .post(&format!("/rooms/{room}/join"), &host.token, json!({}))
+        .await;
+    assert_eq!((status, &body["role"]), (200, &json!("host")), "{body}");
+}
+
+/// Waits until the room's owner sees `user` connected (`true`) or not.
+async fn until_connected(s: &TestServer, room: &str, user: &str, connected: bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s.state.engine.is_connected(room, user) != connected {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {user}"
+        );
+        // Polling a condition with a deadline: the socket's end reaches the owner on its own task.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_absent_host_is_replaced_after_the_grace_and_a_reconnect_hands_nothing_over() {
+    let s = TestServer::start().await;
+    let (room, people) = s.room_with(1).await;
+    let (host, ann) = (&people[0], &people[1]);
+    let grace = i64::try_from(s.state.settings.rooms.host_absence_grace.as_millis()).unwrap();
+    let subscribe = json!({"type": "subscribe", "room_id": room});
+    let mut ann_ws = support::WsClient::authed(&s, ann).await;
+    ann_ws.request(subscribe.clone()).await;
+    let mut host_ws = support::WsClient::authed(&s, host).await;
+    host_ws.request(subscribe.clone()).await;
+    until_connected(&s, &room, &host.user_id, true).await;
+
+    // The rounds of the sweeper are driven here, at chosen times; its own rounds run on the
+    // default grace of minutes and do not come into this test.
+    let mut absent = confab::rooms::AbsentHosts::default();
+    let t0 = confab::time::now_ms();
+    // A reload: the host's socket goes, one round sees them away, they are back before the next.
+    host_ws.close().await;
+    until_connected(&s, &room, &host.user_id, false).await;
+    assert_eq!(
+        s.state
+            .rooms
+            .sweep_absent_hosts(&mut absent, t0)
+            .await
+            .unwrap(),
+        0
+    );
+    let mut host_ws = support::WsClient::authed(&s, host).await;
+    host_ws.request(subscribe.clone()).await;
+    until_connected(&s, &room, &host.user_id, true).await;
+    assert_eq!(
+        s.state
+            .rooms
+            .sweep_absent_hosts(&mut absent, t0 + grace)
+            .await
+            .unwrap(),
+        0
+    );
+    // Away again, the count starts anew: a round just short of the grace hands nothing over.
+    host_ws.close().await;
+    until_connected(&s, &room, &host.user_id, false).await;
+    let t1 = t0 + grace + 1;
+    assert_eq!(
+        s.state
+            .rooms
+            .sweep_absent_hosts(&mut absent, t1)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.state
+            .rooms
+            .sweep_absent_hosts(&mut absent, t1 + grace - 1)
+            .await
+            .unwrap(),
+        0
+    );
+    let (_, summary) = s.get(&format!("/rooms/{room}"), &ann.token).await;
+    assert_eq!(summary["host"], host.user_id.as_str());
+
+    // Gone for the whole grace: Ann, who is here, takes over, and is told.
+    assert_eq!(
+        s.state
+            .rooms
+            .sweep_absent_hosts(&mut absent, t1 + grace)
+            .await
+            .unwrap(),
+        1
+    );
+    let event = ann_ws
+        .wait_for(|m| m["type"] == "event" && m["content"]["type"] == "role")
+        .await;
+    assert_eq!(event["content"]["user_id"], ann.user_id.as_str());
+    assert_eq!(event["content"]["reason"], "succession");
+    let (_, summary) = s.get(&format!("/rooms/{room}"), &ann.token).await;
+    assert_eq!(summary["host"], ann.user_id.as_str());
+    // Another round changes nothing: Ann is here.
+    assert_eq!(
+        s.state
+            .rooms
+            .sweep_absent_hosts(&mut absent, t1 + 3 * grace)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_locked_room_with_a_lobby_lets_knockers_in_or_turns_them_away() {
+    let s = TestServer::start().await;
+    let (room, people) = s.room_with(1).await;
+    let (host, guest) = (&people[0], &people[1]);
+    let link = s.invite(host, &room, json!({})).await;
+    let (status, _) = s
+        .post(&format!("/rooms/{room}/lock"), &host.token, json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let code = |r: &(u16, serde_json::Value)| (r.0, r.1["code"].as_str().map(str::to_owned));
+    let c = |status: u16, code: &str| (status, Some(code.to_owned()));
+
+    // No lobby: refused as before.
+    let nina = s.guest("Nina").await;
+    assert_eq!(
+        code(&try_join(&s, &nina, &room, &link["token"]).await),
+        c(403, "room_locked")
+    );
+
+    // With the lobby, a valid link knocks: the hosts see it live and in the summary.
+    let (status, summary) = s
+        .post(
+            &format!("/rooms/{room}/settings"),
+            &host.token,
+            json!({"lobby": true}),
+        )
+        .await;
+    assert_eq!((status, &summary["lobby"]), (200, &json!(true)));
+    let mut host_ws = support::WsClient::authed(&s, host).await;
+    host_ws
+        .request(json!({"type": "subscribe", "room_id": room}))
+        .await;
+    assert_eq!(
+        code(&try_join(&s, &nina, &room, &link["token"]).await),
+        c(403, "knocking")
+    );
+    let event = host_ws
+        .wait_for(|m| m["type"] == "event" && m["content"]["type"] == "knock")
+        .await;
+    assert_eq!(event["content"]["user_id"], nina.user_id.as_str());
+    assert_eq!(event["content"]["state"], "pending");
+    assert_eq!(event["content"]["display_name"], "Nina");
+    // Asking again while waiting is the same knock.
+    assert_eq!(
+        code(&try_join(&s, &nina, &room, &link["token"]).await),
+        c(403, "knocking")
+    );
+    let (_, summary) = s.get(&format!("/rooms/{room}"), &host.token).await;
+    let knocks = summary["knocks"].as_array().unwrap();
+    assert_eq!(knocks.len(), 1, "{summary}");
+    assert_eq!(knocks[0]["user_id"], nina.user_id.as_str());
+    let (_, summary) = s.get(&format!("/rooms/{room}"), &guest.token).await;
+    assert_eq!(summary["knocks"], json!([]));
+    // A bad link does not knock; a guest does not answer.
+    let eve = s.guest("Eve").await;
+    assert_eq!(
+        code(&try_join(&s, &eve, &room, &json!("nope")).await),
+        c(403, "invite_invalid")
+    );
+    let knocks = format!("/rooms/{room}/knocks");
+    let r = s
+        .post(
+            &knocks,
+            &guest.token,
+            json!({"user_id": nina.user_id, "admit": true}),
+        )
+        .await;
+    assert_eq!(code(&r), c(403, "not_host"));
+    let r = s
+        .post(
+            &knocks,
+            &host.token,
+            json!({"user_id": eve.user_id, "admit": true}),
+        )
+        .await;
+    assert_eq!(code(&r), c(404, "not_found"));
+
+    // Admitted: Nina comes in despite the lock, with her invite counted.
+    let (status, body) = s
+        .post(
+            &knocks,
+            &host.token,
+            json!({"user_id": nina.user_id, "admit": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "admitted");
+    let (status, body) = try_join(&s, &nina, &room, &link["token"]).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, list) = s.get(&format!("/rooms/{room}/invites"), &host.token).await;
+    let used = list["invites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["invite_id"] == link["invite_id"])
+        .unwrap()["uses"]
+        .clone();
+    assert_eq!(used, 1);
+
+    // Refused: Rob is turned away, and stays so.
+    let rob = s.guest("Rob").await;
+    assert_eq!(
+        code(&try_join(&s, &rob, &room, &link["token"]).await),
+        c(403, "knocking")
+    );
+    let (status, _) = s
+        .post(
+            &knocks,
+            &host.token,
+            json!({"user_id": rob.user_id, "admit": false}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        code(&try_join(&s, &rob, &room, &link["token"]).await),
+        c(403, "knock_refused")
+    );
+    assert_eq!(
+        code(&try_join(&s, &rob, &room, &link["token"]).await),
+        c(403, "knock_refused")
+    );
+
+    // The lobby is bounded.
+    for i in 0..confab::rooms::MAX_KNOCKS {
+        let k = s.guest(&format!("Knocker {i}")).await;
+        assert_eq!(
+            code(&try_join(&s, &k, &room, &link["token"]).await),
+            c(403, "knocking")
+        );
+    }
+    let late = s.guest("Late").await;
+    assert_eq!(
+        code(&try_join(&s, &late, &room, &link["token"]).await),
+        c(429, "too_many_knocks")
+    );
+}

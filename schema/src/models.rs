@@ -4,7 +4,7 @@ use diesel::prelude::*;
 
 use crate::schema::{
     events, federation_acl_overrides, federation_destinations, federation_outbound,
-    federation_received_txns, invites, room_members, rooms, sessions,
+    federation_received_txns, invites, knocks, room_members, rooms, sessions,
 };
 
 /// A guest session: one user with one device, found by the hash of its access token.
@@ -30,6 +30,35 @@ pub struct Room {
     pub created_ts: i64,
     pub last_seq: i64,
     pub expires_ts: Option<i64>,
+    /// Whether any joined member may make invite links (otherwise the hosts only).
+    pub guests_may_share: bool,
+    /// Whether a newcomer with a valid invite who finds the room locked knocks (otherwise is refused).
+    pub lobby: bool,
+}
+
+/// States of `knocks.state`.
+pub mod knock {
+    /// Waiting for a host.
+    pub const PENDING: &str = "pending";
+    /// Let in by a host: the next join of the knocker succeeds despite the lock.
+    pub const ADMITTED: &str = "admitted";
+    /// Turned away by a host.
+    pub const REFUSED: &str = "refused";
+}
+
+/// A newcomer's knock at a locked room with a lobby.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = knocks, check_for_backend(diesel::pg::Pg))]
+pub struct Knock {
+    pub room_id: String,
+    pub user_id: String,
+    pub display_name: String,
+    /// The invite the knocker holds; used when they come in.
+    pub invite_id: String,
+    pub state: String,
+    pub created_ts: i64,
+    /// When the state last changed; a knock lapses a while after it.
+    pub updated_ts: i64,
 }
 
 /// Membership states of `room_members.membership`.
@@ -42,7 +71,8 @@ pub mod membership {
     pub const KICKED: &str = "kicked";
 }
 
-/// A user's membership of a room.
+/// A user's membership of a room. `is_host` is set for the room's host and its co-hosts (the
+/// room row names the host).
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = room_members, check_for_backend(diesel::pg::Pg))]
 pub struct Member {

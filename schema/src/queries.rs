@@ -6,8 +6,8 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::DbError;
 use crate::models::{
-    AclOverride, Appended, DestinationState, Event, Invite, Member, NewEvent, NewOutboundPdu,
-    OutboundPdu, ReceivedTxn, Room, Session, membership,
+    AclOverride, Appended, DestinationState, Event, Invite, Knock, Member, NewEvent,
+    NewOutboundPdu, OutboundPdu, ReceivedTxn, Room, Session, membership,
 };
 use crate::schema::{
     events, federation_acl_overrides, federation_destinations, federation_outbound,
@@ -139,6 +139,62 @@ pub async fn set_room_locked(
 ) -> Result<Option<Room>, DbError> {
     Ok(diesel::update(rooms::table.find(room_id))
         .set(rooms::locked.eq(locked))
+        .returning(Room::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?)
+}
+
+/// Sets whether a locked room has a lobby; `None` if the room does not exist.
+pub async fn set_room_lobby(
+    conn: &mut Conn,
+    room_id: &str,
+    lobby: bool,
+) -> Result<Option<Room>, DbError> {
+    Ok(diesel::update(rooms::table.find(room_id))
+        .set(rooms::lobby.eq(lobby))
+        .returning(Room::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?)
+}
+
+/// Names the room's host; `None` if the room does not exist.
+pub async fn set_room_host(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+) -> Result<Option<Room>, DbError> {
+    Ok(diesel::update(rooms::table.find(room_id))
+        .set(rooms::host_user_id.eq(user_id))
+        .returning(Room::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?)
+}
+
+/// Sets whether a member is the host or a co-host; `false` if they were never a member.
+pub async fn set_member_is_host(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+    is_host: bool,
+) -> Result<bool, DbError> {
+    let n = diesel::update(room_members::table.find((room_id, user_id)))
+        .set(room_members::is_host.eq(is_host))
+        .execute(conn)
+        .await?;
+    Ok(n > 0)
+}
+
+/// Sets whether any joined member may make invite links; `None` if the room does not exist.
+pub async fn set_room_guests_may_share(
+    conn: &mut Conn,
+    room_id: &str,
+    guests_may_share: bool,
+) -> Result<Option<Room>, DbError> {
+    Ok(diesel::update(rooms::table.find(room_id))
+        .set(rooms::guests_may_share.eq(guests_may_share))
         .returning(Room::as_returning())
         .get_result(conn)
         .await
@@ -298,6 +354,8 @@ pub async fn upsert_replica_room(conn: &mut Conn, room: &Room) -> Result<(), DbE
         .set((
             rooms::host_user_id.eq(excluded(rooms::host_user_id)),
             rooms::locked.eq(excluded(rooms::locked)),
+            rooms::guests_may_share.eq(excluded(rooms::guests_may_share)),
+            rooms::lobby.eq(excluded(rooms::lobby)),
         ))
         .execute(conn)
         .await?;
@@ -601,6 +659,130 @@ pub async fn revoke_invites_of_member(
     Ok(revoked.into_iter().map(|(id, _)| id).collect())
 }
 
+/// Revokes every invite of `room_id` that `user_id` made and that is still valid (a kick of a
+/// member who shared links); returns the revoked ids, oldest first.
+pub async fn revoke_invites_made_by(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+    now_ts: i64,
+) -> Result<Vec<String>, DbError> {
+    let mut revoked: Vec<(String, i64)> = diesel::update(
+        invites::table
+            .filter(invites::room_id.eq(room_id))
+            .filter(invites::created_by.eq(user_id))
+            .filter(invites::revoked_ts.is_null()),
+    )
+    .set(invites::revoked_ts.eq(now_ts))
+    .returning((invites::invite_id, invites::created_ts))
+    .get_results(conn)
+    .await?;
+    revoked.sort_by_key(|(id, created)| (*created, id.clone()));
+    Ok(revoked.into_iter().map(|(id, _)| id).collect())
+}
+
+/// How many invites of `room_id` that `user_id` made are neither revoked nor expired at `now_ts`
+/// (used-up ones count: they are still rows).
+pub async fn count_live_invites_made_by(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+    now_ts: i64,
+) -> Result<i64, DbError> {
+    Ok(invites::table
+        .filter(invites::room_id.eq(room_id))
+        .filter(invites::created_by.eq(user_id))
+        .filter(invites::revoked_ts.is_null())
+        .filter(
+            invites::expires_ts
+                .is_null()
+                .or(invites::expires_ts.gt(now_ts)),
+        )
+        .count()
+        .get_result(conn)
+        .await?)
+}
+
+// ---- knocks --------------------------------------------------------------------------------
+
+/// A user's knock at a room, locked against concurrent answers until the transaction ends.
+pub async fn knock_for_update(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+) -> Result<Option<Knock>, DbError> {
+    use crate::schema::knocks;
+    Ok(knocks::table
+        .find((room_id, user_id))
+        .select(Knock::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Stores a knock, replacing one that lapsed.
+pub async fn put_knock(conn: &mut Conn, knock: &Knock) -> Result<(), DbError> {
+    use crate::schema::knocks;
+    diesel::insert_into(knocks::table)
+        .values(knock)
+        .on_conflict((knocks::room_id, knocks::user_id))
+        .do_update()
+        .set((
+            knocks::display_name.eq(excluded(knocks::display_name)),
+            knocks::invite_id.eq(excluded(knocks::invite_id)),
+            knocks::state.eq(excluded(knocks::state)),
+            knocks::created_ts.eq(excluded(knocks::created_ts)),
+            knocks::updated_ts.eq(excluded(knocks::updated_ts)),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Answers a knock; `false` if there is none.
+pub async fn set_knock_state(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+    state: &str,
+    now_ts: i64,
+) -> Result<bool, DbError> {
+    use crate::schema::knocks;
+    let n = diesel::update(knocks::table.find((room_id, user_id)))
+        .set((knocks::state.eq(state), knocks::updated_ts.eq(now_ts)))
+        .execute(conn)
+        .await?;
+    Ok(n > 0)
+}
+
+/// Forgets a knock (its knocker came in).
+pub async fn delete_knock(conn: &mut Conn, room_id: &str, user_id: &str) -> Result<(), DbError> {
+    use crate::schema::knocks;
+    diesel::delete(knocks::table.find((room_id, user_id)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A room's knocks in `state` changed at or after `since_ts` (those not lapsed), oldest first.
+pub async fn knocks_of_room(
+    conn: &mut Conn,
+    room_id: &str,
+    state: &str,
+    since_ts: i64,
+) -> Result<Vec<Knock>, DbError> {
+    use crate::schema::knocks;
+    Ok(knocks::table
+        .filter(knocks::room_id.eq(room_id))
+        .filter(knocks::state.eq(state))
+        .filter(knocks::updated_ts.ge(since_ts))
+        .order((knocks::created_ts.asc(), knocks::user_id.asc()))
+        .select(Knock::as_select())
+        .load(conn)
+        .await?)
+}
+
 // ---- events --------------------------------------------------------------------------------
 
 /// Appends events to a room's log, numbering them after the room's newest event. The room row is
@@ -781,6 +963,28 @@ pub async fn events_after(
     Ok(events::table
         .filter(events::room_id.eq(room_id))
         .filter(events::seq.gt(since))
+        .order(events::seq.asc())
+        .limit(limit)
+        .select(Event::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// A room's events whose content is of `content_type` (`knock`, …) and that were made at or after
+/// `since_ts`, oldest first, at most `limit`.
+pub async fn events_of_type_since(
+    conn: &mut Conn,
+    room_id: &str,
+    content_type: &str,
+    since_ts: i64,
+    limit: i64,
+) -> Result<Vec<Event>, DbError> {
+    use diesel::dsl::sql;
+    use diesel::sql_types::{Bool, Text};
+    Ok(events::table
+        .filter(events::room_id.eq(room_id))
+        .filter(events::origin_ts.ge(since_ts))
+        .filter(sql::<Bool>("content ->> 'type' = ").bind::<Text, _>(content_type.to_owned()))
         .order(events::seq.asc())
         .limit(limit)
         .select(Event::as_select())

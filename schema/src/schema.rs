@@ -68,6 +68,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    knocks (room_id, user_id) {
+        room_id -> Text,
+        user_id -> Text,
+        display_name -> Text,
+        invite_id -> Text,
+        state -> Text,
+        created_ts -> Int8,
+        updated_ts -> Int8,
+    }
+}
+
+diesel::table! {
     member_invites (room_id, user_id, invite_id) {
         room_id -> Text,
         user_id -> Text,
@@ -104,6 +116,8 @@ diesel::table! {
         created_ts -> Int8,
         last_seq -> Int8,
         expires_ts -> Nullable<Int8>,
+        guests_may_share -> Bool,
+        lobby -> Bool,
     }
 }
 
@@ -120,6 +134,8 @@ diesel::table! {
 
 diesel::joinable!(events -> rooms (room_id));
 diesel::joinable!(invites -> rooms (room_id));
+diesel::joinable!(knocks -> invites (invite_id));
+diesel::joinable!(knocks -> rooms (room_id));
 diesel::joinable!(member_invites -> invites (invite_id));
 diesel::joinable!(room_members -> rooms (room_id));
 diesel::joinable!(room_servers -> rooms (room_id));
@@ -131,6 +147,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     federation_outbound,
     federation_received_txns,
     invites,
+    knocks,
     member_invites,
     room_members,
     room_servers,

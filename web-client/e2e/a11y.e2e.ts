@@ -1,6 +1,6 @@
 /**
  * Accessibility: axe-core on every screen (home, pre-join, the room with the chat and host panels
- * open, the ended screen) at desktop and phone widths in both themes, with no serious or critical
+ * open, the Invite panel with its QR code, the ended screen) at desktop and phone widths in both themes, with no serious or critical
  * violation allowed; keyboard shortcuts, the help dialog, focus moving into and out of panels, the
  * theme switch, and a live region that speaks new messages but not replayed history.
  */
@@ -48,12 +48,21 @@ for (const layout of layouts) {
       found.room = await seriousViolations(page);
       await page.screenshot({ path: testInfo.outputPath(`room-${layout.name}-${theme}.png`) });
 
+      // The Invite panel with its link and QR code.
+      await page.getByTestId('toggle-host').click();
+      await page.getByTestId('toggle-share').click();
+      await page.getByTestId('share-make').click();
+      await expect(page.getByTestId('share-qr')).toBeVisible();
+      found.share = await seriousViolations(page);
+      await page.getByTestId('toggle-share').click();
+      await page.getByTestId('toggle-host').click();
+
       page.once('dialog', (d) => void d.accept());
       await page.getByRole('button', { name: 'Close the room for everyone' }).click();
       await expect(page.getByTestId('ended')).toBeVisible();
       found.ended = await seriousViolations(page);
 
-      expect(found).toEqual({ home: [], prejoin: [], room: [], ended: [] });
+      expect(found).toEqual({ home: [], prejoin: [], room: [], share: [], ended: [] });
     });
   }
 }
@@ -98,7 +107,7 @@ test('keyboard: shortcuts, the help dialog, and focus into and out of panels', a
   // No emoji in the controls: every button's icon is an SVG shipped with the app.
   const controls = page.getByRole('navigation', { name: 'Call controls' });
   await expect(page.getByTestId('toggle-host')).toBeVisible();
-  expect(await controls.evaluate((nav) => [...nav.querySelectorAll('button')].map((b) => b.querySelectorAll('svg').length))).toEqual([1, 1, 1, 1, 1, 1, 1]);
+  expect(await controls.evaluate((nav) => [...nav.querySelectorAll('button')].map((b) => b.querySelectorAll('svg').length))).toEqual([1, 1, 1, 1, 1, 1, 1, 1]);
   expect(await controls.innerText()).not.toMatch(/\p{Extended_Pictographic}/u);
 
   const mic = page.getByTestId('toggle-mic');

@@ -75,6 +75,7 @@ pub struct RoomRow {
 pub struct MemberRow {
     pub user_id: String,
     pub display_name: String,
+    /// `host`, `cohost` or `guest`.
     pub role: String,
     pub membership: String,
     /// The server in the user id: where the user's session lives.
@@ -225,6 +226,7 @@ fn invite_out(invite: &Invite, token: Option<String>) -> InviteOut {
         max_uses: invite.max_uses,
         uses: invite.uses,
         revoked: invite.revoked_ts.is_some(),
+        created_by: invite.created_by.clone(),
     }
 }
 
@@ -258,7 +260,14 @@ async fn show_room(state: Data, path: web::Path<String>) -> ApiResult {
     let members = members
         .into_iter()
         .map(|m| MemberRow {
-            role: if m.is_host { "host" } else { "guest" }.to_owned(),
+            role: if m.user_id == room.host_user_id {
+                crate::protocol::role::HOST
+            } else if m.is_host && m.membership == membership::JOINED {
+                crate::protocol::role::COHOST
+            } else {
+                crate::protocol::role::GUEST
+            }
+            .to_owned(),
             home_server: m
                 .user_id
                 .split_once(':')

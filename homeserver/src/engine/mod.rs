@@ -426,6 +426,24 @@ impl Engine {
             .unwrap_or_default()
     }
 
+    /// The users connected to a room (here or through other servers).
+    pub fn connected_user_ids(&self, room_id: &str) -> std::collections::HashSet<String> {
+        self.connected_devices(room_id)
+            .into_iter()
+            .map(|d| d.user_id)
+            .collect()
+    }
+
+    /// The live rooms of ours with at least one user connected.
+    pub fn occupied_rooms(&self) -> Vec<String> {
+        self.live()
+            .all()
+            .into_iter()
+            .filter(|l| l.read(|s| s.origin_is_self() && s.user_count() > 0))
+            .map(|l| l.room_id().to_owned())
+            .collect()
+    }
+
     /// Number of distinct users connected to a room.
     pub fn connected_users(&self, room_id: &str) -> usize {
         self.live()

@@ -12,6 +12,8 @@ import {
   type RoomSummary,
   type ServerConfig,
   type Session,
+  type Role,
+  type SettingsChange,
   type Whoami,
 } from './types';
 
@@ -102,6 +104,18 @@ export class RestClient {
   }
   setLocked(roomId: string, locked: boolean): Promise<RoomSummary> {
     return this.call('POST', `/rooms/${encodeURIComponent(roomId)}/${locked ? 'lock' : 'unlock'}`, {});
+  }
+  /** Changes room settings (hosts only); answers the room summary. */
+  setSettings(roomId: string, change: SettingsChange): Promise<RoomSummary> {
+    return this.call('POST', `/rooms/${encodeURIComponent(roomId)}/settings`, change);
+  }
+  /** Makes a member a co-host or a guest again (the host only). */
+  setRole(roomId: string, userId: string, role: Exclude<Role, 'host'>): Promise<{ room_id: string; user_id: string; role: Role }> {
+    return this.call('POST', `/rooms/${encodeURIComponent(roomId)}/role`, { user_id: userId, role });
+  }
+  /** Lets a knocker in, or turns them away (hosts). */
+  answerKnock(roomId: string, userId: string, admit: boolean): Promise<{ room_id: string; user_id: string; state: string }> {
+    return this.call('POST', `/rooms/${encodeURIComponent(roomId)}/knocks`, { user_id: userId, admit });
   }
   /** Kicks a joined member or one who left; revokes the invites they joined with. */
   kick(roomId: string, userId: string): Promise<KickResult> {

@@ -51,8 +51,19 @@ export type Membership = 'joined' | 'left' | 'kicked';
 export interface Member {
   user_id: string;
   display_name: string;
-  role: 'host' | 'guest';
+  role: Role;
   membership: Membership;
+}
+
+/** The host (one) and the co-hosts lock, kick, invite, change settings and answer knocks; only the host names co-hosts and closes the room. */
+export type Role = 'host' | 'cohost' | 'guest';
+
+/** A newcomer waiting at a locked room's lobby, as hosts see it. */
+export interface KnockView {
+  user_id: string;
+  display_name: string;
+  state: 'pending' | 'admitted' | 'refused';
+  expires_ts: number;
 }
 
 export interface RoomSummary {
@@ -67,6 +78,22 @@ export interface RoomSummary {
   members: Member[];
   latest_seq: number;
   is_host: boolean;
+  /** Whether any joined member may make invite links (a setting of the host's). */
+  guests_may_share: boolean;
+  /** Whether the caller may make invite links now. */
+  can_share: boolean;
+  /** Whether a newcomer with a valid link who finds the room locked knocks. */
+  lobby: boolean;
+  /** The caller's role. */
+  role: Role;
+  /** Knocks waiting for an answer (for hosts). */
+  knocks: KnockView[];
+}
+
+/** `POST /rooms/{room_id}/settings`: the settings to change; those left out keep their value. */
+export interface SettingsChange {
+  guests_may_share?: boolean;
+  lobby?: boolean;
 }
 
 /** The answer to a kick: which invites it revoked (those the member joined with that were still valid). */
@@ -87,6 +114,8 @@ export interface Invite {
   max_uses: number | null;
   uses: number;
   revoked?: boolean;
+  /** Who made it: the host, or a member while guests may share. */
+  created_by?: string;
 }
 
 export interface ChatContent {
@@ -104,7 +133,31 @@ export interface LockContent {
   type: 'lock';
   locked: boolean;
 }
-export type EventContent = ChatContent | MemberContent | LockContent;
+/** The room's settings after a change (every setting). */
+export interface SettingsContent {
+  type: 'settings';
+  guests_may_share: boolean;
+  lobby?: boolean;
+  /** The settings this change set to a new value. */
+  changed?: string[];
+}
+/** `user_id` is now `role`; after a succession `previous` (the host who left for good) is a guest. */
+export interface RoleContent {
+  type: 'role';
+  user_id: string;
+  role: Role;
+  reason: 'promoted' | 'demoted' | 'succession';
+  previous?: string;
+}
+/** A newcomer knocked at the locked room (`pending`), or a host answered. */
+export interface KnockContent {
+  type: 'knock';
+  user_id: string;
+  display_name: string;
+  state: KnockView['state'];
+  expires_ts: number;
+}
+export type EventContent = ChatContent | MemberContent | LockContent | SettingsContent | RoleContent | KnockContent;
 
 export interface RoomEvent {
   room_id: string;
@@ -227,7 +280,7 @@ export function retryDelay(err: unknown): number | null {
 /** A sentence a person can act on, for each machine code the client may show (else the server's reason). */
 const KNOWN_ERRORS = new Set([
   'room_locked', 'invite_required', 'invite_invalid', 'invite_expired', 'invite_revoked', 'invite_used_up', 'kicked',
-  'room_not_found', 'room_full', 'too_many_rooms', 'too_many_connections', 'unauthorized', 'event_too_large', 'unavailable',
+  'room_not_found', 'room_full', 'too_many_rooms', 'too_many_invites', 'knock_refused', 'too_many_knocks', 'too_many_connections', 'unauthorized', 'event_too_large', 'unavailable',
 ]);
 
 /** A sentence for the user: known codes from the catalog (`error.<code>`), else the server's reason. */

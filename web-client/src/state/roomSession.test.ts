@@ -6,6 +6,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { RoomSession, type AttentionBackend } from './roomSession';
+import { canShare } from './roomState';
 import { LocalMemory, memoryStore } from './storage';
 import { deriveRoomKeyMaterial, openJson } from '../crypto/e2ee';
 import type { RestClient } from '../protocol/rest';
@@ -204,6 +205,29 @@ describe('room session', () => {
     expect(alice.notes.join()).not.toContain('secret words');
     alice.session.setHidden(false);
     expect(alice.titles.at(-1)).toBe('Confab');
+  });
+});
+
+describe('room settings', () => {
+  it('a guest may share once the host allows it, as the settings event says, live and on resuming', async () => {
+    const server = new FakeRoomServer();
+    const world = new FakeRtcWorld();
+    await join(server, world, '@host:test', 'pass');
+    const guest = await join(server, world, '@guest:test', 'pass');
+    expect(canShare(guest.session.store.get())).toBe(false);
+    server.setGuestsMayShare(true);
+    await until(() => canShare(guest.session.store.get()), 'guest may share');
+    const system = () => guest.session.store.get().timeline.filter((i) => i.kind === 'system').map((i) => i.text);
+    expect(system()).toContain('sharingOn');
+    server.setGuestsMayShare(false);
+    await until(() => !canShare(guest.session.store.get()), 'guest may no longer share');
+    // A resume replays nothing it had, and the summary says the setting as it is.
+    server.socketOf('@guest:test', 'D-@guest:test')!.fail();
+    await until(() => guest.session.store.get().connection === 'reconnecting', 'guest notices');
+    server.setGuestsMayShare(true);
+    await until(() => guest.session.store.get().connection === 'online' && canShare(guest.session.store.get()), 'guest back and allowed');
+    expect(system().filter((t) => t === 'sharingOn')).toHaveLength(2);
+    expect(system().filter((t) => t === 'sharingOff')).toHaveLength(1);
   });
 });
 

@@ -22,17 +22,7 @@ import type { ByteSource, FileOffer, FileStore } from '../files/chunks';
 import { createSha256, hashSource } from '../files/hash';
 import { Store } from './store';
 import { IceCredentials } from './iceCredentials';
-import {
-  addChatItem,
-  applyMember,
-  applyPresence,
-  applySummary,
-  applyTyping,
-  displayName,
-  initialRoomState,
-  setChatOpen,
-  type RoomViewState,
-} from './roomState';
+import { addChatItem, applyMember, applyPresence, applySummary, applyTyping, displayName, initialRoomState, setChatOpen, type RoomViewState, applyRole, applyKnock, isHostUser } from './roomState';
 import type { LocalMemory } from './storage';
 import { captureScreen } from './browserSupport';
 
@@ -285,8 +275,9 @@ export class RoomSession {
     if (msg.t !== 'rekey') return;
     const from = peer.slice(0, peer.lastIndexOf('|'));
     const epoch = Number(msg.epoch);
-    // Only the host replaces the key, and only forward: a replayed older message changes nothing.
-    if (from !== this.store.get().host || typeof msg.secret !== 'string' || !(epoch >= this.keyring.length)) return;
+    // Only a host (the host or a co-host, who may remove members) replaces the key, and only
+    // forward: a replayed older message changes nothing.
+    if (!isHostUser(this.store.get(), from) || typeof msg.secret !== 'string' || !(epoch >= this.keyring.length)) return;
     const key = await deriveRoomKeyMaterial(msg.secret, this.d.roomId);
     if (this.keyring.some((k) => k.check === key.check)) return;
     await this.adoptKey(key, msg.secret);
@@ -449,6 +440,31 @@ export class RoomSession {
           { seq: ev.seq, ts: ev.ts, sender: ev.sender, deviceId: ev.device_id, kind: 'system', status: 'ok', text: c.locked ? 'locked' : 'unlocked' },
         ),
       );
+      return;
+    }
+    if (c.type === 'settings') {
+      // The event says every setting as it is now, and which of them this change set.
+      this.store.set((s) => {
+        const next = { ...s, guestsMayShare: c.guests_may_share, lobby: c.lobby ?? s.lobby };
+        if (c.changed?.includes('lobby') && !c.changed.includes('guests_may_share')) {
+          return addChatItem(next, { seq: ev.seq, ts: ev.ts, sender: ev.sender, deviceId: ev.device_id, kind: 'system', status: 'ok', text: next.lobby ? 'lobbyOn' : 'lobbyOff' });
+        }
+        if (!c.changed?.includes('guests_may_share')) return next;
+        return addChatItem(next, { seq: ev.seq, ts: ev.ts, sender: ev.sender, deviceId: ev.device_id, kind: 'system', status: 'ok', text: c.guests_may_share ? 'sharingOn' : 'sharingOff' });
+      });
+      return;
+    }
+    if (c.type === 'role') {
+      this.store.set((s) => {
+        const s2 = applyRole(s, c.user_id, c.role, c.previous);
+        const text = c.reason === 'succession' ? 'newHost' : c.role === 'cohost' ? 'promoted' : 'demoted';
+        return addChatItem(s2, { seq: ev.seq, ts: ev.ts, sender: ev.sender, deviceId: ev.device_id, kind: 'system', status: 'ok', subject: c.user_id, text });
+      });
+      this.noticeLive(ev.seq);
+      return;
+    }
+    if (c.type === 'knock') {
+      this.store.set((s) => (s.isHost ? applyKnock(s, c) : s));
       return;
     }
     if (c.type !== 'chat') return;

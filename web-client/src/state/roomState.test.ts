@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { addChatItem, applyPresence, applySummary, applyTyping, initialRoomState, setChatOpen, typingNames, whoIsHere, type ChatItem } from './roomState';
+import { addChatItem, applyKnock, applyMember, applyPresence, applyRole, applySummary, applyTyping, initialRoomState, isHostUser, setChatOpen, typingNames, waitingKnocks, whoIsHere, type ChatItem, type RoomViewState } from './roomState';
+import type { Member } from '../protocol/types';
 import { inviteFragment, neutralLabel, parseRoute, routeFromPastedLink } from './links';
 import { LocalMemory, memoryStore } from './storage';
 
@@ -78,7 +79,7 @@ describe('local memory', () => {
 });
 
 describe('live items and replayed history', () => {
-  const summary = (latest: number) => ({ room_id: '!r:x', origin: 'x', host: '@bob:x', locked: false, max_participants: 8, members: [], connected: [], latest_seq: latest, is_host: false, created_ts: 0, expires_ts: null });
+  const summary = (latest: number) => ({ room_id: '!r:x', origin: 'x', host: '@bob:x', locked: false, max_participants: 8, members: [], connected: [], latest_seq: latest, is_host: false, guests_may_share: false, can_share: false, lobby: false, role: 'guest' as const, knocks: [], created_ts: 0, expires_ts: null });
 
   it('announces nothing before the subscription, then only items above the seq it started at', () => {
     let s = initialRoomState('!r:x', me, 'Me', false);
@@ -96,5 +97,52 @@ describe('live items and replayed history', () => {
     expect(s.lastLive?.seq).toBe(4);
     s = addChatItem(s, item(8));
     expect(s.lastLive?.seq).toBe(8);
+  });
+});
+
+describe('roles and the lobby', () => {
+  const member = (user_id: string, role: Member['role']): Member => ({ user_id, display_name: user_id, role, membership: 'joined' });
+  const base = (): RoomViewState => ({
+    ...initialRoomState('!r:x', me, 'Me', false),
+    host: '@host:x',
+    members: [member('@host:x', 'host'), member(me.userId, 'guest'), member('@bob:x', 'guest')],
+  });
+
+  it('a promotion makes us a host; a demotion takes it away', () => {
+    let s = applyRole(base(), me.userId, 'cohost');
+    expect([s.role, s.isHost, isHostUser(s, me.userId)]).toEqual(['cohost', true, true]);
+    expect(isHostUser(s, '@bob:x')).toBe(false);
+    s = applyRole(s, me.userId, 'guest');
+    expect([s.role, s.isHost]).toEqual(['guest', false]);
+  });
+
+  it('a succession names the new host and makes the old one a guest, for everyone', () => {
+    let s = applyRole(base(), '@bob:x', 'host', '@host:x');
+    expect(s.host).toBe('@bob:x');
+    expect(s.members.map((m) => [m.user_id, m.role])).toEqual([['@host:x', 'guest'], [me.userId, 'guest'], ['@bob:x', 'host']]);
+    expect(isHostUser(s, '@host:x')).toBe(false);
+    s = applyRole(s, me.userId, 'host', '@bob:x');
+    expect([s.host, s.role, s.isHost]).toEqual([me.userId, 'host', true]);
+  });
+
+  it('keeps the knocks waiting, drops answered and lapsed ones, and one who came in', () => {
+    let s = applyRole(base(), me.userId, 'cohost');
+    s = applyKnock(s, { type: 'knock', user_id: '@k1:x', display_name: 'Kim', state: 'pending', expires_ts: 2000 });
+    s = applyKnock(s, { type: 'knock', user_id: '@k2:x', display_name: 'Ray', state: 'pending', expires_ts: 1500 });
+    s = applyKnock(s, { type: 'knock', user_id: '@k3:x', display_name: 'Old', state: 'pending', expires_ts: 500 });
+    expect(waitingKnocks(s, 1000)).toEqual([{ userId: '@k2:x', name: 'Ray' }, { userId: '@k1:x', name: 'Kim' }]);
+    s = applyKnock(s, { type: 'knock', user_id: '@k2:x', display_name: 'Ray', state: 'refused', expires_ts: 9000 });
+    s = applyMember(s, '@k1:x', 'Kim', 'joined');
+    expect(waitingKnocks(s, 1000)).toEqual([]);
+    // A host made a guest again sees no knocks.
+    s = applyKnock(s, { type: 'knock', user_id: '@k4:x', display_name: 'New', state: 'pending', expires_ts: 9000 });
+    expect(applyRole(s, me.userId, 'guest').knocks).toEqual({});
+  });
+
+  it('leaving ends a co-host’s role', () => {
+    let s = applyRole(base(), '@bob:x', 'cohost');
+    expect(isHostUser(s, '@bob:x')).toBe(true);
+    s = applyMember(s, '@bob:x', 'bob', 'left');
+    expect(isHostUser(s, '@bob:x')).toBe(false);
   });
 });

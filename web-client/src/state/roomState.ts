@@ -3,7 +3,7 @@
  * timeline (ordered by seq, deduplicated by seq and by the sender's message id so a resent message
  * never shows twice), presence per user and device, typing, unread count, members and lock state.
  */
-import type { Member, RoomSummary } from '../protocol/types';
+import type { KnockContent, Member, Role, RoomSummary } from '../protocol/types';
 import type { FileOffer } from '../files/chunks';
 import type { TransferView } from '../files/transfers';
 import type { Quality } from '../mesh/quality';
@@ -65,8 +65,16 @@ export interface RoomViewState {
   me: { userId: string; deviceId: string };
   myName: string;
   host: string;
+  /** We are a host (the host or a co-host). */
   isHost: boolean;
+  role: Role;
   locked: boolean;
+  /** A locked room lets newcomers with a valid link knock (a room setting). */
+  lobby: boolean;
+  /** userId → a knock waiting for the hosts' answer (hosts only). */
+  knocks: Record<string, { name: string; expiresTs: number }>;
+  /** The host lets every member make invite links (a room setting, kept by the room's origin). */
+  guestsMayShare: boolean;
   maxParticipants: number;
   members: Member[];
   /** userId → devices with a live subscription */
@@ -123,7 +131,11 @@ export function initialRoomState(roomId: string, me: { userId: string; deviceId:
     myName,
     host: '',
     isHost: false,
+    role: 'guest',
     locked: false,
+    lobby: false,
+    knocks: {},
+    guestsMayShare: false,
     maxParticipants: 8,
     members: [],
     presence: {},
@@ -159,12 +171,56 @@ export function applySummary(s: RoomViewState, sum: RoomSummary): RoomViewState 
     ...s,
     host: sum.host,
     isHost: sum.is_host,
+    role: sum.role ?? (sum.is_host ? 'host' : 'guest'),
     locked: sum.locked,
+    lobby: sum.lobby ?? false,
+    knocks: Object.fromEntries((sum.knocks ?? []).map((k) => [k.user_id, { name: k.display_name, expiresTs: k.expires_ts }])),
+    guestsMayShare: sum.guests_may_share ?? false,
     maxParticipants: sum.max_participants,
     members: sum.members,
     presence,
     liveFromSeq: sum.latest_seq,
   };
+}
+
+/** `userId` is now `role`; a new host's predecessor is a guest. Our own role and authority follow. */
+export function applyRole(s: RoomViewState, userId: string, role: Role, previous?: string): RoomViewState {
+  let host = s.host;
+  const roleOf = (m: Member): Role => {
+    if (m.user_id === userId) return role;
+    if (role === 'host' && (m.user_id === previous || m.user_id === s.host)) return 'guest';
+    return m.role;
+  };
+  if (role === 'host') host = userId;
+  const members = s.members.map((m) => ({ ...m, role: roleOf(m) }));
+  const mine: Role = s.me.userId === userId ? role : role === 'host' && (s.me.userId === previous || s.me.userId === s.host) ? 'guest' : s.role;
+  return { ...s, host, members, role: mine, isHost: mine !== 'guest', knocks: mine === 'guest' ? {} : s.knocks };
+}
+
+/** A knock at the lobby, or a host's answer to one: hosts keep the waiting ones. */
+export function applyKnock(s: RoomViewState, k: KnockContent): RoomViewState {
+  const knocks = { ...s.knocks };
+  if (k.state === 'pending') knocks[k.user_id] = { name: k.display_name, expiresTs: k.expires_ts };
+  else delete knocks[k.user_id];
+  return { ...s, knocks };
+}
+
+/** The knocks still waiting at `now`, oldest expiry first. */
+export function waitingKnocks(s: RoomViewState, now: number): Array<{ userId: string; name: string }> {
+  return Object.entries(s.knocks)
+    .filter(([, k]) => k.expiresTs > now)
+    .sort((a, b) => a[1].expiresTs - b[1].expiresTs)
+    .map(([userId, k]) => ({ userId, name: k.name }));
+}
+
+/** Whether `userId` is a host (the host or a co-host). */
+export function isHostUser(s: RoomViewState, userId: string): boolean {
+  return userId === s.host || s.members.some((m) => m.user_id === userId && m.role !== 'guest' && m.membership === 'joined');
+}
+
+/** Whether we may make invite links now: hosts always, everyone while the host lets guests share. */
+export function canShare(s: RoomViewState): boolean {
+  return s.isHost || s.guestsMayShare;
 }
 
 /** Insert keeping seq order; a seq already present, or a (sender, mid) already shown, is dropped. */
@@ -209,7 +265,13 @@ export function applyMember(s: RoomViewState, userId: string, displayName: strin
   const members = existing
     ? s.members.map((m) => (m.user_id === userId ? { ...m, membership, display_name: displayName } : m))
     : [...s.members, { user_id: userId, display_name: displayName, role: userId === s.host ? 'host' : 'guest', membership } as Member];
-  return { ...s, members };
+  // Leaving ends a co-host's role; one who came in is no longer knocking.
+  const left = membership !== 'joined';
+  const members2 = left ? members.map((m) => (m.user_id === userId && m.role === 'cohost' ? { ...m, role: 'guest' as Role } : m)) : members;
+  const knocks = { ...s.knocks };
+  delete knocks[userId];
+  const mine = left && userId === s.me.userId && s.role === 'cohost' ? { role: 'guest' as Role, isHost: false } : {};
+  return { ...s, members: members2, knocks, ...mine };
 }
 
 /** The name to show for a user: the encrypted profile name if we have one, else the server label. */

@@ -69,6 +69,7 @@ export class FakeRoomServer {
   /** Commit the next chat message, then drop the socket before its ack. */
   loseNextChatAck = false;
   host = '';
+  guestsMayShare = false;
   private clock = 1_000_000;
 
   /** A guest session; the first one made is the host. */
@@ -114,6 +115,8 @@ export class FakeRoomServer {
       connected: this.subscribers().map((s) => ({ user_id: s.who!.user_id, device_id: s.who!.device_id, display_name: s.who!.display_name })),
       latest_seq: this.events.length,
       is_host: forUser === this.host,
+      guests_may_share: this.guestsMayShare,
+      can_share: forUser === this.host || this.guestsMayShare,
       created_ts: 0,
       expires_ts: null,
     } as unknown as RoomSummary;
@@ -184,6 +187,13 @@ export class FakeRoomServer {
     const stillThere = this.subscribers().some((s) => s.who!.user_id === ws.who!.user_id && s.who!.device_id === ws.who!.device_id);
     if (stillThere) return;
     for (const s of this.subscribers()) s.push({ type: 'presence', room_id: ROOM, user_id: ws.who!.user_id, device_id: ws.who!.device_id, display_name: ws.who!.display_name, online: false });
+  }
+
+  /** The host changed the room's settings: a `settings` event with every setting, as the origin sends. */
+  setGuestsMayShare(on: boolean): void {
+    this.guestsMayShare = on;
+    const host = [...this.tokens.values()].find((i) => i.user_id === this.host)!;
+    this.append(host, { type: 'settings', guests_may_share: on, changed: ['guests_may_share'] });
   }
 
   /**

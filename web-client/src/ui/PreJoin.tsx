@@ -1,4 +1,5 @@
 import { useEffect, useRef, useState, type FormEvent } from 'react';
+import { joinThroughLobby } from '../state/knock';
 import { useServices, useT } from './services';
 import { ThemeSwitch } from './ThemeSwitch';
 import { useLevel } from './useLevel';
@@ -8,6 +9,9 @@ import { describeError } from '../protocol/types';
 import styles from './PreJoin.module.css';
 
 type JoinRoute = Extract<Route, { page: 'join' }>;
+
+/** Between two asks of a knocker waiting at a locked room's lobby. */
+const KNOCK_INTERVAL_MS = 2000;
 
 export function PreJoin({ route }: { route: JoinRoute }) {
   const services = useServices();
@@ -26,6 +30,14 @@ export function PreJoin({ route }: { route: JoinRoute }) {
   const [mediaError, setMediaError] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const [knocking, setKnocking] = useState(false);
+  const left = useRef(false);
+  useEffect(
+    () => () => {
+      left.current = true;
+    },
+    [],
+  );
   const videoRef = useRef<HTMLVideoElement>(null);
   const handedOff = useRef(false);
 
@@ -64,13 +76,21 @@ export function PreJoin({ route }: { route: JoinRoute }) {
     try {
       services.memory.displayName = name.trim();
       await services.ensureSession();
-      const summary = await services.rest.join(route.roomId, route.token ?? undefined);
+      // A locked room with a lobby answers `knocking`: ask again until the hosts answer.
+      const summary = await joinThroughLobby(() => services.rest.join(route.roomId, route.token ?? undefined), {
+        intervalMs: KNOCK_INTERVAL_MS,
+        wait: (ms) => new Promise((ok) => setTimeout(ok, ms)),
+        onKnocking: () => setKnocking(true),
+        cancelled: () => left.current,
+      });
       services.memory.rememberRoom(route.roomId, { passphrase, joinedSeq: summary.latest_seq });
       handedOff.current = true;
       services.handoff = { roomId: route.roomId, preview, mic, cam, audioDeviceId: audioId || undefined, videoDeviceId: videoId || undefined, noiseSuppression: noise, rnnoise };
       // Replace, so the secret in the invite fragment leaves the address bar and the history.
       navigate(roomFragment(route.roomId) + carriedQuery({ ...route.prefs, rnnoise }), true);
     } catch (err) {
+      if (left.current) return;
+      setKnocking(false);
       setError(describeError(err));
       setBusy(false);
     }
@@ -154,6 +174,11 @@ export function PreJoin({ route }: { route: JoinRoute }) {
           <button type="submit" className="primary" disabled={busy}>
             {busy ? t('prejoin.joining') : t('common.join')}
           </button>
+          {knocking && (
+            <p role="status" data-testid="knocking">
+              {t('prejoin.knocking')}
+            </p>
+          )}
           {error && (
             <p role="alert" className={styles.error} data-testid="join-error">
               {error}

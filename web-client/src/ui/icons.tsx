@@ -20,6 +20,7 @@ const PATHS = {
   key: 'M8 15a4 4 0 1 1 0-8 4 4 0 0 1 0 8zM12 11h9M18 11v3M21 11v2',
   warning: 'M12 3l10 18H2zM12 10v5M12 18h.01',
   signal: 'M4 20v-3M9 20v-7M14 20V9M19 20V4',
+  share: 'M16 8a3 3 0 1 0 0-6 3 3 0 0 0 0 6zM6 15a3 3 0 1 0 0-6 3 3 0 0 0 0 6zM16 22a3 3 0 1 0 0-6 3 3 0 0 0 0 6zM8.6 13.5l4.8 3M13.4 6.5l-4.8 3',
   settings: 'M4 6h10M18 6h2M4 12h4M12 12h8M4 18h12M20 18h0M14 4v4M8 10v4M16 16v4',
 } as const;
 

@@ -18,7 +18,8 @@ use super::budget::Action;
 use super::refusal::RoomRefusal;
 use super::wire::{
     ConnectedResponse, EventsPage, EventsQuery, JoinRequest, JoinedRoom, LeaveRequest,
-    PresenceRequest, SendItem, SendRequest, SendResponse, SendResult, WireEvent, WireMember,
+    MemberRequest, PresenceRequest, RoomRequest, SendItem, SendRequest, SendResponse, SendResult,
+    WireEvent, WireMember,
 };
 use crate::engine::{ChatReply, Identity};
 use crate::error::{ApiError, ErrorCode};
@@ -128,6 +129,8 @@ async fn room_state(state: &AppState, room_id: &str, since: i64) -> Result<Joine
         room_id: room.room_id,
         host_user_id: room.host_user_id,
         locked: room.locked,
+        guests_may_share: room.guests_may_share,
+        lobby: room.lobby,
         created_ts: room.created_ts,
         latest_seq: room.last_seq,
         members: members
@@ -211,6 +214,74 @@ pub async fn leave(
         .change_membership(room_id.as_str(), &who, &who.user_id, membership::LEFT)
         .await?;
     Ok(HttpResponse::Ok().json(json!({})))
+}
+
+/// `POST /_confab/federation/v1/rooms/{roomId}/request`: a request of a member of one of our
+/// rooms who is a user of the calling server, forwarded by it (see [`RoomRequest`]); answered as
+/// the client API would answer one of our users.
+pub async fn member_request(
+    state: Data,
+    path: web::Path<String>,
+    FederatedRequest(request): FederatedRequest,
+) -> Result<HttpResponse, RoomRefusal> {
+    let room_id = own_room(&state, &path)?;
+    let forwarded: MemberRequest = body(request.content.as_ref())?;
+    let user = own_user(&request.origin, &forwarded.user_id)?;
+    if forwarded.device_id.len() > 64 {
+        return Err(ApiError::bad_request("device_id must have at most 64 bytes").into());
+    }
+    let who = Identity {
+        user_id: user.to_string(),
+        device_id: forwarded.device_id,
+        display_name: String::new(),
+    };
+    let room = room_id.as_str();
+    let answer = match forwarded.request {
+        RoomRequest::CreateInvite {
+            expires_in_secs,
+            max_uses,
+        } => {
+            let options = crate::rooms::InviteOptions {
+                expires_in_secs,
+                max_uses,
+            };
+            json!(state.rooms.create_invite(room, &who, &options).await?)
+        }
+        RoomRequest::ListInvites => {
+            json!({ "invites": state.rooms.list_invites(room, &who).await? })
+        }
+        RoomRequest::RevokeInvite { invite_id } => {
+            state.rooms.revoke_invite(room, &who, &invite_id).await?;
+            json!({})
+        }
+        RoomRequest::SetLocked { locked } => {
+            json!(state.rooms.set_locked(room, &who, locked).await?)
+        }
+        RoomRequest::Settings {
+            guests_may_share,
+            lobby,
+        } => {
+            let change = crate::rooms::SettingsChange {
+                guests_may_share,
+                lobby,
+            };
+            json!(state.rooms.set_settings(room, &who, &change).await?)
+        }
+        RoomRequest::Kick { user_id } => json!(state.rooms.kick(room, &who, &user_id).await?),
+        RoomRequest::SetRole { user_id, role } => {
+            let change = crate::rooms::RoleChange { user_id, role };
+            json!(state.rooms.set_role(room, &who, &change).await?)
+        }
+        RoomRequest::AnswerKnock { user_id, admit } => {
+            let answer = crate::rooms::KnockAnswer { user_id, admit };
+            json!(state.rooms.answer_knock(room, &who, &answer).await?)
+        }
+        RoomRequest::Close => {
+            state.rooms.close_room(room, &who).await?;
+            json!({})
+        }
+    };
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 /// `POST /_confab/federation/v1/rooms/{roomId}/presence`: a device of the calling server

@@ -11,7 +11,8 @@ use serde_json::Value;
 use super::PATH;
 use super::refusal::{refusal, unreachable};
 use super::wire::{
-    ConnectedResponse, EventsPage, JoinRequest, JoinedRoom, LeaveRequest, PresenceRequest,
+    ConnectedResponse, EventsPage, JoinRequest, JoinedRoom, LeaveRequest, MemberRequest,
+    PresenceRequest, RoomRequest,
 };
 use crate::error::{ApiError, ErrorCode};
 use crate::federation::client::FederationClient;
@@ -100,6 +101,31 @@ pub async fn leave(
     )
     .await?;
     Ok(())
+}
+
+/// Forwards a request of `who`, a member of a room of another server, to the room's origin;
+/// returns its answer, or its refusal with the origin's code.
+pub async fn member_request<T: DeserializeOwned>(
+    client: &FederationClient,
+    room_id: &RoomId,
+    who: &Identity,
+    request: &RoomRequest,
+) -> Result<T, ApiError> {
+    let body = serde_json::to_value(MemberRequest {
+        user_id: who.user_id.clone(),
+        device_id: who.device_id.clone(),
+        request: request.clone(),
+    })
+    .unwrap_or_default();
+    let path = format!("{PATH}/rooms/{room_id}/request");
+    call(
+        client,
+        room_id.server_name(),
+        Method::POST,
+        &path,
+        Some(&body),
+    )
+    .await
 }
 
 /// Announces (or confirms) a device subscribed to a replica to the room's origin; returns the

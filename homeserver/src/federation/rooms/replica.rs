@@ -109,6 +109,8 @@ impl Replicas {
             created_ts: room_state.created_ts,
             last_seq: 0,
             expires_ts: Some(self.engine.countdown().deadline(now)),
+            guests_may_share: room_state.guests_may_share,
+            lobby: room_state.lobby,
         };
         let events: Vec<Event> = room_state
             .events
@@ -258,6 +260,36 @@ pub async fn apply_room_events(
     Ok((total, effects))
 }
 
+/// A `role` event of the origin, applied to a replica: who is the host, who a co-host.
+async fn apply_role(
+    db: &mut AsyncPgConnection,
+    room_id: &str,
+    content: &Value,
+) -> Result<(), DbError> {
+    let user = content.get("user_id").and_then(Value::as_str);
+    let role = content.get("role").and_then(Value::as_str);
+    let (Some(user), Some(role)) = (user, role) else {
+        return Ok(());
+    };
+    match role {
+        crate::protocol::role::HOST => {
+            if let Some(previous) = content.get("previous").and_then(Value::as_str) {
+                queries::set_member_is_host(db, room_id, previous, false).await?;
+            }
+            queries::set_room_host(db, room_id, user).await?;
+            queries::set_member_is_host(db, room_id, user, true).await?;
+        }
+        crate::protocol::role::COHOST => {
+            queries::set_member_is_host(db, room_id, user, true).await?;
+        }
+        crate::protocol::role::GUEST => {
+            queries::set_member_is_host(db, room_id, user, false).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// The events of one locked replica room that follow on from its newest, with their state
 /// changes (membership, lock) written; and whether one of our users left or was removed.
 async fn apply_to_room(
@@ -305,6 +337,10 @@ async fn apply_to_room(
                     .await?;
                     let local = user.split_once(':').is_some_and(|(_, s)| s == ours);
                     someone_went |= local && m != membership::JOINED;
+                    if m != membership::JOINED {
+                        // Leaving for good ends a co-host's role, as on the origin.
+                        queries::set_member_is_host(db, room_id, user, false).await?;
+                    }
                 }
             }
             Some("lock") => {
@@ -315,6 +351,19 @@ async fn apply_to_room(
                     .unwrap_or(room.locked);
                 queries::set_room_locked(db, room_id, locked).await?;
             }
+            Some("settings") => {
+                if let Some(share) = event
+                    .content
+                    .get("guests_may_share")
+                    .and_then(Value::as_bool)
+                {
+                    queries::set_room_guests_may_share(db, room_id, share).await?;
+                }
+                if let Some(lobby) = event.content.get("lobby").and_then(Value::as_bool) {
+                    queries::set_room_lobby(db, room_id, lobby).await?;
+                }
+            }
+            Some("role") => apply_role(db, room_id, &event.content).await?,
             _ => {}
         }
         applied.push(event);

@@ -74,6 +74,11 @@ pub struct JoinedRoom {
     #[serde(deserialize_with = "bounded::id")]
     pub host_user_id: String,
     pub locked: bool,
+    /// The room's settings, as its latest `settings` event says them.
+    #[serde(default)]
+    pub guests_may_share: bool,
+    #[serde(default)]
+    pub lobby: bool,
     pub created_ts: i64,
     pub latest_seq: i64,
     pub members: Vec<WireMember>,
@@ -95,6 +100,68 @@ pub struct JoinRequest {
     /// The newest event the joiner's replica already has.
     #[serde(default)]
     pub since: i64,
+}
+
+/// A request of a member of a room of another server, forwarded by the member's homeserver to
+/// the room's origin (`POST …/rooms/{roomId}/request`), which applies the same rules as to its own
+/// users and answers what its client API would.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRequest {
+    #[serde(deserialize_with = "bounded::id")]
+    pub user_id: String,
+    #[serde(deserialize_with = "bounded::device_id_or_none")]
+    pub device_id: String,
+    pub request: RoomRequest,
+}
+
+/// What a forwarded [`MemberRequest`] asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RoomRequest {
+    /// An invite link (`POST /rooms/{room_id}/invites`); answered with the invite and its token.
+    CreateInvite {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_in_secs: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_uses: Option<u32>,
+    },
+    /// The room's invites (hosts); answered `{invites}`.
+    ListInvites,
+    /// Revoke an invite (hosts); answered `{}`.
+    RevokeInvite {
+        #[serde(deserialize_with = "bounded::id")]
+        invite_id: String,
+    },
+    /// Lock or unlock (hosts); answered with the room summary.
+    SetLocked { locked: bool },
+    /// Change settings (hosts); answered with the room summary.
+    Settings {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        guests_may_share: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lobby: Option<bool>,
+    },
+    /// Kick a member (hosts); answered as the kick endpoint.
+    Kick {
+        #[serde(deserialize_with = "bounded::id")]
+        user_id: String,
+    },
+    /// Make a member a co-host or a guest (the host); answered as the role endpoint.
+    SetRole {
+        #[serde(deserialize_with = "bounded::id")]
+        user_id: String,
+        #[serde(deserialize_with = "bounded::word")]
+        role: String,
+    },
+    /// Admit or refuse a knock (hosts); answered as the knocks endpoint.
+    AnswerKnock {
+        #[serde(deserialize_with = "bounded::id")]
+        user_id: String,
+        admit: bool,
+    },
+    /// Close the room for everyone (the host); answered `{}`.
+    Close,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

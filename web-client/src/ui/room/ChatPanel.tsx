@@ -25,6 +25,20 @@ function systemText(item: ChatItem, state: RoomViewState, t: Translate): string 
       return t('room.wasLocked');
     case 'unlocked':
       return t('room.wasUnlocked');
+    case 'sharingOn':
+      return t('room.sharingOn');
+    case 'sharingOff':
+      return t('room.sharingOff');
+    case 'lobbyOn':
+      return t('room.lobbyOn');
+    case 'lobbyOff':
+      return t('room.lobbyOff');
+    case 'promoted':
+      return t('member.promoted', { name });
+    case 'demoted':
+      return t('member.demoted', { name });
+    case 'newHost':
+      return t('member.newHost', { name });
     default:
       return item.text ?? '';
   }

@@ -1,6 +1,6 @@
 import type { RefObject } from 'react';
 import type { RoomSession } from '../../state/roomSession';
-import type { RoomViewState } from '../../state/roomState';
+import { canShare, waitingKnocks, type RoomViewState } from '../../state/roomState';
 import { Icon } from '../icons';
 import { useT } from '../services';
 import styles from './Controls.module.css';
@@ -18,10 +18,13 @@ interface Props {
   devicesOpen: boolean;
   onToggleDevices(): void;
   devicesButton: RefObject<HTMLButtonElement | null>;
+  shareOpen: boolean;
+  onToggleShare(): void;
+  shareButton: RefObject<HTMLButtonElement | null>;
 }
 
 /** The call's control bar: every button has a text caption beside its icon, and its shortcut in the tooltip. */
-export function Controls({ state, session, chatOpen, onToggleChat, hostOpen, onToggleHost, onLeave, chatButton, hostButton, devicesOpen, onToggleDevices, devicesButton }: Props) {
+export function Controls({ state, session, chatOpen, onToggleChat, hostOpen, onToggleHost, onLeave, chatButton, hostButton, devicesOpen, onToggleDevices, devicesButton, shareOpen, onToggleShare, shareButton }: Props) {
   const t = useT();
   const l = state.local;
   return (
@@ -46,9 +49,19 @@ export function Controls({ state, session, chatOpen, onToggleChat, hostOpen, onT
           </span>
         )}
       </button>
+      {canShare(state) && (
+        <button ref={shareButton} type="button" onClick={onToggleShare} aria-pressed={shareOpen} aria-expanded={shareOpen} data-testid="toggle-share">
+          <Icon name="share" /> {t('controls.invite')}
+        </button>
+      )}
       {state.isHost && (
         <button ref={hostButton} type="button" onClick={onToggleHost} aria-pressed={hostOpen} aria-expanded={hostOpen} data-testid="toggle-host">
           <Icon name="shield" /> {t('controls.host')}
+          {waitingKnocks(state, Date.now()).length > 0 && (
+            <span className={styles.unread} data-testid="knock-count" aria-label={t('controls.knocking', { n: waitingKnocks(state, Date.now()).length })}>
+              {waitingKnocks(state, Date.now()).length}
+            </span>
+          )}
         </button>
       )}
       <button type="button" className={styles.leave} onClick={onLeave} aria-keyshortcuts="Shift+L" title={t('controls.shortcut', { key: 'Shift+L' })}>

@@ -2,7 +2,7 @@ import { useCallback, useEffect, useRef, useState, type RefObject } from 'react'
 import type { RestClient } from '../../protocol/rest';
 import { describeError, type Invite, type Member } from '../../protocol/types';
 import { inviteFragment } from '../../state/links';
-import type { RoomViewState } from '../../state/roomState';
+import { displayName, waitingKnocks, type RoomViewState } from '../../state/roomState';
 import type { RoomSession } from '../../state/roomSession';
 import { pageBase } from '../../platform/browser';
 import { useT } from '../services';
@@ -10,7 +10,8 @@ import { usePanelFocus } from './usePanelFocus';
 import styles from './HostPanel.module.css';
 
 /**
- * Host controls: invites (with or without the secret in the link), lock, kick (of a member in the
+ * Host controls: invites (with or without the secret in the link; those guests made are named),
+ * whether guests may share invite links, lock, kick (of a member in the
  * room, or one who left, kept out), close. After a kick the panel says whether the link the member
  * joined with was revoked, and offers a fresh link in one click.
  */
@@ -36,6 +37,7 @@ export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onCl
   const [removal, setRemoval] = useState<{ name: string; revoked: boolean; link?: string } | null>(null);
   const roomId = state.roomId;
   const nameOf = (m: Member) => state.names[m.user_id] ?? m.display_name;
+  const nameOfUser = (userId: string) => displayName(state, userId);
 
   const refresh = useCallback(() => {
     rest.listInvites(roomId).then((r) => setInvites(r.invites), (e: unknown) => setMsg(describeError(e, t)));
@@ -73,6 +75,11 @@ export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onCl
       refresh();
     });
   const others = state.members.filter((m) => m.user_id !== state.me.userId && m.user_id !== state.host);
+  const iAmTheHost = state.role === 'host';
+  // A co-host removes guests; the host removes anyone but themselves.
+  const mayRemove = (m: Member) => iAmTheHost || m.role === 'guest';
+  const knocks = waitingKnocks(state, Date.now());
+  const answer = (userId: string, admit: boolean) => act(() => rest.answerKnock(roomId, userId, admit));
 
   return (
     <aside ref={panelRef} tabIndex={-1} className={styles.panel} aria-label={t('host.label')} onKeyDown={(e) => e.key === 'Escape' && onClose()} data-testid="host-panel">
@@ -99,6 +106,7 @@ export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onCl
         {invites.map((i) => (
           <li key={i.invite_id}>
             {t('host.linkUsed', { id: i.invite_id.slice(0, 6), uses: i.max_uses ? `${i.uses}/${i.max_uses}` : i.uses })}
+            {i.created_by && i.created_by !== state.me.userId ? ` · ${t('host.madeBy', { name: nameOfUser(i.created_by) })}` : ''}
             {i.revoked ? ` · ${t('host.revoked')}` : ''}
             {!i.revoked && (
               <button type="button" onClick={() => void act(() => rest.revokeInvite(roomId, i.invite_id)).then(refresh)}>
@@ -109,7 +117,40 @@ export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onCl
         ))}
       </ul>
 
+      {knocks.length > 0 && (
+        <>
+          <h2>{t('host.lobby')}</h2>
+          <ul className={styles.list} aria-label={t('host.knocking')} data-testid="knocks">
+            {knocks.map((k) => (
+              <li key={k.userId}>
+                {k.name}
+                <span>
+                  <button type="button" className="primary" onClick={() => void answer(k.userId, true)} aria-label={t('host.admitName', { name: k.name })} data-testid="knock-admit">
+                    {t('host.admit')}
+                  </button>{' '}
+                  <button type="button" onClick={() => void answer(k.userId, false)} aria-label={t('host.refuseName', { name: k.name })} data-testid="knock-refuse">
+                    {t('host.refuse')}
+                  </button>
+                </span>
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
       <h2>{t('host.room')}</h2>
+      <label className={styles.check}>
+        <input
+          type="checkbox"
+          checked={state.guestsMayShare}
+          onChange={(e) => void act(() => rest.setSettings(roomId, { guests_may_share: e.target.checked }))}
+          data-testid="toggle-guests-share"
+        />
+        <span>{t('host.guestsMayShare')}</span>
+      </label>
+      <label className={styles.check}>
+        <input type="checkbox" checked={state.lobby} onChange={(e) => void act(() => rest.setSettings(roomId, { lobby: e.target.checked }))} data-testid="toggle-lobby" />
+        <span>{t('host.lobbySetting')}</span>
+      </label>
       <button type="button" onClick={() => void act(() => rest.setLocked(roomId, !state.locked))} aria-pressed={state.locked} data-testid="toggle-lock">
         {state.locked ? t('host.unlock') : t('host.lock')}
       </button>
@@ -119,9 +160,23 @@ export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onCl
           .map((m) => (
             <li key={m.user_id}>
               {nameOf(m)}
-              <button type="button" onClick={() => void remove(m)} aria-label={t('host.removeName', { name: nameOf(m) })}>
-                {t('host.remove')}
-              </button>
+              {m.role === 'cohost' ? ` · ${t('host.cohost')}` : ''}
+              <span>
+                {iAmTheHost && (
+                  <button
+                    type="button"
+                    onClick={() => void act(() => rest.setRole(roomId, m.user_id, m.role === 'cohost' ? 'guest' : 'cohost'))}
+                    aria-label={t(m.role === 'cohost' ? 'host.demoteName' : 'host.promoteName', { name: nameOf(m) })}
+                  >
+                    {m.role === 'cohost' ? t('host.demote') : t('host.promote')}
+                  </button>
+                )}{' '}
+                {mayRemove(m) && (
+                  <button type="button" onClick={() => void remove(m)} aria-label={t('host.removeName', { name: nameOf(m) })}>
+                    {t('host.remove')}
+                  </button>
+                )}
+              </span>
             </li>
           ))}
       </ul>
@@ -155,15 +210,17 @@ export function HostPanel({ state, rest, session, focusOnOpen, returnFocus, onCl
           )}
         </div>
       )}
-      <button
-        type="button"
-        className={styles.danger}
-        onClick={() => {
-          if (confirm(t('host.closeConfirm'))) void act(() => rest.closeRoom(roomId));
-        }}
-      >
-        {t('host.close')}
-      </button>
+      {iAmTheHost && (
+        <button
+          type="button"
+          className={styles.danger}
+          onClick={() => {
+            if (confirm(t('host.closeConfirm'))) void act(() => rest.closeRoom(roomId));
+          }}
+        >
+          {t('host.close')}
+        </button>
+      )}
       {msg && <p role="alert" className={styles.error}>{msg}</p>}
     </aside>
   );

@@ -18,7 +18,7 @@ import {
   wsUrl,
   type NotificationChoice,
 } from '../../platform/browser';
-import type { RoomViewState } from '../../state/roomState';
+import { canShare, type RoomViewState } from '../../state/roomState';
 import { Icon } from '../icons';
 import { ThemeSwitch } from '../ThemeSwitch';
 import { CallGrid } from './CallGrid';
@@ -27,6 +27,7 @@ import { Controls } from './Controls';
 import { HelpDialog } from './HelpDialog';
 import { HostPanel } from './HostPanel';
 import { DevicesPanel } from './DevicesPanel';
+import { SharePanel } from './SharePanel';
 import styles from './RoomPage.module.css';
 
 declare global {
@@ -78,6 +79,8 @@ function RoomView({ session }: { session: RoomSession }) {
   const [helpOpen, setHelpOpen] = useState(false);
   const [devicesOpen, setDevicesOpen] = useState(false);
   const devicesButton = useRef<HTMLButtonElement>(null);
+  const [shareOpen, setShareOpen] = useState(false);
+  const shareButton = useRef<HTMLButtonElement>(null);
   // Panels opened by the user take the focus; the chat that is open on arrival does not.
   const [focusPanels, setFocusPanels] = useState(false);
   const chatButton = useRef<HTMLButtonElement>(null);
@@ -94,6 +97,10 @@ function RoomView({ session }: { session: RoomSession }) {
   const toggleDevices = () => {
     setFocusPanels(true);
     setDevicesOpen((o) => !o);
+  };
+  const toggleShare = () => {
+    setFocusPanels(true);
+    setShareOpen((o) => !o);
   };
   const leave = () => void session.leave().then(() => navigate('#/'));
 
@@ -170,9 +177,10 @@ function RoomView({ session }: { session: RoomSession }) {
         </main>
         {state.chatOpen && <ChatPanel state={state} session={session} focusOnOpen={focusPanels} returnFocus={chatButton} onClose={toggleChat} />}
         {devicesOpen && <DevicesPanel state={state} session={session} focusOnOpen={focusPanels} returnFocus={devicesButton} onClose={toggleDevices} />}
+        {shareOpen && canShare(state) && <SharePanel state={state} rest={services.rest} session={session} focusOnOpen={focusPanels} returnFocus={shareButton} onClose={toggleShare} />}
         {hostOpen && state.isHost && <HostPanel state={state} rest={services.rest} session={session} focusOnOpen={focusPanels} returnFocus={hostButton} onClose={toggleHost} />}
       </div>
-      <Controls state={state} session={session} chatOpen={state.chatOpen} onToggleChat={toggleChat} hostOpen={hostOpen} onToggleHost={toggleHost} onLeave={leave} chatButton={chatButton} hostButton={hostButton} devicesOpen={devicesOpen} onToggleDevices={toggleDevices} devicesButton={devicesButton} />
+      <Controls state={state} session={session} chatOpen={state.chatOpen} onToggleChat={toggleChat} hostOpen={hostOpen} onToggleHost={toggleHost} onLeave={leave} chatButton={chatButton} hostButton={hostButton} devicesOpen={devicesOpen} onToggleDevices={toggleDevices} devicesButton={devicesButton} shareOpen={shareOpen} onToggleShare={toggleShare} shareButton={shareButton} />
       <HelpDialog open={helpOpen} onClose={() => setHelpOpen(false)} />
     </div>
   );

@@ -1,0 +1,2 @@
+DROP TABLE knocks;
+ALTER TABLE rooms DROP COLUMN lobby;
