@@ -85,6 +85,7 @@ pub struct JoinedRoom {
     /// Events after the joiner's `since`, a page of them; the rest is read from the events
     /// endpoint.
     pub events: Vec<WireEvent>,
+    #[serde(deserialize_with = "bounded::devices")]
     pub connected: Vec<ConnectedDevice>,
 }
 
@@ -239,6 +240,7 @@ pub struct PresenceRequest {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ConnectedResponse {
+    #[serde(deserialize_with = "bounded::devices")]
     pub connected: Vec<ConnectedDevice>,
 }
 
@@ -299,6 +301,7 @@ pub struct SignalEdu {
 
 /// Deserializers that refuse a field out of bounds with a message naming the bound.
 pub mod bounded {
+    use crate::protocol::ConnectedDevice;
     use serde::de::{Deserializer, Error};
     use serde::{Deserialize, Serialize};
     use serde_json::Value;
@@ -313,6 +316,9 @@ pub mod bounded {
     pub const MAX_WORD_BYTES: usize = 32;
     /// Matrix's limit on the size of an event.
     pub const MAX_EVENT_BYTES: usize = 65_536;
+    /// Devices listed as connected to one room: far more than a room admits
+    /// (`rooms.max_participants` users with `limits.max_connections_per_user` devices each).
+    pub const MAX_DEVICES: usize = 4096;
 
     fn string<'de, D: Deserializer<'de>>(d: D, min: usize, max: usize) -> Result<String, D::Error> {
         let s = String::deserialize(d)?;
@@ -367,6 +373,30 @@ pub mod bounded {
         string(d, 1, MAX_WORD_BYTES)
     }
 
+    /// Devices connected to a room, as its origin lists them: at most [`MAX_DEVICES`], each with
+    /// an [`id`], a [`device_id`] and a [`name`].
+    pub fn devices<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ConnectedDevice>, D::Error> {
+        let devices = Vec::<ConnectedDevice>::deserialize(d)?;
+        if devices.len() > MAX_DEVICES {
+            return Err(D::Error::custom(format!(
+                "at most {MAX_DEVICES} connected devices, got {}",
+                devices.len()
+            )));
+        }
+        let fits = |s: &str, min: usize, max: usize| (min..=max).contains(&s.len());
+        let bad = devices.iter().any(|d| {
+            !fits(&d.user_id, 1, MAX_ID_BYTES)
+                || !fits(&d.device_id, 1, MAX_DEVICE_ID_BYTES)
+                || !fits(&d.display_name, 0, MAX_NAME_BYTES)
+        });
+        if bad {
+            return Err(D::Error::custom(
+                "a connected device's ids or name are out of bounds",
+            ));
+        }
+        Ok(devices)
+    }
+
     /// An event's content: an object of at most 64 KiB as JSON.
     pub fn event_content<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
         let value = Value::deserialize(d)?;
@@ -397,5 +427,35 @@ pub mod bounded {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fields_out_of_bounds_are_refused_as_they_are_read() {
+        let leave = |device: &str| {
+            LeaveRequest::deserialize(json!({"user_id": "@u:s", "device_id": device})).is_ok()
+        };
+        assert!(leave(&"d".repeat(64)));
+        assert!(!leave(&"d".repeat(65)));
+        let event = |content: Value| {
+            WireEvent::deserialize(json!({"seq": 1, "sender": "@u:s", "device_id": "",
+                "origin_ts": 1, "content": content}))
+            .is_ok()
+        };
+        assert!(event(json!({"type": "chat", "ciphertext": "c".repeat(60_000)})));
+        assert!(!event(json!({"type": "chat", "ciphertext": "c".repeat(70_000)})));
+        assert!(!event(json!("not an object")));
+        let device = json!({"user_id": "@u:s", "device_id": "D", "display_name": "U"});
+        let page = |connected: Value| {
+            ConnectedResponse::deserialize(json!({ "connected": connected })).is_ok()
+        };
+        assert!(page(json!(vec![device.clone(); 10])));
+        assert!(!page(json!(vec![device; bounded::MAX_DEVICES + 1])));
+        assert!(!page(json!([{"user_id": "@u:s", "device_id": "", "display_name": "U"}])));
     }
 }
