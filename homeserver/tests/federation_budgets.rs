@@ -269,6 +269,15 @@ async fn a_slow_hostile_origin_holds_no_connection_and_local_chat_goes_on() {
         assert!(body["retry_after_ms"].as_u64().unwrap() > 0, "{body}");
     }
 
+    // Refused before its body is read or its signature checked: one signed with a key that is
+    // not the origin's gets the same answer, not `M_UNAUTHORIZED`.
+    let forger = Signer {
+        key: Arc::new(SigningKey::generate(KeyId::ed25519("hostile").unwrap()).unwrap()),
+        ..hostile.signer.clone()
+    };
+    let (status, body) = forger.send(&s, "forged", 99).await;
+    assert_eq!((status, &body["errcode"]), (429, &json!("M_LIMIT_EXCEEDED")), "{body}");
+
     // While the origin holds its answer, the admitted transaction holds no connection (and
     // nothing else here uses one).
     assert_eq!(s.state.transactions.gate().busy(), 1);

@@ -23,6 +23,7 @@ use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use bytes::{Bytes, BytesMut};
 use confab_federation::ids::ServerName;
+use confab_federation::transaction::SEND_PATH_PREFIX;
 use confab_federation::xmatrix::{AuthError, XMatrixAuth, verify_request};
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -117,6 +118,15 @@ async fn verify(req: &mut ServiceRequest) -> Result<VerifiedRequest, MatrixError
         .acl
         .check(&auth.origin)
         .map_err(|e| MatrixError::new(MatrixErrorCode::Forbidden, e.to_string()))?;
+    // A transaction its origin may not send now (another of its transactions is being handled,
+    // or as many as allowed in all) is refused before its body is read or its signature checked,
+    // so a sender hammering with transactions costs a header's parse each. Unverified, this tells
+    // the claimed origin only what its own next transaction would be told, and admits nothing.
+    if let Some(txn_id) = req.path().strip_prefix(SEND_PATH_PREFIX)
+        && let Some(refused) = state.transactions.gate().would_refuse(&auth.origin, txn_id)
+    {
+        return Err(refused);
+    }
 
     let body = read_body(req, federation.settings.max_request_bytes).await?;
     let content = if body.is_empty() {

@@ -111,6 +111,14 @@ struct InFlight {
     done: Arc<Notify>,
 }
 
+/// What [`InboundGate::check`] found.
+enum Check<'a> {
+    Admit,
+    /// A copy of this transaction is being handled: wait until it is done.
+    WaitFor(&'a Arc<Notify>),
+    Refuse(MatrixError),
+}
+
 /// An admitted transaction's place in the [`InboundGate`], given back when dropped.
 pub struct Admission<'a> {
     gate: &'a InboundGate,
@@ -136,15 +144,11 @@ impl InboundGate {
         loop {
             let done = {
                 let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-                let refused = match busy.get(origin) {
-                    Some(other) if other.txn_id == txn_id => None,
-                    Some(_) => Some(format!(
-                        "another transaction from {origin} is still being handled; send one at a time"
-                    )),
-                    None if busy.len() >= self.max => {
-                        Some("too many transactions are being handled; try again shortly".into())
-                    }
-                    None => {
+                match self.check(&busy, origin, txn_id) {
+                    Check::Refuse(refused) => return Err(refused),
+                    // Registered before the lock is let go, so the wake-up cannot be missed.
+                    Check::WaitFor(copy) => copy.clone().notified_owned(),
+                    Check::Admit => {
                         busy.insert(
                             origin.clone(),
                             InFlight {
@@ -157,19 +161,42 @@ impl InboundGate {
                             origin: origin.clone(),
                         });
                     }
-                };
-                if let Some(refused) = refused {
-                    return Err(MatrixError::new(MatrixErrorCode::LimitExceeded, refused)
-                        .retry_after(BUSY_RETRY_AFTER_MS));
                 }
-                // Registered before the lock is let go, so the wake-up cannot be missed.
-                busy.get(origin)
-                    .map(|copy| copy.done.clone().notified_owned())
             };
-            if let Some(done) = done {
-                done.await;
-            }
+            done.await;
         }
+    }
+
+    /// The refusal [`Self::admit`] would answer now, if any: for a check before the request is
+    /// read or verified (`super::auth`), which admits nothing.
+    pub fn would_refuse(&self, origin: &ServerName, txn_id: &str) -> Option<MatrixError> {
+        let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        match self.check(&busy, origin, txn_id) {
+            Check::Refuse(refused) => Some(refused),
+            Check::WaitFor(_) | Check::Admit => None,
+        }
+    }
+
+    fn check<'b>(
+        &self,
+        busy: &'b HashMap<ServerName, InFlight>,
+        origin: &ServerName,
+        txn_id: &str,
+    ) -> Check<'b> {
+        let refused = match busy.get(origin) {
+            Some(copy) if copy.txn_id == txn_id => return Check::WaitFor(&copy.done),
+            Some(_) => format!(
+                "another transaction from {origin} is still being handled; send one at a time"
+            ),
+            None if busy.len() >= self.max => {
+                "too many transactions are being handled; try again shortly".to_owned()
+            }
+            None => return Check::Admit,
+        };
+        Check::Refuse(
+            MatrixError::new(MatrixErrorCode::LimitExceeded, refused)
+                .retry_after(BUSY_RETRY_AFTER_MS),
+        )
     }
 
     /// Transactions being handled now.

@@ -447,8 +447,12 @@ mod tests {
                 "origin_ts": 1, "content": content}))
             .is_ok()
         };
-        assert!(event(json!({"type": "chat", "ciphertext": "c".repeat(60_000)})));
-        assert!(!event(json!({"type": "chat", "ciphertext": "c".repeat(70_000)})));
+        assert!(event(
+            json!({"type": "chat", "ciphertext": "c".repeat(60_000)})
+        ));
+        assert!(!event(
+            json!({"type": "chat", "ciphertext": "c".repeat(70_000)})
+        ));
         assert!(!event(json!("not an object")));
         let device = json!({"user_id": "@u:s", "device_id": "D", "display_name": "U"});
         let page = |connected: Value| {
@@ -456,6 +460,8 @@ mod tests {
         };
         assert!(page(json!(vec![device.clone(); 10])));
         assert!(!page(json!(vec![device; bounded::MAX_DEVICES + 1])));
-        assert!(!page(json!([{"user_id": "@u:s", "device_id": "", "display_name": "U"}])));
+        assert!(!page(
+            json!([{"user_id": "@u:s", "device_id": "", "display_name": "U"}])
+        ));
     }
 }
