@@ -276,7 +276,11 @@ async fn a_slow_hostile_origin_holds_no_connection_and_local_chat_goes_on() {
         ..hostile.signer.clone()
     };
     let (status, body) = forger.send(&s, "forged", 99).await;
-    assert_eq!((status, &body["errcode"]), (429, &json!("M_LIMIT_EXCEEDED")), "{body}");
+    assert_eq!(
+        (status, &body["errcode"]),
+        (429, &json!("M_LIMIT_EXCEEDED")),
+        "{body}"
+    );
 
     // While the origin holds its answer, the admitted transaction holds no connection (and
     // nothing else here uses one).
