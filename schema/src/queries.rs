@@ -824,6 +824,111 @@ pub enum Batch {
     Repeated,
 }
 
+// ---- the group commit's two statements -----------------------------------------------------
+//
+// Both take one array per column, so that their text is the same whatever the number of rooms
+// and rows, and both are typed queries rather than `diesel::sql_query`: diesel then prepares
+// each once per connection and runs it from its statement cache. (`sql_query` is never cached,
+// so every run cost a round trip to prepare and a parse and plan; a multi-row VALUES insert is
+// a new statement for every batch size, and its parse and plan grew with the batch.)
+
+/// Adds `counts[i]` to the `last_seq` of room `room_ids[i]` (sorted, so that concurrent writers
+/// lock room rows in one order), returning each room's new `last_seq`.
+struct NumberRooms<'a> {
+    room_ids: &'a [&'a str],
+    counts: &'a [i64],
+}
+
+impl diesel::query_builder::QueryId for NumberRooms<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for NumberRooms<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for NumberRooms<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{Array, BigInt, Text};
+        out.push_sql("WITH v AS (SELECT * FROM unnest(");
+        out.push_bind_param::<Array<Text>, _>(self.room_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(self.counts)?;
+        out.push_sql(
+            ") AS v(room_id, n) ORDER BY room_id) \
+             UPDATE rooms SET last_seq = rooms.last_seq + v.n FROM v \
+             WHERE rooms.room_id = v.room_id RETURNING rooms.room_id, rooms.last_seq",
+        );
+        Ok(())
+    }
+}
+
+/// The rows of [`InsertEvents`], a vector per column.
+struct Columns<'a> {
+    room_id: Vec<&'a str>,
+    seq: Vec<i64>,
+    sender: Vec<&'a str>,
+    device_id: Vec<&'a str>,
+    origin_ts: Vec<i64>,
+    content: Vec<&'a serde_json::Value>,
+    txn_id: Vec<Option<&'a str>>,
+}
+
+impl Columns<'_> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            room_id: Vec::with_capacity(n),
+            seq: Vec::with_capacity(n),
+            sender: Vec::with_capacity(n),
+            device_id: Vec::with_capacity(n),
+            origin_ts: Vec::with_capacity(n),
+            content: Vec::with_capacity(n),
+            txn_id: Vec::with_capacity(n),
+        }
+    }
+}
+
+/// Inserts events, skipping a row whose number or transaction id is taken (the count tells).
+struct InsertEvents<'a>(&'a Columns<'a>);
+
+impl diesel::query_builder::QueryId for InsertEvents<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for InsertEvents<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text};
+        let c = self.0;
+        out.push_sql(
+            "INSERT INTO events (room_id, seq, sender, device_id, origin_ts, content, txn_id) \
+             SELECT * FROM unnest(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&c.room_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&c.seq)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&c.sender)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&c.device_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&c.origin_ts)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Jsonb>, _>(&c.content)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&c.txn_id)?;
+        out.push_sql(") ON CONFLICT DO NOTHING");
+        Ok(())
+    }
+}
+
 /// Appends events to several rooms at once, with one statement to number them all and one to
 /// insert them all, whatever the number of rooms: the event writer's group commit. `batch` holds,
 /// per room, the events in order; rooms are numbered in sorted order so that concurrent writers
@@ -832,7 +937,7 @@ pub async fn append_events_batch(
     conn: &mut Conn,
     batch: &[RoomAppend<'_>],
 ) -> Result<Batch, DbError> {
-    use diesel::sql_types::{Array, BigInt, Text};
+    use diesel::sql_types::{BigInt, Text};
 
     #[derive(QueryableByName)]
     struct Numbered {
@@ -849,13 +954,10 @@ pub async fn append_events_batch(
         .iter()
         .map(|&i| i64::try_from(batch[i].events.len()).unwrap_or(i64::MAX))
         .collect();
-    let numbered: Vec<Numbered> = diesel::sql_query(
-        "WITH v AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS v(room_id, n) ORDER BY room_id) \
-         UPDATE rooms SET last_seq = rooms.last_seq + v.n FROM v \
-         WHERE rooms.room_id = v.room_id RETURNING rooms.room_id, rooms.last_seq",
-    )
-    .bind::<Array<Text>, _>(&room_ids)
-    .bind::<Array<BigInt>, _>(&counts)
+    let numbered: Vec<Numbered> = NumberRooms {
+        room_ids: &room_ids,
+        counts: &counts,
+    }
     .load(conn)
     .await?;
     // Read after the update, in a statement of its own: the update may have waited for a join
@@ -876,19 +978,9 @@ pub async fn append_events_batch(
             (n.room_id.as_str(), (n.last_seq, of_room))
         })
         .collect();
-    // Rows to insert borrow from the input; each event is copied once, into the result.
-    #[derive(Insertable)]
-    #[diesel(table_name = events)]
-    struct Row<'a> {
-        room_id: &'a str,
-        seq: i64,
-        sender: &'a str,
-        device_id: &'a str,
-        origin_ts: i64,
-        content: &'a serde_json::Value,
-        txn_id: Option<&'a str>,
-    }
-    let mut rows = Vec::new();
+    // The arrays borrow from the input; each event is copied once, into the result.
+    let rows: usize = batch.iter().map(|r| r.events.len()).sum();
+    let mut cols = Columns::with_capacity(rows);
     let mut firsts = Vec::with_capacity(batch.len());
     for room in batch {
         let Some((last, servers)) = last.remove(room.room_id) else {
@@ -897,33 +989,19 @@ pub async fn append_events_batch(
         };
         let first = last - i64::try_from(room.events.len()).unwrap_or(i64::MAX) + 1;
         firsts.push(Some((first, servers)));
-        rows.extend(
-            room.events
-                .iter()
-                .zip(first..)
-                .enumerate()
-                .map(|(i, (e, seq))| Row {
-                    room_id: room.room_id,
-                    seq,
-                    sender: &e.sender,
-                    device_id: &e.device_id,
-                    origin_ts: e.origin_ts,
-                    content: &e.content,
-                    txn_id: room.txn_ids.get(i).copied().flatten(),
-                }),
-        );
+        for (i, (e, seq)) in room.events.iter().zip(first..).enumerate() {
+            cols.room_id.push(room.room_id);
+            cols.seq.push(seq);
+            cols.sender.push(&e.sender);
+            cols.device_id.push(&e.device_id);
+            cols.origin_ts.push(e.origin_ts);
+            cols.content.push(&e.content);
+            cols.txn_id.push(room.txn_ids.get(i).copied().flatten());
+        }
     }
-    // Postgres allows 65535 bind parameters per statement; seven per row. A row whose
-    // transaction id is taken is not inserted, and shows in the count.
-    let mut inserted = 0;
-    for chunk in rows.chunks(9_000) {
-        inserted += diesel::insert_into(events::table)
-            .values(chunk)
-            .on_conflict_do_nothing()
-            .execute(conn)
-            .await?;
-    }
-    if inserted < rows.len() {
+    // A row whose transaction id is taken is not inserted, and shows in the count.
+    let inserted = InsertEvents(&cols).execute(conn).await?;
+    if inserted < rows {
         return Ok(Batch::Repeated);
     }
     Ok(Batch::Appended(

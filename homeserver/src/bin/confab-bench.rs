@@ -420,6 +420,13 @@ async fn setup_rooms(addr: SocketAddr, rooms: usize, clients: usize) -> Vec<(Str
     out
 }
 
+/// The generator's sockets read into 4 KiB, as the servers do: tungstenite's default of 128 KiB
+/// is zeroed before every read, which made `memset` a third of the generator's CPU in the chat
+/// benchmark and the generator, not the server, the limit of the closed-loop shapes.
+fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
+}
+
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
 /// Connects (without Nagle's algorithm, as browsers do), authenticates and (optionally)
@@ -427,7 +434,7 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<T
 async fn confab_client(addr: SocketAddr, m: &Member, room: Option<&str>) -> Ws {
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
         format!("ws://{addr}/_confab/client/v1/ws"),
-        None,
+        Some(client_config()),
         true,
     )
     .await
@@ -580,7 +587,7 @@ async fn signal_bench(rooms: usize, clients: usize, secs: u64, drive: Drive) -> 
             for c in 0..clients {
                 let (ws, _) = tokio_tungstenite::connect_async_with_config(
                     format!("ws://{}/room/{r}/{c}", server.addr),
-                    None,
+                    Some(client_config()),
                     true,
                 )
                 .await?;
@@ -1168,12 +1175,11 @@ async fn idle_bench(conns: usize) -> anyhow::Result<()> {
     let before = bare.rss_bytes();
     let mut held = Vec::with_capacity(conns);
     for i in 0..conns {
-        let (ws, _) = tokio_tungstenite::connect_async(format!(
-            "ws://{}/room/{}/{}",
-            bare.addr,
-            i / 8,
-            i % 8
-        ))
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(
+            format!("ws://{}/room/{}/{}", bare.addr, i / 8, i % 8),
+            Some(client_config()),
+            false,
+        )
         .await?;
         held.push(ws);
     }
