@@ -163,15 +163,7 @@ impl ServerProcess {
 
     /// User + system CPU seconds the process has used.
     fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-            f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-        });
-        ticks / clock_ticks()
+        proc_stat(&self.pid().to_string()).map_or(0.0, |(_, ticks)| ticks) / clock_ticks()
     }
 
     /// Resident memory in bytes.
@@ -562,14 +554,9 @@ fn descendants_cpu_seconds(pid: u32) -> f64 {
         else {
             continue;
         };
-        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ppid = fields.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-            f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-        });
-        procs.push((p, ppid, ticks));
+        if let Some((ppid, ticks)) = proc_stat(&p.to_string()) {
+            procs.push((p, ppid, ticks));
+        }
     }
     let mut inside = vec![pid];
     let mut total = 0.0;
@@ -608,13 +595,23 @@ fn parse_sent(start: Instant, payload: &str) -> Option<Duration> {
 /// The generator's own CPU seconds (user + system), to show when it, not the server, is the
 /// limit.
 fn own_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    proc_stat("self").map_or(0.0, |(_, ticks)| ticks) / clock_ticks()
+}
+
+/// A process's parent and its CPU (user + system, in clock ticks), from `/proc/{pid}/stat`.
+fn proc_stat(pid: &str) -> Option<(u32, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: the parent is the 4th, utime and stime are
+    // the 14th and 15th.
+    let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-    });
-    ticks / clock_ticks()
+    let ppid = fields.get(1)?.parse().ok()?;
+    let ticks = fields
+        .get(11..13)?
+        .iter()
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
+    Some((ppid, ticks))
 }
 
 /// How the generator drives a signaling run.
