@@ -558,13 +558,13 @@ fn descendants_cpu_seconds(pid: u32) -> f64 {
             procs.push((p, ppid, ticks));
         }
     }
-    let mut inside = vec![pid];
+    // Walk down from `pid`: each process found is a parent to look for in turn.
+    let mut parents = vec![pid];
     let mut total = 0.0;
-    // Parents are found before their children in a few passes (the tree is shallow).
-    for _ in 0..8 {
+    while let Some(parent) = parents.pop() {
         for &(p, ppid, ticks) in &procs {
-            if inside.contains(&ppid) && !inside.contains(&p) {
-                inside.push(p);
+            if ppid == parent {
+                parents.push(p);
                 total += ticks;
             }
         }
