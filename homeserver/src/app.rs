@@ -91,6 +91,9 @@ pub fn build(settings: Settings, pool: DbPool, federation: Federation) -> AppSta
             settings.limits.max_connections_per_address,
         ),
         trusted_proxies: settings.server.trusted_proxy_networks().unwrap_or_default(),
+        placement: Arc::new(crate::ws::placement::Placement::new(
+            metrics.ws_sockets_by_worker.clone(),
+        )),
         settings,
         pool,
         metrics,
@@ -281,6 +284,8 @@ pub fn serve(listeners: Listeners, state: AppState) -> anyhow::Result<Running> {
         })?,
         None => builder.listen("confab", listeners.public, move || {
             let state = upgrade_state.clone();
+            // Called on each worker thread as it starts.
+            state.placement.register_current_worker();
             http_service!(public_addr, public_app(Surface::Public), upgrade = state).tcp()
         })?,
     };

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub sessions_expired: IntCounter,
     /// Other servers' requests refused and EDUs dropped as over their budgets, by kind.
     pub remote_over_budget: IntCounterVec,
+    /// Sockets placed on each HTTP worker thread (see `crate::ws::placement`), by its index.
+    pub ws_sockets_by_worker: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -76,6 +78,15 @@ impl Metrics {
         )
         .unwrap_or_else(|_| unreachable_metric());
         let _ = registry.register(Box::new(write_batch.clone()));
+        let ws_sockets_by_worker = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "ws_sockets_by_worker",
+                "Open WebSockets placed on each HTTP worker thread, by the worker's index",
+            ),
+            &["worker"],
+        )
+        .unwrap_or_else(|_| unreachable_metric());
+        let _ = registry.register(Box::new(ws_sockets_by_worker.clone()));
         let ws_messages = counter_vec(
             "ws_messages_total",
             "WebSocket messages received, by type",
@@ -107,6 +118,7 @@ impl Metrics {
             ),
             http_latency,
             write_batch,
+            ws_sockets_by_worker,
             registry,
         }
     }

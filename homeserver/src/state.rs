@@ -43,6 +43,8 @@ pub struct AppState {
     /// Refused joins per client address, and per federated server.
     pub join_limiter: KeyedLimiter,
     pub federated_join_limiter: KeyedLimiter,
+    /// Which HTTP worker thread serves which socket.
+    pub placement: Arc<crate::ws::placement::Placement>,
     /// Live WebSockets per client address.
     pub socket_addresses: crate::limiter::ConnectionCap,
     /// `server.trusted_proxies`, parsed.

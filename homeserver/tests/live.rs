@@ -533,3 +533,72 @@ async fn a_resume_point_beyond_the_log_still_gets_new_events() {
     let e = b.wait_for(is_chat).await;
     assert_eq!(e["seq"].as_i64(), Some(seq));
 }
+
+/// The sockets placed on each HTTP worker thread, by the worker's index, from `/metrics`.
+fn sockets_by_worker(metrics: &str) -> Vec<i64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("confab_ws_sockets_by_worker{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sockets_that_name_their_room_are_served_on_one_worker_thread() {
+    let s = TestServer::start().await;
+    let (room, g) = s.room_with(3).await;
+    let url = format!("{}?room={room}", s.ws_url());
+    let mut clients = Vec::new();
+    // One after another: the HTTP server hands accepted connections to its workers in turn, so
+    // some of these are accepted on a thread other than the room's and must move.
+    for guest in &g {
+        let mut c = WsClient::connect_url(&url).await;
+        c.auth(guest).await;
+        let reply = c
+            .request(json!({"type": "subscribe", "room_id": room, "since": 0}))
+            .await;
+        assert_eq!(reply["type"], "ack", "{reply}");
+        clients.push(c);
+    }
+    let placed = sockets_by_worker(&s.metrics().await);
+    assert!(
+        placed.len() >= 2,
+        "this needs a server with two HTTP workers or more: {placed:?}"
+    );
+    let mut sorted = placed.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted.pop(), Some(4), "all on one worker: {placed:?}");
+    assert!(sorted.iter().all(|&n| n == 0), "{placed:?}");
+
+    // Every socket relays, moved or not: each signals the next.
+    for (i, c) in clients.iter_mut().enumerate() {
+        let to = &g[(i + 1) % g.len()];
+        let reply = c
+            .request(json!({"type": "signal", "room_id": room, "to": {"user_id": to.user_id, "device_id": to.device_id}, "payload": format!("from-{i}")}))
+            .await;
+        assert_eq!(reply["type"], "ack", "{reply}");
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let got = c.wait_for(|m| m["type"] == "signal").await;
+        let from = (i + g.len() - 1) % g.len();
+        assert_eq!(got["payload"], format!("from-{from}"));
+    }
+
+    // A socket without a hint is served where it was accepted, and counted there.
+    let mut plain = WsClient::authed(&s, &g[0]).await;
+    let reply = plain.request(json!({"type": "ping"})).await;
+    assert_eq!(reply["type"], "ack", "{reply}");
+    let placed: i64 = sockets_by_worker(&s.metrics().await).iter().sum();
+    assert_eq!(placed, 5);
+
+    // A hint that is not a room id is refused, saying why.
+    match tokio_tungstenite::connect_async(format!("{}?room=lobby", s.ws_url())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status().as_u16(), 400);
+            let body: Value = serde_json::from_slice(&res.body().clone().unwrap()).unwrap();
+            assert_eq!(body["code"], "bad_room_id", "{body}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    s.stop().await;
+}

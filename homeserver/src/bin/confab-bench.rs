@@ -424,13 +424,16 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<T
 /// Connects (without Nagle's algorithm, as browsers do), authenticates and (optionally)
 /// subscribes, skipping the backlog.
 async fn confab_client(addr: SocketAddr, m: &Member, room: Option<&str>) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
-        format!("ws://{addr}/_confab/client/v1/ws"),
-        Some(client_config()),
-        true,
-    )
-    .await
-    .expect("connect");
+    // Naming the room lets the server serve the room's sockets on one thread, as the web
+    // client does (the homeserver's `ws::placement`).
+    let url = match room {
+        Some(room) => format!("ws://{addr}/_confab/client/v1/ws?room={room}"),
+        None => format!("ws://{addr}/_confab/client/v1/ws"),
+    };
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true)
+            .await
+            .expect("connect");
     ws.send(Message::text(
         json!({"type": "auth", "id": 1, "token": m.token}).to_string(),
     ))

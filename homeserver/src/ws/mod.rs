@@ -7,8 +7,10 @@
 //! [`session`]'s) and one writer, which drains the socket's bounded queue (see
 //! `crate::engine::conn`) in bursts: every frame waiting is written, then one flush.
 
+pub mod placement;
 pub mod session;
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,7 +32,10 @@ use crate::engine::conn::{ConnControl, Outbox};
 use crate::error::{ApiError, ErrorCode};
 use crate::limiter::{Slot, address_key, client_ip_of};
 use crate::protocol::{CLIENT_PREFIX, Frame};
+use crate::rooms::parse_room_id;
 use crate::state::AppState;
+use confab_federation::ids::RoomId;
+use placement::Placed;
 use session::Session;
 
 /// Bytes read from a socket at a time. Protocol frames are small (a signal is a few hundred
@@ -58,6 +63,7 @@ where
     let is_websocket = header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
     let key = header("sec-websocket-key").map(str::to_owned);
     let path_ok = head.uri.path() == format!("{CLIENT_PREFIX}/ws");
+    let room_hint = room_hint(head.uri.query());
     let mut refusal = if !path_ok {
         Some((
             404,
@@ -68,6 +74,8 @@ where
         ))
     } else if head.method != Method::GET || !is_websocket || key.is_none() {
         Some((400, ApiError::bad_request("expected a WebSocket handshake")))
+    } else if let Err(err) = &room_hint {
+        Some((400, err.clone()))
     } else if header("sec-websocket-version") != Some("13") {
         Some((
             400,
@@ -133,27 +141,94 @@ where
         .write_buffer_size(WRITE_BUFFER)
         .max_frame_size(Some(hard))
         .max_message_size(Some(hard));
-    // Served on the HTTP worker's thread that accepted it, with its reader and writer on that
-    // thread's runtime: measured against serving every socket on the engine's multi-threaded
-    // runtime, relaying a signal costs less this way (README, Performance), and the fan-out of
-    // committed events, which crosses threads either way, wakes each writer once per burst.
-    actix_web::rt::spawn(serve_socket(state, io, read_buf.to_vec(), config, slot));
+    let read_buf = read_buf.to_vec();
+    // Served on an HTTP worker's thread, with its reader and writer on that thread's runtime:
+    // measured against serving every socket on the engine's multi-threaded runtime, relaying a
+    // signal costs less this way (README, Performance), and the fan-out of committed events,
+    // which crosses threads either way, wakes each writer once per burst. A plain TCP socket
+    // that names its room moves to the thread of the room's other sockets (see `placement`);
+    // a TLS one stays where it was accepted.
+    let mut io = Some(io);
+    if let Some(tcp) = (&mut io as &mut dyn Any).downcast_mut::<Option<tokio::net::TcpStream>>()
+        && let Some(placed) = state
+            .placement
+            .place(room_hint.ok().flatten().as_ref().map(|r| r.as_str()))
+        && let Some(tcp) = tcp.take()
+    {
+        let elsewhere = placed.elsewhere();
+        let socket = Socket {
+            state,
+            read_buf,
+            config,
+            slot,
+            placed: Some(placed),
+        };
+        let Some(elsewhere) = elsewhere else {
+            actix_web::rt::spawn(socket.serve(tcp));
+            return Ok(());
+        };
+        // Out of this thread's event loop, into the other's.
+        let std = tcp.into_std()?;
+        let job: placement::Job = Box::new(move || match tokio::net::TcpStream::from_std(std) {
+            Ok(tcp) => drop(actix_web::rt::spawn(socket.serve(tcp))),
+            Err(err) => tracing::warn!(error = %err, "a socket could not change threads"),
+        });
+        // Its worker stopped (the server is stopping): served here, as it would have been.
+        if let Err(job) = elsewhere.run(job) {
+            job();
+        }
+        return Ok(());
+    }
+    if let Some(io) = io {
+        let socket = Socket {
+            state,
+            read_buf,
+            config,
+            slot,
+            placed: None,
+        };
+        actix_web::rt::spawn(socket.serve(io));
+    }
     Ok(())
 }
 
-async fn serve_socket<T>(
+/// An accepted socket, before its tasks start.
+struct Socket {
     state: Arc<AppState>,
-    io: T,
+    /// Bytes read past the handshake.
     read_buf: Vec<u8>,
     config: WebSocketConfig,
+    /// Its place under the per-address cap, and on a worker thread; held for its life.
     slot: Option<Slot>,
-) where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let socket =
-        WebSocketStream::from_partially_read(io, read_buf, Role::Server, Some(config)).await;
-    serve(state, socket).await;
-    drop(slot);
+    placed: Option<Placed>,
+}
+
+impl Socket {
+    async fn serve<T>(self, io: T)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let config = Some(self.config);
+        let socket =
+            WebSocketStream::from_partially_read(io, self.read_buf, Role::Server, config).await;
+        serve(self.state, socket).await;
+        drop((self.slot, self.placed));
+    }
+}
+
+/// The room a socket says it is for (`?room=`), if it names one; a hint only (see `placement`).
+fn room_hint(query: Option<&str>) -> Result<Option<RoomId>, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Hint {
+        room: Option<String>,
+    }
+    let Some(query) = query else { return Ok(None) };
+    let hint = actix_web::web::Query::<Hint>::from_query(query)
+        .map_err(|_| ApiError::bad_request("the WebSocket URL's query is not form-encoded"))?;
+    hint.into_inner()
+        .room
+        .map(|room| parse_room_id(&room))
+        .transpose()
 }
 
 /// `GET /_confab/client/v1/ws` without an upgrade: the upgrade itself never reaches the routes.

@@ -24,9 +24,11 @@ export const wsFactory = (url: string): WebSocketLike => new WebSocket(url) as u
 
 export const createPeerConnection = (config: RTCConfiguration): RTCPeerConnection => new RTCPeerConnection(config);
 
-export function wsUrl(): string {
+/** The live socket's URL. Naming the room lets the server serve all of a room's sockets on one
+ * of its threads, so that relaying between them wakes no other thread; it is a hint only. */
+export function wsUrl(roomId: string): string {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${proto}//${location.host}${API_BASE}/ws`;
+  return `${proto}//${location.host}${API_BASE}/ws?room=${encodeURIComponent(roomId)}`;
 }
 
 export function randomHex(bytes = 16): string {

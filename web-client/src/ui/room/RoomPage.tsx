@@ -229,7 +229,7 @@ export default function RoomPage({ roomId, prefs }: { roomId: string; prefs: Med
         baseTitle: document.title,
         rest: services.rest,
         memory: services.memory,
-        wsUrl: wsUrl(),
+        wsUrl: wsUrl(roomId),
         wsFactory,
         iceServers: config.ice_servers,
         iceTransportPolicy: iceTransportPolicy(prefs),
