@@ -91,6 +91,12 @@ pub fn build_pool(
 ) -> Result<DbPool, DbError> {
     let setup = format!("SET lock_timeout = {}", lock_timeout.as_millis().max(1));
     let mut config = ManagerConfig::default();
+    // A checkout does not ask the server `SELECT 1` first: a connection whose server went away
+    // (a Postgres restart, a killed backend) has its socket closed and is found broken without
+    // it, and one that breaks silently fails its first statement and is dropped then. The test
+    // query was a round trip and a statement for Postgres to run on every checkout, as many as
+    // the statements themselves on the join path.
+    config.recycling_method = diesel_async::pooled_connection::RecyclingMethod::Fast;
     config.custom_setup = Box::new(move |url| {
         let setup = setup.clone();
         Box::pin(async move {

@@ -954,6 +954,11 @@ async fn join_storm_bench(rooms: usize, clients: usize) -> anyhow::Result<()> {
             members,
         ));
     }
+    let (cpu0, pg0, gen0) = (
+        server.cpu_seconds(),
+        descendants_cpu_seconds(server.pid()),
+        own_cpu_seconds(),
+    );
     let start = Instant::now();
     let done = Arc::new(Samples::default());
     let mut joins = Vec::new();
@@ -988,11 +993,19 @@ async fn join_storm_bench(rooms: usize, clients: usize) -> anyhow::Result<()> {
     for j in joins {
         held.push(j.await?);
     }
-    let all = start.elapsed();
+    let all = start.elapsed().as_secs_f64();
+    let (server_cpu, pg_cpu, gen_cpu) = (
+        server.cpu_seconds() - cpu0,
+        descendants_cpu_seconds(server.pid()) - pg0,
+        own_cpu_seconds() - gen0,
+    );
     let (p50, p99, _, n) = done.percentiles();
     println!(
-        "    confab: {n} joined and subscribed in {:.2} s (each done: p50 {p50:.0} ms, p99 {p99:.0} ms after the start)",
-        all.as_secs_f64()
+        "    confab: {n} joined and subscribed in {all:.2} s (each done: p50 {p50:.0} ms, p99 {p99:.0} ms after the start)  \
+         CPU: server {:.0} %, Postgres {:.0} %, generator {:.0} % of a core",
+        server_cpu / all * 100.0,
+        pg_cpu / all * 100.0,
+        gen_cpu / all * 100.0,
     );
     drop(held);
     Ok(())

@@ -10,7 +10,9 @@
 //!
 //! There are a few writers, each owning the rooms that hash to it: a room's events go through
 //! one queue, so they are numbered in the order they were sent, while commits of different rooms
-//! overlap and Postgres can flush their WAL together. The shards touch disjoint room rows, so
+//! overlap and Postgres can flush their WAL together. A writer runs state changes of different
+//! rooms at once (a few), but never two of one room, nor a room's chat beside its change. Each
+//! transaction touches its own rooms' rows only, and no two running at once share a room, so
 //! they cannot deadlock each other.
 //!
 //! A chat message is checked against its room's owner once more just before its batch commits:
@@ -18,7 +20,9 @@
 //! queue) leaves the sender no longer a member, and the message is refused rather than logged
 //! after the kick.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use confab_federation::ids::ServerName;
@@ -27,6 +31,7 @@ use confab_schema::queries::{Batch, ChatTxnKey, RoomAppend};
 use confab_schema::{AsyncConnection, AsyncPgConnection, DbError, queries};
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
 use super::live::LiveRooms;
 use super::reply::{ChatReply, Committed};
@@ -201,7 +206,15 @@ async fn run(
     federation: TransactionSender,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
+    let mut changes = Changes::default();
+    loop {
+        let first = tokio::select! {
+            next = rx.recv() => match next {
+                Some(first) => first,
+                None => break,
+            },
+            () = changes.one_done(), if !changes.is_empty() => continue,
+        };
         let mut change = None;
         match first {
             Request::Chat { .. } => batch.push(first),
@@ -216,6 +229,17 @@ async fn run(
             }
         }
         if !batch.is_empty() {
+            // Chat queued after a change of its room commits after it.
+            if !changes.is_empty() {
+                let rooms: Vec<&str> = batch
+                    .iter()
+                    .filter_map(|req| match req {
+                        Request::Chat { room_id, .. } => Some(room_id.as_str()),
+                        Request::Change { .. } => None,
+                    })
+                    .collect();
+                changes.wait_for_rooms(&rooms).await;
+            }
             commit_chat(&live, &metrics, &federation, &mut batch).await;
         }
         if let Some(Request::Change {
@@ -224,8 +248,114 @@ async fn run(
             reply,
         }) = change
         {
-            let result = commit_change(&live, &federation, &room_id, apply).await;
-            let _ = reply.send(result);
+            let (live, federation, room) = (live.clone(), federation.clone(), room_id.clone());
+            let job = async move {
+                let result = commit_change(&live, &federation, &room, apply).await;
+                let _ = reply.send(result);
+            };
+            changes.start(room_id, job).await;
+        }
+    }
+    changes.wait_for_all().await;
+}
+
+/// Most state changes of different rooms a shard runs at once. A change is a transaction of its
+/// own, a join about ten statements: one at a time per shard made a storm of joins wait in line
+/// with the cores half idle (README, Performance).
+const CONCURRENT_CHANGES: usize = 4;
+
+/// Most changes held back behind a running change of their room before the shard stops taking
+/// requests off its queue.
+const HELD_CHANGES: usize = 256;
+
+/// A state change's transaction, its fan-out and its answer.
+type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The state changes of a shard: those running, each on a task of its own and at most one per
+/// room, and those held back, in queue order, behind a running change of their room (or the
+/// bound). A room's changes thus take effect in queue order while other rooms' go past them.
+#[derive(Default)]
+struct Changes {
+    tasks: JoinSet<()>,
+    running: HashMap<tokio::task::Id, String>,
+    held: VecDeque<(String, Job)>,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty() && self.held.is_empty()
+    }
+
+    fn is_running(&self, room_id: &str) -> bool {
+        self.running.values().any(|r| r == room_id)
+    }
+
+    /// Whether a change of the room is running or held back.
+    fn is_busy(&self, room_id: &str) -> bool {
+        self.is_running(room_id) || self.held.iter().any(|(r, _)| r == room_id)
+    }
+
+    /// Waits for one change to end (forever when none runs), then starts those held back that
+    /// may run now.
+    async fn one_done(&mut self) {
+        match self.tasks.join_next_with_id().await {
+            Some(Ok((id, ()))) => {
+                self.running.remove(&id);
+            }
+            Some(Err(err)) => {
+                // Its caller is told the writer stopped (its answer was dropped).
+                tracing::error!(error = %err, "a state change failed");
+                self.running.remove(&err.id());
+            }
+            None => std::future::pending().await,
+        }
+        self.start_held();
+    }
+
+    /// Starts, in queue order, each held change whose room has nothing running or held ahead.
+    fn start_held(&mut self) {
+        let mut passed: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < self.held.len() && self.tasks.len() < CONCURRENT_CHANGES {
+            let room = &self.held[i].0;
+            if self.is_running(room) || passed.contains(room) {
+                passed.push(room.clone());
+                i += 1;
+                continue;
+            }
+            if let Some((room, job)) = self.held.remove(i) {
+                self.spawn(room, job);
+            }
+        }
+    }
+
+    fn spawn(&mut self, room_id: String, job: Job) {
+        let task = self.tasks.spawn(job);
+        self.running.insert(task.id(), room_id);
+    }
+
+    /// Starts a change now if its room is idle and there is room for it, else holds it back
+    /// (waiting only when too many are held).
+    async fn start(&mut self, room_id: String, job: impl Future<Output = ()> + Send + 'static) {
+        if !self.is_busy(&room_id) && self.tasks.len() < CONCURRENT_CHANGES {
+            return self.spawn(room_id, Box::pin(job));
+        }
+        self.held.push_back((room_id, Box::pin(job)));
+        while self.held.len() > HELD_CHANGES {
+            self.one_done().await;
+        }
+    }
+
+    /// Waits until no change of these rooms runs or is held.
+    async fn wait_for_rooms(&mut self, rooms: &[&str]) {
+        while rooms.iter().any(|r| self.is_busy(r)) {
+            self.one_done().await;
+        }
+    }
+
+    async fn wait_for_all(&mut self) {
+        while !self.is_empty() {
+            self.one_done().await;
         }
     }
 }
@@ -481,5 +611,101 @@ async fn commit(
             // writer of the same room: look again.
             Err(Attempt::Repeated) => looked_up = true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    /// A change that runs until released and records when it ends.
+    fn held(
+        name: &'static str,
+        log: &Arc<Mutex<Vec<&'static str>>>,
+    ) -> (
+        oneshot::Sender<()>,
+        impl Future<Output = ()> + Send + 'static,
+    ) {
+        let (release, released) = oneshot::channel::<()>();
+        let log = log.clone();
+        let job = async move {
+            let _ = released.await;
+            log.lock().unwrap_or_else(|p| p.into_inner()).push(name);
+        };
+        (release, job)
+    }
+
+    fn log_of(log: &Arc<Mutex<Vec<&'static str>>>) -> Vec<&'static str> {
+        log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    #[tokio::test]
+    async fn changes_of_different_rooms_run_at_once_up_to_the_bound() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut changes = Changes::default();
+        let mut releases = Vec::new();
+        for name in ["a", "b", "c", "d", "e"] {
+            let (release, job) = held(name, &log);
+            releases.push(release);
+            assert!(
+                changes
+                    .start(format!("!{name}:x"), job)
+                    .now_or_never()
+                    .is_some(),
+                "taken without waiting"
+            );
+        }
+        assert_eq!(changes.tasks.len(), CONCURRENT_CHANGES);
+        assert!(changes.is_busy("!e:x"), "the fifth is held back");
+        let _ = releases.remove(1).send(());
+        changes.one_done().await;
+        assert_eq!(log_of(&log), ["b"]);
+        assert!(changes.is_running("!e:x"), "started when b ended");
+        drop(releases);
+        changes.wait_for_all().await;
+        assert_eq!(log_of(&log).len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_rooms_changes_run_in_queue_order_while_other_rooms_go_past() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut changes = Changes::default();
+        let (release_a1, a1) = held("a1", &log);
+        let (release_a2, a2) = held("a2", &log);
+        let (release_b, b) = held("b", &log);
+        for (room, job) in [("!a:x", a1), ("!a:x", a2), ("!b:x", b)] {
+            assert!(changes.start(room.into(), job).now_or_never().is_some());
+        }
+        assert!(changes.is_running("!b:x"), "b goes past a's second change");
+        assert_eq!(changes.held.len(), 1, "a's second waits for its first");
+        // Releasing a's second before its first changes nothing: it has not started.
+        let _ = release_a2.send(());
+        let _ = release_b.send(());
+        changes.one_done().await;
+        assert_eq!(log_of(&log), ["b"]);
+        assert!(changes.is_running("!a:x"), "a's first runs on");
+        assert_eq!(changes.held.len(), 1, "and its second still waits");
+        let _ = release_a1.send(());
+        changes.wait_for_all().await;
+        assert_eq!(log_of(&log), ["b", "a1", "a2"]);
+    }
+
+    #[tokio::test]
+    async fn chat_waits_for_a_change_of_its_room_only() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut changes = Changes::default();
+        let (release, job) = held("change", &log);
+        assert!(changes.start("!a:x".into(), job).now_or_never().is_some());
+        assert!(
+            changes.wait_for_rooms(&["!b:x"]).now_or_never().is_some(),
+            "chat of another room commits at once"
+        );
+        let mut waiting = Box::pin(changes.wait_for_rooms(&["!b:x", "!a:x"]));
+        assert!((&mut waiting).now_or_never().is_none());
+        drop(waiting);
+        let _ = release.send(());
+        changes.wait_for_rooms(&["!a:x"]).await;
+        assert_eq!(log_of(&log), ["change"]);
     }
 }
