@@ -13,6 +13,9 @@
 //! confab-bench chat   [--rooms 100] [--clients 8] [--secs 10] [--rate 0]  # persisted chat
 //!                     # (each with a txn_id, as the web client sends; CONFAB_BENCH_NO_TXN=1: none)
 //! confab-bench idle   [--conns 10000]           # memory of idle, subscribed sockets in rooms of 8
+//! confab-bench hold   [--conns 50000] [--secs 60] [--heartbeat 15]
+//!                     # that many subscribed sockets in rooms of 8, from source addresses spread
+//!                     # over 127.0.0.0/8, held with the server's pings answered; counts errors
 //! confab-bench soak   [--minutes 10] [--rate 4000] [--rooms 100] [--clients 8]
 //!                     # open-loop chat at about half the closed-loop capacity, a line a minute
 //! confab-bench federation [--rooms 100] [--window 8] [--secs 10] [--rate 0]
@@ -88,6 +91,14 @@ fn main() -> anyhow::Result<()> {
                 chat_bench(rooms as usize, clients as usize, secs, rate).await
             }
             "idle" => idle_bench(opt("conns", 10_000) as usize).await,
+            "hold" => {
+                hold_bench(
+                    opt("conns", 50_000) as usize,
+                    opt("secs", 60),
+                    opt("heartbeat", 15),
+                )
+                .await
+            }
             "soak" => {
                 soak_bench(
                     opt("minutes", 10),
@@ -114,6 +125,15 @@ fn main() -> anyhow::Result<()> {
                 signal_bench(100, 8, 10, Drive::Open(10_000)).await?;
                 join_storm_bench(125, 8).await?;
                 idle_bench(10_000).await?;
+                // As many as this machine's file limit lets one process hold, when that is fewer.
+                let most = hold_capacity();
+                if most < 50_000 {
+                    println!(
+                        "\n(50,000 held sockets: not possible here, the hard RLIMIT_NOFILE allows \
+                         {most} per process; holding {most})"
+                    );
+                }
+                hold_bench(most.min(50_000), 60, 15).await?;
                 chat_bench(100, 8, 10, 0).await?;
                 for _ in 0..3 {
                     chat_bench(100, 8, 10, 5_000).await?;
@@ -424,16 +444,39 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<T
 /// Connects (without Nagle's algorithm, as browsers do), authenticates and (optionally)
 /// subscribes, skipping the backlog.
 async fn confab_client(addr: SocketAddr, m: &Member, room: Option<&str>) -> Ws {
+    confab_client_from(addr, m, room, None).await
+}
+
+/// [`confab_client`] from a given loopback source address (so that many sockets do not run out
+/// of one address's ephemeral ports).
+async fn confab_client_from(
+    addr: SocketAddr,
+    m: &Member,
+    room: Option<&str>,
+    from: Option<std::net::Ipv4Addr>,
+) -> Ws {
     // Naming the room lets the server serve the room's sockets on one thread, as the web
     // client does (the homeserver's `ws::placement`).
     let url = match room {
         Some(room) => format!("ws://{addr}/_confab/client/v1/ws?room={room}"),
         None => format!("ws://{addr}/_confab/client/v1/ws"),
     };
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true)
-            .await
-            .expect("connect");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    if let Some(from) = from {
+        socket
+            .bind(SocketAddr::from((from, 0)))
+            .expect("bind a source address");
+    }
+    let stream = socket.connect(addr).await.expect("connect");
+    // Without Nagle's algorithm, as browsers do.
+    stream.set_nodelay(true).expect("nodelay");
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(
+        url,
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+        Some(client_config()),
+    )
+    .await
+    .expect("handshake");
     ws.send(Message::text(
         json!({"type": "auth", "id": 1, "token": m.token}).to_string(),
     ))
@@ -1291,6 +1334,109 @@ async fn idle_bench(conns: usize) -> anyhow::Result<()> {
         after as f64 / 1048576.0
     );
     drop(held);
+    Ok(())
+}
+
+/// The most sockets [`hold_bench`] can hold: the generator holds one descriptor per socket and
+/// so does the server, and both inherit this process's limit, which only CAP_SYS_RESOURCE can
+/// raise past its hard value; a thousand are kept for everything else.
+fn hold_capacity() -> usize {
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(0, |(_, hard)| hard);
+    usize::try_from(hard)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(1_000)
+}
+
+/// Holds `conns` authenticated, subscribed sockets in rooms of 8 for `secs` while the server
+/// pings each every `heartbeat` seconds and drops any that does not answer; every socket is read
+/// throughout, as a browser's is, so that pings are answered. Reported: sockets that ended or
+/// failed before the end (the figure that must be 0), pings answered, server memory and CPU.
+async fn hold_bench(conns: usize, secs: u64, heartbeat: u64) -> anyhow::Result<()> {
+    println!(
+        "\n== held sockets: {conns} in rooms of 8 for {secs} s, server heartbeat every {heartbeat} s =="
+    );
+    let room_for = hold_capacity();
+    anyhow::ensure!(
+        conns <= room_for,
+        "{conns} sockets need {conns} file descriptors in the server and as many here, but the \
+         hard RLIMIT_NOFILE allows at most {room_for} sockets; raising it needs CAP_SYS_RESOURCE"
+    );
+    let heartbeat_s = format!("{heartbeat}s");
+    let timeout_s = format!("{}s", heartbeat * 3);
+    let server = start_confab(&[
+        (
+            "CONFAB__WEBSOCKET__HEARTBEAT_INTERVAL",
+            heartbeat_s.as_str(),
+        ),
+        ("CONFAB__WEBSOCKET__CLIENT_TIMEOUT", timeout_s.as_str()),
+    ])
+    .await?;
+    let setup = setup_rooms(server.addr, conns.div_ceil(8), 8).await;
+    let failed = Arc::new(AtomicU64::new(0));
+    let pings = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut readers = Vec::with_capacity(conns);
+    let opened = Instant::now();
+    'rooms: for (room_id, members) in &setup {
+        for m in members {
+            let n = readers.len();
+            if n == conns {
+                break 'rooms;
+            }
+            // 127.0.0.0/8 past 127.0.0.1, 250 sockets an address.
+            let host = 2 + n / 250;
+            let from = std::net::Ipv4Addr::new(127, (host >> 8) as u8, host as u8, 1);
+            let mut ws = confab_client_from(server.addr, m, Some(room_id), Some(from)).await;
+            let (failed, pings, stop) = (failed.clone(), pings.clone(), stop.clone());
+            readers.push(tokio::spawn(async move {
+                let stopped = stop.notified();
+                tokio::pin!(stopped);
+                stopped.as_mut().enable();
+                loop {
+                    tokio::select! {
+                        () = &mut stopped => return,
+                        msg = ws.next() => match msg {
+                            // tungstenite answers a ping with the next read.
+                            Some(Ok(Message::Ping(_))) => {
+                                pings.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                return;
+                            }
+                            Some(Ok(_)) => {}
+                        },
+                    }
+                }
+            }));
+        }
+    }
+    println!(
+        "    opened, authenticated and subscribed {} sockets in {:.1} s; holding",
+        readers.len(),
+        opened.elapsed().as_secs_f64()
+    );
+    let (cpu0, pings0) = (server.cpu_seconds(), pings.load(Ordering::Relaxed));
+    let held = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let elapsed = held.elapsed().as_secs_f64();
+    let cpu = server.cpu_seconds() - cpu0;
+    let (lost, answered) = (
+        failed.load(Ordering::Relaxed),
+        pings.load(Ordering::Relaxed) - pings0,
+    );
+    stop.notify_waiters();
+    for reader in readers {
+        let _ = reader.await;
+    }
+    println!(
+        "    confab: {conns} held for {elapsed:.0} s: {lost} ended or failed, {answered} server pings \
+         answered, server RSS {:.0} MiB, server CPU {:.1} % of a core",
+        server.rss_bytes() as f64 / 1048576.0,
+        cpu / elapsed * 100.0
+    );
+    anyhow::ensure!(lost == 0, "{lost} sockets ended before the end");
     Ok(())
 }
 
