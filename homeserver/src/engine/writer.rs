@@ -295,8 +295,8 @@ impl Changes {
         self.is_running(room_id) || self.held.iter().any(|(r, _)| r == room_id)
     }
 
-    /// Waits for one change to end (forever when none runs), then starts those held back that
-    /// may run now.
+    /// Waits for one change to end (forever when none runs or is held), then starts those held
+    /// back that may run now.
     async fn one_done(&mut self) {
         match self.tasks.join_next_with_id().await {
             Some(Ok((id, ()))) => {
@@ -307,7 +307,10 @@ impl Changes {
                 tracing::error!(error = %err, "a state change failed");
                 self.running.remove(&err.id());
             }
-            None => std::future::pending().await,
+            // Nothing runs: whatever is held may start now (it always has, but waiting here for
+            // nothing would stall the writer).
+            None if self.held.is_empty() => std::future::pending().await,
+            None => {}
         }
         self.start_held();
     }

@@ -169,7 +169,7 @@ export const en = {
 
   'member.joined': '{name} joined',
   'member.left': '{name} left',
-  'member.removed': '{name} was removed by the host',
+  'member.removed': '{name} was removed from the room',
   'member.promoted': '{name} is now a co-host',
   'member.demoted': '{name} is no longer a co-host',
   'member.newHost': '{name} is now the host',
@@ -464,7 +464,7 @@ export const de: Record<MessageKey, string> = {
 
   'member.joined': '{name} ist beigetreten',
   'member.left': '{name} ist gegangen',
-  'member.removed': '{name} wurde von der Leitung entfernt',
+  'member.removed': '{name} wurde aus dem Raum entfernt',
   'member.promoted': '{name} leitet jetzt mit',
   'member.demoted': '{name} leitet nicht mehr mit',
   'member.newHost': '{name} leitet jetzt den Raum',
