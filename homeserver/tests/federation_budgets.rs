@@ -488,3 +488,54 @@ async fn other_servers_users_get_budgets_answered_with_retry_after() {
         "{accepted} accepted"
     );
 }
+
+/// A copy of a transaction being handled is recognised by its id as the handler reads it,
+/// percent-decoded: a sender whose ids need encoding, retrying while the first is held, waits
+/// for that answer rather than being refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_of_a_percent_encoded_transaction_waits_for_the_first() {
+    let s =
+        Arc::new(TestServer::start_federating(&[("CONFAB__ROOMS__SWEEP_INTERVAL", "1h")]).await);
+    let mut hostile = HostileOrigin::start().await;
+    let room_id = hostile.signer.room_id.clone();
+    let carol = s.guest("Carol").await;
+    let (status, body) = s
+        .post(&format!("/rooms/{room_id}/join"), &carol.token, json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The first is admitted and held: its gap fill waits on the origin.
+    hostile.arm();
+    let (s1, signer) = (s.clone(), hostile.signer.clone());
+    let mut first = tokio::spawn(async move { signer.send(&s1, "t%7E1", 10).await });
+    tokio::select! {
+        asked = hostile.asked.recv() => assert_eq!(asked, Some(1)),
+        answered = &mut first => panic!("the first was answered at once: {answered:?}"),
+    }
+
+    // Its copy, sent the same way, waits for it (refused at once before the fix).
+    let (s2, signer) = (s.clone(), hostile.signer.clone());
+    let mut copy = tokio::spawn(async move { signer.send(&s2, "t%7E1", 10).await });
+    let gate = s.state.transactions.gate();
+    tokio::time::timeout(PATIENCE, async {
+        while gate.copies_waiting() == 0 {
+            tokio::select! {
+                answered = &mut copy => panic!("the copy was answered at once: {answered:?}"),
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+    })
+    .await
+    .expect("the copy never reached the gate");
+
+    hostile.release.send(true).unwrap();
+    let (status, body) = tokio::time::timeout(PATIENCE, first)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = tokio::time::timeout(PATIENCE, copy).await.unwrap().unwrap();
+    assert_eq!(status, 200, "the copy gets the first's answer: {body}");
+    assert_eq!(gate.copies_waiting(), 0);
+    hostile.handle.stop(true).await;
+}

@@ -122,8 +122,11 @@ async fn verify(req: &mut ServiceRequest) -> Result<VerifiedRequest, MatrixError
     // or as many as allowed in all) is refused before its body is read or its signature checked,
     // so a sender hammering with transactions costs a header's parse each. Unverified, this tells
     // the claimed origin only what its own next transaction would be told, and admits nothing.
-    if let Some(txn_id) = req.path().strip_prefix(SEND_PATH_PREFIX)
-        && let Some(refused) = state.transactions.gate().would_refuse(&auth.origin, txn_id)
+    if let Some(raw) = req.path().strip_prefix(SEND_PATH_PREFIX)
+        && let Some(refused) = state
+            .transactions
+            .gate()
+            .would_refuse(&auth.origin, &decoded_segment(raw))
     {
         return Err(refused);
     }
@@ -199,4 +202,14 @@ async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<Bytes, Matr
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// A path segment percent-decoded as the handler's `web::Path` decodes it, so that the early
+/// check above and the handler speak of the same transaction id (a copy of one in flight waits
+/// for it rather than being refused).
+fn decoded_segment(raw: &str) -> std::borrow::Cow<'_, str> {
+    match actix_router::Quoter::new(b"", b"").requote(raw.as_bytes()) {
+        Some(decoded) => String::from_utf8_lossy(&decoded).into_owned().into(),
+        None => raw.into(),
+    }
 }

@@ -203,6 +203,15 @@ impl InboundGate {
     pub fn busy(&self) -> usize {
         self.busy.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+
+    /// Copies of transactions being handled that wait for them: each holds the wake-up of the
+    /// one it copies.
+    pub fn copies_waiting(&self) -> usize {
+        let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        busy.values()
+            .map(|f| Arc::strong_count(&f.done).saturating_sub(1))
+            .sum()
+    }
 }
 
 impl Drop for Admission<'_> {
