@@ -221,20 +221,24 @@ fn pool_in_use(server: &TestServer) -> usize {
     status.size - status.available
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_slow_hostile_origin_holds_no_connection_and_local_chat_goes_on() {
-    // No idle sweep during the test: nothing but the requests below uses the pool.
+/// A server of ours (no idle sweep during the test: nothing but the test's requests uses the
+/// pool) where a guest joined the hostile origin's room: we hold a replica at event 1.
+async fn replica_of_a_hostile_room() -> (Arc<TestServer>, HostileOrigin, String) {
     let s =
         Arc::new(TestServer::start_federating(&[("CONFAB__ROOMS__SWEEP_INTERVAL", "1h")]).await);
-    let mut hostile = HostileOrigin::start().await;
+    let hostile = HostileOrigin::start().await;
     let room_id = hostile.signer.room_id.clone();
-
-    // A guest of ours joins the hostile server's room: we hold a replica at event 1.
     let carol = s.guest("Carol").await;
     let (status, body) = s
         .post(&format!("/rooms/{room_id}/join"), &carol.token, json!({}))
         .await;
     assert_eq!(status, 200, "{body}");
+    (s, hostile, room_id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_hostile_origin_holds_no_connection_and_local_chat_goes_on() {
+    let (s, mut hostile, room_id) = replica_of_a_hostile_room().await;
 
     // Two local guests in a local room, connected.
     let (room, guests) = s.room_with(1).await;
@@ -494,15 +498,7 @@ async fn other_servers_users_get_budgets_answered_with_retry_after() {
 /// for that answer rather than being refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_copy_of_a_percent_encoded_transaction_waits_for_the_first() {
-    let s =
-        Arc::new(TestServer::start_federating(&[("CONFAB__ROOMS__SWEEP_INTERVAL", "1h")]).await);
-    let mut hostile = HostileOrigin::start().await;
-    let room_id = hostile.signer.room_id.clone();
-    let carol = s.guest("Carol").await;
-    let (status, body) = s
-        .post(&format!("/rooms/{room_id}/join"), &carol.token, json!({}))
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let (s, mut hostile, _) = replica_of_a_hostile_room().await;
 
     // The first is admitted and held: its gap fill waits on the origin.
     hostile.arm();
