@@ -15,9 +15,11 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, web};
 use confab_schema::DbPool;
 use futures_util::FutureExt;
+use tokio::sync::mpsc;
 
+use crate::cluster::{Cluster, Inbound, Singleton};
 use crate::config::Settings;
-use crate::engine::Engine;
+use crate::engine::{CloseReason, Engine, RoomNews, WeakEngine};
 use crate::error::ApiError;
 use crate::federation::Federation;
 use crate::federation::identity::ServerIdentity;
@@ -34,7 +36,12 @@ pub use crate::state::AppState;
 
 /// Builds every service and starts their background tasks (event writer, federation sender) on
 /// the current runtime.
-pub fn build(settings: Settings, pool: DbPool, federation: Federation) -> AppState {
+pub fn build(
+    settings: Settings,
+    pool: DbPool,
+    federation: Federation,
+    (cluster, from_workers): (Cluster, mpsc::UnboundedReceiver<Inbound>),
+) -> AppState {
     let settings = Arc::new(settings);
     let metrics = Metrics::new();
     let federation_sender = TransactionSender::start(
@@ -42,6 +49,7 @@ pub fn build(settings: Settings, pool: DbPool, federation: Federation) -> AppSta
         federation.client.clone(),
         federation.acl.clone(),
         &settings.federation,
+        cluster.clone(),
     );
     let engine = Engine::start(
         &settings,
@@ -49,7 +57,13 @@ pub fn build(settings: Settings, pool: DbPool, federation: Federation) -> AppSta
         metrics.clone(),
         federation_sender.clone(),
         federation.client.clone(),
+        cluster.clone(),
     );
+    tokio::spawn(hear_other_workers(
+        from_workers,
+        engine.downgrade(),
+        federation_sender.clone(),
+    ));
     let replicas = Replicas::new(
         pool.clone(),
         engine.clone(),
@@ -98,6 +112,7 @@ pub fn build(settings: Settings, pool: DbPool, federation: Federation) -> AppSta
         pool,
         metrics,
         engine,
+        cluster,
         rooms,
         replicas,
         federation,
@@ -321,8 +336,36 @@ pub fn serve(listeners: Listeners, state: AppState) -> anyhow::Result<Running> {
     })
 }
 
+/// Hands what other workers tell this one to the engine and the federation sender, in the
+/// order it arrived. Ends when the engine is gone.
+async fn hear_other_workers(
+    mut from_workers: mpsc::UnboundedReceiver<Inbound>,
+    engine: WeakEngine,
+    sender: TransactionSender,
+) {
+    while let Some(inbound) = from_workers.recv().await {
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let news = match inbound {
+            Inbound::ToSender(command) => {
+                sender.from_other_worker(command).await;
+                continue;
+            }
+            Inbound::Committed { room_id, seq } => RoomNews::Committed { room_id, seq },
+            Inbound::Closed { room_id, reason } => match CloseReason::parse(&reason) {
+                Some(reason) => RoomNews::Closed { room_id, reason },
+                None => continue,
+            },
+            Inbound::Resync => RoomNews::Resync,
+            Inbound::Reassert => RoomNews::Reassert,
+        };
+        engine.from_other_worker(news).await;
+    }
+}
+
 /// Deletes idle rooms, and forgets old received federation transaction ids, every
-/// `rooms.sweep_interval`.
+/// `rooms.sweep_interval`, on the one worker that runs the sweeper.
 async fn sweeper(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(state.settings.rooms.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -330,6 +373,19 @@ async fn sweeper(state: Arc<AppState>) {
     let mut absent = crate::rooms::AbsentHosts::default();
     loop {
         tick.tick().await;
+        // Stop when the server is gone (only the sweeper holds the state then).
+        if Arc::strong_count(&state) == 1 {
+            return;
+        }
+        if !state.cluster.leads(Singleton::Sweeper) {
+            // Another worker sweeps; what this one learnt of absent hosts goes stale.
+            absent = crate::rooms::AbsentHosts::default();
+            continue;
+        }
+        // Rooms whose devices were on a worker that died start counting.
+        if let Err(err) = state.engine.countdown().start_orphans(&state.pool).await {
+            tracing::warn!(error = %err.reason, "could not start the countdowns of rooms nobody holds");
+        }
         if let Err(err) = state.rooms.sweep_expired().await {
             tracing::warn!(error = %err.reason, "room sweep failed; retrying next tick");
         }
@@ -343,10 +399,6 @@ async fn sweeper(state: Arc<AppState>) {
         crate::sessions::sweep_idle(&state.pool, &state.settings, &state.metrics).await;
         if let Err(err) = crate::federation::inbox::prune_received(&state.pool).await {
             tracing::warn!(error = %err, "pruning received transaction ids failed");
-        }
-        // Stop when the server is gone (only the sweeper holds the state then).
-        if Arc::strong_count(&state) == 1 {
-            return;
         }
     }
 }
@@ -371,7 +423,8 @@ pub async fn prepare(settings: Settings, database_url: &str) -> anyhow::Result<A
             .await??;
     tracing::info!(key_id = %identity.key.key_id(), "federation signing key loaded");
     let federation = Federation::new(&settings, identity)?;
-    let state = build(settings, pool, federation);
+    let cluster = Cluster::start(&settings.cluster, pool.clone(), database_url).await?;
+    let state = build(settings, pool, federation, cluster);
     let decisions = crate::admin::load_acl_overrides(&state)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.reason))?;

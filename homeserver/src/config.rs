@@ -41,6 +41,7 @@ pub struct Settings {
     pub ice: IceSettings,
     pub federation: FederationSettings,
     pub admin: AdminSettings,
+    pub cluster: ClusterSettings,
     pub log: LogSettings,
 }
 
@@ -331,6 +332,24 @@ fn parse_networks(list: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
         .collect()
 }
 
+/// `[cluster]`: several workers of one homeserver on one database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// This worker's id; empty when the process is its homeserver's only one.
+    pub worker_id: String,
+    /// How long a worker that stopped renewing its lease still counts as alive.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+}
+
+impl ClusterSettings {
+    /// Whether this process is one of several workers.
+    pub fn is_worker(&self) -> bool {
+        !self.worker_id.is_empty()
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -415,6 +434,27 @@ impl Settings {
                 );
             }
             _ => {}
+        }
+        let id = &self.cluster.worker_id;
+        if id.len() > 32
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return invalid(
+                "cluster.worker_id",
+                "must be empty or 1 to 32 of a-z, 0-9, '-' and '_'",
+            );
+        }
+        if self.cluster.is_worker() && self.database.url.trim().is_empty() {
+            return invalid(
+                "cluster.worker_id",
+                "needs database.url: workers share one external database, and the embedded one \
+                 belongs to a single process",
+            );
+        }
+        if self.cluster.lease < Duration::from_secs(3) {
+            return invalid("cluster.lease", "must be at least 3s");
         }
         if self.rooms.max_participants < 2 {
             return invalid("rooms.max_participants", "must be at least 2");

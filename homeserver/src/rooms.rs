@@ -1081,9 +1081,10 @@ impl Rooms {
         Ok(deleted)
     }
 
-    /// At start-up no session is live: every room without a countdown starts one.
+    /// At start-up: every room that no live worker holds devices in starts its countdown
+    /// (this process's rows from its last run are gone by then).
     pub async fn restart_countdowns(&self) -> Result<usize, ApiError> {
-        self.engine.countdown().restart_all(&self.pool).await
+        self.engine.countdown().start_orphans(&self.pool).await
     }
 
     /// Deletes a room with everything in it, tells its other servers (on the origin), and

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use confab_schema::DbPool;
 
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::engine::Engine;
 use crate::federation::Federation;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The live room engine: sockets, rooms' owners, the event writer.
     pub engine: Engine,
+    /// This process among its homeserver's workers.
+    pub cluster: Cluster,
     /// The rules of rooms over their stored state.
     pub rooms: Rooms,
     /// Replicas of other servers' rooms.

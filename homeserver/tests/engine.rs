@@ -151,16 +151,22 @@ async fn the_idle_countdown_ends_as_the_latest_state_says_whatever_order_the_wri
     let server = TestServer::start().await;
     let host = server.guest("Host").await;
     let room = server.room(&host).await;
-    let countdown = Countdown::new(std::time::Duration::from_secs(1800));
+    let countdown = Countdown::new(
+        std::time::Duration::from_secs(1800),
+        server.state.cluster.worker_id(),
+    );
     let pool = server.state.pool.clone();
     // The room as its owner sees it: idle, then someone arrives.
     let idle = Arc::new(AtomicBool::new(false));
-    let writer = Arc::new(IdleWriter::new(false));
+    let writer = Arc::new(IdleWriter::new());
+    // Nothing known written, so that both syncs write.
+    writer.forget().await;
     idle.store(true, Ordering::SeqCst);
     let (read_tx, read_rx) = std::sync::mpsc::channel::<()>();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let first = {
         let (writer, pool, room, idle) = (writer.clone(), pool.clone(), room.clone(), idle.clone());
+        let countdown = countdown.clone();
         tokio::spawn(async move {
             let go_rx = std::sync::Mutex::new(go_rx);
             writer

@@ -2,6 +2,7 @@
 //! diesel `schema`, the row models and every query. Query functions take `&mut AsyncPgConnection`
 //! so that a caller can run several of them inside one transaction.
 
+pub mod cluster;
 pub mod models;
 pub mod queries;
 pub mod schema;
@@ -129,9 +130,16 @@ pub async fn connect(pool: &DbPool) -> Result<DbConn, DbError> {
 /// Applies every pending migration. Runs on a blocking thread because diesel's migration harness
 /// is synchronous.
 pub async fn run_migrations(url: &str) -> Result<(), DbError> {
-    let conn = AsyncPgConnection::establish(url)
+    use diesel_async::SimpleAsyncConnection;
+    let mut conn = AsyncPgConnection::establish(url)
         .await
         .map_err(|e| DbError::Unavailable(e.to_string()))?;
+    // Workers starting at once take turns; the lock goes with this session when it is dropped.
+    conn.batch_execute(&format!(
+        "SELECT pg_advisory_lock({})",
+        cluster::locks::MIGRATIONS
+    ))
+    .await?;
     tokio::task::spawn_blocking(move || {
         let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
         harness

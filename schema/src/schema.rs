@@ -1,6 +1,14 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    bus_spill (id) {
+        id -> Int8,
+        payload -> Text,
+        created_ts -> Int8,
+    }
+}
+
+diesel::table! {
     events (room_id, seq) {
         room_id -> Text,
         seq -> Int8,
@@ -108,6 +116,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    room_workers (room_id, worker_id) {
+        room_id -> Text,
+        worker_id -> Text,
+    }
+}
+
+diesel::table! {
     rooms (room_id) {
         room_id -> Text,
         origin -> Text,
@@ -132,6 +147,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    workers (worker_id) {
+        worker_id -> Text,
+        started_ts -> Int8,
+        lease_until_ts -> Int8,
+    }
+}
+
 diesel::joinable!(events -> rooms (room_id));
 diesel::joinable!(invites -> rooms (room_id));
 diesel::joinable!(knocks -> invites (invite_id));
@@ -139,8 +162,10 @@ diesel::joinable!(knocks -> rooms (room_id));
 diesel::joinable!(member_invites -> invites (invite_id));
 diesel::joinable!(room_members -> rooms (room_id));
 diesel::joinable!(room_servers -> rooms (room_id));
+diesel::joinable!(room_workers -> rooms (room_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    bus_spill,
     events,
     federation_acl_overrides,
     federation_destinations,
@@ -151,6 +176,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     member_invites,
     room_members,
     room_servers,
+    room_workers,
     rooms,
     sessions,
+    workers,
 );

@@ -7,24 +7,33 @@
 //! room's writer lock and writes only a change: concurrent callers are serialized and the last
 //! write always reflects the latest state, so the countdown can never be left running while
 //! someone is connected, nor stopped while nobody is.
+//!
+//! Across workers (`crate::cluster`): what a worker writes is whether *it* has devices in the
+//! room (a `room_workers` row); under the room's row lock the countdown stops with the first
+//! worker's row and starts only when the last live worker's row goes. Rows of a worker whose
+//! lease ran out are taken away by the sweeper, which then starts the countdowns nobody holds.
 
 use std::time::Duration;
 
-use confab_schema::{DbPool, queries};
+use std::sync::Arc;
+
+use confab_schema::{DbPool, cluster, queries};
 
 use crate::error::ApiError;
 use crate::time::now_ms;
 
-/// The countdown's length.
-#[derive(Debug, Clone, Copy)]
+/// The countdown's length, and whose devices this process writes.
+#[derive(Debug, Clone)]
 pub struct Countdown {
     ttl_ms: i64,
+    worker_id: Arc<str>,
 }
 
 impl Countdown {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(ttl: Duration, worker_id: &str) -> Self {
         Self {
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+            worker_id: worker_id.into(),
         }
     }
 
@@ -33,21 +42,27 @@ impl Countdown {
         now.saturating_add(self.ttl_ms)
     }
 
-    /// Writes a room's idle state to its row: a countdown from now when idle, none otherwise.
-    /// Returns false when the room is gone.
+    /// Writes whether this worker has devices in the room (`idle`: none), and so the room's
+    /// countdown: from now once no live worker has any, none otherwise. Returns false when the
+    /// room is gone.
     pub async fn write(&self, pool: &DbPool, room_id: &str, idle: bool) -> Result<bool, ApiError> {
-        let expires = idle.then(|| self.deadline(now_ms()));
         let mut db = confab_schema::connect(pool).await?;
-        Ok(queries::set_room_expiry(&mut db, room_id, expires)
-            .await?
-            .is_some())
+        Ok(cluster::set_room_worker(
+            &mut db,
+            room_id,
+            &self.worker_id,
+            !idle,
+            self.deadline(now_ms()),
+        )
+        .await?)
     }
 
-    /// At start-up no session is live: every room without a countdown starts one (rooms already
-    /// counting keep their deadline). Returns how many started.
-    pub async fn restart_all(&self, pool: &DbPool) -> Result<usize, ApiError> {
+    /// Starts the countdown of every room nobody holds: at start-up (this worker's rows from its
+    /// last run are gone by then), and at every sweep (a worker whose lease ran out holds
+    /// nothing). Rooms already counting keep their deadline. Returns how many started.
+    pub async fn start_orphans(&self, pool: &DbPool) -> Result<usize, ApiError> {
         let mut db = confab_schema::connect(pool).await?;
-        Ok(queries::start_idle_countdowns(&mut db, self.deadline(now_ms())).await?)
+        Ok(cluster::start_orphan_countdowns(&mut db, self.deadline(now_ms())).await?)
     }
 }
 
@@ -58,12 +73,24 @@ pub struct IdleWriter {
     written: tokio::sync::Mutex<Option<bool>>,
 }
 
+impl Default for IdleWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl IdleWriter {
-    /// `counting`: whether the room's row had a countdown when its live state was loaded.
-    pub fn new(counting: bool) -> Self {
+    /// A room just loaded: this worker holds no row for it yet, whatever the countdown says.
+    pub fn new() -> Self {
         Self {
-            written: tokio::sync::Mutex::new(Some(counting)),
+            written: tokio::sync::Mutex::new(Some(true)),
         }
+    }
+
+    /// Forgets what was written, so that the next sync writes again (this worker's rows may
+    /// have been taken away while its lease had run out).
+    pub async fn forget(&self) {
+        *self.written.lock().await = None;
     }
 
     /// Brings the row in line with `idle_now()`, read after taking the lock. Returns false when
@@ -103,7 +130,10 @@ mod tests {
 
     #[test]
     fn deadline_saturates() {
-        assert_eq!(Countdown::new(Duration::from_secs(2)).deadline(1000), 3000);
-        assert_eq!(Countdown::new(Duration::MAX).deadline(5), i64::MAX);
+        assert_eq!(
+            Countdown::new(Duration::from_secs(2), "w").deadline(1000),
+            3000
+        );
+        assert_eq!(Countdown::new(Duration::MAX, "w").deadline(5), i64::MAX);
     }
 }

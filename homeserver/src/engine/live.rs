@@ -25,6 +25,7 @@ use super::conn::{CLOSE_SLOW_CONSUMER, ConnHandle, Wakes};
 use super::idle::{Countdown, IdleWriter};
 use super::reply::{ChatReply, Committed};
 use super::room::{CloseReason, Effects, GoLive, RoomLimits, RoomState};
+use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::federation::sender::TransactionSender;
 use crate::metrics::Metrics;
@@ -70,6 +71,8 @@ pub struct LiveRooms {
     server_name: ServerName,
     limits: RoomLimits,
     countdown: Countdown,
+    /// The other workers, told of every event committed here and every room closed here.
+    cluster: Cluster,
 }
 
 impl LiveRooms {
@@ -80,6 +83,7 @@ impl LiveRooms {
         server_name: ServerName,
         limits: RoomLimits,
         countdown: Countdown,
+        cluster: Cluster,
     ) -> Self {
         Self {
             rooms: RwLock::default(),
@@ -89,6 +93,7 @@ impl LiveRooms {
             server_name,
             limits,
             countdown,
+            cluster,
         }
     }
 
@@ -140,7 +145,7 @@ impl LiveRooms {
                             self.limits,
                         )),
                         fanout: tokio::sync::Mutex::new(()),
-                        idle: IdleWriter::new(room.expires_ts.is_some()),
+                        idle: IdleWriter::new(),
                     });
                     rooms.insert(room_id.into(), live.clone());
                     (live, true)
@@ -233,6 +238,11 @@ impl LiveRooms {
         events: &[Event],
         answers: Vec<(ChatReply, Committed)>,
     ) {
+        // Events handed in were committed by this worker (the others read theirs from the
+        // table): the other workers are told after the commit, never inside it.
+        if let Some(last) = events.last() {
+            self.cluster.committed(room_id, last.seq);
+        }
         let Some(live) = self.get(room_id) else {
             let mut wakes = Wakes::default();
             for (reply, answer) in answers {
@@ -329,8 +339,14 @@ impl LiveRooms {
         }
     }
 
-    /// Forgets a deleted room and tells its subscribers.
+    /// Forgets a room deleted here, tells its subscribers, and the other workers.
     pub fn close(&self, room_id: &str, reason: CloseReason) {
+        self.cluster.closed(room_id, reason.as_str());
+        self.close_here(room_id, reason);
+    }
+
+    /// Forgets a deleted room and tells its subscribers here.
+    pub fn close_here(&self, room_id: &str, reason: CloseReason) {
         let removed = self
             .rooms
             .write()
@@ -340,6 +356,57 @@ impl LiveRooms {
             self.with(&live, |state, fx| state.close(reason, fx));
         }
         self.metrics.live_rooms.set(self.len() as i64);
+    }
+
+    /// Brings the room's subscribers up to the newest of its committed events that `seq` is
+    /// not beyond, reading them from the table a page at a time (another worker committed
+    /// them). Nothing to do for a room not live here.
+    pub async fn catch_up_to(&self, room_id: &str, seq: i64) {
+        while let Some(live) = self.get(room_id) {
+            let before = live.read(RoomState::published);
+            if before >= seq {
+                return;
+            }
+            self.publish(room_id, &[], Vec::new()).await;
+            if live.read(RoomState::published) == before {
+                // Nothing read (the database is away, or the room is gone): the next resync
+                // tries again.
+                return;
+            }
+        }
+    }
+
+    /// Every live room catches up with what other workers committed (a notification missed).
+    pub async fn resync(&self) {
+        let rooms = self.all();
+        if rooms.is_empty() {
+            return;
+        }
+        let ids: Vec<&str> = rooms.iter().map(|l| l.room_id()).collect();
+        let newest = async {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            confab_schema::cluster::last_seqs(&mut db, &ids).await
+        }
+        .await;
+        match newest {
+            Ok(newest) => {
+                for (room_id, seq) in newest {
+                    self.catch_up_to(&room_id, seq).await;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not look for events other workers committed")
+            }
+        }
+    }
+
+    /// Writes again whether this worker has devices in each live room (its rows may have been
+    /// taken away while its lease had run out).
+    pub async fn reassert(&self) {
+        for live in self.all() {
+            live.idle.forget().await;
+            self.sync_idle_logged(&live).await;
+        }
     }
 
     /// Replaces a room's membership with what its row says now (a replica that took its

@@ -40,6 +40,7 @@ pub use conn::{CLOSE_SLOW_CONSUMER, ConnHandle};
 pub use reply::ChatReply;
 pub use room::{CloseReason, edu};
 
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::error::{ApiError, ErrorCode};
 use crate::federation::client::FederationClient;
@@ -54,6 +55,22 @@ use idle::Countdown;
 use live::{LiveRoom, LiveRooms};
 use room::RoomLimits;
 use writer::EventWriter;
+
+/// What other workers tell a worker's engine (see [`crate::cluster`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomNews {
+    /// A room's events up to `seq` are committed.
+    Committed { room_id: String, seq: i64 },
+    /// A room was deleted.
+    Closed {
+        room_id: String,
+        reason: CloseReason,
+    },
+    /// Notifications may have been missed: every live room catches up from the table.
+    Resync,
+    /// This worker's rows may have been taken away: write them again.
+    Reassert,
+}
 
 /// The engine; cheap to clone.
 #[derive(Clone)]
@@ -94,7 +111,9 @@ impl Engine {
         metrics: Metrics,
         sender: TransactionSender,
         client: FederationClient,
+        cluster: Cluster,
     ) -> Self {
+        let countdown = Countdown::new(settings.rooms.idle_ttl, cluster.worker_id());
         let live = Arc::new(LiveRooms::new(
             pool,
             metrics.clone(),
@@ -104,7 +123,8 @@ impl Engine {
                 max_participants: settings.rooms.max_participants,
                 max_devices_per_user: settings.limits.max_connections_per_user,
             },
-            Countdown::new(settings.rooms.idle_ttl),
+            countdown,
+            cluster,
         ));
         let writer = EventWriter::start(live.clone(), metrics.clone(), sender);
         Self {
@@ -408,9 +428,20 @@ impl Engine {
         self.live().publish(room_id, events, Vec::new()).await;
     }
 
-    /// Forgets a deleted room and tells its subscribers.
+    /// Forgets a deleted room and tells its subscribers, here and on the other workers.
     pub fn close(&self, room_id: &str, reason: CloseReason) {
         self.live().close(room_id, reason);
+    }
+
+    /// Applies what another worker did: its committed events reach the subscribers here (read
+    /// from the table, in order, once), a room it deleted is closed here.
+    pub async fn from_other_worker(&self, news: RoomNews) {
+        match news {
+            RoomNews::Committed { room_id, seq } => self.live().catch_up_to(&room_id, seq).await,
+            RoomNews::Closed { room_id, reason } => self.live().close_here(&room_id, reason),
+            RoomNews::Resync => self.live().resync().await,
+            RoomNews::Reassert => self.live().reassert().await,
+        }
     }
 
     /// Number of rooms with live state here.

@@ -119,6 +119,13 @@ impl CloseReason {
             CloseReason::Expired => "expired",
         }
     }
+
+    /// The reason named `name` on the wire.
+    pub fn parse(name: &str) -> Option<Self> {
+        [CloseReason::Closed, CloseReason::Expired]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
 }
 
 /// The live state of one room.

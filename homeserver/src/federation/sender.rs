@@ -42,6 +42,8 @@ use reqwest::Method;
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::client::{FederationClient, OutboundError};
+use crate::cluster::wire::Message;
+use crate::cluster::{Cluster, SenderCommand, Singleton};
 use crate::config::FederationSettings;
 
 /// Commands queued from handles to the coordinator before enqueuers wait (wakes) or ephemeral
@@ -119,6 +121,7 @@ impl GivenUp {
 }
 
 /// What every worker shares.
+#[derive(Clone)]
 struct SenderContext {
     pool: DbPool,
     client: FederationClient,
@@ -159,6 +162,7 @@ impl TransactionSender {
         client: FederationClient,
         acl: Arc<ServerAcl>,
         settings: &FederationSettings,
+        cluster: Cluster,
     ) -> Self {
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -175,7 +179,7 @@ impl TransactionSender {
             stats: stats.clone(),
             shutdown: shutdown_rx,
         });
-        tokio::spawn(coordinate(context, receiver));
+        tokio::spawn(coordinate(context, receiver, cluster));
         Self {
             commands,
             pool,
@@ -298,6 +302,29 @@ impl TransactionSender {
         }
     }
 
+    /// A command another worker passed on to this one, which runs the sender.
+    pub async fn from_other_worker(&self, command: SenderCommand) {
+        match command {
+            SenderCommand::Wake { destination } => {
+                if let Ok(destination) = ServerName::parse(&destination) {
+                    self.wake(&destination).await;
+                }
+            }
+            SenderCommand::Retry { destination } => {
+                if let Ok(destination) = ServerName::parse(&destination) {
+                    let _ = self.commands.send(Command::Retry(destination)).await;
+                }
+            }
+            SenderCommand::Edu { destination, edu } => {
+                if let (Ok(destination), Ok(edu)) =
+                    (ServerName::parse(&destination), serde_json::from_str(&edu))
+                {
+                    self.send_ephemeral(&destination, edu);
+                }
+            }
+        }
+    }
+
     /// What the sender did so far.
     pub fn stats(&self) -> &SenderStats {
         &self.stats
@@ -332,17 +359,78 @@ struct WorkerHandle {
     edus: mpsc::Sender<Edu>,
 }
 
-/// The coordinator: resumes destinations with queued rows, then routes commands to workers,
-/// starting one per destination on first use.
-async fn coordinate(context: Arc<SenderContext>, mut commands: mpsc::Receiver<Command>) {
+/// The coordinator. On the worker that runs the sender (the only process of a homeserver
+/// always does; see [`crate::cluster`]) it resumes destinations with queued rows, then routes
+/// commands to workers, starting one per destination on first use; elsewhere it passes every
+/// command to the worker that runs it. A term ends when this worker stops running the sender:
+/// its destination workers stop, and the rows they had not delivered wait for the next holder,
+/// with their transaction ids.
+async fn coordinate(
+    context: Arc<SenderContext>,
+    mut commands: mpsc::Receiver<Command>,
+    cluster: Cluster,
+) {
     let mut shutdown = context.shutdown.clone();
+    let mut leading = cluster.leadership(Singleton::Sender);
+    loop {
+        while !*leading.borrow_and_update() {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => pass_on(&cluster, command),
+                    None => return,
+                },
+                changed = leading.changed() => if changed.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+        }
+        let (term_over, term_rx) = watch::channel(false);
+        let term = Arc::new(SenderContext {
+            shutdown: term_rx,
+            ..(*context).clone()
+        });
+        let stopped = lead(&term, &mut commands, &mut leading, &mut shutdown).await;
+        term_over.send_replace(true);
+        if stopped {
+            return;
+        }
+    }
+}
+
+/// Sends a command to the worker that runs the sender.
+fn pass_on(cluster: &Cluster, command: Command) {
+    let message = match command {
+        Command::Wake(destination) => Message::Wake {
+            destination: destination.to_string(),
+        },
+        Command::Retry(destination) => Message::Retry {
+            destination: destination.to_string(),
+        },
+        Command::Ephemeral(destination, edu) => match serde_json::to_string(&edu) {
+            Ok(edu) => Message::Edu {
+                destination: destination.to_string(),
+                edu,
+            },
+            Err(_) => return,
+        },
+    };
+    cluster.to_sender(message);
+}
+
+/// One term of running the sender. Returns true when the sender was shut down, false when
+/// this worker stopped running it.
+async fn lead(
+    context: &Arc<SenderContext>,
+    commands: &mut mpsc::Receiver<Command>,
+    leading: &mut watch::Receiver<bool>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
     let mut workers: HashMap<ServerName, WorkerHandle> = HashMap::new();
     let mut attempt = 0;
     loop {
-        match resume(&context).await {
+        match resume(context).await {
             Ok(destinations) => {
                 for destination in destinations {
-                    worker(&mut workers, &context, &destination)
+                    worker(&mut workers, context, &destination)
                         .wake
                         .notify_one();
                 }
@@ -354,7 +442,8 @@ async fn coordinate(context: Arc<SenderContext>, mut commands: mpsc::Receiver<Co
                 tracing::warn!(error = %err, ?delay, "cannot resume federation delivery yet");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.changed() => return true,
+                    _ = leading.changed() => if !*leading.borrow_and_update() { return false },
                 }
             }
         }
@@ -363,21 +452,27 @@ async fn coordinate(context: Arc<SenderContext>, mut commands: mpsc::Receiver<Co
         let command = tokio::select! {
             command = commands.recv() => command,
             _ = shutdown.changed() => None,
+            _ = leading.changed() => {
+                if !*leading.borrow_and_update() {
+                    return false;
+                }
+                continue;
+            }
         };
         match command {
-            None => return,
+            None => return true,
             Some(Command::Wake(destination)) => {
-                worker(&mut workers, &context, &destination)
+                worker(&mut workers, context, &destination)
                     .wake
                     .notify_one();
             }
             Some(Command::Retry(destination)) => {
-                let handle = worker(&mut workers, &context, &destination);
+                let handle = worker(&mut workers, context, &destination);
                 handle.retry.notify_one();
                 handle.wake.notify_one();
             }
             Some(Command::Ephemeral(destination, edu)) => {
-                let handle = worker(&mut workers, &context, &destination);
+                let handle = worker(&mut workers, context, &destination);
                 if handle.edus.try_send(edu).is_err() {
                     SenderStats::add(&context.stats.edus_dropped, 1);
                 }
