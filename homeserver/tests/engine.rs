@@ -25,12 +25,7 @@ fn identity(g: &Guest) -> Identity {
 }
 
 async fn expiry(server: &TestServer, room: &str) -> Option<i64> {
-    let mut db = confab_schema::connect(&server.state.pool).await.unwrap();
-    confab_schema::queries::room(&mut db, room)
-        .await
-        .unwrap()
-        .unwrap()
-        .expires_ts
+    server.expiry(room).await
 }
 
 /// A kick and the kicked user's subscribe, in both orders: the kicked device ends up not

@@ -101,6 +101,16 @@ pub struct ClusterStats {
     pub listener_pid: AtomicI32,
 }
 
+impl ClusterStats {
+    pub fn listener_connects(&self) -> u64 {
+        self.listener_connects.load(Ordering::Relaxed)
+    }
+
+    pub fn listener_pid(&self) -> i32 {
+        self.listener_pid.load(Ordering::Relaxed)
+    }
+}
+
 /// This worker; cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
@@ -113,6 +123,9 @@ struct Inner {
     outgoing: Option<mpsc::UnboundedSender<(&'static str, String)>>,
     leading: [watch::Sender<bool>; 2],
     stats: ClusterStats,
+    /// Set by fault tests: this worker behaves as one that dies between its commits and their
+    /// notifications.
+    dropping: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -161,6 +174,7 @@ impl Cluster {
                     watch::Sender::new(!is_worker),
                 ],
                 stats: ClusterStats::default(),
+                dropping: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         let weak = Arc::downgrade(&cluster.inner);
@@ -239,7 +253,16 @@ impl Cluster {
         self.send(SENDER_CHANNEL, message);
     }
 
+    /// For fault tests: while set, nothing this worker has to tell the others is sent, as if
+    /// it died after each commit and before its notification.
+    pub fn drop_notifications(&self, dropping: bool) {
+        self.inner.dropping.store(dropping, Ordering::Relaxed);
+    }
+
     fn send(&self, channel: &'static str, message: Message) {
+        if self.inner.dropping.load(Ordering::Relaxed) {
+            return;
+        }
         if let Some(outgoing) = &self.inner.outgoing {
             let _ = outgoing.send((channel, message.to_line()));
         }
@@ -347,6 +370,9 @@ async fn listen(
 ) {
     let mut retry = tokio::time::interval(Duration::from_secs(1));
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A worker whose session was lost leaves the singletons to the others for a lease: its
+    // connection to the database has just proved unreliable, and the others tick meanwhile.
+    let mut humble_until = tokio::time::Instant::now();
     loop {
         retry.tick().await;
         let Some(inner) = cluster.upgrade() else {
@@ -370,7 +396,15 @@ async fn listen(
             inner.stats.listener_pid.store(pid, Ordering::Relaxed);
         }
         tracing::info!(worker = %worker_id, "listening to the other workers");
-        let ended = serve_session(&cluster, &pool, &mut listener, tick_every, &inbound).await;
+        let ended = serve_session(
+            &cluster,
+            &pool,
+            &mut listener,
+            (tick_every, humble_until),
+            &inbound,
+        )
+        .await;
+        humble_until = tokio::time::Instant::now() + tick_every * 3;
         if let Some(inner) = cluster.upgrade() {
             inner.stats.listener_pid.store(0, Ordering::Relaxed);
             for leading in &inner.leading {
@@ -391,7 +425,7 @@ async fn serve_session(
     cluster: &std::sync::Weak<Inner>,
     pool: &DbPool,
     listener: &mut Listener,
-    tick_every: Duration,
+    (tick_every, humble_until): (Duration, tokio::time::Instant),
     inbound: &mpsc::UnboundedSender<Inbound>,
 ) -> Option<confab_schema::DbError> {
     enum Step {
@@ -421,9 +455,10 @@ async fn serve_session(
                 if let Err(err) = listener.ping().await {
                     return Some(err);
                 }
+                let humble = tokio::time::Instant::now() < humble_until;
                 for singleton in Singleton::ALL {
                     let leading = &inner.leading[singleton.index()];
-                    if *leading.borrow() {
+                    if humble || *leading.borrow() {
                         continue;
                     }
                     match listener.try_lock(singleton.lock_key()).await {

@@ -242,6 +242,28 @@ impl TestServer {
         Self::start_with(&all).await
     }
 
+    /// `n` workers of one homeserver (README, "Scaling out"): servers on one database, with one
+    /// server name (the first one's) and one signing key, each with a worker id of its own
+    /// (`w0`, `w1`, …), plus extra `CONFAB__…` settings.
+    pub async fn start_workers(n: usize, env: &[(&str, &str)]) -> Vec<Self> {
+        let db = Arc::new(TestDb::new().await);
+        let data_dir = Arc::new(tempfile::tempdir().unwrap());
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let name = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        drop(listener);
+        let mut workers = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut all: Vec<(String, String)> = vec![
+                ("CONFAB__SERVER__NAME".into(), name.clone()),
+                ("CONFAB__DATABASE__URL".into(), db.url.clone()),
+                ("CONFAB__CLUSTER__WORKER_ID".into(), format!("w{i}")),
+            ];
+            all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            workers.push(Self::start_on(db.clone(), all, 0, 0, data_dir.clone()).await);
+        }
+        workers
+    }
+
     /// Sends `to` a request signed by this server, through its federation client (the one its
     /// sender and joins use), and returns the answer whatever its status.
     pub async fn signed_request(
@@ -485,6 +507,11 @@ impl TestServer {
     /// Joins `guest` to `room` with a fresh invite from `host`.
     pub async fn join_with_invite(&self, host: &Guest, guest: &Guest, room: &str) {
         let invite = self.invite(host, room, json!({})).await;
+        self.join(guest, room, &invite).await;
+    }
+
+    /// Joins `guest` to `room` here with `invite` (made here or on another worker).
+    pub async fn join(&self, guest: &Guest, room: &str, invite: &Value) {
         let (status, body) = self
             .post(
                 &format!("/rooms/{room}/join"),
@@ -493,6 +520,16 @@ impl TestServer {
             )
             .await;
         assert_eq!(status, 200, "{body}");
+    }
+
+    /// The room's idle deadline, as its row says.
+    pub async fn expiry(&self, room: &str) -> Option<i64> {
+        let mut db = confab_schema::connect(&self.state.pool).await.unwrap();
+        confab_schema::queries::room(&mut db, room)
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_ts
     }
 }
 
