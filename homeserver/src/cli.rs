@@ -156,6 +156,11 @@ async fn serve_with_database(
         handle.stop(true).await;
     });
     running.server.await?;
+    if running.state.cluster.is_worker()
+        && let Err(err) = running.state.cluster.retire(&running.state.pool).await
+    {
+        tracing::warn!(error = %err, "could not retire this worker; its lease runs out instead");
+    }
     Ok(())
 }
 

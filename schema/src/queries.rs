@@ -216,17 +216,6 @@ pub async fn set_room_expiry(
         .optional()?)
 }
 
-/// Starts the idle countdown of every room that has none, for use at start-up: no session is
-/// live then, and a room that was already counting keeps its earlier deadline.
-pub async fn start_idle_countdowns(conn: &mut Conn, expires_ts: i64) -> Result<usize, DbError> {
-    Ok(
-        diesel::update(rooms::table.filter(rooms::expires_ts.is_null()))
-            .set(rooms::expires_ts.eq(expires_ts))
-            .execute(conn)
-            .await?,
-    )
-}
-
 /// The PDU type of a room's deletion notice (`confab.room_deleted`): the one queued row of a
 /// deleted room that is kept, until delivered or given up, so that replicas purge their copy.
 pub const ROOM_DELETED_PDU: &str = "confab.room_deleted";

@@ -253,6 +253,14 @@ impl Cluster {
         self.send(SENDER_CHANNEL, message);
     }
 
+    /// This worker stops for good (a graceful shutdown): its rows go, so that the rooms only it
+    /// held start their countdown at the next sweep rather than a lease later.
+    pub async fn retire(&self, pool: &DbPool) -> Result<(), confab_schema::DbError> {
+        let mut conn = confab_schema::connect(pool).await?;
+        db::retire_worker(&mut conn, &self.inner.worker_id).await?;
+        Ok(())
+    }
+
     /// For fault tests: while set, nothing this worker has to tell the others is sent, as if
     /// it died after each commit and before its notification.
     pub fn drop_notifications(&self, dropping: bool) {
