@@ -92,6 +92,7 @@ pub fn build(
             settings.limits.max_event_bytes,
         ),
         settings.federation.max_inbound_transactions,
+        cluster.is_worker().then(|| cluster.worker_id().to_owned()),
     );
     let limits = &settings.limits;
     AppState {
@@ -359,6 +360,15 @@ async fn hear_other_workers(
             },
             Inbound::Resync => RoomNews::Resync,
             Inbound::Reassert => RoomNews::Reassert,
+            Inbound::Live {
+                worker,
+                room_id,
+                body,
+            } => RoomNews::Live {
+                worker,
+                room_id,
+                body,
+            },
         };
         engine.from_other_worker(news).await;
     }

@@ -216,6 +216,13 @@ pub struct Slot {
     open: Arc<Mutex<HashMap<String, usize>>>,
 }
 
+impl Slot {
+    /// The address it counts against.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
 impl ConnectionCap {
     pub fn new(max: usize) -> Self {
         Self {

@@ -265,3 +265,267 @@ async fn the_idle_countdown_waits_for_every_live_worker() {
     .await;
     assert!(holders(room.clone()).await.is_empty());
 }
+
+/// Reads one number from the workers' database.
+async fn count(server: &TestServer, query: &str) -> i64 {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut db = confab_schema::connect(&server.state.pool).await.unwrap();
+    diesel::sql_query(query)
+        .get_result::<N>(&mut db)
+        .await
+        .unwrap()
+        .n
+}
+
+fn signal(room: &str, to: &Guest, payload: &str) -> Value {
+    json!({"type": "signal", "room_id": room,
+           "to": {"user_id": to.user_id, "device_id": to.device_id}, "payload": payload})
+}
+
+/// Presence, typing and signals between devices on different workers: told over the bus, a
+/// signal only to the worker its device is on, one too large for a notification through the
+/// spill table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_typing_and_signals_reach_a_device_on_another_worker() {
+    let w = TestServer::start_workers(2, FAST).await;
+    let (room, host, guest) = shared_room(&w).await;
+    let (mut on_w0, _) = WsClient::joined(&w[0], &host, &room, 0).await;
+    let (mut on_w1, ack) = WsClient::joined(&w[1], &guest, &room, 0).await;
+    // The newcomer on w1 is told who is connected through w0, and w0's device that it came.
+    let connected = ack["result"]["connected"].as_array().unwrap();
+    assert!(
+        connected.iter().any(|d| d["user_id"] == host.user_id),
+        "{ack}"
+    );
+    let online = on_w0
+        .wait_for(|m| m["type"] == "presence" && m["user_id"] == guest.user_id)
+        .await;
+    assert_eq!(online["online"], true, "{online}");
+    assert_eq!(w[0].state.engine.connected_users(&room), 2);
+
+    let reply = on_w0
+        .request(json!({"type": "typing", "room_id": room, "typing": true}))
+        .await;
+    assert_eq!(reply["type"], "ack", "{reply}");
+    let typing = on_w1.wait_for(|m| m["type"] == "typing").await;
+    assert_eq!(typing["user_id"], host.user_id, "{typing}");
+    assert_eq!(typing["typing"], true);
+
+    let reply = on_w0.request(signal(&room, &guest, "offer from w0")).await;
+    assert_eq!(reply["type"], "ack", "{reply}");
+    let got = on_w1.wait_for(|m| m["type"] == "signal").await;
+    assert_eq!(got["payload"], "offer from w0");
+    assert_eq!(got["from"]["device_id"], host.device_id);
+    // 16,000 bytes: more than a notification holds.
+    let large = "s".repeat(16_000);
+    let reply = on_w1.request(signal(&room, &host, &large)).await;
+    assert_eq!(reply["type"], "ack", "{reply}");
+    let got = on_w0.wait_for(|m| m["type"] == "signal").await;
+    assert_eq!(got["payload"].as_str().map(str::len), Some(16_000));
+    assert_eq!(got["from"]["user_id"], guest.user_id);
+    assert_eq!(
+        count(&w[0], "SELECT count(*) AS n FROM bus_spill").await,
+        0,
+        "a spilled payload is read once and deleted"
+    );
+
+    on_w1.close().await;
+    let offline = on_w0
+        .wait_for(|m| m["type"] == "presence" && m["user_id"] == guest.user_id)
+        .await;
+    assert_eq!(offline["online"], false, "{offline}");
+}
+
+/// The same device opens a socket on another worker: the old socket is told it was replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_moves_to_another_worker_replaces_its_old_socket() {
+    let w = TestServer::start_workers(2, FAST).await;
+    let (room, host, guest) = shared_room(&w).await;
+    let (_host_on_w0, _) = WsClient::joined(&w[0], &host, &room, 0).await;
+    let (mut old, _) = WsClient::joined(&w[0], &guest, &room, 0).await;
+    let (mut new, _) = WsClient::joined(&w[1], &guest, &room, 0).await;
+    old.wait_for(|m| m["type"] == "replaced").await;
+    let refused = old.chat(&room, "from the old socket").await;
+    assert_eq!(refused["code"], "not_subscribed", "{refused}");
+    let ack = new.chat(&room, "from the new socket").await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    // One place, held by the new socket's worker.
+    let held = count(
+        &w[0],
+        &format!(
+            "SELECT count(*) AS n FROM room_devices WHERE room_id = '{room}' \
+             AND user_id = '{}' AND worker_id = 'w1'",
+            guest.user_id
+        ),
+    )
+    .await;
+    assert_eq!(held, 1);
+}
+
+/// Capacity is counted across workers under the room's row lock: two devices on two workers
+/// asking for the last place at once (both made to wait on the lock, then let go together) get
+/// one place between them; a worker whose lease ran out holds none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_place_goes_to_one_device_whichever_workers_ask() {
+    let env = [FAST, &[("CONFAB__ROOMS__MAX_PARTICIPANTS", "2")]].concat();
+    let w = TestServer::start_workers(2, &env).await;
+    let host = w[0].guest("Host").await;
+    let room = w[0].room(&host).await;
+    let invite = w[0].invite(&host, &room, json!({ "max_uses": 10 })).await;
+    let (a, b, c) = (
+        w[0].guest("A").await,
+        w[1].guest("B").await,
+        w[1].guest("C").await,
+    );
+    for (server, guest) in [(&w[0], &a), (&w[1], &b), (&w[1], &c)] {
+        server.join(guest, &room, &invite).await;
+    }
+    let (_host_on_w0, _) = WsClient::joined(&w[0], &host, &room, 0).await;
+    let mut on_w0 = WsClient::authed(&w[0], &a).await;
+    let mut on_w1 = WsClient::authed(&w[1], &b).await;
+
+    use diesel_async::SimpleAsyncConnection;
+    let mut lock = confab_schema::connect(&w[0].state.pool).await.unwrap();
+    lock.batch_execute(&format!(
+        "BEGIN; SELECT 1 FROM rooms WHERE room_id = '{room}' FOR UPDATE"
+    ))
+    .await
+    .unwrap();
+    let subscribe = json!({"type": "subscribe", "id": 1, "room_id": room, "since": 0});
+    on_w0.send(subscribe.clone()).await;
+    on_w1.send(subscribe).await;
+    until("both wait for the room's row lock", || async {
+        count(
+            &w[0],
+            "SELECT count(*) AS n FROM pg_locks WHERE NOT granted AND locktype IN ('tuple', 'transactionid')",
+        )
+        .await
+            == 2
+    })
+    .await;
+    lock.batch_execute("COMMIT").await.unwrap();
+    let answers = [
+        on_w0.wait_for(|m| m["id"] == 1).await,
+        on_w1.wait_for(|m| m["id"] == 1).await,
+    ];
+    let admitted = answers.iter().filter(|m| m["type"] == "ack").count();
+    let full: Vec<_> = answers
+        .iter()
+        .filter(|m| m["code"] == "room_full")
+        .collect();
+    assert_eq!((admitted, full.len()), (1, 1), "{answers:?}");
+
+    // The room is full on both workers now.
+    let (late_server, late) = (&w[1], &c);
+    let mut on_late = WsClient::authed(late_server, late).await;
+    let reply = on_late
+        .request(json!({"type": "subscribe", "room_id": room, "since": 0}))
+        .await;
+    assert_eq!(reply["code"], "room_full", "{reply}");
+
+    // Whoever got the place is on a worker that dies: once its lease has run out, it holds
+    // none (here the worker's row is made to look dead; the real socket stays, told nothing).
+    let winner_worker = if answers[0]["type"] == "ack" {
+        "w0"
+    } else {
+        "w1"
+    };
+    sql(
+        &w[0],
+        &format!(
+            "INSERT INTO workers VALUES ('ghost', 0, 0); \
+             UPDATE room_devices SET worker_id = 'ghost' WHERE room_id = '{room}' \
+             AND worker_id = '{winner_worker}' AND user_id <> '{}'",
+            host.user_id
+        ),
+    )
+    .await;
+    let reply = on_late
+        .request(json!({"type": "subscribe", "room_id": room, "since": 0}))
+        .await;
+    assert_eq!(reply["type"], "ack", "{reply}");
+}
+
+/// Connections per user and per client address are counted across workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_hold_across_workers() {
+    let env = [
+        FAST,
+        &[
+            ("CONFAB__LIMITS__MAX_CONNECTIONS_PER_USER", "2"),
+            ("CONFAB__LIMITS__MAX_CONNECTIONS_PER_ADDRESS", "3"),
+        ],
+    ]
+    .concat();
+    let w = TestServer::start_workers(2, &env).await;
+    let a = w[0].guest("A").await;
+    let first = WsClient::authed(&w[0], &a).await;
+    let _second = WsClient::authed(&w[1], &a).await;
+    let mut third = WsClient::connect(&w[1]).await;
+    let reply = third
+        .request(json!({"type": "auth", "token": a.token}))
+        .await;
+    assert_eq!(reply["code"], "too_many_connections", "{reply}");
+    // One closes on w0; its place is given back, and w1 admits another.
+    first.close().await;
+    let user = a.user_id.clone();
+    until("w0 gives the place back", || async {
+        count(
+            &w[0],
+            &format!("SELECT count(*) AS n FROM worker_connections WHERE user_id = '{user}'"),
+        )
+        .await
+            == 1
+    })
+    .await;
+    let _third = WsClient::authed(&w[1], &a).await;
+
+    // Two of A's on w1 and one of B's on w0 fill the address (all come from 127.0.0.1).
+    let b = w[0].guest("B").await;
+    let _b = WsClient::authed(&w[0], &b).await;
+    let c = w[1].guest("C").await;
+    let mut refused = WsClient::connect(&w[0]).await;
+    let reply = refused
+        .request(json!({"type": "auth", "token": c.token}))
+        .await;
+    assert_eq!(reply["code"], "too_many_connections", "{reply}");
+    assert!(
+        reply["reason"].as_str().unwrap().contains("address"),
+        "{reply}"
+    );
+}
+
+/// One inbound federation transaction per origin across workers: a second worker is refused
+/// while another handles one, and takes over when the first one's lease ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_inbound_transaction_per_origin_across_workers() {
+    use confab_schema::cluster::{claim_origin, release_origin};
+    let w = TestServer::start_workers(2, FAST).await;
+    let mut db = confab_schema::connect(&w[0].state.pool).await.unwrap();
+    let origin = "other.example";
+    assert!(claim_origin(&mut db, origin, "w0", "t1").await.unwrap());
+    assert!(!claim_origin(&mut db, origin, "w1", "t2").await.unwrap());
+    // Another origin is not held up.
+    assert!(
+        claim_origin(&mut db, "third.example", "w1", "t9")
+            .await
+            .unwrap()
+    );
+    release_origin(&mut db, origin, "w0", "t1").await.unwrap();
+    assert!(claim_origin(&mut db, origin, "w1", "t2").await.unwrap());
+    // w1 "dies": its lease is over, so its mark no longer holds anyone up.
+    assert!(!claim_origin(&mut db, origin, "w0", "t3").await.unwrap());
+    sql(
+        &w[0],
+        "INSERT INTO workers VALUES ('ghost', 0, 0); \
+         UPDATE inbound_transactions SET worker_id = 'ghost' WHERE worker_id = 'w1'",
+    )
+    .await;
+    assert!(claim_origin(&mut db, origin, "w0", "t3").await.unwrap());
+}

@@ -114,6 +114,12 @@ pub async fn retire_worker(conn: &mut Conn, worker_id: &str) -> Result<Vec<Strin
 }
 
 async fn release_rooms(conn: &mut Conn, worker_id: &str) -> Result<Vec<String>, DbError> {
+    for table in ["room_devices", "worker_connections", "inbound_transactions"] {
+        diesel::sql_query(format!("DELETE FROM {table} WHERE worker_id = $1"))
+            .bind::<Text, _>(worker_id)
+            .execute(conn)
+            .await?;
+    }
     let rows: Vec<RoomIdRow> =
         diesel::sql_query("DELETE FROM room_workers WHERE worker_id = $1 RETURNING room_id")
             .bind::<Text, _>(worker_id)
@@ -191,14 +197,24 @@ pub async fn set_room_worker(
 /// a live worker starts one (a worker that died with devices connected, or rooms left from a
 /// run before). Returns how many started.
 pub async fn start_orphan_countdowns(conn: &mut Conn, deadline: i64) -> Result<usize, DbError> {
-    diesel::sql_query(concat!(
-        "DELETE FROM room_workers rw WHERE NOT EXISTS (SELECT 1 FROM workers w \
-         WHERE w.worker_id = rw.worker_id AND w.lease_until_ts > ",
-        db_now_ms!(),
-        ")"
-    ))
-    .execute(conn)
-    .await?;
+    for table in [
+        "room_workers",
+        "room_devices",
+        "worker_connections",
+        "inbound_transactions",
+    ] {
+        diesel::sql_query(format!(
+            concat!(
+                "DELETE FROM {} t WHERE NOT EXISTS (SELECT 1 FROM workers w \
+                 WHERE w.worker_id = t.worker_id AND w.lease_until_ts > ",
+                db_now_ms!(),
+                ")"
+            ),
+            table
+        ))
+        .execute(conn)
+        .await?;
+    }
     Ok(diesel::sql_query(
         "UPDATE rooms r SET expires_ts = $1 WHERE r.expires_ts IS NULL AND NOT EXISTS \
          (SELECT 1 FROM room_workers rw WHERE rw.room_id = r.room_id)",
@@ -206,6 +222,262 @@ pub async fn start_orphan_countdowns(conn: &mut Conn, deadline: i64) -> Result<u
     .bind::<BigInt, _>(deadline)
     .execute(conn)
     .await?)
+}
+
+/// A device connected to a room through a live worker.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct RoomDevice {
+    #[diesel(sql_type = Text)]
+    pub room_id: String,
+    #[diesel(sql_type = Text)]
+    pub user_id: String,
+    #[diesel(sql_type = Text)]
+    pub device_id: String,
+    /// The worker it is connected through.
+    #[diesel(sql_type = Text)]
+    pub worker_id: String,
+    #[diesel(sql_type = Text)]
+    pub display_name: String,
+}
+
+/// One device asking for a place in a room, through one worker's socket (`conn_id`; 0 for a
+/// device another server announced).
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceClaim<'a> {
+    pub room_id: &'a str,
+    pub user_id: &'a str,
+    pub device_id: &'a str,
+    pub worker_id: &'a str,
+    pub conn_id: i64,
+    pub display_name: &'a str,
+}
+
+/// What [`admit_device`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The device has its place; every device connected now, itself included.
+    Admitted(Vec<RoomDevice>),
+    /// The room has `max_users` other users connected already.
+    Full,
+    /// The room is gone.
+    Gone,
+}
+
+const LIVE_DEVICES: &str = concat!(
+    "SELECT d.room_id, d.user_id, d.device_id, d.worker_id, d.display_name FROM room_devices d \
+     JOIN workers w ON w.worker_id = d.worker_id AND w.lease_until_ts > ",
+    db_now_ms!(),
+    " WHERE d.room_id = ANY($1) ORDER BY d.room_id, d.user_id, d.device_id"
+);
+
+/// Gives a device its place in a room unless `max_users` other users are connected through
+/// live workers, under the room's row lock: every worker admits through here, so the last place
+/// goes to one of them. A device already connected elsewhere moves to this claim's worker and
+/// socket.
+pub async fn admit_device(
+    conn: &mut Conn,
+    claim: &DeviceClaim<'_>,
+    max_users: usize,
+) -> Result<Admission, DbError> {
+    conn.transaction(async |db| {
+        let locked: Vec<RoomIdRow> =
+            diesel::sql_query("SELECT room_id FROM rooms WHERE room_id = $1 FOR UPDATE")
+                .bind::<Text, _>(claim.room_id)
+                .load(db)
+                .await?;
+        if locked.is_empty() {
+            return Ok(Admission::Gone);
+        }
+        let mut devices: Vec<RoomDevice> = diesel::sql_query(LIVE_DEVICES)
+            .bind::<Array<Text>, _>(vec![claim.room_id])
+            .load(db)
+            .await?;
+        let mut users: Vec<&str> = devices.iter().map(|d| d.user_id.as_str()).collect();
+        users.dedup();
+        if !users.contains(&claim.user_id) && users.len() >= max_users {
+            return Ok(Admission::Full);
+        }
+        diesel::sql_query(
+            "INSERT INTO room_devices (room_id, user_id, device_id, worker_id, conn_id, display_name) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (room_id, user_id, device_id) DO UPDATE \
+             SET worker_id = EXCLUDED.worker_id, conn_id = EXCLUDED.conn_id, \
+             display_name = EXCLUDED.display_name",
+        )
+        .bind::<Text, _>(claim.room_id)
+        .bind::<Text, _>(claim.user_id)
+        .bind::<Text, _>(claim.device_id)
+        .bind::<Text, _>(claim.worker_id)
+        .bind::<BigInt, _>(claim.conn_id)
+        .bind::<Text, _>(claim.display_name)
+        .execute(db)
+        .await?;
+        devices.retain(|d| !(d.user_id == claim.user_id && d.device_id == claim.device_id));
+        devices.push(RoomDevice {
+            room_id: claim.room_id.to_owned(),
+            user_id: claim.user_id.to_owned(),
+            device_id: claim.device_id.to_owned(),
+            worker_id: claim.worker_id.to_owned(),
+            display_name: claim.display_name.to_owned(),
+        });
+        Ok::<_, DbError>(Admission::Admitted(devices))
+    })
+    .await
+}
+
+/// A device's place is given back, if it is still held by this worker's socket `conn_id` (a
+/// socket that replaced it, here or on another worker, keeps it). Returns whether it was.
+pub async fn release_device(
+    conn: &mut Conn,
+    room_id: &str,
+    (user_id, device_id): (&str, &str),
+    worker_id: &str,
+    conn_id: i64,
+) -> Result<bool, DbError> {
+    Ok(diesel::sql_query(
+        "DELETE FROM room_devices WHERE room_id = $1 AND user_id = $2 AND device_id = $3 \
+         AND worker_id = $4 AND conn_id = $5",
+    )
+    .bind::<Text, _>(room_id)
+    .bind::<Text, _>(user_id)
+    .bind::<Text, _>(device_id)
+    .bind::<Text, _>(worker_id)
+    .bind::<BigInt, _>(conn_id)
+    .execute(conn)
+    .await?
+        > 0)
+}
+
+/// The devices connected to `room_ids` through live workers, by room, user and device.
+pub async fn room_devices(conn: &mut Conn, room_ids: &[&str]) -> Result<Vec<RoomDevice>, DbError> {
+    Ok(diesel::sql_query(LIVE_DEVICES)
+        .bind::<Array<Text>, _>(room_ids)
+        .load(conn)
+        .await?)
+}
+
+/// Which limit a new connection would break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionRefused {
+    /// The user has this many connections open already.
+    User(usize),
+    /// The client address has this many.
+    Address(usize),
+}
+
+#[derive(QueryableByName)]
+struct Counts {
+    #[diesel(sql_type = BigInt)]
+    by_user: i64,
+    #[diesel(sql_type = BigInt)]
+    by_address: i64,
+}
+
+/// Records a live connection unless its user already has `max_user` or its address
+/// `max_address` through live workers. The user's and the address's advisory locks (taken in
+/// that order by everyone, so no two wait for each other) make the count and the insert one step.
+pub async fn open_connection(
+    conn: &mut Conn,
+    (worker_id, conn_id): (&str, i64),
+    (user_id, address): (&str, &str),
+    (max_user, max_address): (usize, usize),
+) -> Result<Result<(), ConnectionRefused>, DbError> {
+    conn.transaction(async |db| {
+        diesel::sql_query(
+            "SELECT pg_advisory_xact_lock(1, hashtext($1)), pg_advisory_xact_lock(2, hashtext($2))",
+        )
+        .bind::<Text, _>(user_id)
+        .bind::<Text, _>(address)
+        .execute(db)
+        .await?;
+        let counts: Counts = diesel::sql_query(concat!(
+            "SELECT count(*) FILTER (WHERE c.user_id = $1) AS by_user, \
+             count(*) FILTER (WHERE c.address = $2) AS by_address \
+             FROM worker_connections c JOIN workers w ON w.worker_id = c.worker_id \
+             AND w.lease_until_ts > ",
+            db_now_ms!(),
+            " WHERE c.user_id = $1 OR c.address = $2"
+        ))
+        .bind::<Text, _>(user_id)
+        .bind::<Text, _>(address)
+        .get_result(db)
+        .await?;
+        let (by_user, by_address) = (counts.by_user as usize, counts.by_address as usize);
+        if by_user >= max_user {
+            return Ok(Err(ConnectionRefused::User(by_user)));
+        }
+        if by_address >= max_address {
+            return Ok(Err(ConnectionRefused::Address(by_address)));
+        }
+        diesel::sql_query(
+            "INSERT INTO worker_connections (worker_id, conn_id, user_id, address) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind::<Text, _>(worker_id)
+        .bind::<BigInt, _>(conn_id)
+        .bind::<Text, _>(user_id)
+        .bind::<Text, _>(address)
+        .execute(db)
+        .await?;
+        Ok::<_, DbError>(Ok(()))
+    })
+    .await
+}
+
+/// Forgets a live connection.
+pub async fn close_connection(
+    conn: &mut Conn,
+    worker_id: &str,
+    conn_id: i64,
+) -> Result<(), DbError> {
+    diesel::sql_query("DELETE FROM worker_connections WHERE worker_id = $1 AND conn_id = $2")
+        .bind::<Text, _>(worker_id)
+        .bind::<BigInt, _>(conn_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Marks transaction `txn_id` from `origin` as being handled by `worker_id`, unless another live
+/// worker is handling one from that origin already (a row of this worker's own is left from one
+/// whose release failed: the worker admits one per origin itself). Returns whether it was marked.
+pub async fn claim_origin(
+    conn: &mut Conn,
+    origin: &str,
+    worker_id: &str,
+    txn_id: &str,
+) -> Result<bool, DbError> {
+    Ok(diesel::sql_query(concat!(
+        "INSERT INTO inbound_transactions AS t (origin, worker_id, txn_id) VALUES ($1, $2, $3) \
+         ON CONFLICT (origin) DO UPDATE SET worker_id = EXCLUDED.worker_id, txn_id = EXCLUDED.txn_id \
+         WHERE t.worker_id = EXCLUDED.worker_id OR NOT EXISTS (SELECT 1 FROM workers w \
+         WHERE w.worker_id = t.worker_id AND w.lease_until_ts > ",
+        db_now_ms!(),
+        ")"
+    ))
+    .bind::<Text, _>(origin)
+    .bind::<Text, _>(worker_id)
+    .bind::<Text, _>(txn_id)
+    .execute(conn)
+    .await?
+        > 0)
+}
+
+/// The transaction [`claim_origin`] marked is done.
+pub async fn release_origin(
+    conn: &mut Conn,
+    origin: &str,
+    worker_id: &str,
+    txn_id: &str,
+) -> Result<(), DbError> {
+    diesel::sql_query(
+        "DELETE FROM inbound_transactions WHERE origin = $1 AND worker_id = $2 AND txn_id = $3",
+    )
+    .bind::<Text, _>(origin)
+    .bind::<Text, _>(worker_id)
+    .bind::<Text, _>(txn_id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Sends notifications: `payloads[i]` on `channels[i]`, delivered to listeners when this

@@ -62,6 +62,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    inbound_transactions (origin) {
+        origin -> Text,
+        worker_id -> Text,
+        txn_id -> Text,
+    }
+}
+
+diesel::table! {
     invites (invite_id) {
         invite_id -> Text,
         room_id -> Text,
@@ -93,6 +101,17 @@ diesel::table! {
         user_id -> Text,
         invite_id -> Text,
         joined_ts -> Int8,
+    }
+}
+
+diesel::table! {
+    room_devices (room_id, user_id, device_id) {
+        room_id -> Text,
+        user_id -> Text,
+        device_id -> Text,
+        worker_id -> Text,
+        conn_id -> Int8,
+        display_name -> Text,
     }
 }
 
@@ -148,6 +167,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    worker_connections (worker_id, conn_id) {
+        worker_id -> Text,
+        conn_id -> Int8,
+        user_id -> Text,
+        address -> Text,
+    }
+}
+
+diesel::table! {
     workers (worker_id) {
         worker_id -> Text,
         started_ts -> Int8,
@@ -160,6 +188,7 @@ diesel::joinable!(invites -> rooms (room_id));
 diesel::joinable!(knocks -> invites (invite_id));
 diesel::joinable!(knocks -> rooms (room_id));
 diesel::joinable!(member_invites -> invites (invite_id));
+diesel::joinable!(room_devices -> rooms (room_id));
 diesel::joinable!(room_members -> rooms (room_id));
 diesel::joinable!(room_servers -> rooms (room_id));
 diesel::joinable!(room_workers -> rooms (room_id));
@@ -171,13 +200,16 @@ diesel::allow_tables_to_appear_in_same_query!(
     federation_destinations,
     federation_outbound,
     federation_received_txns,
+    inbound_transactions,
     invites,
     knocks,
     member_invites,
+    room_devices,
     room_members,
     room_servers,
     room_workers,
     rooms,
     sessions,
+    worker_connections,
     workers,
 );

@@ -16,6 +16,12 @@
 //!   is told to [`Inbound::Resync`]: after every reconnection and at every tick, so each room
 //!   catches up from its last sequence number within a tick.
 //!
+//! - **Live news.** What a room does that is not persisted (a device came or went, typing, a
+//!   signal, another server's ephemeral event) goes out the same way, at once: to every worker,
+//!   or a signal to the channel of the one worker its device is on. Who is connected where is
+//!   also kept in `room_devices` (the room's capacity is decided there, under its row lock), which
+//!   each worker reads again at every tick, so news missed or a worker that died is caught up.
+//!
 //! The only process of a homeserver (`cluster.worker_id` empty) sends and listens for nothing.
 
 pub mod wire;
@@ -31,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::ClusterSettings;
 use crate::time::now_ms;
-use wire::{Message, ROOMS_CHANNEL, SENDER_CHANNEL};
+use wire::{Message, ROOMS_CHANNEL, SENDER_CHANNEL, worker_channel};
 
 /// The id the only process of a homeserver has among workers.
 pub const SOLE_WORKER: &str = "main";
@@ -72,6 +78,12 @@ pub enum Inbound {
     Closed { room_id: String, reason: String },
     /// A command for the federation sender (only its holder is told).
     ToSender(SenderCommand),
+    /// A room's live news from worker `worker`, as its engine wrote it.
+    Live {
+        worker: String,
+        room_id: String,
+        body: String,
+    },
     /// Notifications may have been missed: every live room should catch up from the database.
     Resync,
     /// This worker's lease had run out and is renewed again: what it holds must be written
@@ -120,7 +132,10 @@ pub struct Cluster {
 struct Inner {
     worker_id: Arc<str>,
     is_worker: bool,
-    outgoing: Option<mpsc::UnboundedSender<(&'static str, String)>>,
+    outgoing: Option<mpsc::UnboundedSender<(Arc<str>, String)>>,
+    /// The channels messages go out on: every worker's, the sender's holder's.
+    rooms_channel: Arc<str>,
+    sender_channel: Arc<str>,
     leading: [watch::Sender<bool>; 2],
     stats: ClusterStats,
     /// Set by fault tests: this worker behaves as one that dies between its commits and their
@@ -168,6 +183,8 @@ impl Cluster {
                 worker_id,
                 is_worker,
                 outgoing,
+                rooms_channel: ROOMS_CHANNEL.into(),
+                sender_channel: SENDER_CHANNEL.into(),
                 // The only process of a homeserver holds every singleton.
                 leading: [
                     watch::Sender::new(!is_worker),
@@ -233,7 +250,7 @@ impl Cluster {
             return;
         }
         self.send(
-            ROOMS_CHANNEL,
+            &self.inner.rooms_channel,
             Message::Committed {
                 room_id: room_id.to_owned(),
                 seq,
@@ -244,7 +261,7 @@ impl Cluster {
     /// Tells the other workers that a room was deleted.
     pub fn closed(&self, room_id: &str, reason: &str) {
         self.send(
-            ROOMS_CHANNEL,
+            &self.inner.rooms_channel,
             Message::Closed {
                 room_id: room_id.to_owned(),
                 reason: reason.to_owned(),
@@ -254,7 +271,22 @@ impl Cluster {
 
     /// Passes a command to the worker that runs the federation sender.
     pub fn to_sender(&self, message: Message) {
-        self.send(SENDER_CHANNEL, message);
+        self.send(&self.inner.sender_channel, message);
+    }
+
+    /// Tells a room's live news (`body`, as the engine writes it) to worker `to`, or to all.
+    pub fn live(&self, room_id: &str, body: String, to: Option<&str>) {
+        if self.inner.outgoing.is_none() {
+            return;
+        }
+        let message = Message::Live {
+            room_id: room_id.to_owned(),
+            body,
+        };
+        match to {
+            Some(worker) => self.send(&worker_channel(worker).into(), message),
+            None => self.send(&self.inner.rooms_channel, message),
+        }
     }
 
     /// This worker stops for good (a graceful shutdown): its rows go, so that the rooms only it
@@ -271,12 +303,12 @@ impl Cluster {
         self.inner.dropping.store(dropping, Ordering::Relaxed);
     }
 
-    fn send(&self, channel: &'static str, message: Message) {
+    fn send(&self, channel: &Arc<str>, message: Message) {
         if self.inner.dropping.load(Ordering::Relaxed) {
             return;
         }
         if let Some(outgoing) = &self.inner.outgoing {
-            let _ = outgoing.send((channel, message.to_line()));
+            let _ = outgoing.send((channel.clone(), message.to_line()));
         }
     }
 }
@@ -326,24 +358,24 @@ async fn renew_lease(
 async fn send_notifications(
     worker_id: Arc<str>,
     pool: DbPool,
-    mut rx: mpsc::UnboundedReceiver<(&'static str, String)>,
+    mut rx: mpsc::UnboundedReceiver<(Arc<str>, String)>,
     cluster: std::sync::Weak<Inner>,
 ) {
     let mut queued = Vec::new();
     while rx.recv_many(&mut queued, 4096).await > 0 {
+        let lines = queued.len();
         let result = async {
             let mut conn = confab_schema::connect(&pool).await?;
-            let mut channels = Vec::new();
+            let mut channels: Vec<Arc<str>> = Vec::new();
             let mut payloads = Vec::new();
-            for channel in [ROOMS_CHANNEL, SENDER_CHANNEL] {
-                let mut lines: Vec<String> = queued
-                    .iter()
-                    .filter(|(c, _)| *c == channel)
-                    .map(|(_, line)| line.clone())
-                    .collect();
-                if lines.is_empty() {
-                    continue;
+            let mut by_channel: Vec<(Arc<str>, Vec<String>)> = Vec::new();
+            for (channel, line) in queued.drain(..) {
+                match by_channel.iter_mut().find(|(c, _)| *c == channel) {
+                    Some((_, lines)) => lines.push(line),
+                    None => by_channel.push((channel, vec![line])),
                 }
+            }
+            for (channel, mut lines) in by_channel {
                 let (packed, too_large) = wire::pack(&worker_id, &lines, db::MAX_PAYLOAD_BYTES);
                 lines.clear();
                 for line in too_large {
@@ -352,10 +384,11 @@ async fn send_notifications(
                 }
                 let (spilled, _) = wire::pack(&worker_id, &lines, db::MAX_PAYLOAD_BYTES);
                 for payload in packed.into_iter().chain(spilled) {
-                    channels.push(channel);
+                    channels.push(channel.clone());
                     payloads.push(payload);
                 }
             }
+            let channels: Vec<&str> = channels.iter().map(|c| &**c).collect();
             let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
             db::notify(&mut conn, &channels, &payloads).await
         }
@@ -364,7 +397,7 @@ async fn send_notifications(
             if let Some(inner) = cluster.upgrade() {
                 inner.stats.notify_failures.fetch_add(1, Ordering::Relaxed);
             }
-            tracing::warn!(error = %err, lost = queued.len(), "could not notify the other workers; they catch up at their next resync");
+            tracing::warn!(error = %err, lost = lines, "could not notify the other workers; they catch up at their next resync");
         }
         queued.clear();
     }
@@ -392,7 +425,10 @@ async fn listen(
         };
         let worker_id = inner.worker_id.clone();
         drop(inner);
-        let mut listener = match Listener::connect(&url, &[ROOMS_CHANNEL, SENDER_CHANNEL]).await {
+        let own = worker_channel(&worker_id);
+        let mut listener = match Listener::connect(&url, &[ROOMS_CHANNEL, SENDER_CHANNEL, &own])
+            .await
+        {
             Ok(listener) => listener,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot open this worker's listening session; retrying");
@@ -506,38 +542,51 @@ async fn receive(
     if from == worker_id {
         return;
     }
-    let for_sender = note.channel == SENDER_CHANNEL;
-    if for_sender && !leads_sender {
+    if note.channel == SENDER_CHANNEL && !leads_sender {
         return;
     }
     for message in messages {
-        let arrived = match message {
-            Message::Committed { room_id, seq } => Inbound::Committed { room_id, seq },
-            Message::Closed { room_id, reason } => Inbound::Closed { room_id, reason },
-            Message::Wake { destination } => Inbound::ToSender(SenderCommand::Wake { destination }),
-            Message::Retry { destination } => {
-                Inbound::ToSender(SenderCommand::Retry { destination })
-            }
-            Message::Edu { destination, edu } => {
-                Inbound::ToSender(SenderCommand::Edu { destination, edu })
-            }
+        match message {
             Message::Spilled { id } => {
+                // Read once, by the worker (or the sender's holder) its channel is for.
                 let spilled = async {
                     let mut conn = confab_schema::connect(pool).await?;
                     db::take_spilled(&mut conn, id).await
                 }
                 .await;
-                if let Ok(Some(payload)) = spilled {
-                    for message in payload.split('\n').filter_map(Message::parse) {
-                        if let Message::Edu { destination, edu } = message {
-                            let _ = inbound
-                                .send(Inbound::ToSender(SenderCommand::Edu { destination, edu }));
+                match spilled {
+                    Ok(Some(payload)) => {
+                        for message in payload.split('\n').filter_map(Message::parse) {
+                            pass_on(from, message, inbound);
                         }
                     }
+                    Ok(None) => {}
+                    Err(err) => {
+                        tracing::warn!(id, error = %err, "could not read a spilled notification")
+                    }
                 }
-                continue;
             }
-        };
-        let _ = inbound.send(arrived);
+            message => pass_on(from, message, inbound),
+        }
     }
+}
+
+fn pass_on(from: &str, message: Message, inbound: &mpsc::UnboundedSender<Inbound>) {
+    let arrived = match message {
+        Message::Committed { room_id, seq } => Inbound::Committed { room_id, seq },
+        Message::Closed { room_id, reason } => Inbound::Closed { room_id, reason },
+        Message::Wake { destination } => Inbound::ToSender(SenderCommand::Wake { destination }),
+        Message::Retry { destination } => Inbound::ToSender(SenderCommand::Retry { destination }),
+        Message::Edu { destination, edu } => {
+            Inbound::ToSender(SenderCommand::Edu { destination, edu })
+        }
+        Message::Live { room_id, body } => Inbound::Live {
+            worker: from.to_owned(),
+            room_id,
+            body,
+        },
+        // Not nested: a spilled payload holds the lines themselves.
+        Message::Spilled { .. } => return,
+    };
+    let _ = inbound.send(arrived);
 }

@@ -8,12 +8,20 @@
 //! - `w <destination>`: rows are queued for `destination` (to the federation sender's holder).
 //! - `r <destination>`: an operator asked for a delivery attempt now (to the sender's holder).
 //! - `d <destination> <edu>`: an ephemeral event for `destination`, as JSON (to the sender's holder).
-//! - `s <id>`: a spilled payload of further lines.
+//! - `l <room_id> <json>`: a room's live news that is not persisted (presence, typing, a signal,
+//!   another server's ephemeral event), as the engine writes it; a signal goes to the channel of
+//!   the worker its device is connected through, the rest to every worker.
+//! - `s <id>`: a spilled payload of further lines, for the worker(s) of the channel it came on.
 
 /// The channel every worker listens on for rooms' news.
 pub const ROOMS_CHANNEL: &str = "confab.rooms";
 /// The channel of the federation sender's holder.
 pub const SENDER_CHANNEL: &str = "confab.sender";
+
+/// The channel of one worker (what is for it alone: a signal for one of its devices).
+pub fn worker_channel(worker_id: &str) -> String {
+    format!("confab.worker.{worker_id}")
+}
 
 /// One message between workers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +31,7 @@ pub enum Message {
     Wake { destination: String },
     Retry { destination: String },
     Edu { destination: String, edu: String },
+    Live { room_id: String, body: String },
     Spilled { id: i64 },
 }
 
@@ -35,6 +44,7 @@ impl Message {
             Self::Wake { destination } => format!("w {destination}"),
             Self::Retry { destination } => format!("r {destination}"),
             Self::Edu { destination, edu } => format!("d {destination} {edu}"),
+            Self::Live { room_id, body } => format!("l {room_id} {body}"),
             Self::Spilled { id } => format!("s {id}"),
         }
     }
@@ -71,6 +81,13 @@ impl Message {
                 Some(Self::Edu {
                     destination: destination.to_owned(),
                     edu: edu.to_owned(),
+                })
+            }
+            "l" => {
+                let (room_id, body) = rest.split_once(' ')?;
+                Some(Self::Live {
+                    room_id: room_id.to_owned(),
+                    body: body.to_owned(),
                 })
             }
             "s" => Some(Self::Spilled {
@@ -138,6 +155,10 @@ mod tests {
             Message::Edu {
                 destination: "other.example".into(),
                 edu: r#"{"edu_type":"m.typing","content":{"a b":1}}"#.into(),
+            },
+            Message::Live {
+                room_id: "!abc:example.org".into(),
+                body: r#"{"typing":{"user_id":"@a b:c"}}"#.into(),
             },
             Message::Spilled { id: 7 },
         ];

@@ -24,12 +24,12 @@ use confab_schema::{DbPool, queries};
 use super::conn::{CLOSE_SLOW_CONSUMER, ConnHandle, Wakes};
 use super::idle::{Countdown, IdleWriter};
 use super::reply::{ChatReply, Committed};
-use super::room::{CloseReason, Effects, GoLive, RoomLimits, RoomState};
+use super::room::{CloseReason, Effects, GoLive, RoomLimits, RoomState, ToWorkers, edu};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::federation::sender::TransactionSender;
 use crate::metrics::Metrics;
-use crate::protocol::{EventOut, Outgoing};
+use crate::protocol::{ConnectedDevice, EventOut, Outgoing};
 use crate::sessions::Identity;
 
 /// Events read per page while a subscriber catches up.
@@ -143,6 +143,7 @@ impl LiveRooms {
                             room.last_seq,
                             &members,
                             self.limits,
+                            self.cluster.is_worker(),
                         )),
                         fanout: tokio::sync::Mutex::new(()),
                         idle: IdleWriter::new(),
@@ -188,13 +189,57 @@ impl LiveRooms {
     ) -> R {
         let mut fx = Effects::default();
         let result = decide(&mut live.state(), &mut fx);
-        self.apply(fx);
+        self.apply(&live.room_id, fx);
         result
     }
 
-    fn apply(&self, fx: Effects) {
-        let Effects { edus, wakes } = fx;
+    fn apply(&self, room_id: &str, fx: Effects) {
+        let Effects {
+            edus,
+            to_workers,
+            released,
+            wakes,
+        } = fx;
         drop(wakes);
+        for news in to_workers {
+            let to = match &news {
+                ToWorkers::Signal { worker, .. } => Some(worker.clone()),
+                _ => None,
+            };
+            match serde_json::to_string(&news) {
+                Ok(body) => self.cluster.live(room_id, body, to.as_deref()),
+                Err(err) => {
+                    tracing::error!(room_id, error = %err, "could not write news for the other workers")
+                }
+            }
+        }
+        if !released.is_empty() {
+            let (pool, room_id) = (self.pool.clone(), room_id.to_owned());
+            let worker_id = self.cluster.worker_id().to_owned();
+            // A place is given back under the socket's id, so that running after a newer
+            // admission of the same device deletes nothing of it.
+            tokio::spawn(async move {
+                let result = async {
+                    let mut db = confab_schema::connect(&pool).await?;
+                    for (user, device, conn_id) in &released {
+                        confab_schema::cluster::release_device(
+                            &mut db,
+                            &room_id,
+                            (user, device),
+                            &worker_id,
+                            *conn_id as i64,
+                        )
+                        .await?;
+                    }
+                    Ok::<_, confab_schema::DbError>(())
+                }
+                .await;
+                if let Err(err) = result {
+                    // Its place is held until this worker's lease runs out.
+                    tracing::warn!(room_id, error = %err, "could not give back a device's place");
+                }
+            });
+        }
         for edu in edus {
             for target in &edu.to {
                 if let Ok(server) = ServerName::parse(target) {
@@ -400,6 +445,161 @@ impl LiveRooms {
         }
     }
 
+    /// Applies a room's live news from another worker (see [`ToWorkers`]). Nothing to do for a
+    /// room not live here: it has nobody here to tell, and reads who is where when it loads.
+    pub fn from_peer(&self, worker: &str, room_id: &str, body: &str) {
+        let Some(live) = self.get(room_id) else {
+            return;
+        };
+        let news: ToWorkers = match serde_json::from_str(body) {
+            Ok(news) => news,
+            Err(err) => {
+                tracing::warn!(worker, room_id, error = %err, "unreadable news from another worker");
+                return;
+            }
+        };
+        let me = self.cluster.worker_id();
+        self.with(&live, |s, fx| match news {
+            ToWorkers::Presence { device, online } => s.peer_presence(worker, &device, online, fx),
+            ToWorkers::Typing {
+                user_id,
+                device_id,
+                typing,
+            } => s.peer_typing(&user_id, &device_id, typing, fx),
+            ToWorkers::Signal {
+                worker: to_worker,
+                from,
+                to,
+                payload,
+            } => {
+                if to_worker == me
+                    && s.peer_signal((&from.0, &from.1), (&to.0, &to.1), &payload, fx)
+                {
+                    self.metrics.signals_relayed.inc();
+                }
+            }
+            ToWorkers::Relay {
+                server,
+                edu_type,
+                content,
+            } => {
+                let now = Instant::now();
+                if edu_type == edu::PRESENCE {
+                    let online = content.get("online").and_then(serde_json::Value::as_bool);
+                    let device: Option<ConnectedDevice> = serde_json::from_value(content).ok();
+                    if let (Some(device), Some(online)) = (device, online) {
+                        let _ = s.remote_presence(&server, &device, online, (now, true), fx);
+                    }
+                } else if edu_type == edu::TYPING {
+                    let field = |k: &str| content.get(k).and_then(serde_json::Value::as_str);
+                    let typing = content.get("typing").and_then(serde_json::Value::as_bool);
+                    if let (Some(u), Some(d), Some(t)) =
+                        (field("user_id"), field("device_id"), typing)
+                    {
+                        s.remote_typing(&server, (u, d), t, true, fx);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Reads again who is connected to each live room through the other workers (news that
+    /// was missed, a worker that died): one query for every live room.
+    pub async fn refresh_peers(&self) {
+        if !self.cluster.is_worker() {
+            return;
+        }
+        let rooms = self.all();
+        if rooms.is_empty() {
+            return;
+        }
+        let ids: Vec<&str> = rooms.iter().map(|l| l.room_id()).collect();
+        let devices = async {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            confab_schema::cluster::room_devices(&mut db, &ids).await
+        }
+        .await;
+        let devices = match devices {
+            Ok(devices) => devices,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read who is connected through the other workers");
+                return;
+            }
+        };
+        for live in &rooms {
+            let here: Vec<(ConnectedDevice, String)> = devices
+                .iter()
+                .filter(|d| d.room_id == live.room_id())
+                .map(peer_of)
+                .collect();
+            let me = self.cluster.worker_id();
+            self.with(live, |s, fx| s.set_peers(&here, me, fx));
+        }
+    }
+
+    /// Gives `who`'s socket `conn_id` a place in the room under its row lock, counting every
+    /// worker's devices (several workers only; the only process counts in the room's state).
+    /// On success, what this worker knows of the others' devices is the database's list.
+    pub async fn admit(
+        &self,
+        live: &LiveRoom,
+        who: &crate::protocol::ConnectedDevice,
+        conn_id: u64,
+    ) -> Result<Vec<ConnectedDevice>, ApiError> {
+        use confab_schema::cluster::{Admission, DeviceClaim, admit_device};
+        let claim = DeviceClaim {
+            room_id: &live.room_id,
+            user_id: &who.user_id,
+            device_id: &who.device_id,
+            worker_id: self.cluster.worker_id(),
+            conn_id: conn_id as i64,
+            display_name: &who.display_name,
+        };
+        let admission = {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            admit_device(&mut db, &claim, self.limits.max_participants).await?
+        };
+        match admission {
+            Admission::Gone => Err(ApiError::room_not_found()),
+            Admission::Full => Err(super::room::room_full(self.limits.max_participants)),
+            Admission::Admitted(devices) => {
+                let devices: Vec<(ConnectedDevice, String)> = devices.iter().map(peer_of).collect();
+                let me = self.cluster.worker_id();
+                self.with(live, |s, fx| s.set_peers(&devices, me, fx));
+                Ok(devices.into_iter().map(|(d, _)| d).collect())
+            }
+        }
+    }
+
+    /// Whether this process is one of several workers.
+    pub fn is_shared(&self) -> bool {
+        self.cluster.is_worker()
+    }
+
+    /// This worker's id.
+    pub fn worker_id(&self) -> &str {
+        self.cluster.worker_id()
+    }
+
+    /// Gives back a place [`Self::admit`] gave that the room's state then refused.
+    pub async fn release(&self, room_id: &str, (user, device): (&str, &str), conn_id: u64) {
+        let result = async {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            confab_schema::cluster::release_device(
+                &mut db,
+                room_id,
+                (user, device),
+                self.cluster.worker_id(),
+                conn_id as i64,
+            )
+            .await
+        }
+        .await;
+        if let Err(err) = result {
+            tracing::warn!(room_id, error = %err, "could not give back a device's place");
+        }
+    }
+
     /// Writes again whether this worker has devices in each live room (its rows may have been
     /// taken away while its lease had run out).
     pub async fn reassert(&self) {
@@ -439,7 +639,7 @@ impl LiveRooms {
                 // The same path as its server saying it left.
                 if self
                     .with(&live, |s, fx| {
-                        s.remote_presence(&server, &device, false, now, fx)
+                        s.remote_presence(&server, &device, false, (now, false), fx)
                     })
                     .is_ok()
                 {
@@ -450,4 +650,15 @@ impl LiveRooms {
         }
         expired
     }
+}
+
+fn peer_of(d: &confab_schema::cluster::RoomDevice) -> (ConnectedDevice, String) {
+    (
+        ConnectedDevice {
+            user_id: d.user_id.clone(),
+            device_id: d.device_id.clone(),
+            display_name: d.display_name.clone(),
+        },
+        d.worker_id.clone(),
+    )
 }

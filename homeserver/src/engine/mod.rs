@@ -51,10 +51,18 @@ use crate::federation::sender::TransactionSender;
 use crate::metrics::Metrics;
 use crate::protocol::{ConnectedDevice, Outgoing};
 use crate::time::now_ms;
+use confab_schema::cluster::ConnectionRefused;
 use idle::Countdown;
 use live::{LiveRoom, LiveRooms};
 use room::RoomLimits;
 use writer::EventWriter;
+
+fn too_many_for_user(open: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::TooManyConnections,
+        format!("this user already has {open} live connections, the most allowed; close one"),
+    )
+}
 
 /// What other workers tell a worker's engine (see [`crate::cluster`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +78,12 @@ pub enum RoomNews {
     Resync,
     /// This worker's rows may have been taken away: write them again.
     Reassert,
+    /// A room's live news from another worker, as its engine wrote it.
+    Live {
+        worker: String,
+        room_id: String,
+        body: String,
+    },
 }
 
 /// The engine; cheap to clone.
@@ -94,6 +108,7 @@ struct Inner {
     conns: Mutex<HashMap<String, Vec<ConnHandle>>>,
     next_conn_id: AtomicU64,
     max_connections_per_user: usize,
+    max_connections_per_address: usize,
     max_event_bytes: usize,
     /// How long a subscriber's backlog may wait for the client to read (its socket's reader,
     /// which notices a dead client, waits meanwhile).
@@ -134,6 +149,7 @@ impl Engine {
                 conns: Mutex::default(),
                 next_conn_id: AtomicU64::new(1),
                 max_connections_per_user: settings.limits.max_connections_per_user,
+                max_connections_per_address: settings.limits.max_connections_per_address,
                 max_event_bytes: settings.limits.max_event_bytes,
                 catch_up_patience: settings.websocket.client_timeout,
                 metrics,
@@ -181,8 +197,48 @@ impl Engine {
         self.inner.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Registers an authenticated socket, enforcing the per-user connection limit.
-    pub fn register(&self, user_id: &str, conn: &ConnHandle) -> Result<(), ApiError> {
+    /// Registers an authenticated socket, enforcing the per-user connection limit (and, with
+    /// several workers, both it and the per-address one across all of them, in the database).
+    pub async fn register(
+        &self,
+        user_id: &str,
+        conn: &ConnHandle,
+        address: &str,
+    ) -> Result<(), ApiError> {
+        self.register_here(user_id, conn)?;
+        if !self.live().is_shared() {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        let limits = (
+            inner.max_connections_per_user,
+            inner.max_connections_per_address,
+        );
+        let opened = async {
+            let mut db = confab_schema::connect(self.pool()).await?;
+            confab_schema::cluster::open_connection(
+                &mut db,
+                (self.live().worker_id(), conn.id as i64),
+                (user_id, address),
+                limits,
+            )
+            .await
+        }
+        .await;
+        let refused = match opened {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(ConnectionRefused::User(open))) => too_many_for_user(open),
+            Ok(Err(ConnectionRefused::Address(open))) => ApiError::new(
+                ErrorCode::TooManyConnections,
+                format!("{open} live connections from this address already, the most allowed"),
+            ),
+            Err(err) => err.into(),
+        };
+        self.forget(user_id, conn);
+        Err(refused)
+    }
+
+    fn register_here(&self, user_id: &str, conn: &ConnHandle) -> Result<(), ApiError> {
         let mut conns = self.conns();
         let mine = conns.entry(user_id.to_owned()).or_default();
         if mine.len() >= self.inner.max_connections_per_user {
@@ -190,35 +246,52 @@ impl Engine {
             if open == 0 {
                 conns.remove(user_id);
             }
-            return Err(ApiError::new(
-                ErrorCode::TooManyConnections,
-                format!(
-                    "this user already has {open} live connections, the most allowed; close one"
-                ),
-            ));
+            return Err(too_many_for_user(open));
         }
         mine.push(conn.clone());
         self.inner.metrics.ws_connections.inc();
         Ok(())
     }
 
+    /// Forgets a registered socket here; returns whether it was registered.
+    fn forget(&self, user_id: &str, conn: &ConnHandle) -> bool {
+        let mut conns = self.conns();
+        let Some(mine) = conns.get_mut(user_id) else {
+            return false;
+        };
+        let before = mine.len();
+        mine.retain(|c| c.id != conn.id);
+        let forgotten = mine.len() < before;
+        if forgotten {
+            self.inner.metrics.ws_connections.dec();
+        }
+        if mine.is_empty() {
+            conns.remove(user_id);
+        }
+        forgotten
+    }
+
     /// Forgets a socket and ends its subscriptions.
     pub async fn disconnect(&self, who: &Identity, conn: &ConnHandle, rooms: &[String]) {
-        {
-            let mut conns = self.conns();
-            if let Some(mine) = conns.get_mut(&who.user_id) {
-                let before = mine.len();
-                mine.retain(|c| c.id != conn.id);
-                if mine.len() < before {
-                    self.inner.metrics.ws_connections.dec();
-                }
-                if mine.is_empty() {
-                    conns.remove(&who.user_id);
-                }
-            }
-        }
+        let forgotten = self.forget(&who.user_id, conn);
         for room_id in rooms {
             self.unsubscribe(room_id, who, conn.id).await;
+        }
+        if forgotten && self.live().is_shared() {
+            let closed = async {
+                let mut db = confab_schema::connect(self.pool()).await?;
+                confab_schema::cluster::close_connection(
+                    &mut db,
+                    self.live().worker_id(),
+                    conn.id as i64,
+                )
+                .await
+            }
+            .await;
+            if let Err(err) = closed {
+                // It counts until this worker's lease runs out.
+                tracing::warn!(user = %who.user_id, error = %err, "could not forget a connection");
+            }
         }
     }
 
@@ -254,8 +327,30 @@ impl Engine {
         since: i64,
     ) -> Result<Arc<LiveRoom>, ApiError> {
         let live = self.live().load(room_id.as_str()).await?;
-        self.live()
-            .with(&live, |s, fx| s.subscribe(who, conn, since, fx))?;
+        if self.live().is_shared() {
+            // Several workers: the place is decided in the database first (a non-member is
+            // refused before it writes anything).
+            if let Some(refused) = live.read(|s| s.subscribe_refusal(&who.user_id)) {
+                return Err(refused);
+            }
+            let device = ConnectedDevice {
+                user_id: who.user_id.clone(),
+                device_id: who.device_id.clone(),
+                display_name: who.display_name.clone(),
+            };
+            self.live().admit(&live, &device, conn.id).await?;
+            let subscribed = self
+                .live()
+                .with(&live, |s, fx| s.subscribe(who, conn, since, fx));
+            if let Err(err) = subscribed {
+                let id = (who.user_id.as_str(), who.device_id.as_str());
+                self.live().release(room_id.as_str(), id, conn.id).await;
+                return Err(err);
+            }
+        } else {
+            self.live()
+                .with(&live, |s, fx| s.subscribe(who, conn, since, fx))?;
+        }
         let admitted = async {
             if !self.live().sync_idle(&live).await? {
                 return Err(ApiError::room_not_found());
@@ -439,7 +534,15 @@ impl Engine {
         match news {
             RoomNews::Committed { room_id, seq } => self.live().catch_up_to(&room_id, seq).await,
             RoomNews::Closed { room_id, reason } => self.live().close_here(&room_id, reason),
-            RoomNews::Resync => self.live().resync().await,
+            RoomNews::Resync => {
+                self.live().resync().await;
+                self.live().refresh_peers().await;
+            }
+            RoomNews::Live {
+                worker,
+                room_id,
+                body,
+            } => self.live().from_peer(&worker, &room_id, &body),
             RoomNews::Reassert => self.live().reassert().await,
         }
     }
@@ -526,11 +629,32 @@ impl Engine {
             None if load => self.live().load(room_id).await?,
             None => return Ok(Vec::new()),
         };
-        self.live().with(&live, |s, fx| {
-            s.remote_presence(from, device, online, Instant::now(), fx)
-        })?;
+        // On the origin with several workers, a device another server announces takes its
+        // place in the database like one of ours (socket 0: it has none here).
+        let counted = online && live.read(|s| s.is_shared() && s.origin_is_self());
+        let everyone = if counted {
+            if !live.read(|s| s.is_member(&device.user_id)) {
+                return Err(ApiError::new(
+                    ErrorCode::NotMember,
+                    "that user is not a member of this room",
+                ));
+            }
+            Some(self.live().admit(&live, device, 0).await?)
+        } else {
+            None
+        };
+        let applied = self.live().with(&live, |s, fx| {
+            s.remote_presence(from, device, online, (Instant::now(), false), fx)
+        });
+        if let Err(err) = applied {
+            if counted {
+                let id = (device.user_id.as_str(), device.device_id.as_str());
+                self.live().release(room_id, id, 0).await;
+            }
+            return Err(err);
+        }
         self.live().sync_idle_logged(&live).await;
-        Ok(live.read(|s| s.connected_devices()))
+        Ok(everyone.unwrap_or_else(|| live.read(|s| s.connected_devices())))
     }
 
     /// A typing notice from homeserver `from`.
@@ -544,7 +668,7 @@ impl Engine {
     ) {
         if let Some(live) = self.live().get(room_id) {
             self.live().with(&live, |s, fx| {
-                s.remote_typing(from, user_id, device_id, typing, fx)
+                s.remote_typing(from, (user_id, device_id), typing, false, fx)
             });
         }
     }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::Frame;
 use confab_schema::models::{Event, Member, membership};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::conn::{ConnHandle, Wakes};
@@ -39,10 +40,47 @@ pub struct OutEdu {
     pub content: Value,
 }
 
+/// What a room on one of several workers tells the others (see [`crate::cluster`]), as JSON
+/// on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToWorkers {
+    /// A device connected here came or went.
+    Presence {
+        device: ConnectedDevice,
+        online: bool,
+    },
+    /// A device connected here started or stopped typing.
+    Typing {
+        user_id: String,
+        device_id: String,
+        typing: bool,
+    },
+    /// A signal for a device connected through `worker`.
+    Signal {
+        worker: String,
+        from: (String, String),
+        to: (String, String),
+        payload: String,
+    },
+    /// Another server's ephemeral event, applied here first (checked, and passed on to other
+    /// servers): the other workers apply it for their own sockets only.
+    Relay {
+        server: String,
+        edu_type: String,
+        content: Value,
+    },
+}
+
 /// What a decision asks of the world outside the room.
 #[derive(Debug, Default)]
 pub struct Effects {
     pub edus: Vec<OutEdu>,
+    /// For the other workers of this homeserver (only when there are any).
+    pub to_workers: Vec<ToWorkers>,
+    /// Places this worker held for devices that are gone (user, device, socket; 0 for a device
+    /// another server announced), to give back in the database.
+    pub released: Vec<(String, String, u64)>,
     /// Socket writers with frames queued by the decision, woken once it is taken.
     pub wakes: Wakes,
 }
@@ -86,6 +124,13 @@ struct RemoteDevice {
     display_name: Arc<str>,
     /// When its server last said it is connected (on the origin, which expires silent ones).
     seen: Instant,
+}
+
+/// A device connected to the room through another worker of this homeserver.
+#[derive(Debug, Clone)]
+struct PeerDevice {
+    worker: Arc<str>,
+    display_name: Arc<str>,
 }
 
 /// By user, then device.
@@ -137,6 +182,11 @@ pub struct RoomState {
     limits: RoomLimits,
     subs: Devices<Subscriber>,
     remote: Devices<RemoteDevice>,
+    /// Devices connected through the other workers of this homeserver.
+    peers: Devices<PeerDevice>,
+    /// One of several workers: capacity is decided under the room's row lock in the database
+    /// (`confab_schema::cluster::admit_device`), and what happens here is told to the others.
+    shared: bool,
     /// Every member's membership as of `published`: joined, left or kicked.
     members: HashMap<String, &'static str>,
     /// Newest sequence number fanned out.
@@ -157,7 +207,8 @@ fn not_subscribed() -> ApiError {
     )
 }
 
-fn room_full(max: usize) -> ApiError {
+/// The answer to a device that finds no place.
+pub fn room_full(max: usize) -> ApiError {
     ApiError::new(
         ErrorCode::RoomFull,
         format!("the room already has its maximum of {max} participants"),
@@ -173,6 +224,7 @@ impl RoomState {
         last_seq: i64,
         members: &[Member],
         limits: RoomLimits,
+        shared: bool,
     ) -> Self {
         Self {
             room_id: room_id.into(),
@@ -181,6 +233,8 @@ impl RoomState {
             limits,
             subs: HashMap::default(),
             remote: HashMap::default(),
+            peers: HashMap::default(),
+            shared,
             members: members
                 .iter()
                 .filter_map(|m| Some((m.user_id.clone(), membership_of(&m.membership)?)))
@@ -233,19 +287,36 @@ impl RoomState {
         self.subs.is_empty() && self.remote.is_empty()
     }
 
-    /// Distinct users connected, here or through another server.
+    /// Distinct users connected, here, through another worker or through another server.
     pub fn user_count(&self) -> usize {
-        self.subs.len()
-            + self
-                .remote
-                .keys()
-                .filter(|u| !self.subs.contains_key(*u))
-                .count()
+        let mut users: Vec<&String> = self
+            .subs
+            .keys()
+            .chain(self.remote.keys())
+            .chain(self.peers.keys())
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        users.len()
     }
 
-    /// Whether `user_id` has a device connected, here or through another server.
+    /// Whether `user_id` has a device connected, here, through another worker or through
+    /// another server.
     pub fn has_user(&self, user_id: &str) -> bool {
-        self.subs.contains_key(user_id) || self.remote.contains_key(user_id)
+        self.subs.contains_key(user_id)
+            || self.remote.contains_key(user_id)
+            || self.peers.contains_key(user_id)
+    }
+
+    /// Whether this room is live on one of several workers.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// The users with a device connected through another server (what a worker adds to the
+    /// database's count when it admits).
+    pub fn remote_users(&self) -> Vec<String> {
+        self.remote.keys().cloned().collect()
     }
 
     /// Whether this socket is `who`'s live subscription.
@@ -272,8 +343,16 @@ impl RoomState {
                 display_name: r.display_name.to_string(),
             })
         });
-        let mut out: Vec<ConnectedDevice> = local.chain(remote).collect();
+        let peers = self.peers.iter().flat_map(|(user, devices)| {
+            devices.iter().map(move |(device, p)| ConnectedDevice {
+                user_id: user.clone(),
+                device_id: device.clone(),
+                display_name: p.display_name.to_string(),
+            })
+        });
+        let mut out: Vec<ConnectedDevice> = local.chain(remote).chain(peers).collect();
         out.sort_by(|a, b| (&a.user_id, &a.device_id).cmp(&(&b.user_id, &b.device_id)));
+        out.dedup_by(|a, b| a.user_id == b.user_id && a.device_id == b.device_id);
         out
     }
 
@@ -352,10 +431,28 @@ impl RoomState {
     }
 
     fn check_capacity(&self, user_id: &str) -> Result<(), ApiError> {
+        // Across workers the database decided, under the room's row lock.
+        if self.shared {
+            return Ok(());
+        }
         if !self.has_user(user_id) && self.user_count() >= self.limits.max_participants {
             return Err(room_full(self.limits.max_participants));
         }
         Ok(())
+    }
+
+    /// Why `user_id` could not subscribe now, before any place is looked for.
+    pub fn subscribe_refusal(&self, user_id: &str) -> Option<ApiError> {
+        if self.closed {
+            return Some(ApiError::room_not_found());
+        }
+        if !self.is_member(user_id) {
+            return Some(ApiError::new(
+                ErrorCode::NotMember,
+                "you are not a member of this room",
+            ));
+        }
+        None
     }
 
     /// Makes `conn` `who`'s live subscription, reading its backlog from `since` first (see
@@ -367,14 +464,8 @@ impl RoomState {
         since: i64,
         fx: &mut Effects,
     ) -> Result<(), ApiError> {
-        if self.closed {
-            return Err(ApiError::room_not_found());
-        }
-        if !self.is_member(&who.user_id) {
-            return Err(ApiError::new(
-                ErrorCode::NotMember,
-                "you are not a member of this room",
-            ));
+        if let Some(refused) = self.subscribe_refusal(&who.user_id) {
+            return Err(refused);
         }
         self.check_capacity(&who.user_id)?;
         let old = self.subs.entry(who.user_id.clone()).or_default().insert(
@@ -398,9 +489,12 @@ impl RoomState {
             }
             Some(_) => {}
             None => {
+                // A device that was connected through another worker has moved here.
+                self.remove_peer(&who.user_id, &who.device_id, None);
                 let frame =
                     self.presence_frame(&who.user_id, &who.device_id, &who.display_name, true);
                 self.broadcast(&frame, Some((&who.user_id, &who.device_id)), fx);
+                self.tell_workers_presence(who, true, fx);
                 // A replica announces its devices to the origin itself, and waits for the
                 // answer (see `crate::federation::rooms::outbound::announce`).
                 if self.origin_is_self {
@@ -458,7 +552,220 @@ impl RoomState {
             edu::PRESENCE,
             self.presence_edu(&who.user_id, &who.device_id, &who.display_name, false),
         );
+        self.tell_workers_presence(who, false, fx);
+        self.release(&who.user_id, &who.device_id, conn_id, fx);
         self.forget_replica_devices();
+        true
+    }
+
+    fn tell_workers_presence(&self, who: &Identity, online: bool, fx: &mut Effects) {
+        if self.shared {
+            fx.to_workers.push(ToWorkers::Presence {
+                device: ConnectedDevice {
+                    user_id: who.user_id.clone(),
+                    device_id: who.device_id.clone(),
+                    display_name: who.display_name.clone(),
+                },
+                online,
+            });
+        }
+    }
+
+    /// Gives back the place a device held in the database (several workers only).
+    fn release(&self, user_id: &str, device_id: &str, conn_id: u64, fx: &mut Effects) {
+        if self.shared {
+            fx.released
+                .push((user_id.to_owned(), device_id.to_owned(), conn_id));
+        }
+    }
+
+    /// Forgets a device connected through another worker (through `worker`, if given); returns
+    /// its name if it was known.
+    fn remove_peer(
+        &mut self,
+        user_id: &str,
+        device_id: &str,
+        worker: Option<&str>,
+    ) -> Option<Arc<str>> {
+        let devices = self.peers.get_mut(user_id)?;
+        if worker.is_some_and(|w| devices.get(device_id).is_some_and(|p| &*p.worker != w)) {
+            return None;
+        }
+        let gone = devices.remove(device_id)?;
+        if devices.is_empty() {
+            self.peers.remove(user_id);
+        }
+        Some(gone.display_name)
+    }
+
+    /// A device connected through another worker came (`online`) or went. A device that came
+    /// there while it still has a socket here moved: the old socket is told it was replaced.
+    pub fn peer_presence(
+        &mut self,
+        worker: &str,
+        device: &ConnectedDevice,
+        online: bool,
+        fx: &mut Effects,
+    ) {
+        if self.closed {
+            return;
+        }
+        let (user, dev) = (device.user_id.as_str(), device.device_id.as_str());
+        if !online {
+            if let Some(name) = self.remove_peer(user, dev, Some(worker)) {
+                let frame = self.presence_frame(user, dev, &name, false);
+                self.broadcast(&frame, None, fx);
+            }
+            return;
+        }
+        if !self.is_member(user) {
+            return;
+        }
+        if let Some(old) = self.subs.get_mut(user).and_then(|d| d.remove(dev)) {
+            if self.subs.get(user).is_some_and(HashMap::is_empty) {
+                self.subs.remove(user);
+            }
+            old.conn.push(
+                Outgoing::Replaced {
+                    room_id: &self.room_id,
+                }
+                .to_frame(),
+                &mut fx.wakes,
+            );
+        }
+        let known = self
+            .peers
+            .entry(user.to_owned())
+            .or_default()
+            .insert(
+                dev.to_owned(),
+                PeerDevice {
+                    worker: worker.into(),
+                    display_name: device.display_name.as_str().into(),
+                },
+            )
+            .is_some();
+        if !known {
+            let frame = self.presence_frame(user, dev, &device.display_name, true);
+            self.broadcast(&frame, Some((user, dev)), fx);
+        }
+    }
+
+    /// Replaces what this worker knows of devices connected through the others with the
+    /// database's list (`devices`, every worker's; `me` is this one's id), telling the local
+    /// subscribers what changed: a worker that died, or news that was missed.
+    pub fn set_peers(&mut self, devices: &[(ConnectedDevice, String)], me: &str, fx: &mut Effects) {
+        if self.closed {
+            return;
+        }
+        let mut fresh: Devices<PeerDevice> = HashMap::default();
+        for (d, worker) in devices {
+            // A device another server announced to another worker is that worker's to route
+            // (unless this one heard of it too).
+            let remote = self
+                .remote
+                .get(&d.user_id)
+                .is_some_and(|r| r.contains_key(&d.device_id));
+            if worker == me || remote || !self.is_member(&d.user_id) {
+                continue;
+            }
+            fresh.entry(d.user_id.clone()).or_default().insert(
+                d.device_id.clone(),
+                PeerDevice {
+                    worker: worker.as_str().into(),
+                    display_name: d.display_name.as_str().into(),
+                },
+            );
+        }
+        let old = std::mem::replace(&mut self.peers, fresh);
+        for (user, devices) in &old {
+            for (device, p) in devices {
+                if !self.peers.get(user).is_some_and(|d| d.contains_key(device)) {
+                    let frame = self.presence_frame(user, device, &p.display_name, false);
+                    self.broadcast(&frame, None, fx);
+                }
+            }
+        }
+        for (user, devices) in &self.peers {
+            for (device, p) in devices {
+                if !old.get(user).is_some_and(|d| d.contains_key(device)) {
+                    let frame = self.presence_frame(user, device, &p.display_name, true);
+                    self.broadcast(&frame, Some((user, device)), fx);
+                }
+            }
+        }
+    }
+
+    /// A device connected through another worker is (not) typing.
+    pub fn peer_typing(&self, user_id: &str, device_id: &str, typing: bool, fx: &mut Effects) {
+        let frame = Outgoing::Typing {
+            room_id: &self.room_id,
+            user_id,
+            device_id,
+            typing,
+        }
+        .to_frame();
+        self.broadcast(&frame, Some((user_id, device_id)), fx);
+    }
+
+    /// A signal another worker passed on for a device connected here, or (on the origin)
+    /// through a server whose presence this worker heard; returns whether it went anywhere.
+    pub fn peer_signal(
+        &self,
+        from: (&str, &str),
+        to: (&str, &str),
+        payload: &str,
+        fx: &mut Effects,
+    ) -> bool {
+        let Some(target) = self.subs.get(to.0).and_then(|d| d.get(to.1)) else {
+            let server = self
+                .remote
+                .get(to.0)
+                .and_then(|d| d.get(to.1))
+                .filter(|_| self.origin_is_self)
+                .map(|r| r.server.clone());
+            let Some(server) = server else {
+                return false;
+            };
+            fx.edu(
+                vec![server],
+                edu::SIGNAL,
+                signal_edu(&self.room_id, from.0, from.1, to, payload),
+            );
+            return true;
+        };
+        target.conn.push(
+            Outgoing::Signal {
+                room_id: &self.room_id,
+                from: DeviceRef {
+                    user_id: from.0.into(),
+                    device_id: from.1.into(),
+                },
+                payload,
+            }
+            .to_frame(),
+            &mut fx.wakes,
+        );
+        true
+    }
+
+    /// Passes a signal to the worker the device is connected through, if it is.
+    fn signal_peer(
+        &self,
+        from: (&str, &str),
+        to: (&str, &str),
+        payload: &str,
+        fx: &mut Effects,
+    ) -> bool {
+        let Some(peer) = self.peers.get(to.0).and_then(|d| d.get(to.1)) else {
+            return false;
+        };
+        fx.to_workers.push(ToWorkers::Signal {
+            worker: peer.worker.to_string(),
+            from: (from.0.to_owned(), from.1.to_owned()),
+            to: (to.0.to_owned(), to.1.to_owned()),
+            payload: payload.to_owned(),
+        });
         true
     }
 
@@ -507,6 +814,9 @@ impl RoomState {
             );
             return Ok(());
         }
+        if self.signal_peer((&from.user_id, &from.device_id), to, payload, fx) {
+            return Ok(());
+        }
         let server = self
             .remote
             .get(to.0)
@@ -550,6 +860,13 @@ impl RoomState {
         }
         .to_frame();
         self.broadcast(&frame, Some((&from.user_id, &from.device_id)), fx);
+        if self.shared {
+            fx.to_workers.push(ToWorkers::Typing {
+                user_id: from.user_id.clone(),
+                device_id: from.device_id.clone(),
+                typing,
+            });
+        }
         fx.edu(
             self.local_targets(),
             edu::TYPING,
@@ -606,10 +923,17 @@ impl RoomState {
     /// Takes a user who is no longer a member out of the room: their subscriptions here (each
     /// socket told `kicked`) and their devices connected through other servers.
     fn remove_user(&mut self, user_id: &str, fx: &mut Effects) {
+        // Every worker takes the event's decision for its own sockets; what it knew of the
+        // user's devices on the others just goes.
+        for (device, p) in self.peers.remove(user_id).unwrap_or_default() {
+            let frame = self.presence_frame(user_id, &device, &p.display_name, false);
+            self.broadcast(&frame, None, fx);
+        }
         let remote = self.remote.remove(user_id).unwrap_or_default();
         for (device, r) in &remote {
             let frame = self.presence_frame(user_id, device, &r.display_name, false);
             self.broadcast(&frame, None, fx);
+            self.release(user_id, device, 0, fx);
             fx.edu(
                 self.forward_targets(&r.server),
                 edu::PRESENCE,
@@ -626,6 +950,7 @@ impl RoomState {
         .to_frame();
         for (device, sub) in devices {
             sub.conn.push(kicked.clone(), &mut fx.wakes);
+            self.release(user_id, &device, sub.conn.id, fx);
             let frame = self.presence_frame(user_id, &device, &sub.display_name, false);
             self.broadcast(&frame, None, fx);
             fx.edu(
@@ -648,17 +973,21 @@ impl RoomState {
         self.broadcast(&frame, None, fx);
         self.subs.clear();
         self.remote.clear();
+        self.peers.clear();
     }
 
     /// A device connected to or left the room through homeserver `from` (its user's, or, on a
     /// replica, the origin passing it on). On the origin, remote devices count like local ones
     /// for capacity and the idle countdown, and the news is passed on to the other servers.
+    ///
+    /// `relayed`: another worker of ours applied it first (it checked it and passed it on);
+    /// this worker only keeps its own list and tells its own sockets.
     pub fn remote_presence(
         &mut self,
         from: &str,
         device: &ConnectedDevice,
         online: bool,
-        now: Instant,
+        (now, relayed): (Instant, bool),
         fx: &mut Effects,
     ) -> Result<(), ApiError> {
         if self.closed {
@@ -669,7 +998,26 @@ impl RoomState {
             .split_once(':')
             .map_or(from, |(_, server)| server)
             .to_owned();
-        let changed = if online {
+        if self.shared && !relayed {
+            fx.to_workers.push(ToWorkers::Relay {
+                server: from.to_owned(),
+                edu_type: edu::PRESENCE.to_owned(),
+                content: self.presence_edu(
+                    &device.user_id,
+                    &device.device_id,
+                    &device.display_name,
+                    online,
+                ),
+            });
+        }
+        let changed = if relayed {
+            let changed = self.note_remote(device, online, server, now);
+            if changed && !online {
+                // This worker may be the one that admitted it.
+                self.release(&device.user_id, &device.device_id, 0, fx);
+            }
+            changed
+        } else if online {
             if self.origin_is_self && !self.is_member(&device.user_id) {
                 return Err(ApiError::new(
                     ErrorCode::NotMember,
@@ -686,34 +1034,23 @@ impl RoomState {
                     "that user already has the most devices allowed in this room",
                 ));
             }
-            self.remote
-                .entry(device.user_id.clone())
-                .or_default()
-                .insert(
-                    device.device_id.clone(),
-                    RemoteDevice {
-                        server,
-                        display_name: device.display_name.as_str().into(),
-                        seen: now,
-                    },
-                )
-                .is_none()
+            self.note_remote(device, true, server, now)
         } else {
-            let removed = self
-                .remote
-                .get_mut(&device.user_id)
-                .and_then(|d| d.remove(&device.device_id))
-                .is_some();
-            if self
-                .remote
-                .get(&device.user_id)
-                .is_some_and(HashMap::is_empty)
-            {
-                self.remote.remove(&device.user_id);
+            let removed = self.note_remote(device, false, server, now);
+            if removed {
+                self.release(&device.user_id, &device.device_id, 0, fx);
             }
             removed
         };
-        if changed {
+        if changed && relayed {
+            let frame = self.presence_frame(
+                &device.user_id,
+                &device.device_id,
+                &device.display_name,
+                online,
+            );
+            self.broadcast(&frame, None, fx);
+        } else if changed {
             let frame = self.presence_frame(
                 &device.user_id,
                 &device.device_id,
@@ -733,6 +1070,45 @@ impl RoomState {
             );
         }
         Ok(())
+    }
+
+    /// Adds (`online`) or removes a device connected through another server; returns whether
+    /// that changed the list.
+    fn note_remote(
+        &mut self,
+        device: &ConnectedDevice,
+        online: bool,
+        server: String,
+        now: Instant,
+    ) -> bool {
+        if online {
+            return self
+                .remote
+                .entry(device.user_id.clone())
+                .or_default()
+                .insert(
+                    device.device_id.clone(),
+                    RemoteDevice {
+                        server,
+                        display_name: device.display_name.as_str().into(),
+                        seen: now,
+                    },
+                )
+                .is_none();
+        }
+        let removed = self
+            .remote
+            .get_mut(&device.user_id)
+            .and_then(|d| d.remove(&device.device_id))
+            .is_some();
+        if self
+            .remote
+            .get(&device.user_id)
+            .is_some_and(HashMap::is_empty)
+        {
+            self.remote.remove(&device.user_id);
+        }
+        removed
     }
 
     /// On the origin, the remote devices whose server has not confirmed them for `lease`, with
@@ -830,15 +1206,16 @@ impl RoomState {
     }
 
     /// A typing notice from homeserver `from`.
+    /// `relayed` as for [`Self::remote_presence`].
     pub fn remote_typing(
         &self,
         from: &str,
-        user_id: &str,
-        device_id: &str,
+        (user_id, device_id): (&str, &str),
         typing: bool,
+        relayed: bool,
         fx: &mut Effects,
     ) {
-        if !self.remote_speaker(from, user_id, device_id) {
+        if !relayed && !self.remote_speaker(from, user_id, device_id) {
             return;
         }
         let frame = Outgoing::Typing {
@@ -849,6 +1226,16 @@ impl RoomState {
         }
         .to_frame();
         self.broadcast(&frame, None, fx);
+        if relayed {
+            return;
+        }
+        if self.shared {
+            fx.to_workers.push(ToWorkers::Relay {
+                server: from.to_owned(),
+                edu_type: edu::TYPING.to_owned(),
+                content: json!({ "room_id": &*self.room_id, "user_id": user_id, "device_id": device_id, "typing": typing }),
+            });
+        }
         fx.edu(
             self.forward_targets(from),
             edu::TYPING,
@@ -883,6 +1270,9 @@ impl RoomState {
                 .to_frame(),
                 &mut fx.wakes,
             );
+            return true;
+        }
+        if self.signal_peer(sender, to, payload, fx) {
             return true;
         }
         if !self.origin_is_self {
@@ -949,6 +1339,7 @@ mod tests {
                 max_participants: 3,
                 max_devices_per_user: 2,
             },
+            false,
         )
     }
 
@@ -1129,13 +1520,13 @@ mod tests {
         let mut fx = Effects::default();
         assert!(origin.is_idle());
         origin
-            .remote_presence("there", &remote, true, now, &mut fx)
+            .remote_presence("there", &remote, true, (now, false), &mut fx)
             .unwrap();
         assert!(!origin.is_idle());
         let a = who("@a:here", "A");
         let s = subscribed(&mut origin, &a);
         origin
-            .remote_presence("there", &remote, false, now, &mut fx)
+            .remote_presence("there", &remote, false, (now, false), &mut fx)
             .unwrap();
         assert!(!origin.is_idle());
         origin.unsubscribe(&a, s.conn.id, &mut fx);
@@ -1167,19 +1558,43 @@ mod tests {
             display_name: "r".into(),
         };
         assert_eq!(
-            r.remote_presence("there", &device("X", "@x:there"), true, now, &mut fx)
-                .unwrap_err()
-                .code,
+            r.remote_presence(
+                "there",
+                &device("X", "@x:there"),
+                true,
+                (now, false),
+                &mut fx
+            )
+            .unwrap_err()
+            .code,
             ErrorCode::NotMember
         );
-        r.remote_presence("there", &device("1", "@r:there"), true, now, &mut fx)
-            .unwrap();
-        r.remote_presence("there", &device("2", "@r:there"), true, now, &mut fx)
-            .unwrap();
+        r.remote_presence(
+            "there",
+            &device("1", "@r:there"),
+            true,
+            (now, false),
+            &mut fx,
+        )
+        .unwrap();
+        r.remote_presence(
+            "there",
+            &device("2", "@r:there"),
+            true,
+            (now, false),
+            &mut fx,
+        )
+        .unwrap();
         assert_eq!(
-            r.remote_presence("there", &device("3", "@r:there"), true, now, &mut fx)
-                .unwrap_err()
-                .code,
+            r.remote_presence(
+                "there",
+                &device("3", "@r:there"),
+                true,
+                (now, false),
+                &mut fx
+            )
+            .unwrap_err()
+            .code,
             ErrorCode::TooManyConnections
         );
         let later = now + Duration::from_secs(10);
@@ -1219,7 +1634,7 @@ mod tests {
         let mut origin = room(true, &["@a:here", "@r:there"]);
         let mut fx = Effects::default();
         origin
-            .remote_presence("there", &remote, true, now, &mut fx)
+            .remote_presence("there", &remote, true, (now, false), &mut fx)
             .unwrap();
         assert!(fx.edus.is_empty(), "nobody else to tell");
         let a = who("@a:here", "A");

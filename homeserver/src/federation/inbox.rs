@@ -228,6 +228,87 @@ pub struct TransactionReceiver<H> {
     pool: DbPool,
     handler: H,
     gate: InboundGate,
+    /// Set on one of several workers.
+    worker_id: Option<String>,
+}
+
+/// A transaction marked in the database as the one its origin has being handled, across
+/// workers; the mark goes when this is dropped.
+struct OriginClaim {
+    /// Taken by [`OriginClaim::release`]; otherwise the drop lets go in the background.
+    pool: Option<DbPool>,
+    origin: String,
+    txn_id: String,
+    worker_id: String,
+}
+
+impl OriginClaim {
+    async fn take(
+        pool: &DbPool,
+        origin: &ServerName,
+        txn_id: &str,
+        worker_id: &str,
+    ) -> Result<Self, MatrixError> {
+        let claimed = async {
+            let mut conn = confab_schema::connect(pool).await?;
+            confab_schema::cluster::claim_origin(&mut conn, origin.as_str(), worker_id, txn_id)
+                .await
+        }
+        .await
+        .map_err(|e| MatrixError::internal("admit transaction", &e))?;
+        if !claimed {
+            return Err(MatrixError::new(
+                MatrixErrorCode::LimitExceeded,
+                format!(
+                    "another transaction from {origin} is still being handled; send one at a time"
+                ),
+            )
+            .retry_after(BUSY_RETRY_AFTER_MS));
+        }
+        Ok(Self {
+            pool: Some(pool.clone()),
+            origin: origin.to_string(),
+            txn_id: txn_id.to_owned(),
+            worker_id: worker_id.to_owned(),
+        })
+    }
+}
+
+impl OriginClaim {
+    async fn release(mut self) {
+        if let Some(pool) = self.pool.take() {
+            self.let_go(pool).await;
+        }
+    }
+
+    fn let_go(&self, pool: DbPool) -> impl Future<Output = ()> + Send + 'static {
+        let (origin, txn_id, worker_id) = (
+            self.origin.clone(),
+            self.txn_id.clone(),
+            self.worker_id.clone(),
+        );
+        async move {
+            let released = async {
+                let mut conn = confab_schema::connect(&pool).await?;
+                confab_schema::cluster::release_origin(&mut conn, &origin, &worker_id, &txn_id)
+                    .await
+            }
+            .await;
+            if let Err(err) = released {
+                // This origin's next transaction waits for this worker's lease to end.
+                tracing::warn!(%origin, error = %err, "could not let go of an inbound transaction's mark");
+            }
+        }
+    }
+}
+
+impl Drop for OriginClaim {
+    fn drop(&mut self) {
+        // The request was dropped half-way (the sender gave up waiting).
+        if let Some(pool) = self.pool.take() {
+            tokio::spawn(self.let_go(pool));
+        }
+    }
 }
 
 /// One item of a received transaction, as [`FederationInbox`] broadcasts it.
@@ -351,11 +432,14 @@ impl<M> From<DbError> for Attempt<M> {
 
 impl<H: TransactionHandler> TransactionReceiver<H> {
     /// A receiver handing new transactions to `handler`, at most `max_at_once` at a time.
-    pub fn new(pool: DbPool, handler: H, max_at_once: usize) -> Self {
+    /// `worker_id`: this process is one of several workers, which admit one transaction per
+    /// origin across all of them.
+    pub fn new(pool: DbPool, handler: H, max_at_once: usize, worker_id: Option<String>) -> Self {
         Self {
             pool,
             handler,
             gate: InboundGate::new(max_at_once),
+            worker_id,
         }
     }
 
@@ -388,7 +472,23 @@ impl<H: TransactionHandler> TransactionReceiver<H> {
             .validate(txn_id, origin)
             .map_err(|e| MatrixError::new(error_code(&e), e.to_string()))?;
         let _admitted = self.gate.admit(origin, txn_id).await?;
+        let Some(worker_id) = &self.worker_id else {
+            return self.handle(origin, txn_id, &transaction).await;
+        };
+        let claim = OriginClaim::take(&self.pool, origin, txn_id, worker_id).await?;
+        let handled = self.handle(origin, txn_id, &transaction).await;
+        // Before the answer: the origin's next transaction may reach another worker at once.
+        claim.release().await;
+        handled
+    }
 
+    /// Handles an admitted transaction (see [`Self::receive`]).
+    async fn handle(
+        &self,
+        origin: &ServerName,
+        txn_id: &str,
+        transaction: &Transaction,
+    ) -> Result<TransactionResponse, MatrixError> {
         let internal = |e: DbError| MatrixError::internal("receive transaction", &e);
         let record = ReceivedTxn {
             origin: origin.to_string(),
@@ -419,7 +519,7 @@ impl<H: TransactionHandler> TransactionReceiver<H> {
                     }
                     let step = self
                         .handler
-                        .handle(db, origin, &transaction, &fetched)
+                        .handle(db, origin, transaction, &fetched)
                         .await?;
                     let handled = match step {
                         Step::Done(handled) => handled,

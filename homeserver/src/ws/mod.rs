@@ -211,7 +211,8 @@ impl Socket {
         let config = Some(self.config);
         let socket =
             WebSocketStream::from_partially_read(io, self.read_buf, Role::Server, config).await;
-        serve(self.state, socket).await;
+        let address = self.slot.as_ref().map_or("unknown", Slot::key).to_owned();
+        serve(self.state, socket, address).await;
         drop((self.slot, self.placed));
     }
 }
@@ -239,7 +240,7 @@ pub async fn not_an_upgrade() -> Result<actix_web::HttpResponse, ApiError> {
 }
 
 /// Serves one socket until it closes.
-async fn serve<T>(state: Arc<AppState>, socket: WebSocketStream<T>)
+async fn serve<T>(state: Arc<AppState>, socket: WebSocketStream<T>, address: String)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -255,7 +256,7 @@ where
         ws.heartbeat_interval,
         ws.client_timeout,
     ));
-    let mut me = Session::new(state.clone(), conn.clone());
+    let mut me = Session::new(state.clone(), conn.clone(), address);
 
     let mut heartbeat = tokio::time::interval(ws.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -62,10 +62,12 @@ pub struct Session {
     /// The rooms subscribed to, held so that a message looks nothing up to find its room.
     rooms: HashMap<String, Arc<LiveRoom>>,
     rate: RateLimit,
+    /// The client's address as the per-address limit counts it.
+    address: String,
 }
 
 impl Session {
-    pub fn new(state: Arc<AppState>, conn: ConnHandle) -> Self {
+    pub fn new(state: Arc<AppState>, conn: ConnHandle, address: String) -> Self {
         let limits = &state.settings.limits;
         Self {
             rate: RateLimit::new(limits.messages_per_second, limits.message_burst),
@@ -73,6 +75,7 @@ impl Session {
             conn,
             who: None,
             rooms: HashMap::new(),
+            address,
         }
     }
 
@@ -221,7 +224,12 @@ impl Session {
                 return true;
             }
         };
-        if let Err(err) = self.state.engine.register(&who.user_id, &self.conn) {
+        let registered = self
+            .state
+            .engine
+            .register(&who.user_id, &self.conn, &self.address)
+            .await;
+        if let Err(err) = registered {
             self.reply_error(id, "auth", &err);
             self.conn.close(CLOSE_TOO_MANY, "too many connections");
             return false;

@@ -1,0 +1,3 @@
+DROP TABLE inbound_transactions;
+DROP TABLE worker_connections;
+DROP TABLE room_devices;
