@@ -8,7 +8,7 @@ WEB := web-client
 # The shared Postgres cluster the Rust tests start under target/ (see homeserver/tests/support).
 TEST_PG := target/test-postgres
 
-.PHONY: run test demo web web-deps chromium firefox coturn rust-test rust-lint web-test browser-test bench stop-test-db fmt fuzz fuzz-lint
+.PHONY: run test demo web web-deps chromium firefox coturn haproxy rust-test rust-lint web-test browser-test bench stop-test-db fmt fuzz fuzz-lint
 
 ## Run the homeserver on http://127.0.0.1:8008 with the embedded Postgres and the built web client.
 run: web
@@ -22,8 +22,9 @@ demo: web
 
 ## Every test: formatting and lints, Rust unit and integration tests (real Postgres, real
 ## servers and sockets), web-client unit tests, bundle budget, and browser tests in Chromium
-## (one of them through a local coturn, one in a call with Firefox ESR).
-test: chromium firefox coturn web-deps
+## (one of them through a local coturn, one in a call with Firefox ESR, one with three workers
+## behind HAProxy).
+test: chromium firefox coturn haproxy web-deps
 	$(MAKE) rust-lint
 	$(MAKE) rust-test
 	$(MAKE) web-test
@@ -57,6 +58,14 @@ coturn:
 			{ ! command -v systemctl >/dev/null || systemctl disable --now coturn >/dev/null 2>&1 || true; }; \
 		else echo "install coturn (sudo apt-get install coturn)"; exit 1; fi; }
 
+## Debian's HAProxy, in front of several workers in the tests that start it themselves on
+## loopback; the package's own service is switched off right after installing.
+haproxy:
+	@command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq haproxy >/dev/null && \
+			{ ! command -v systemctl >/dev/null || systemctl disable --now haproxy >/dev/null 2>&1 || true; }; \
+		else echo "install haproxy (sudo apt-get install haproxy)"; exit 1; fi; }
+
 rust-lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --manifest-path $(FUZZ_CRATE)/Cargo.toml -- --check
@@ -68,7 +77,7 @@ rust-test:
 web-test: web-deps
 	cd $(WEB) && $(NPM) run typecheck && $(NPM) test && $(NPM) run build && $(NPM) run size
 
-browser-test: web chromium firefox coturn
+browser-test: web chromium firefox coturn haproxy
 	$(CARGO) build -p confab
 	cd $(WEB) && $(NPM) run test:browser
 

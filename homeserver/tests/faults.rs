@@ -16,6 +16,7 @@ use confab_federation::ids::ServerName;
 use confab_federation::transaction::Pdu;
 use confab_schema::queries;
 use serde_json::{Value, json};
+use support::process::ServeProcess;
 use support::{PATIENCE, TestDb, TestServer, WsClient, is_chat};
 
 fn seqs(events: &[Value]) -> Vec<i64> {
@@ -768,137 +769,6 @@ async fn log_of(s: &TestServer, room: &str, token: &str) -> Vec<Value> {
 }
 
 // ---- SIGKILL during a chat burst ----------------------------------------------------------
-
-/// `confab serve` as a process of its own, on a database of the shared test cluster; killed
-/// (SIGKILL) when dropped, so that a failing test leaves nothing running.
-struct ServeProcess {
-    child: std::process::Child,
-    base: String,
-}
-
-impl ServeProcess {
-    fn spawn(port: u16, data: &std::path::Path, database_url: &str) -> Self {
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(data.join("serve.log"))
-            .unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
-            .arg("serve")
-            .env("CONFAB__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("CONFAB__SERVER__NAME", format!("127.0.0.1:{port}"))
-            .env(
-                "CONFAB__SERVER__PUBLIC_URL",
-                format!("http://127.0.0.1:{port}"),
-            )
-            .env("CONFAB__SERVER__DATA_DIR", data)
-            .env("CONFAB__SERVER__WEB_CLIENT_DIR", "/nonexistent")
-            // No admin listener: tests run in parallel, and none of these needs it.
-            .env("CONFAB__ADMIN__LISTEN", "")
-            .env("CONFAB__DATABASE__URL", database_url)
-            .env("CONFAB__DATABASE__POOL_SIZE", "8")
-            .env("CONFAB__LIMITS__MESSAGES_PER_SECOND", "100000")
-            .env("CONFAB__LIMITS__MESSAGE_BURST", "100000")
-            .env("CONFAB__LIMITS__SEND_QUEUE_FRAMES", "8192")
-            .env("CONFAB__LOG__LEVEL", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    /// Polls `/health` until the server and its database answer (bounded).
-    async fn healthy(&mut self, http: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(res) = http.get(format!("{}/health", self.base)).send().await
-                && res.status() == 200
-            {
-                return;
-            }
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "confab serve exited early"
-            );
-            assert!(
-                Instant::now() < deadline,
-                "confab serve never became healthy"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap()),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(!status.success(), "killed, not exited: {status:?}");
-    }
-
-    fn ws_url(&self) -> String {
-        format!("{}/_confab/client/v1/ws", self.base.replace("http", "ws"))
-    }
-
-    async fn call(
-        &self,
-        http: &reqwest::Client,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Value {
-        let mut req = http.request(method, format!("{}/_confab/client/v1{path}", self.base));
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status();
-        let body: Value = res.json().await.unwrap();
-        assert!(status.is_success(), "{path}: {status} {body}");
-        body
-    }
-
-    /// Every event of the room, from its log.
-    async fn log(&self, http: &reqwest::Client, room: &str, token: &str) -> Vec<Value> {
-        let mut events: Vec<Value> = Vec::new();
-        loop {
-            let since = events.last().map_or(0, |e| e["seq"].as_i64().unwrap());
-            let page = self
-                .call(
-                    http,
-                    reqwest::Method::GET,
-                    &format!("/rooms/{room}/events?since={since}&limit=500"),
-                    Some(token),
-                    None,
-                )
-                .await;
-            let page = page["events"].as_array().unwrap().clone();
-            if page.is_empty() {
-                return events;
-            }
-            events.extend(page);
-        }
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// What one client saw of the burst before the server died.
 #[derive(Default)]

@@ -263,11 +263,15 @@ pub enum Admission {
     Gone,
 }
 
+/// The devices connected through live workers, of users who are joined members: one who left
+/// or was kicked stops counting when that commits, before any worker has taken them out.
 const LIVE_DEVICES: &str = concat!(
     "SELECT d.room_id, d.user_id, d.device_id, d.worker_id, d.display_name FROM room_devices d \
      JOIN workers w ON w.worker_id = d.worker_id AND w.lease_until_ts > ",
     db_now_ms!(),
-    " WHERE d.room_id = ANY($1) ORDER BY d.room_id, d.user_id, d.device_id"
+    " JOIN room_members m ON m.room_id = d.room_id AND m.user_id = d.user_id \
+     AND m.membership = 'joined' \
+     WHERE d.room_id = ANY($1) ORDER BY d.room_id, d.user_id, d.device_id"
 );
 
 /// Gives a device its place in a room unless `max_users` other users are connected through
@@ -546,13 +550,17 @@ pub struct Listener {
 impl Listener {
     /// Opens the session and listens on `channels` (names made of ASCII letters, digits, `_`
     /// and `.`; they are quoted).
-    pub async fn connect(url: &str, channels: &[&str]) -> Result<Self, DbError> {
+    ///
+    /// `name` is the session's `application_name`, so an operator (and a test) sees in
+    /// `pg_stat_activity` which worker holds which of the locks in `pg_locks`.
+    pub async fn connect(url: &str, channels: &[&str], name: &str) -> Result<Self, DbError> {
         let mut conn = Conn::establish(url)
             .await
             .map_err(|e| DbError::Unavailable(e.to_string()))?;
-        let mut setup = String::from(
+        debug_assert!(!name.contains('\''));
+        let mut setup = format!(
             "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
-             SET tcp_keepalives_count = 3;",
+             SET tcp_keepalives_count = 3; SET application_name = '{name}';"
         );
         for channel in channels {
             debug_assert!(

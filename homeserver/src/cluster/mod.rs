@@ -426,9 +426,10 @@ async fn listen(
         let worker_id = inner.worker_id.clone();
         drop(inner);
         let own = worker_channel(&worker_id);
-        let mut listener = match Listener::connect(&url, &[ROOMS_CHANNEL, SENDER_CHANNEL, &own])
-            .await
-        {
+        // Worker ids are of a-z, 0-9, '-' and '_' (validated with the settings).
+        let name = format!("confab worker {worker_id}");
+        let channels = [ROOMS_CHANNEL, SENDER_CHANNEL, &own];
+        let mut listener = match Listener::connect(&url, &channels, &name).await {
             Ok(listener) => listener,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot open this worker's listening session; retrying");

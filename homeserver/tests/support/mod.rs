@@ -3,6 +3,8 @@
 //! HTTP clients.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod process;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -568,6 +570,41 @@ impl WsClient {
             next_id: 1,
             pending: Default::default(),
         }
+    }
+
+    /// Connects from loopback address `source` (so that a load balancer forwards it as that
+    /// client), sending the cookie `w=<worker>` if given; `None` if the connection or the
+    /// handshake fails (a server just killed).
+    pub async fn try_connect_from(
+        url: &str,
+        source: std::net::IpAddr,
+        worker: Option<&str>,
+    ) -> Option<Self> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let addr: std::net::SocketAddr = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((source, 0).into()).unwrap();
+        let stream = socket.connect(addr).await.ok()?;
+        let mut request = url.into_client_request().unwrap();
+        if let Some(worker) = worker {
+            request
+                .headers_mut()
+                .insert("cookie", format!("w={worker}").parse().unwrap());
+        }
+        let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+            .await
+            .ok()?;
+        Some(Self {
+            ws,
+            next_id: 1,
+            pending: Default::default(),
+        })
     }
 
     /// Connects through a socket with a tiny kernel receive buffer, so that a client that stops

@@ -1,0 +1,390 @@
+//! Three workers of one homeserver, each a `confab serve` process of its own, behind Debian's
+//! HAProxy on loopback (round robin: no room affinity), sharing one real Postgres (README,
+//! "Scaling out"). Clients reach the workers only through the load balancer, from addresses of
+//! their own that it forwards in `X-Forwarded-For`. A worker is killed with SIGKILL in the middle
+//! of a conversation: its client reconnects through the load balancer to another worker and
+//! resumes with nothing lost or doubled, its singletons move, and capacity, lock and kick hold
+//! across the workers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use support::process::{HaProxy, ServeProcess, call, free_port, log};
+use support::{PATIENCE, TestDb, WsClient, is_chat};
+
+const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
+
+/// The homeserver: three workers, the load balancer, the database.
+struct Deployment {
+    db: TestDb,
+    _data: tempfile::TempDir,
+    workers: HashMap<&'static str, ServeProcess>,
+    proxy: HaProxy,
+    http: reqwest::Client,
+}
+
+impl Deployment {
+    async fn start(env: &[(&str, &str)]) -> Self {
+        let db = TestDb::new().await;
+        let data = tempfile::tempdir().unwrap();
+        let http = reqwest::Client::new();
+        let proxy_port = free_port();
+        let name = format!("127.0.0.1:{proxy_port}");
+        let public = format!("http://{name}");
+        let mut workers = HashMap::new();
+        let mut ports = Vec::new();
+        // One after another: the first one writes the signing key all of them share.
+        for id in WORKERS {
+            let port = free_port();
+            let mut all = vec![
+                ("CONFAB__SERVER__NAME", name.as_str()),
+                ("CONFAB__SERVER__PUBLIC_URL", public.as_str()),
+                ("CONFAB__CLUSTER__WORKER_ID", id),
+                ("CONFAB__CLUSTER__LEASE", "3s"),
+            ];
+            all.extend_from_slice(env);
+            let mut worker = ServeProcess::spawn_with(port, data.path(), &db.url, &all);
+            worker.healthy(&http).await;
+            workers.insert(id, worker);
+            ports.push((id, port));
+        }
+        let proxy = HaProxy::start(proxy_port, &ports).await;
+        Self {
+            db,
+            _data: data,
+            workers,
+            proxy,
+            http,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Value {
+        call(&self.http, &self.proxy.base, method, path, token, body).await
+    }
+
+    async fn guest(&self, name: &str) -> (String, String) {
+        let session = self
+            .call(
+                reqwest::Method::POST,
+                "/sessions",
+                None,
+                Some(json!({ "display_name": name })),
+            )
+            .await;
+        (
+            session["access_token"].as_str().unwrap().to_owned(),
+            session["user_id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A socket through the load balancer from `source`, to `worker` while it is up.
+    async fn socket(&self, source: &str, worker: &str, token: &str) -> Option<WsClient> {
+        let source: IpAddr = source.parse().unwrap();
+        let mut c = WsClient::try_connect_from(&self.proxy.ws_url(), source, Some(worker)).await?;
+        let reply = c.request(json!({"type": "auth", "token": token})).await;
+        (reply["type"] == "ack").then_some(c)
+    }
+
+    /// The worker a user's live connections are on, as the database records them.
+    async fn workers_of(&self, user_id: &str) -> Vec<String> {
+        self.strings(&format!(
+            "SELECT worker_id AS s FROM worker_connections WHERE user_id = '{user_id}' ORDER BY 1"
+        ))
+        .await
+    }
+
+    /// The worker holding each singleton's advisory lock, from `pg_locks` (the sessions are
+    /// named after their workers).
+    async fn holders(&self) -> Vec<String> {
+        self.strings(
+            "SELECT coalesce(a.application_name, '') AS s FROM pg_locks l \
+             JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' \
+             AND l.granted AND a.application_name LIKE 'confab worker %' ORDER BY l.objid",
+        )
+        .await
+    }
+
+    async fn strings(&self, query: &str) -> Vec<String> {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            s: String,
+        }
+        use diesel_async::AsyncConnection;
+        let mut db = diesel_async::AsyncPgConnection::establish(&self.db.url)
+            .await
+            .unwrap();
+        diesel::sql_query(query)
+            .load::<Row>(&mut db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.s)
+            .collect()
+    }
+}
+
+/// Sends `n` chat messages named `tag-i` and waits for their acks; returns their numbers.
+async fn send_chats(c: &mut WsClient, room: &str, tag: &str, n: usize) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    for i in 0..n {
+        let ack = c.chat(room, &format!("{tag}-{i}")).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        seqs.push(ack["result"]["seq"].as_i64().unwrap());
+    }
+    seqs
+}
+
+/// Chat events until the one numbered `last`.
+async fn chat_until(c: &mut WsClient, last: i64) -> Vec<Value> {
+    let mut got = Vec::new();
+    while got
+        .last()
+        .is_none_or(|e: &Value| e["seq"].as_i64().unwrap() < last)
+    {
+        got.push(c.wait_for(is_chat).await);
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_behind_haproxy_carry_a_room_through_a_sigkill() {
+    let d = Deployment::start(&[
+        ("CONFAB__ROOMS__MAX_PARTICIPANTS", "3"),
+        ("CONFAB__LIMITS__MAX_CONNECTIONS_PER_ADDRESS", "4"),
+    ])
+    .await;
+    let (host_token, host) = d.guest("Host").await;
+    let (a_token, a) = d.guest("A").await;
+    let (b_token, b) = d.guest("B").await;
+    let (c_token, c) = d.guest("C").await;
+    let room = d
+        .call(
+            reqwest::Method::POST,
+            "/rooms",
+            Some(&host_token),
+            Some(json!({})),
+        )
+        .await["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for token in [&a_token, &b_token, &c_token] {
+        let invite = d
+            .call(
+                reqwest::Method::POST,
+                &format!("/rooms/{room}/invites"),
+                Some(&host_token),
+                Some(json!({})),
+            )
+            .await;
+        d.call(
+            reqwest::Method::POST,
+            &format!("/rooms/{room}/join"),
+            Some(token),
+            Some(json!({ "invite_token": invite["token"] })),
+        )
+        .await;
+    }
+
+    // Each participant on a worker of its own, from an address of its own.
+    let subscribe = |since: i64| json!({"type": "subscribe", "room_id": room, "since": since});
+    let mut on_w1 = d.socket("127.0.0.11", "w1", &host_token).await.unwrap();
+    let mut on_w2 = d.socket("127.0.0.12", "w2", &a_token).await.unwrap();
+    let mut on_w3 = d.socket("127.0.0.13", "w3", &b_token).await.unwrap();
+    for c in [&mut on_w1, &mut on_w2, &mut on_w3] {
+        let reply = c.request(subscribe(0)).await;
+        assert_eq!(reply["type"], "ack", "{reply}");
+    }
+    assert_eq!(d.workers_of(&host).await, ["w1"]);
+    assert_eq!(d.workers_of(&a).await, ["w2"]);
+    assert_eq!(d.workers_of(&b).await, ["w3"]);
+
+    // Chat from every worker reaches every worker, in order, once.
+    let mut sent = send_chats(&mut on_w1, &room, "host", 5).await;
+    sent.extend(send_chats(&mut on_w2, &room, "a", 5).await);
+    sent.extend(send_chats(&mut on_w3, &room, "b", 5).await);
+    let last = *sent.iter().max().unwrap();
+    let mut seen_by_host = chat_until(&mut on_w1, last).await;
+    for c in [&mut on_w2, &mut on_w3] {
+        let got = chat_until(c, last).await;
+        assert_eq!(got.len(), 15);
+    }
+    assert_eq!(seen_by_host.len(), 15);
+    // A signal from w3 to the device on w1.
+    let signal = json!({"type": "signal", "room_id": room,
+        "to": {"user_id": host, "device_id": on_w1_device(&d, &host).await}, "payload": "offer"});
+    let reply = on_w3.request(signal).await;
+    assert_eq!(reply["type"], "ack", "{reply}");
+    let got = on_w1.wait_for(|m| m["type"] == "signal").await;
+    assert_eq!(got["payload"], "offer");
+
+    // The worker the host is on, which started first and holds both singletons, is killed.
+    let holders = d.holders().await;
+    assert_eq!(
+        holders,
+        ["confab worker w1", "confab worker w1"],
+        "{holders:?}"
+    );
+    let mut d = d;
+    let killed = Instant::now();
+    d.workers.get_mut("w1").unwrap().kill();
+    drop(on_w1);
+    // The others chat on meanwhile.
+    let during = send_chats(&mut on_w2, &room, "a-during", 5).await;
+
+    // The host reconnects through the load balancer, which sends it to a live worker, and
+    // resumes from the last event it saw.
+    let since = seen_by_host.last().unwrap()["seq"].as_i64().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let mut again = loop {
+        if let Some(c) = d.socket("127.0.0.11", "w1", &host_token).await {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the host could not reconnect");
+    };
+    let reply = again.request(subscribe(since)).await;
+    assert_eq!(reply["type"], "ack", "{reply}");
+    // (w1's row stays until its lease runs out.)
+    let mut moved_to = d.workers_of(&host).await;
+    moved_to.retain(|w| w != "w1");
+    assert!(moved_to == ["w2"] || moved_to == ["w3"], "{moved_to:?}");
+    let after = send_chats(&mut on_w3, &room, "b-after", 2).await;
+    seen_by_host.extend(chat_until(&mut again, *after.last().unwrap()).await);
+    let texts: Vec<&str> = seen_by_host
+        .iter()
+        .map(|e| e["content"]["ciphertext"].as_str().unwrap())
+        .collect();
+    let seqs: Vec<i64> = seen_by_host
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|p| p[0] < p[1]),
+        "in order, once: {seqs:?}"
+    );
+    for (i, seq) in during.iter().enumerate() {
+        assert_eq!(seqs.iter().filter(|s| *s == seq).count(), 1);
+        assert!(texts.contains(&format!("a-during-{i}").as_str()));
+    }
+    let stored = log(&d.http, &d.proxy.base, &room, &host_token).await;
+    let chat_in_log = stored
+        .iter()
+        .filter(|e| e["content"]["type"] == "chat")
+        .count();
+    assert_eq!(
+        chat_in_log,
+        seen_by_host.len(),
+        "the host saw every chat event once"
+    );
+
+    // The singletons move to a live worker.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let holders = d.holders().await;
+        if holders.len() == 2 && !holders.iter().any(|h| h.ends_with("w1")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nobody took the singletons over: {holders:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "singletons taken over {:?} after the SIGKILL",
+        killed.elapsed()
+    );
+
+    // Capacity counts every worker: host, A and B are connected (on w2 and w3); C is refused.
+    let mut on_c = d.socket("127.0.0.14", "w3", &c_token).await.unwrap();
+    let reply = on_c.request(subscribe(0)).await;
+    assert_eq!(reply["code"], "room_full", "{reply}");
+
+    // A kick committed through any worker cuts B off on w3.
+    let body = d
+        .call(
+            reqwest::Method::POST,
+            &format!("/rooms/{room}/kick"),
+            Some(&host_token),
+            Some(json!({ "user_id": b })),
+        )
+        .await;
+    assert!(body.is_object(), "{body}");
+    on_w3.wait_for(|m| m["type"] == "kicked").await;
+    // B's place is free: C, a member, takes it on w3.
+    let reply = on_c.request(subscribe(0)).await;
+    assert_eq!(reply["type"], "ack", "{reply}");
+    // The host locks the room through one worker; a newcomer who never joined is refused
+    // through each of the others.
+    d.call(
+        reqwest::Method::POST,
+        &format!("/rooms/{room}/lock"),
+        Some(&host_token),
+        None,
+    )
+    .await;
+    let invite = d
+        .call(
+            reqwest::Method::POST,
+            &format!("/rooms/{room}/invites"),
+            Some(&host_token),
+            Some(json!({})),
+        )
+        .await;
+    let (newcomer, _) = d.guest("Newcomer").await;
+    for worker in ["w2", "w3"] {
+        let res = d
+            .http
+            .post(format!(
+                "{}/_confab/client/v1/rooms/{room}/join",
+                d.proxy.base
+            ))
+            .bearer_auth(&newcomer)
+            .header("cookie", format!("w={worker}"))
+            .json(&json!({ "invite_token": invite["token"] }))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["code"], "room_locked", "{worker}: {body}");
+    }
+    let (_, _) = (a, c);
+
+    // The load balancer forwards each client's address: four sockets from one address across
+    // the workers fill its limit, a fifth is refused, another address is not held up.
+    let (token, _) = d.guest("Many").await;
+    let mut kept = Vec::new();
+    for worker in ["w2", "w3", "w2", "w3"] {
+        kept.push(d.socket("127.0.0.50", worker, &token).await.unwrap());
+    }
+    let source: IpAddr = "127.0.0.50".parse().unwrap();
+    let mut fifth = WsClient::try_connect_from(&d.proxy.ws_url(), source, Some("w2"))
+        .await
+        .unwrap();
+    let reply = fifth.request(json!({"type": "auth", "token": token})).await;
+    assert_eq!(reply["code"], "too_many_connections", "{reply}");
+    assert!(d.socket("127.0.0.51", "w2", &token).await.is_some());
+}
+
+/// The device id of the user's (only) session.
+async fn on_w1_device(d: &Deployment, user_id: &str) -> String {
+    d.strings(&format!(
+        "SELECT device_id AS s FROM sessions WHERE user_id = '{user_id}'"
+    ))
+    .await
+    .remove(0)
+}
