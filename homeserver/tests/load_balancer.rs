@@ -22,8 +22,10 @@ const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
 /// The homeserver: three workers, the load balancer, the database.
 struct Deployment {
     db: TestDb,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
     workers: HashMap<&'static str, ServeProcess>,
+    /// Each worker's port and settings, to start it again.
+    spawn: HashMap<&'static str, (u16, Vec<(String, String)>)>,
     proxy: HaProxy,
     http: reqwest::Client,
 }
@@ -37,30 +39,45 @@ impl Deployment {
         let name = format!("127.0.0.1:{proxy_port}");
         let public = format!("http://{name}");
         let mut workers = HashMap::new();
+        let mut spawn = HashMap::new();
         let mut ports = Vec::new();
         // One after another: the first one writes the signing key all of them share.
         for id in WORKERS {
             let port = free_port();
-            let mut all = vec![
+            let all: Vec<(String, String)> = [
                 ("CONFAB__SERVER__NAME", name.as_str()),
                 ("CONFAB__SERVER__PUBLIC_URL", public.as_str()),
                 ("CONFAB__CLUSTER__WORKER_ID", id),
                 ("CONFAB__CLUSTER__LEASE", "3s"),
-            ];
-            all.extend_from_slice(env);
-            let mut worker = ServeProcess::spawn_with(port, data.path(), &db.url, &all);
+            ]
+            .iter()
+            .chain(env)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            let mut worker = ServeProcess::spawn_with(port, data.path(), &db.url, &pairs(&all));
             worker.healthy(&http).await;
             workers.insert(id, worker);
+            spawn.insert(id, (port, all));
             ports.push((id, port));
         }
         let proxy = HaProxy::start(proxy_port, &ports).await;
         Self {
             db,
-            _data: data,
+            data,
             workers,
+            spawn,
             proxy,
             http,
         }
+    }
+
+    /// Starts worker `id` again after it stopped, and waits until it is healthy.
+    async fn restart(&mut self, id: &'static str) {
+        let (port, env) = &self.spawn[id];
+        let mut worker =
+            ServeProcess::spawn_with(*port, self.data.path(), &self.db.url, &pairs(env));
+        worker.healthy(&self.http).await;
+        self.workers.insert(id, worker);
     }
 
     async fn call(
@@ -110,7 +127,8 @@ impl Deployment {
         self.strings(
             "SELECT coalesce(a.application_name, '') AS s FROM pg_locks l \
              JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' \
-             AND l.granted AND a.application_name LIKE 'confab worker %' ORDER BY l.objid",
+             AND l.granted AND a.application_name LIKE 'confab worker %' \
+             AND a.datname = current_database() ORDER BY l.objid",
         )
         .await
     }
@@ -135,6 +153,10 @@ impl Deployment {
             .map(|r| r.s)
             .collect()
     }
+}
+
+fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 /// Sends `n` chat messages named `tag-i` and waits for their acks; returns their numbers.
@@ -387,4 +409,256 @@ async fn on_w1_device(d: &Deployment, user_id: &str) -> String {
     ))
     .await
     .remove(0)
+}
+
+/// What one chatting client did and saw through a rolling restart.
+#[derive(Default)]
+struct Chatter {
+    /// Ciphertexts sent, in order (each is also its transaction id).
+    sent: Vec<String>,
+    acked: std::collections::HashSet<String>,
+    /// Every chat event received: number and ciphertext, in the order received.
+    events: Vec<(i64, String)>,
+    connections: usize,
+}
+
+/// A client that chats through the load balancer at a steady pace while `sending`, and, when
+/// its socket is closed under it (its worker stopping), reconnects through the load balancer,
+/// resumes from the last event it saw and sends again what was not acknowledged, under the same
+/// transaction id, as the web client does. Returns once `done_at` names a number it has seen and
+/// everything it sent is acknowledged.
+async fn chatter(
+    url: String,
+    (token, room, who): (String, String, usize),
+    sending: tokio::sync::watch::Receiver<bool>,
+    quiet: tokio::sync::mpsc::UnboundedSender<()>,
+    mut done_at: tokio::sync::watch::Receiver<Option<i64>>,
+) -> Chatter {
+    use tokio_tungstenite::tungstenite::Message;
+    let mut me = Chatter::default();
+    let mut told_quiet = false;
+    let source: IpAddr = format!("127.0.0.{}", 20 + who).parse().unwrap();
+    let mut pace = tokio::time::interval(std::time::Duration::from_millis(25));
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "client {who} never finished");
+        let Some(mut c) = WsClient::try_connect_from(&url, source, None).await else {
+            pace.tick().await;
+            continue;
+        };
+        me.connections += 1;
+        let since = me.events.last().map_or(0, |e| e.0);
+        let auth = json!({"type": "auth", "id": "auth", "token": token});
+        if ask(&mut c, auth).await.is_none() {
+            continue;
+        }
+        let sub = json!({"type": "subscribe", "id": "sub", "room_id": room, "since": since});
+        if ask(&mut c, sub).await.is_none() {
+            continue;
+        }
+        let chat = |i: usize, text: &str| {
+            json!({"type": "chat", "id": i, "room_id": room, "kind": "text",
+                   "ciphertext": text, "txn_id": text})
+        };
+        let mut ok = true;
+        for (i, text) in me.sent.iter().enumerate() {
+            if !me.acked.contains(text) {
+                ok &= c.try_send(chat(i, text)).await;
+            }
+        }
+        while ok {
+            let msg = {
+                tokio::select! {
+                    raw = c.next_raw() => match raw {
+                        Some(Message::Text(t)) => Some(serde_json::from_str::<Value>(&t).unwrap()),
+                        Some(Message::Close(_)) | None => break,
+                        Some(_) => None,
+                    },
+                    _ = pace.tick(), if *sending.borrow() => {
+                        let text = format!("c{who}-{:05}", me.sent.len());
+                        me.sent.push(text.clone());
+                        ok = c.try_send(chat(me.sent.len() - 1, &text)).await;
+                        None
+                    }
+                    _ = done_at.changed() => None,
+                }
+            };
+            match msg.as_ref().and_then(|m| m["type"].as_str()) {
+                Some("ack") => {
+                    let id =
+                        usize::try_from(msg.as_ref().unwrap()["id"].as_u64().unwrap()).unwrap();
+                    me.acked.insert(me.sent[id].clone());
+                }
+                Some("event") if is_chat(msg.as_ref().unwrap()) => {
+                    let m = msg.unwrap();
+                    me.events.push((
+                        m["seq"].as_i64().unwrap(),
+                        m["content"]["ciphertext"].as_str().unwrap().to_owned(),
+                    ));
+                }
+                // A worker that is stopping may refuse what arrives meanwhile: sent again
+                // after the reconnection.
+                Some("error") => {
+                    assert_eq!(msg.as_ref().unwrap()["code"], "unavailable", "{msg:?}")
+                }
+                _ => {}
+            }
+            let all_acked = me.acked.len() == me.sent.len();
+            if !*sending.borrow() && all_acked && !told_quiet {
+                told_quiet = true;
+                let _ = quiet.send(());
+            }
+            let seen = me.events.last().map_or(0, |e| e.0);
+            if done_at.borrow().is_some_and(|at| seen >= at) && all_acked {
+                return me;
+            }
+        }
+    }
+}
+
+/// Sends a request and reads until its reply: `None` if the socket closes first or the reply is
+/// an error (a worker stopping under it).
+async fn ask(c: &mut WsClient, request: Value) -> Option<Value> {
+    use tokio_tungstenite::tungstenite::Message;
+    let id = request["id"].clone();
+    if !c.try_send(request).await {
+        return None;
+    }
+    loop {
+        match c.next_raw().await? {
+            Message::Text(t) => {
+                let msg: Value = serde_json::from_str(&t).unwrap();
+                if msg["id"] == id {
+                    return (msg["type"] == "ack").then_some(msg);
+                }
+            }
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+/// Three workers are restarted one after another (SIGTERM, start, healthy) while four clients
+/// chat through the load balancer: every message is committed once, every acknowledged one is
+/// delivered to every client exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_three_workers_delivers_every_message_exactly_once() {
+    const CLIENTS: usize = 4;
+    let mut d = Deployment::start(&[]).await;
+    let mut guests = Vec::new();
+    for i in 0..CLIENTS {
+        guests.push(d.guest(&format!("Guest {i}")).await);
+    }
+    let host_token = guests[0].0.clone();
+    let room = d
+        .call(
+            reqwest::Method::POST,
+            "/rooms",
+            Some(&host_token),
+            Some(json!({})),
+        )
+        .await["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (token, _) in &guests[1..] {
+        let invite = d
+            .call(
+                reqwest::Method::POST,
+                &format!("/rooms/{room}/invites"),
+                Some(&host_token),
+                Some(json!({})),
+            )
+            .await;
+        d.call(
+            reqwest::Method::POST,
+            &format!("/rooms/{room}/join"),
+            Some(token),
+            Some(json!({ "invite_token": invite["token"] })),
+        )
+        .await;
+    }
+    let (sending_tx, sending) = tokio::sync::watch::channel(true);
+    let (done_tx, done_at) = tokio::sync::watch::channel(None);
+    let (quiet_tx, mut quiet) = tokio::sync::mpsc::unbounded_channel();
+    let clients: Vec<_> = guests
+        .iter()
+        .enumerate()
+        .map(|(who, (token, _))| {
+            tokio::spawn(chatter(
+                d.proxy.ws_url(),
+                (token.clone(), room.clone(), who),
+                sending.clone(),
+                quiet_tx.clone(),
+                done_at.clone(),
+            ))
+        })
+        .collect();
+
+    for id in WORKERS {
+        d.workers.get_mut(id).unwrap().terminate().await;
+        d.restart(id).await;
+    }
+    sending_tx.send_replace(false);
+    // Once every client has all it sent acknowledged, the log is complete: each client reads
+    // up to its newest number.
+    for _ in 0..CLIENTS {
+        tokio::time::timeout(PATIENCE * 3, quiet.recv())
+            .await
+            .expect("a client's messages were not all acknowledged")
+            .unwrap();
+    }
+    let last = log(&d.http, &d.proxy.base, &room, &host_token)
+        .await
+        .last()
+        .map_or(0, |e| e["seq"].as_i64().unwrap());
+    done_tx.send_replace(Some(last));
+    let mut seen = Vec::new();
+    for client in clients {
+        seen.push(
+            tokio::time::timeout(PATIENCE * 6, client)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+
+    let log = log(&d.http, &d.proxy.base, &room, &host_token).await;
+    let chat: Vec<(i64, String)> = log
+        .iter()
+        .filter(|e| e["content"]["type"] == "chat")
+        .map(|e| {
+            (
+                e["seq"].as_i64().unwrap(),
+                e["content"]["ciphertext"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut once = std::collections::HashSet::new();
+    for (_, text) in &chat {
+        assert!(once.insert(text.clone()), "{text} committed twice");
+    }
+    let mut reconnections = 0;
+    for (who, client) in seen.iter().enumerate() {
+        reconnections += client.connections - 1;
+        assert_eq!(client.acked.len(), client.sent.len(), "client {who}");
+        for text in &client.sent {
+            assert!(
+                once.contains(text),
+                "client {who}: {text} acknowledged but not in the log"
+            );
+        }
+        assert_eq!(
+            client.events, chat,
+            "client {who} saw every message once, in order"
+        );
+    }
+    assert!(
+        reconnections >= 1,
+        "nobody's worker was restarted under them"
+    );
+    eprintln!(
+        "rolling restart: {} messages, {reconnections} reconnections, every one delivered once to {CLIENTS} clients",
+        chat.len()
+    );
 }

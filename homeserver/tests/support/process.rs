@@ -90,6 +90,23 @@ impl ServeProcess {
         assert!(!status.success(), "killed, not exited: {status:?}");
     }
 
+    /// Stops it the way an operator does (SIGTERM), and waits until it has exited.
+    pub async fn terminate(&mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "confab serve did not stop on SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn ws_url(&self) -> String {
         ws_url(&self.base)
     }
