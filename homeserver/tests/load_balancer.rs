@@ -19,13 +19,16 @@ use support::{PATIENCE, TestDb, WsClient, is_chat};
 
 const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
 
+/// `CONFAB__…` settings of a process.
+type Settings = Vec<(String, String)>;
+
 /// The homeserver: three workers, the load balancer, the database.
 struct Deployment {
     db: TestDb,
     data: tempfile::TempDir,
     workers: HashMap<&'static str, ServeProcess>,
     /// Each worker's port and settings, to start it again.
-    spawn: HashMap<&'static str, (u16, Vec<(String, String)>)>,
+    spawn: HashMap<&'static str, (u16, Settings)>,
     proxy: HaProxy,
     http: reqwest::Client,
 }
@@ -44,7 +47,7 @@ impl Deployment {
         // One after another: the first one writes the signing key all of them share.
         for id in WORKERS {
             let port = free_port();
-            let all: Vec<(String, String)> = [
+            let all: Settings = [
                 ("CONFAB__SERVER__NAME", name.as_str()),
                 ("CONFAB__SERVER__PUBLIC_URL", public.as_str()),
                 ("CONFAB__CLUSTER__WORKER_ID", id),
