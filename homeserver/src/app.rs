@@ -435,6 +435,14 @@ pub async fn prepare(settings: Settings, database_url: &str) -> anyhow::Result<A
     let federation = Federation::new(&settings, identity)?;
     let cluster = Cluster::start(&settings.cluster, pool.clone(), database_url).await?;
     let state = build(settings, pool, federation, cluster);
+    let bus = state.cluster.stats();
+    for counter in [
+        &bus.notifications_sent,
+        &bus.messages_sent,
+        &bus.messages_received,
+    ] {
+        state.metrics.register(counter.clone());
+    }
     let decisions = crate::admin::load_acl_overrides(&state)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.reason))?;

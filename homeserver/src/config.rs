@@ -818,6 +818,12 @@ mod tests {
             assert!(s.federation.allow_insecure_http && s.federation.allow_private_addresses);
             assert!(s.database.url.ends_with(name.split(':').next().unwrap()));
         }
+        // The workers of docker/compose.workers.yaml: each is given its id there.
+        let workers = examples.join("workers.toml");
+        let s = Settings::load_from(Some(&workers), env(&[("CONFAB__CLUSTER__WORKER_ID", "w2")]))
+            .unwrap();
+        assert!(s.cluster.is_worker() && !s.database.url.is_empty());
+        assert_eq!(s.server.trusted_proxies, ["172.28.0.10"]);
     }
 
     #[test]

@@ -108,6 +108,34 @@ impl Deployment {
         )
     }
 
+    /// A room of `host`'s that each of `guests` joined with an invite of its own; its id.
+    async fn room(&self, host: &str, guests: &[&str]) -> String {
+        let room = self
+            .call(reqwest::Method::POST, "/rooms", Some(host), Some(json!({})))
+            .await["room_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for token in guests {
+            let invite = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/rooms/{room}/invites"),
+                    Some(host),
+                    Some(json!({})),
+                )
+                .await;
+            self.call(
+                reqwest::Method::POST,
+                &format!("/rooms/{room}/join"),
+                Some(token),
+                Some(json!({ "invite_token": invite["token"] })),
+            )
+            .await;
+        }
+        room
+    }
+
     /// A socket through the load balancer from `source`, to `worker` while it is up.
     async fn socket(&self, source: &str, worker: &str, token: &str) -> Option<WsClient> {
         let source: IpAddr = source.parse().unwrap();
@@ -196,34 +224,7 @@ async fn three_workers_behind_haproxy_carry_a_room_through_a_sigkill() {
     let (a_token, a) = d.guest("A").await;
     let (b_token, b) = d.guest("B").await;
     let (c_token, c) = d.guest("C").await;
-    let room = d
-        .call(
-            reqwest::Method::POST,
-            "/rooms",
-            Some(&host_token),
-            Some(json!({})),
-        )
-        .await["room_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    for token in [&a_token, &b_token, &c_token] {
-        let invite = d
-            .call(
-                reqwest::Method::POST,
-                &format!("/rooms/{room}/invites"),
-                Some(&host_token),
-                Some(json!({})),
-            )
-            .await;
-        d.call(
-            reqwest::Method::POST,
-            &format!("/rooms/{room}/join"),
-            Some(token),
-            Some(json!({ "invite_token": invite["token"] })),
-        )
-        .await;
-    }
+    let room = d.room(&host_token, &[&a_token, &b_token, &c_token]).await;
 
     // Each participant on a worker of its own, from an address of its own.
     let subscribe = |since: i64| json!({"type": "subscribe", "room_id": room, "since": since});
@@ -553,34 +554,8 @@ async fn a_rolling_restart_of_three_workers_delivers_every_message_exactly_once(
         guests.push(d.guest(&format!("Guest {i}")).await);
     }
     let host_token = guests[0].0.clone();
-    let room = d
-        .call(
-            reqwest::Method::POST,
-            "/rooms",
-            Some(&host_token),
-            Some(json!({})),
-        )
-        .await["room_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    for (token, _) in &guests[1..] {
-        let invite = d
-            .call(
-                reqwest::Method::POST,
-                &format!("/rooms/{room}/invites"),
-                Some(&host_token),
-                Some(json!({})),
-            )
-            .await;
-        d.call(
-            reqwest::Method::POST,
-            &format!("/rooms/{room}/join"),
-            Some(token),
-            Some(json!({ "invite_token": invite["token"] })),
-        )
-        .await;
-    }
+    let others: Vec<&str> = guests[1..].iter().map(|(t, _)| t.as_str()).collect();
+    let room = d.room(&host_token, &others).await;
     let (sending_tx, sending) = tokio::sync::watch::channel(true);
     let (done_tx, done_at) = tokio::sync::watch::channel(None);
     let (quiet_tx, mut quiet) = tokio::sync::mpsc::unbounded_channel();

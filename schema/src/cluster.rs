@@ -531,6 +531,30 @@ pub async fn prune_spill(conn: &mut Conn, before_ts: i64) -> Result<usize, DbErr
     )
 }
 
+#[derive(QueryableByName)]
+struct Holder {
+    #[diesel(sql_type = BigInt)]
+    key: i64,
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+/// Who holds the singletons' locks in this database: each held key with the holder session's
+/// `application_name` (`confab worker <id>`, see [`Listener::connect`]), by key.
+pub async fn lock_holders(conn: &mut Conn) -> Result<Vec<(i64, String)>, DbError> {
+    let rows: Vec<Holder> = diesel::sql_query(
+        "SELECT ((l.classid::bigint << 32) | l.objid::bigint) AS key, \
+         coalesce(a.application_name, '') AS name FROM pg_locks l \
+         JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted \
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         ORDER BY key",
+    )
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.key, r.name)).collect())
+}
+
 /// One notification received.
 #[derive(Debug, Clone)]
 pub struct Notification {

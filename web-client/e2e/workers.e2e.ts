@@ -11,12 +11,12 @@ import { expect, test } from '@playwright/test';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   createRoom,
+  freePort,
   diagnostics,
   inRoom,
   inviteLink,
@@ -30,17 +30,6 @@ import {
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const WORKERS = ['w1', 'w2', 'w3'] as const;
-
-function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const srv = createServer();
-    srv.once('error', fail);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? ok(addr.port) : fail(new Error('no port'))));
-    });
-  });
-}
 
 const workers = new Map<string, ChildProcess>();
 let haproxy: ChildProcess | undefined;

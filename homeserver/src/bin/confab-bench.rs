@@ -25,6 +25,10 @@
 //!                     # local chat acks (open loop) with no attack, then while a hostile
 //!                     # homeserver keeps 32 gapped transactions in flight and answers each
 //!                     # gap-fill request after 5 s
+//! confab-bench workers [--rooms 100] [--clients 8] [--secs 10] [--chat-rate 5000] [--signal-rate 10000]
+//!                     # two workers on one Postgres against one process on the same Postgres:
+//!                     # send-to-delivery of chat and signaling across workers, the bus's
+//!                     # ceiling, singletons taken over after a SIGKILL
 //! confab-bench all                                               # the README's figures
 //! confab-bench bare-relay --listen 127.0.0.1:0                   # (internal) the reference relay
 //! ```
@@ -118,6 +122,17 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             "hostile" => hostile_bench(opt("secs", 10), opt("rate", 2_000)).await,
+            "workers" => {
+                workers_bench(
+                    (
+                        opt("rooms", 100) as usize,
+                        opt("clients", 8) as usize,
+                        opt("secs", 10),
+                    ),
+                    (opt("chat-rate", 5_000), opt("signal-rate", 10_000)),
+                )
+                .await
+            }
             "all" => {
                 print_machine();
                 signal_bench(100, 8, 10, Drive::Closed(1)).await?;
@@ -237,11 +252,28 @@ async fn wait_listening(addr: SocketAddr) {
 
 /// Starts `confab serve` with its own embedded Postgres and limits raised for load.
 async fn start_confab(extra: &[(&str, &str)]) -> anyhow::Result<ServerProcess> {
+    let data = bench_dir()?;
+    let mut server = spawn_confab(data.path(), extra).await?;
+    server._data = Some(data);
+    Ok(server)
+}
+
+/// A temporary directory that the embedded Postgres's unprivileged user may enter.
+fn bench_dir() -> anyhow::Result<tempfile::TempDir> {
     let data = tempfile::Builder::new()
         .prefix("confab-bench-")
         .tempdir_in("/tmp")?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755))?;
+    Ok(data)
+}
+
+/// Starts `confab serve` on data directory `data` (its signing key, and its embedded Postgres
+/// unless `extra` gives a `database.url`) with limits raised for load.
+async fn spawn_confab(
+    data: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<ServerProcess> {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let mut cmd = Command::new(sibling_binary("confab"));
@@ -249,7 +281,7 @@ async fn start_confab(extra: &[(&str, &str)]) -> anyhow::Result<ServerProcess> {
         .env("CONFAB__SERVER__LISTEN", addr.to_string())
         .env("CONFAB__SERVER__NAME", addr.to_string())
         .env("CONFAB__SERVER__PUBLIC_URL", format!("http://{addr}"))
-        .env("CONFAB__SERVER__DATA_DIR", data.path())
+        .env("CONFAB__SERVER__DATA_DIR", data)
         // Several servers run at once; none of the benchmarks reads the admin listener.
         .env("CONFAB__ADMIN__LISTEN", "")
         .env("CONFAB__LOG__LEVEL", "warn")
@@ -286,7 +318,7 @@ async fn start_confab(extra: &[(&str, &str)]) -> anyhow::Result<ServerProcess> {
     Ok(ServerProcess {
         child,
         addr,
-        _data: Some(data),
+        _data: None,
     })
 }
 
@@ -1859,4 +1891,393 @@ fn hostile_room(room_id: &str, origin: &confab_federation::ids::ServerName, join
             "content": {"type": "member", "user_id": user, "membership": "joined", "display_name": "M"}}],
         "connected": [],
     })
+}
+
+// ---- workers -------------------------------------------------------------------------------
+
+/// A Postgres cluster of the benchmark's own (the embedded one's code, in a temporary
+/// directory), for servers given a `database.url`: one database for the workers, one for the
+/// single process they are compared with, on the same Postgres.
+struct PgCluster {
+    pg: confab::embedded_pg::EmbeddedPostgres,
+    _dir: tempfile::TempDir,
+}
+
+impl PgCluster {
+    fn start() -> anyhow::Result<Self> {
+        let dir = bench_dir()?;
+        let pg = confab::embedded_pg::EmbeddedPostgres::start(
+            &dir.path().join("postgres"),
+            None,
+            &[("max_connections", "200")],
+        )?;
+        Ok(Self { pg, _dir: dir })
+    }
+
+    /// A new, empty database; its URL.
+    async fn database(&self, name: &str) -> anyhow::Result<String> {
+        confab_schema::create_database(&self.pg.url("postgres"), name, None).await?;
+        Ok(self.pg.url(name))
+    }
+
+    /// CPU seconds of the postmaster and every backend.
+    fn cpu_seconds(&self) -> f64 {
+        let pid = std::fs::read_to_string(self.pg.data_dir().join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next()?.trim().parse::<u32>().ok());
+        pid.map_or(0.0, |pid| {
+            proc_stat(&pid.to_string()).map_or(0.0, |(_, t)| t) / clock_ticks()
+                + descendants_cpu_seconds(pid)
+        })
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = self.pg.stop();
+    }
+}
+
+/// What is sent between the members of a room in a delivery run.
+#[derive(Clone, Copy, PartialEq)]
+enum Traffic {
+    /// Persisted chat, fanned out to the seven others.
+    Chat,
+    /// A signal to the next member.
+    Signal,
+}
+
+/// Send-to-delivery figures of one run.
+struct Delivery {
+    sent: f64,
+    delivered: f64,
+    /// Latencies of deliveries to a device on another worker than the sender's, and on the same.
+    cross: Samples,
+    same: Samples,
+    errors: u64,
+    server_cpu: f64,
+    postgres_cpu: f64,
+    generator_cpu: f64,
+    elapsed: f64,
+}
+
+/// Drives `rooms` rooms of `clients` members, member `i` of each room connected to
+/// `servers[i % servers.len()]` (set up through the first), each sending `traffic` at its share
+/// of `rate` per second, for 2 s of warm-up and `secs` of measurement; every delivery's time from
+/// send to receipt is sampled (the generator's own clock is in the payload).
+async fn delivery_run(
+    servers: &[&ServerProcess],
+    pg: &PgCluster,
+    (rooms, clients): (usize, usize),
+    (secs, rate): (u64, u64),
+    traffic: Traffic,
+) -> Delivery {
+    let setup = setup_rooms(servers[0].addr, rooms, clients).await;
+    let worker_of: Arc<HashMap<String, usize>> = Arc::new(
+        setup
+            .iter()
+            .flat_map(|(_, members)| members.iter().enumerate())
+            .map(|(i, m)| (m.user_id.clone(), i % servers.len()))
+            .collect(),
+    );
+    let window = Arc::new(Window {
+        measuring: AtomicBool::new(false),
+        messages: AtomicU64::new(0),
+    });
+    let (cross, same) = (Arc::new(Samples::default()), Arc::new(Samples::default()));
+    let (delivered, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let period = Duration::from_secs_f64((rooms * clients) as f64 / rate as f64);
+    let mut tasks = Vec::new();
+    for (room_id, members) in &setup {
+        for (i, m) in members.iter().enumerate() {
+            let here = i % servers.len();
+            let ws = confab_client(servers[here].addr, m, Some(room_id)).await;
+            let next = &members[(i + 1) % members.len()];
+            let prefix = match traffic {
+                Traffic::Chat => {
+                    format!(r#"{{"type":"chat","room_id":"{room_id}","kind":"text","ciphertext":""#)
+                }
+                Traffic::Signal => format!(
+                    r#"{{"type":"signal","room_id":"{room_id}","to":{{"user_id":"{}","device_id":"{}"}},"payload":""#,
+                    next.user_id, next.device_id
+                ),
+            };
+            let from_prev = (i + members.len() - 1) % members.len() % servers.len() != here;
+            let mine = format!(r#""sender":"{}""#, m.user_id);
+            let (window, cross, same, delivered, errors, stop, worker_of) = (
+                window.clone(),
+                cross.clone(),
+                same.clone(),
+                delivered.clone(),
+                errors.clone(),
+                stop.clone(),
+                worker_of.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let (mut sink, mut stream) = ws.split();
+                let ticker_stop = stop.clone();
+                let window_sent = window.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(period.mul_f64(rand::random::<f64>())).await;
+                    let mut tick = tokio::time::interval(period);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                    let mut n = 0u64;
+                    while !ticker_stop.load(Ordering::Acquire) {
+                        tick.tick().await;
+                        n += 1;
+                        let mut text = prefix.clone();
+                        text.push_str(&payload(start));
+                        text.push('"');
+                        if traffic == Traffic::Chat {
+                            text.push_str(&format!(r#","txn_id":"t{n}""#));
+                        }
+                        text.push('}');
+                        if window_sent.measuring.load(Ordering::Acquire) {
+                            window_sent.messages.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if sink.send(Message::text(text)).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                while let Some(Ok(msg)) = stream.next().await {
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let Message::Text(text) = msg else { continue };
+                    let text: &str = &text;
+                    if text.starts_with(r#"{"type":"error""#) {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    let (field, is_cross) = match traffic {
+                        Traffic::Signal if text.starts_with(r#"{"type":"signal""#) => {
+                            (r#""payload":""#, from_prev)
+                        }
+                        Traffic::Chat
+                            if text.starts_with(r#"{"type":"event""#) && !text.contains(&mine) =>
+                        {
+                            let sender = text
+                                .split_once(r#""sender":""#)
+                                .and_then(|(_, rest)| rest.split('"').next())
+                                .unwrap_or_default();
+                            (r#""ciphertext":""#, worker_of.get(sender) != Some(&here))
+                        }
+                        _ => continue,
+                    };
+                    if !window.measuring.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                    let body = text.split_once(field).map_or("", |(_, rest)| rest);
+                    if let Some(latency) = parse_sent(start, body) {
+                        if is_cross { &cross } else { &same }.push(latency);
+                    }
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu = |servers: &[&ServerProcess]| servers.iter().map(|s| s.cpu_seconds()).sum::<f64>();
+    let (cpu0, pg0, gen0) = (cpu(servers), pg.cpu_seconds(), own_cpu_seconds());
+    window.measuring.store(true, Ordering::Release);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    window.measuring.store(false, Ordering::Release);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (server_cpu, postgres_cpu, generator_cpu) = (
+        cpu(servers) - cpu0,
+        pg.cpu_seconds() - pg0,
+        own_cpu_seconds() - gen0,
+    );
+    stop.store(true, Ordering::Release);
+    for t in &tasks {
+        t.abort();
+    }
+    Delivery {
+        sent: window.messages.load(Ordering::Relaxed) as f64 / elapsed,
+        delivered: delivered.load(Ordering::Relaxed) as f64 / elapsed,
+        cross: cross.take(),
+        same: same.take(),
+        errors: errors.load(Ordering::Relaxed),
+        server_cpu,
+        postgres_cpu,
+        generator_cpu,
+        elapsed,
+    }
+}
+
+fn report_delivery(name: &str, d: &Delivery) {
+    let line = |s: &Samples| {
+        let (p50, p99, _, n) = s.percentiles();
+        if n == 0 {
+            "—".to_owned()
+        } else {
+            format!("p50 {p50:.2} ms  p99 {p99:.2} ms ({n})")
+        }
+    };
+    println!(
+        "{name:>12}: {:>7.0} sent/s  {:>7.0} delivered/s  other worker: {}  same worker: {}  errors {}  CPU % of a core: servers {:.0}, Postgres {:.0}, generator {:.0}  ({:.1} us of server CPU per delivery)",
+        d.sent,
+        d.delivered,
+        line(&d.cross),
+        line(&d.same),
+        d.errors,
+        d.server_cpu / d.elapsed * 100.0,
+        d.postgres_cpu / d.elapsed * 100.0,
+        d.generator_cpu / d.elapsed * 100.0,
+        d.server_cpu * 1e6 / (d.delivered * d.elapsed).max(1.0),
+    );
+}
+
+/// A counter from a worker's metrics (its admin listener).
+async fn metric(admin: SocketAddr, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Several workers on one Postgres against one process on the same Postgres, in one run:
+/// persisted chat and signaling with each room's members spread over two workers, the bus's
+/// ceiling, and how long a singleton takes to move after its worker is killed.
+async fn workers_bench(
+    (rooms, clients, secs): (usize, usize, u64),
+    (chat_rate, signal_rate): (u64, u64),
+) -> anyhow::Result<()> {
+    println!(
+        "\n== workers: {rooms} rooms x {clients}, members alternating between two workers on one Postgres, against one process on the same Postgres; {secs} s each =="
+    );
+    let pg = PgCluster::start()?;
+    let one_url = pg.database("one").await?;
+    let two_url = pg.database("two").await?;
+    let one_dir = bench_dir()?;
+    let one = spawn_confab(one_dir.path(), &[("CONFAB__DATABASE__URL", &one_url)]).await?;
+    let two_dir = bench_dir()?;
+    let name_port = free_port();
+    let name = format!("127.0.0.1:{name_port}");
+    let mut workers = Vec::new();
+    let mut admins = Vec::new();
+    for id in ["w1", "w2"] {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let w = spawn_confab(
+            two_dir.path(),
+            &[
+                ("CONFAB__DATABASE__URL", &two_url),
+                ("CONFAB__CLUSTER__WORKER_ID", id),
+                ("CONFAB__SERVER__NAME", &name),
+                ("CONFAB__ADMIN__LISTEN", &admin.to_string()),
+            ],
+        )
+        .await?;
+        workers.push(w);
+        admins.push(admin);
+    }
+    let bus = |admins: Vec<SocketAddr>| async move {
+        let mut sum = (0.0, 0.0);
+        for a in admins {
+            sum.0 += metric(a, "confab_bus_notifications_sent_total").await;
+            sum.1 += metric(a, "confab_bus_messages_sent_total").await;
+        }
+        sum
+    };
+    let pair: Vec<&ServerProcess> = workers.iter().collect();
+    for (traffic, rate, what) in [
+        (Traffic::Chat, chat_rate, "persisted chat"),
+        (Traffic::Signal, signal_rate, "signaling to the next member"),
+    ] {
+        println!("-- {what}, open loop at {rate}/s in all");
+        let d = delivery_run(&[&one], &pg, (rooms, clients), (secs, rate), traffic).await;
+        report_delivery("one process", &d);
+        let before = (Instant::now(), bus(admins.clone()).await);
+        let d = delivery_run(&pair, &pg, (rooms, clients), (secs, rate), traffic).await;
+        let after = bus(admins.clone()).await;
+        let t = before.0.elapsed().as_secs_f64();
+        report_delivery("two workers", &d);
+        println!(
+            "{:>12}  bus (both workers, whole run with set-up): {:.0} notifications/s carrying {:.0} messages/s",
+            "",
+            (after.0 - before.1.0) / t,
+            (after.1 - before.1.1) / t
+        );
+    }
+    // The ceiling: signaling across workers with no pause, as fast as it goes.
+    println!("-- the bus's ceiling: signaling across workers, open loop far above what it carries");
+    let before = (Instant::now(), bus(admins.clone()).await);
+    let d = delivery_run(
+        &pair,
+        &pg,
+        (rooms, clients),
+        (secs, 200_000),
+        Traffic::Signal,
+    )
+    .await;
+    let after = bus(admins.clone()).await;
+    let t = before.0.elapsed().as_secs_f64();
+    report_delivery("two workers", &d);
+    println!(
+        "{:>12}  bus: {:.0} notifications/s carrying {:.0} messages/s (whole run with set-up)",
+        "",
+        (after.0 - before.1.0) / t,
+        (after.1 - before.1.1) / t
+    );
+    drop(one);
+
+    // Takeover: the worker holding the singletons is killed; the other takes them at its next
+    // tick (a third of the default 10 s lease).
+    println!("-- takeover after SIGKILL (default lease 10 s)");
+    let pool =
+        confab_schema::build_pool(&two_url, 2, Duration::from_secs(5), Duration::from_secs(5))?;
+    let holders = async || -> Vec<(i64, String)> {
+        let mut db = confab_schema::connect(&pool).await.expect("database");
+        confab_schema::cluster::lock_holders(&mut db)
+            .await
+            .expect("locks")
+    };
+    let keys = [
+        ("sender", confab_schema::cluster::locks::SENDER),
+        ("sweeper", confab_schema::cluster::locks::SWEEPER),
+    ];
+    let held = holders().await;
+    let holder = held
+        .iter()
+        .find(|(k, _)| *k == keys[0].1)
+        .map(|(_, n)| n.clone())
+        .unwrap_or_default();
+    let victim = usize::from(holder.ends_with("w2"));
+    let killed_at = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(workers[victim].pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let mut taken: Vec<Option<Duration>> = vec![None; keys.len()];
+    while taken.iter().any(Option::is_none) && killed_at.elapsed() < Duration::from_secs(60) {
+        let now = holders().await;
+        for (i, (_, key)) in keys.iter().enumerate() {
+            let moved = now
+                .iter()
+                .any(|(k, n)| k == key && !n.is_empty() && *n != holder);
+            if moved && taken[i].is_none() {
+                taken[i] = Some(killed_at.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for ((what, _), t) in keys.iter().zip(&taken) {
+        match t {
+            Some(t) => println!(
+                "{what:>12}: taken over {:.2} s after the SIGKILL of {holder}",
+                t.as_secs_f64()
+            ),
+            None => println!("{what:>12}: NOT taken over within 60 s"),
+        }
+    }
+    Ok(())
 }

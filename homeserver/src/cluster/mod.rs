@@ -103,14 +103,46 @@ pub enum SenderCommand {
 }
 
 /// Counters for tests and operators.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClusterStats {
+    /// Notifications sent (each holds one or more messages).
+    pub notifications_sent: prometheus::IntCounter,
+    /// Messages sent to other workers.
+    pub messages_sent: prometheus::IntCounter,
+    /// Messages received from other workers.
+    pub messages_received: prometheus::IntCounter,
     /// Times the listening session was (re)opened.
     pub listener_connects: AtomicU64,
     /// Notifications that could not be sent (their news reaches others at their next resync).
     pub notify_failures: AtomicU64,
     /// The listening session's backend process id, 0 while there is none.
     pub listener_pid: AtomicI32,
+}
+
+impl Default for ClusterStats {
+    fn default() -> Self {
+        // Static, valid definitions: construction cannot fail.
+        let counter = |name: &str, help: &str| {
+            prometheus::IntCounter::new(name, help).unwrap_or_else(|_| panic!("metric {name}"))
+        };
+        Self {
+            notifications_sent: counter(
+                "bus_notifications_sent_total",
+                "Notifications sent to the other workers",
+            ),
+            messages_sent: counter(
+                "bus_messages_sent_total",
+                "Messages sent to the other workers (several per notification)",
+            ),
+            messages_received: counter(
+                "bus_messages_received_total",
+                "Messages received from the other workers",
+            ),
+            listener_connects: AtomicU64::default(),
+            notify_failures: AtomicU64::default(),
+            listener_pid: AtomicI32::default(),
+        }
+    }
 }
 
 impl ClusterStats {
@@ -390,15 +422,24 @@ async fn send_notifications(
             }
             let channels: Vec<&str> = channels.iter().map(|c| &**c).collect();
             let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
-            db::notify(&mut conn, &channels, &payloads).await
+            db::notify(&mut conn, &channels, &payloads).await?;
+            Ok::<_, confab_schema::DbError>(payloads.len())
         }
         .await;
-        if let Err(err) = result {
-            if let Some(inner) = cluster.upgrade() {
-                inner.stats.notify_failures.fetch_add(1, Ordering::Relaxed);
+        let Some(inner) = cluster.upgrade() else {
+            return;
+        };
+        match result {
+            Ok(sent) => {
+                inner.stats.notifications_sent.inc_by(sent as u64);
+                inner.stats.messages_sent.inc_by(lines as u64);
             }
-            tracing::warn!(error = %err, lost = lines, "could not notify the other workers; they catch up at their next resync");
+            Err(err) => {
+                inner.stats.notify_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %err, lost = lines, "could not notify the other workers; they catch up at their next resync");
+            }
         }
+        drop(inner);
         queued.clear();
     }
 }
@@ -492,7 +533,8 @@ async fn serve_session(
         match step {
             Step::Note(Some(Ok(note))) => {
                 let leads_sender = *inner.leading[Singleton::Sender.index()].borrow();
-                receive(&inner.worker_id, leads_sender, pool, note, inbound).await;
+                let received = receive(&inner.worker_id, leads_sender, pool, note, inbound).await;
+                inner.stats.messages_received.inc_by(received as u64);
             }
             Step::Note(Some(Err(err))) => return Some(err),
             Step::Note(None) => {
@@ -531,21 +573,22 @@ async fn serve_session(
     }
 }
 
-/// Passes on one notification's messages, but for this worker's own.
+/// Passes on one notification's messages, but for this worker's own; returns how many.
 async fn receive(
     worker_id: &str,
     leads_sender: bool,
     pool: &DbPool,
     note: Notification,
     inbound: &mpsc::UnboundedSender<Inbound>,
-) {
+) -> usize {
     let (from, messages) = wire::unpack(&note.payload);
     if from == worker_id {
-        return;
+        return 0;
     }
     if note.channel == SENDER_CHANNEL && !leads_sender {
-        return;
+        return 0;
     }
+    let count = messages.len();
     for message in messages {
         match message {
             Message::Spilled { id } => {
@@ -570,6 +613,7 @@ async fn receive(
             message => pass_on(from, message, inbound),
         }
     }
+    count
 }
 
 fn pass_on(from: &str, message: Message, inbound: &mpsc::UnboundedSender<Inbound>) {

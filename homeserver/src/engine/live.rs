@@ -447,7 +447,7 @@ impl LiveRooms {
 
     /// Applies a room's live news from another worker (see [`ToWorkers`]). Nothing to do for a
     /// room not live here: it has nobody here to tell, and reads who is where when it loads.
-    pub fn from_peer(&self, worker: &str, room_id: &str, body: &str) {
+    pub async fn from_peer(&self, worker: &str, room_id: &str, body: &str) {
         let Some(live) = self.get(room_id) else {
             return;
         };
@@ -458,6 +458,12 @@ impl LiveRooms {
                 return;
             }
         };
+        if news == ToWorkers::Members {
+            if let Err(err) = self.reload_members(&live).await {
+                tracing::warn!(room_id, error = %err.reason, "could not read a room's members again");
+            }
+            return;
+        }
         let me = self.cluster.worker_id();
         self.with(&live, |s, fx| match news {
             ToWorkers::Presence { device, online } => s.peer_presence(worker, &device, online, fx),
@@ -478,6 +484,7 @@ impl LiveRooms {
                     self.metrics.signals_relayed.inc();
                 }
             }
+            ToWorkers::Members => {}
             ToWorkers::Relay {
                 server,
                 edu_type,
@@ -611,15 +618,29 @@ impl LiveRooms {
 
     /// Replaces a room's membership with what its row says now (a replica that took its
     /// origin's member list outside the event log).
+    /// The other workers are told to do the same.
     pub async fn refresh_members(&self, room_id: &str) -> Result<(), ApiError> {
+        if self.is_shared() {
+            self.apply(
+                room_id,
+                Effects {
+                    to_workers: vec![ToWorkers::Members],
+                    ..Effects::default()
+                },
+            );
+        }
         let Some(live) = self.get(room_id) else {
             return Ok(());
         };
+        self.reload_members(&live).await
+    }
+
+    async fn reload_members(&self, live: &LiveRoom) -> Result<(), ApiError> {
         let members = {
             let mut db = confab_schema::connect(&self.pool).await?;
-            queries::members(&mut db, room_id).await?
+            queries::members(&mut db, &live.room_id).await?
         };
-        self.with(&live, |state, _| state.set_members(&members));
+        self.with(live, |state, _| state.set_members(&members));
         Ok(())
     }
 

@@ -542,7 +542,7 @@ impl Engine {
                 worker,
                 room_id,
                 body,
-            } => self.live().from_peer(&worker, &room_id, &body),
+            } => self.live().from_peer(&worker, &room_id, &body).await,
             RoomNews::Reassert => self.live().reassert().await,
         }
     }

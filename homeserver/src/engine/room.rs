@@ -63,6 +63,8 @@ pub enum ToWorkers {
         to: (String, String),
         payload: String,
     },
+    /// A replica's member list was rewritten outside the event log: read it again.
+    Members,
     /// Another server's ephemeral event, applied here first (checked, and passed on to other
     /// servers): the other workers apply it for their own sockets only.
     Relay {
@@ -717,22 +719,19 @@ impl RoomState {
         payload: &str,
         fx: &mut Effects,
     ) -> bool {
+        self.signal_here(from, to, payload, fx) || self.signal_server(from, to, payload, None, fx)
+    }
+
+    /// Queues a signal for a device subscribed here, if it is.
+    fn signal_here(
+        &self,
+        from: (&str, &str),
+        to: (&str, &str),
+        payload: &str,
+        fx: &mut Effects,
+    ) -> bool {
         let Some(target) = self.subs.get(to.0).and_then(|d| d.get(to.1)) else {
-            let server = self
-                .remote
-                .get(to.0)
-                .and_then(|d| d.get(to.1))
-                .filter(|_| self.origin_is_self)
-                .map(|r| r.server.clone());
-            let Some(server) = server else {
-                return false;
-            };
-            fx.edu(
-                vec![server],
-                edu::SIGNAL,
-                signal_edu(&self.room_id, from.0, from.1, to, payload),
-            );
-            return true;
+            return false;
         };
         target.conn.push(
             Outgoing::Signal {
@@ -745,6 +744,33 @@ impl RoomState {
             }
             .to_frame(),
             &mut fx.wakes,
+        );
+        true
+    }
+
+    /// On the origin, passes a signal to the server a device is connected through, if it is
+    /// and that is not `except` (the server it came from).
+    fn signal_server(
+        &self,
+        from: (&str, &str),
+        to: (&str, &str),
+        payload: &str,
+        except: Option<&str>,
+        fx: &mut Effects,
+    ) -> bool {
+        let server = self
+            .remote
+            .get(to.0)
+            .and_then(|d| d.get(to.1))
+            .filter(|r| self.origin_is_self && Some(r.server.as_str()) != except)
+            .map(|r| r.server.clone());
+        let Some(server) = server else {
+            return false;
+        };
+        fx.edu(
+            vec![server],
+            edu::SIGNAL,
+            signal_edu(&self.room_id, from.0, from.1, to, payload),
         );
         true
     }
@@ -799,22 +825,8 @@ impl RoomState {
         if !self.is_subscribed(from, conn_id) {
             return Err(not_subscribed());
         }
-        if let Some(target) = self.subs.get(to.0).and_then(|d| d.get(to.1)) {
-            target.conn.push(
-                Outgoing::Signal {
-                    room_id: &self.room_id,
-                    from: DeviceRef {
-                        user_id: from.user_id.as_str().into(),
-                        device_id: from.device_id.as_str().into(),
-                    },
-                    payload,
-                }
-                .to_frame(),
-                &mut fx.wakes,
-            );
-            return Ok(());
-        }
-        if self.signal_peer((&from.user_id, &from.device_id), to, payload, fx) {
+        let sender = (from.user_id.as_str(), from.device_id.as_str());
+        if self.signal_here(sender, to, payload, fx) || self.signal_peer(sender, to, payload, fx) {
             return Ok(());
         }
         let server = self
@@ -1257,43 +1269,9 @@ impl RoomState {
         if !self.remote_speaker(from, sender.0, sender.1) {
             return false;
         }
-        if let Some(target) = self.subs.get(to.0).and_then(|d| d.get(to.1)) {
-            target.conn.push(
-                Outgoing::Signal {
-                    room_id: &self.room_id,
-                    from: DeviceRef {
-                        user_id: sender.0.into(),
-                        device_id: sender.1.into(),
-                    },
-                    payload,
-                }
-                .to_frame(),
-                &mut fx.wakes,
-            );
-            return true;
-        }
-        if self.signal_peer(sender, to, payload, fx) {
-            return true;
-        }
-        if !self.origin_is_self {
-            return false;
-        }
-        let server = self
-            .remote
-            .get(to.0)
-            .and_then(|d| d.get(to.1))
-            .map(|r| r.server.clone());
-        match server.filter(|s| s != from) {
-            Some(server) => {
-                fx.edu(
-                    vec![server],
-                    edu::SIGNAL,
-                    signal_edu(&self.room_id, sender.0, sender.1, to, payload),
-                );
-                true
-            }
-            None => false,
-        }
+        self.signal_here(sender, to, payload, fx)
+            || self.signal_peer(sender, to, payload, fx)
+            || self.signal_server(sender, to, payload, Some(from), fx)
     }
 }
 
@@ -1492,6 +1470,92 @@ mod tests {
         // An old event fanned out again reaches nobody.
         r.deliver(&member_event(2, "@host:here", membership::JOINED), &mut fx);
         assert!(s.frames().is_empty());
+    }
+
+    fn shared_room(members: &[&str]) -> RoomState {
+        let mut r = room(true, members);
+        r.shared = true;
+        r
+    }
+
+    fn device(user: &str, dev: &str) -> ConnectedDevice {
+        ConnectedDevice {
+            user_id: user.into(),
+            device_id: dev.into(),
+            display_name: user.into(),
+        }
+    }
+
+    #[test]
+    fn on_one_of_several_workers_news_goes_to_the_others_and_places_are_given_back() {
+        let mut r = shared_room(&["@a:here", "@b:here", "@c:here", "@d:here"]);
+        let a = who("@a:here", "A");
+        let mut fx = Effects::default();
+        let mut on_a = socket();
+        // Capacity (3 here) is the database's to decide: a fourth user is not refused here.
+        let others: Vec<(ConnectedDevice, String)> = ["@b:here", "@c:here", "@d:here"]
+            .iter()
+            .map(|u| (device(u, "X"), "w2".to_owned()))
+            .collect();
+        r.set_peers(&others, "w1", &mut fx);
+        r.subscribe(&a, &on_a.conn, 0, &mut fx).unwrap();
+        assert_eq!(r.user_count(), 4);
+        assert!(matches!(
+            &fx.to_workers[..],
+            [ToWorkers::Presence { online: true, .. }]
+        ));
+        assert_eq!(r.go_live(&a, on_a.conn.id, 0), GoLive::Live);
+        on_a.frames();
+        // A signal for a device on another worker goes to that worker only.
+        let mut fx = Effects::default();
+        r.signal(&a, on_a.conn.id, ("@b:here", "X"), "sdp", &mut fx)
+            .unwrap();
+        assert!(matches!(
+            &fx.to_workers[..],
+            [ToWorkers::Signal { worker, payload, .. }] if worker == "w2" && payload == "sdp"
+        ));
+        assert!(fx.edus.is_empty());
+        // Typing is told to the others; leaving gives the place back under this socket's id.
+        let mut fx = Effects::default();
+        r.typing(&a, on_a.conn.id, true, &mut fx).unwrap();
+        assert!(matches!(
+            &fx.to_workers[..],
+            [ToWorkers::Typing { typing: true, .. }]
+        ));
+        let mut fx = Effects::default();
+        assert!(r.unsubscribe(&a, on_a.conn.id, &mut fx));
+        assert_eq!(
+            fx.released,
+            vec![("@a:here".to_owned(), "A".to_owned(), on_a.conn.id)]
+        );
+    }
+
+    #[test]
+    fn a_device_that_comes_up_on_another_worker_replaces_its_socket_here() {
+        let mut r = shared_room(&["@a:here", "@b:here"]);
+        let (a, b) = (who("@a:here", "A"), who("@b:here", "B"));
+        let mut on_a = subscribed(&mut r, &a);
+        let mut on_b = subscribed(&mut r, &b);
+        on_a.frames(); // B's presence
+        let mut fx = Effects::default();
+        r.peer_presence("w2", &device("@a:here", "A"), true, &mut fx);
+        assert_eq!(on_a.frames()[0]["type"], "replaced");
+        assert!(!r.is_subscribed(&a, on_a.conn.id));
+        // B sees A online once more (now through w2), and A's old socket gives nothing back:
+        // its place moved with it.
+        assert_eq!(on_b.frames()[0]["type"], "presence");
+        assert!(fx.released.is_empty());
+        // Its going away from w2 is news from w2 only.
+        let mut fx = Effects::default();
+        r.peer_presence("w3", &device("@a:here", "A"), false, &mut fx);
+        assert!(r.has_user("@a:here"));
+        r.peer_presence("w2", &device("@a:here", "A"), false, &mut fx);
+        assert!(!r.has_user("@a:here"));
+        assert_eq!(on_b.frames()[0]["online"], false);
+        // A kick removes what this worker knew of the user's devices elsewhere, too.
+        r.peer_presence("w2", &device("@b:here", "B2"), true, &mut fx);
+        r.deliver(&member_event(1, "@b:here", "kicked"), &mut fx);
+        assert!(!r.has_user("@b:here"));
     }
 
     #[test]
