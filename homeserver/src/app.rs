@@ -344,33 +344,51 @@ async fn hear_other_workers(
     engine: WeakEngine,
     sender: TransactionSender,
 ) {
-    while let Some(inbound) = from_workers.recv().await {
+    // What has arrived is taken at once: the events committed elsewhere in a batch are read in
+    // one query, and everything else is applied in the order it came, after them.
+    let mut arrived = Vec::new();
+    let mut committed = Vec::new();
+    while from_workers.recv_many(&mut arrived, 1024).await > 0 {
         let Some(engine) = engine.upgrade() else {
             return;
         };
-        let news = match inbound {
-            Inbound::ToSender(command) => {
-                sender.from_other_worker(command).await;
+        for inbound in arrived.drain(..) {
+            if let Inbound::Committed { room_id, seq } = inbound {
+                committed.push((room_id, seq));
                 continue;
             }
-            Inbound::Committed { room_id, seq } => RoomNews::Committed { room_id, seq },
-            Inbound::Closed { room_id, reason } => match CloseReason::parse(&reason) {
-                Some(reason) => RoomNews::Closed { room_id, reason },
-                None => continue,
-            },
-            Inbound::Resync => RoomNews::Resync,
-            Inbound::Reassert => RoomNews::Reassert,
-            Inbound::Live {
-                worker,
-                room_id,
-                body,
-            } => RoomNews::Live {
-                worker,
-                room_id,
-                body,
-            },
-        };
-        engine.from_other_worker(news).await;
+            if !committed.is_empty() {
+                engine.committed_elsewhere(&committed).await;
+                committed.clear();
+            }
+            let news = match inbound {
+                Inbound::Committed { .. } => continue,
+                Inbound::ToSender(command) => {
+                    sender.from_other_worker(command).await;
+                    continue;
+                }
+                Inbound::Closed { room_id, reason } => match CloseReason::parse(&reason) {
+                    Some(reason) => RoomNews::Closed { room_id, reason },
+                    None => continue,
+                },
+                Inbound::Resync => RoomNews::Resync,
+                Inbound::Reassert => RoomNews::Reassert,
+                Inbound::Live {
+                    worker,
+                    room_id,
+                    body,
+                } => RoomNews::Live {
+                    worker,
+                    room_id,
+                    body,
+                },
+            };
+            engine.from_other_worker(news).await;
+        }
+        if !committed.is_empty() {
+            engine.committed_elsewhere(&committed).await;
+            committed.clear();
+        }
     }
 }
 

@@ -359,6 +359,29 @@ pub async fn room_devices(conn: &mut Conn, room_ids: &[&str]) -> Result<Vec<Room
         .await?)
 }
 
+/// Several rooms' events at once, for a worker bringing its rooms up to what others committed:
+/// for each `(room, after, upto)`, the events numbered after `after` up to `upto`, by room and
+/// number. One round trip for a whole batch of notifications.
+pub async fn events_between(
+    conn: &mut Conn,
+    ranges: &[(&str, i64, i64)],
+) -> Result<Vec<crate::models::Event>, DbError> {
+    let rooms: Vec<&str> = ranges.iter().map(|r| r.0).collect();
+    let afters: Vec<i64> = ranges.iter().map(|r| r.1).collect();
+    let uptos: Vec<i64> = ranges.iter().map(|r| r.2).collect();
+    Ok(diesel::sql_query(
+        "SELECT e.room_id, e.seq, e.sender, e.device_id, e.origin_ts, e.content \
+         FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS w(room_id, after_seq, upto) \
+         JOIN events e ON e.room_id = w.room_id AND e.seq > w.after_seq AND e.seq <= w.upto \
+         ORDER BY e.room_id, e.seq",
+    )
+    .bind::<Array<Text>, _>(rooms)
+    .bind::<Array<BigInt>, _>(afters)
+    .bind::<Array<BigInt>, _>(uptos)
+    .load(conn)
+    .await?)
+}
+
 /// Which limit a new connection would break.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionRefused {

@@ -101,7 +101,7 @@ pub struct Invite {
 }
 
 /// One persisted, sequenced event of a room's log.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = events, check_for_backend(diesel::pg::Pg))]
 pub struct Event {
     pub room_id: String,

@@ -821,8 +821,10 @@ pub enum Batch {
 // so every run cost a round trip to prepare and a parse and plan; a multi-row VALUES insert is
 // a new statement for every batch size, and its parse and plan grew with the batch.)
 
-/// Adds `counts[i]` to the `last_seq` of room `room_ids[i]` (sorted, so that concurrent writers
-/// lock room rows in one order), returning each room's new `last_seq`.
+/// Adds `counts[i]` to the `last_seq` of room `room_ids[i]`, returning each room's new
+/// `last_seq`. The rows are locked first, in room id order, by a materialized `FOR UPDATE`:
+/// an `UPDATE … FROM` locks rows in whatever order its plan meets them, and two workers
+/// appending to the same rooms at once deadlocked on it.
 struct NumberRooms<'a> {
     room_ids: &'a [&'a str],
     counts: &'a [i64],
@@ -848,9 +850,12 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for NumberRooms<'_> {
         out.push_sql(", ");
         out.push_bind_param::<Array<BigInt>, _>(self.counts)?;
         out.push_sql(
-            ") AS v(room_id, n) ORDER BY room_id) \
-             UPDATE rooms SET last_seq = rooms.last_seq + v.n FROM v \
-             WHERE rooms.room_id = v.room_id RETURNING rooms.room_id, rooms.last_seq",
+            ") AS v(room_id, n)), \
+             l AS MATERIALIZED (SELECT rooms.room_id FROM rooms JOIN v ON rooms.room_id = v.room_id \
+             ORDER BY rooms.room_id FOR UPDATE OF rooms) \
+             UPDATE rooms SET last_seq = rooms.last_seq + v.n FROM v, l \
+             WHERE rooms.room_id = v.room_id AND l.room_id = v.room_id \
+             RETURNING rooms.room_id, rooms.last_seq",
         );
         Ok(())
     }

@@ -283,10 +283,10 @@ impl LiveRooms {
         events: &[Event],
         answers: Vec<(ChatReply, Committed)>,
     ) {
-        // Events handed in were committed by this worker (the others read theirs from the
-        // table): the other workers are told after the commit, never inside it.
-        if let Some(last) = events.last() {
-            self.cluster.committed(room_id, last.seq);
+        if !events.is_empty() {
+            return self
+                .publish_batch(vec![(room_id.to_owned(), events.to_vec(), answers)])
+                .await;
         }
         let Some(live) = self.get(room_id) else {
             let mut wakes = Wakes::default();
@@ -295,35 +295,80 @@ impl LiveRooms {
             }
             return;
         };
+        // Up to the newest: after a load, the events the snapshot missed (a moment's worth),
+        // or what other workers committed.
         let _fanout = live.fanout.lock().await;
         let published = live.read(RoomState::published);
-        let first = events.iter().map(|e| e.seq).find(|s| *s > published);
-        let fill_to = match first {
-            Some(first) => first - 1,
-            None if events.is_empty() => i64::MAX,
-            None => published,
-        };
-        if fill_to > published {
-            let missing = async {
-                let mut db = confab_schema::connect(&self.pool).await?;
-                // After a load, the events the snapshot missed: a moment's worth.
-                let limit = if events.is_empty() {
-                    CATCH_UP_PAGE
-                } else {
-                    fill_to - published
-                };
-                queries::events_after(&mut db, room_id, published, limit).await
-            }
-            .await;
-            match missing {
-                Ok(missing) => self.deliver(&live, &missing, Vec::new()),
-                // Subscribers will miss the gap until they resume; say so loudly.
-                Err(err) => tracing::error!(room_id, error = %err, "could not fill a fan-out gap"),
+        let missing = async {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            queries::events_after(&mut db, room_id, published, CATCH_UP_PAGE).await
+        }
+        .await;
+        match missing {
+            Ok(missing) => self.deliver(&live, &missing, answers),
+            Err(err) => {
+                tracing::error!(room_id, error = %err, "could not read a room's newest events");
+                self.deliver(&live, &[], answers);
             }
         }
-        self.deliver(&live, events, answers);
         drop(_fanout);
         self.sync_idle_logged(&live).await;
+    }
+
+    /// [`Self::publish`] for the rooms of one committed batch (room, events, answers), the gaps
+    /// before all of them read in one query: a room whose events come from several workers has
+    /// one before nearly every commit.
+    pub async fn publish_batch(&self, batch: Vec<(String, Vec<Event>, Vec<(ChatReply, Committed)>)>) {
+        // Events handed in were committed by this worker (the others read theirs from the
+        // table): the other workers are told after the commit, never inside it.
+        for (room_id, events, _) in &batch {
+            if let Some(last) = events.last() {
+                self.cluster.committed(room_id, last.seq);
+            }
+        }
+        let gaps: Vec<(&str, i64, i64)> = batch
+            .iter()
+            .filter_map(|(room_id, events, _)| {
+                let published = self.get(room_id)?.read(RoomState::published);
+                let first = events.iter().map(|e| e.seq).find(|s| *s > published)?;
+                (first - 1 > published).then_some((room_id.as_str(), published, first - 1))
+            })
+            .collect();
+        let missing = if gaps.is_empty() {
+            Vec::new()
+        } else {
+            async {
+                let mut db = confab_schema::connect(&self.pool).await?;
+                confab_schema::cluster::events_between(&mut db, &gaps).await
+            }
+            .await
+            .unwrap_or_else(|err| {
+                // Subscribers will miss the gap until they resume; say so loudly.
+                tracing::error!(error = %err, "could not fill a fan-out gap");
+                Vec::new()
+            })
+        };
+        for (room_id, events, answers) in batch {
+            let Some(live) = self.get(&room_id) else {
+                let mut wakes = Wakes::default();
+                for (reply, answer) in answers {
+                    reply.answer(Ok(answer), &self.metrics, &mut wakes);
+                }
+                continue;
+            };
+            let gap: Vec<Event> = missing
+                .iter()
+                .filter(|e| e.room_id == room_id)
+                .cloned()
+                .collect();
+            let _fanout = live.fanout.lock().await;
+            // Contiguous: the gap read ends where the events begin, and the room skips what it
+            // was given meanwhile.
+            self.deliver(&live, &gap, Vec::new());
+            self.deliver(&live, &events, answers);
+            drop(_fanout);
+            self.sync_idle_logged(&live).await;
+        }
     }
 
     fn deliver(&self, live: &LiveRoom, events: &[Event], answers: Vec<(ChatReply, Committed)>) {
@@ -417,6 +462,59 @@ impl LiveRooms {
                 // Nothing read (the database is away, or the room is gone): the next resync
                 // tries again.
                 return;
+            }
+        }
+    }
+
+    /// Brings many rooms up to what other workers committed (`news`: rooms and numbers, a
+    /// batch of notifications): one query reads the events of all of them, then each room's
+    /// are fanned out under its fan-out lock, in order. What is left (a room further behind than
+    /// a page) is read by [`Self::catch_up_to`].
+    pub async fn catch_up_many(&self, news: &[(String, i64)]) {
+        let mut newest: HashMap<&str, i64> = HashMap::new();
+        for (room_id, seq) in news {
+            let at = newest.entry(room_id.as_str()).or_insert(*seq);
+            *at = (*at).max(*seq);
+        }
+        let mut behind = Vec::new();
+        for (room_id, seq) in newest {
+            if let Some(live) = self.get(room_id) {
+                let published = live.read(RoomState::published);
+                if published < seq {
+                    behind.push((live, published, seq));
+                }
+            }
+        }
+        if behind.is_empty() {
+            return;
+        }
+        let ranges: Vec<(&str, i64, i64)> = behind
+            .iter()
+            .map(|(live, after, seq)| (live.room_id(), *after, (*seq).min(after + CATCH_UP_PAGE)))
+            .collect();
+        let events = async {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            confab_schema::cluster::events_between(&mut db, &ranges).await
+        }
+        .await
+        .unwrap_or_else(|err| {
+            // Each room reads its own below (and the next resync tries again).
+            tracing::warn!(error = %err, "could not read the events other workers committed");
+            Vec::new()
+        });
+        for (live, _, seq) in &behind {
+            let mine: Vec<Event> = events
+                .iter()
+                .filter(|e| e.room_id == live.room_id())
+                .cloned()
+                .collect();
+            if !mine.is_empty() {
+                // Contiguous from the number read after; the room skips what it has already.
+                let _fanout = live.fanout.lock().await;
+                self.deliver(live, &mine, Vec::new());
+            }
+            if live.read(RoomState::published) < *seq {
+                self.catch_up_to(live.room_id(), *seq).await;
             }
         }
     }

@@ -67,8 +67,6 @@ fn too_many_for_user(open: usize) -> ApiError {
 /// What other workers tell a worker's engine (see [`crate::cluster`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomNews {
-    /// A room's events up to `seq` are committed.
-    Committed { room_id: String, seq: i64 },
     /// A room was deleted.
     Closed {
         room_id: String,
@@ -528,11 +526,16 @@ impl Engine {
         self.live().close(room_id, reason);
     }
 
+    /// Brings the rooms live here up to what other workers committed (a batch of rooms and
+    /// the numbers committed up to), read in one query.
+    pub async fn committed_elsewhere(&self, news: &[(String, i64)]) {
+        self.live().catch_up_many(news).await;
+    }
+
     /// Applies what another worker did: its committed events reach the subscribers here (read
     /// from the table, in order, once), a room it deleted is closed here.
     pub async fn from_other_worker(&self, news: RoomNews) {
         match news {
-            RoomNews::Committed { room_id, seq } => self.live().catch_up_to(&room_id, seq).await,
             RoomNews::Closed { room_id, reason } => self.live().close_here(&room_id, reason),
             RoomNews::Resync => {
                 self.live().resync().await;

@@ -481,6 +481,7 @@ async fn commit_chat(
             let appended: usize = committed.iter().flatten().map(|(e, _)| e.len()).sum();
             metrics.events_persisted.inc_by(appended as u64);
             wake(federation, &woken).await;
+            let mut published = Vec::with_capacity(rooms.len());
             for (room, outcome) in rooms.into_iter().zip(committed) {
                 let Some((events, outcomes)) = outcome else {
                     let replies = room.replies.into_iter();
@@ -504,8 +505,9 @@ async fn commit_chat(
                         .into_iter()
                         .map(|(e, reply)| (reply, answer(&outcomes[e]))),
                 );
-                live.publish(&room.room_id, &events, answers).await;
+                published.push((room.room_id, events, answers));
             }
+            live.publish_batch(published).await;
         }
         Err(err) => {
             let err = ApiError::from(err);
