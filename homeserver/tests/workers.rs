@@ -529,3 +529,51 @@ async fn one_inbound_transaction_per_origin_across_workers() {
     .await;
     assert!(claim_origin(&mut db, origin, "w0", "t3").await.unwrap());
 }
+
+/// A room whose row another transaction holds (another worker's batch) is left out of a
+/// worker's batch and committed right after, once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_for_a_room_another_transaction_holds_is_committed_once_it_is_let_go() {
+    let w = TestServer::start_workers(2, FAST).await;
+    let (room, host, guest) = shared_room(&w).await;
+    let (mut on_w0, _) = WsClient::joined(&w[0], &host, &room, 0).await;
+    let (mut on_w1, _) = WsClient::joined(&w[1], &guest, &room, 0).await;
+    let before = on_w0.chat(&room, "before").await["result"]["seq"]
+        .as_i64()
+        .unwrap();
+
+    use diesel_async::SimpleAsyncConnection;
+    let mut lock = confab_schema::connect(&w[0].state.pool).await.unwrap();
+    lock.batch_execute(&format!(
+        "BEGIN; SELECT 1 FROM rooms WHERE room_id = '{room}' FOR UPDATE"
+    ))
+    .await
+    .unwrap();
+    on_w0
+        .send(
+            json!({"type": "chat", "id": 7, "room_id": room, "kind": "text",
+                     "ciphertext": "while held", "txn_id": "held-1"}),
+        )
+        .await;
+    // The writer skipped the held row, then waits for it: one statement waiting on the lock.
+    until("the writer waits for the room's row", || async {
+        count(
+            &w[0],
+            "SELECT count(*) AS n FROM pg_locks WHERE NOT granted AND locktype IN ('tuple', 'transactionid')",
+        )
+        .await
+            == 1
+    })
+    .await;
+    lock.batch_execute("COMMIT").await.unwrap();
+    let ack = on_w0.wait_for(|m| m["id"] == 7).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(ack["result"]["seq"].as_i64(), Some(before + 1));
+    let got = on_w1
+        .wait_for(|m| is_chat(m) && m["content"]["ciphertext"] == "while held")
+        .await;
+    assert_eq!(got["seq"].as_i64(), Some(before + 1));
+    // Once: the next event follows it directly.
+    let next = on_w1.chat(&room, "after").await;
+    assert_eq!(next["result"]["seq"].as_i64(), Some(before + 2));
+}

@@ -803,6 +803,41 @@ pub struct RoomAppend<'a> {
     pub txn_ids: Vec<Option<&'a str>>,
 }
 
+/// Of `room_ids`, those whose rows this transaction could lock at once, in id order, and those
+/// that exist but another transaction holds (a batch of another worker appending to the same
+/// rooms). The rest do not exist.
+pub async fn lock_rooms_at_once(
+    conn: &mut Conn,
+    room_ids: &[&str],
+) -> Result<(Vec<String>, Vec<String>), DbError> {
+    use diesel::sql_types::{Array, Text};
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        room_id: String,
+    }
+    let locked: Vec<Row> = diesel::sql_query(
+        "SELECT room_id FROM rooms WHERE room_id = ANY($1) ORDER BY room_id FOR UPDATE SKIP LOCKED",
+    )
+    .bind::<Array<Text>, _>(room_ids)
+    .load(conn)
+    .await?;
+    let locked: Vec<String> = locked.into_iter().map(|r| r.room_id).collect();
+    if locked.len() == room_ids.len() {
+        return Ok((locked, Vec::new()));
+    }
+    let rest: Vec<&str> = room_ids
+        .iter()
+        .copied()
+        .filter(|r| !locked.iter().any(|l| l == r))
+        .collect();
+    let held: Vec<Row> = diesel::sql_query("SELECT room_id FROM rooms WHERE room_id = ANY($1)")
+        .bind::<Array<Text>, _>(&rest)
+        .load(conn)
+        .await?;
+    Ok((locked, held.into_iter().map(|r| r.room_id).collect()))
+}
+
 /// What [`append_events_batch`] did.
 #[derive(Debug)]
 pub enum Batch {

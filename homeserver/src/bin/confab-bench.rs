@@ -2182,7 +2182,7 @@ async fn workers_bench(
         )
         .await
     };
-    let mut workers = vec![spawn_worker(0).await?, spawn_worker(1).await?];
+    let mut workers = [spawn_worker(0).await?, spawn_worker(1).await?];
     let bus = |admins: Vec<SocketAddr>| async move {
         let mut sum = (0.0, 0.0);
         for a in admins {
@@ -2283,7 +2283,11 @@ async fn workers_bench(
                 None => format!("{what} NOT within 60 s"),
             })
             .collect();
-        println!("{:>12}: after the SIGKILL of {holder}: {}", "taken over", line.join(", "));
+        println!(
+            "{:>12}: after the SIGKILL of {holder}: {}",
+            "taken over",
+            line.join(", ")
+        );
         workers[victim] = spawn_worker(victim).await?;
     }
     Ok(())

@@ -32,6 +32,9 @@ use crate::metrics::Metrics;
 use crate::protocol::{ConnectedDevice, EventOut, Outgoing};
 use crate::sessions::Identity;
 
+/// One room's part of a committed batch: its events and the answers to its chat.
+pub type Published = (String, Vec<Event>, Vec<(ChatReply, Committed)>);
+
 /// Events read per page while a subscriber catches up.
 const CATCH_UP_PAGE: i64 = 500;
 
@@ -318,7 +321,7 @@ impl LiveRooms {
     /// [`Self::publish`] for the rooms of one committed batch (room, events, answers), the gaps
     /// before all of them read in one query: a room whose events come from several workers has
     /// one before nearly every commit.
-    pub async fn publish_batch(&self, batch: Vec<(String, Vec<Event>, Vec<(ChatReply, Committed)>)>) {
+    pub async fn publish_batch(&self, batch: Vec<Published>) {
         // Events handed in were committed by this worker (the others read theirs from the
         // table): the other workers are told after the commit, never inside it.
         for (room_id, events, _) in &batch {

@@ -476,13 +476,47 @@ async fn commit_chat(
     }
     let count: usize = rooms.iter().map(|r| r.events.len()).sum();
     metrics.write_batch.observe(count as f64);
-    match commit(live, federation, &rooms).await {
+    // With several workers, another worker's batch may hold some of these rooms' rows: they are
+    // left for a transaction of their own right after, rather than have the whole batch wait
+    // (two workers' batches waiting on each other in turn made every room as slow as the
+    // slowest). If none could be taken, the next attempt waits for them.
+    let mut wait = !live.is_shared();
+    while !rooms.is_empty() {
+        let taken = commit_rooms(live, metrics, federation, std::mem::take(&mut rooms), wait).await;
+        wait = taken.1 == 0;
+        rooms = taken.0;
+    }
+}
+
+/// Commits what it can of `rooms` (all of them when it may `wait` for their rows) and answers
+/// each message; returns the rooms left for later, and how many were committed.
+async fn commit_rooms(
+    live: &LiveRooms,
+    metrics: &Metrics,
+    federation: &TransactionSender,
+    rooms: Vec<RoomBatch>,
+    wait: bool,
+) -> (Vec<RoomBatch>, usize) {
+    match commit(live, federation, &rooms, wait).await {
         Ok((committed, woken)) => {
-            let appended: usize = committed.iter().flatten().map(|(e, _)| e.len()).sum();
+            let mut later = Vec::new();
+            let mut now = Vec::with_capacity(rooms.len());
+            for (room, held) in rooms.into_iter().zip(committed) {
+                match held {
+                    Held::Later => later.push(room),
+                    Held::Done(outcome) => now.push((room, outcome)),
+                }
+            }
+            let done = now.len();
+            let appended: usize = now
+                .iter()
+                .filter_map(|(_, o)| o.as_ref())
+                .map(|(e, _)| e.len())
+                .sum();
             metrics.events_persisted.inc_by(appended as u64);
             wake(federation, &woken).await;
-            let mut published = Vec::with_capacity(rooms.len());
-            for (room, outcome) in rooms.into_iter().zip(committed) {
+            let mut published = Vec::with_capacity(done);
+            for (room, outcome) in now {
                 let Some((events, outcomes)) = outcome else {
                     let replies = room.replies.into_iter();
                     for reply in replies.chain(room.repeats.into_iter().map(|(_, r)| r)) {
@@ -508,6 +542,7 @@ async fn commit_chat(
                 published.push((room.room_id, events, answers));
             }
             live.publish_batch(published).await;
+            (later, done)
         }
         Err(err) => {
             let err = ApiError::from(err);
@@ -517,13 +552,22 @@ async fn commit_chat(
                     reply.answer_now(Err(err.clone()), metrics);
                 }
             }
+            (Vec::new(), 0)
         }
     }
 }
 
-/// What a committed batch did, per room (`None`: the room no longer exists): the events
-/// appended and what became of each event of the batch; and the federation destinations to wake.
-type CommittedBatch = (Vec<Option<(Vec<Event>, Vec<Outcome>)>>, Vec<ServerName>);
+/// What became of one room of a batch in [`commit`].
+enum Held {
+    /// Committed (`None`: the room no longer exists).
+    Done(Option<(Vec<Event>, Vec<Outcome>)>),
+    /// Another transaction held its row: left for later.
+    Later,
+}
+
+/// What a committed batch did, per room: the events appended and what became of each event of
+/// the batch; and the federation destinations to wake.
+type CommittedBatch = (Vec<Held>, Vec<ServerName>);
 
 /// Why an attempt at committing a batch ended without a commit.
 enum Attempt {
@@ -549,10 +593,14 @@ impl From<confab_schema::diesel_error::Error> for Attempt {
 /// id was committed before is not appended again: the insert finds it taken (a unique index),
 /// the attempt is rolled back, and the batch is committed again without the repeats, which get
 /// the first answer. A message that is no repeat thus costs no lookup.
+///
+/// Unless it may `wait`, rooms whose rows another transaction holds are left out
+/// ([`Held::Later`]).
 async fn commit(
     live: &LiveRooms,
     federation: &TransactionSender,
     rooms: &[RoomBatch],
+    wait: bool,
 ) -> Result<CommittedBatch, DbError> {
     let mut conn = confab_schema::connect(live.pool()).await?;
     let mut seen: HashMap<ChatTxnKey, Committed> = HashMap::new();
@@ -569,10 +617,17 @@ async fn commit(
                         .map(|(key, seq, ts)| (key, (seq, ts)))
                         .collect();
                 }
+                let held_elsewhere = if wait {
+                    Vec::new()
+                } else {
+                    let ids: Vec<&str> = rooms.iter().map(|r| r.room_id.as_str()).collect();
+                    queries::lock_rooms_at_once(conn, &ids).await?.1
+                };
+                let later = |room: &RoomBatch| held_elsewhere.contains(&room.room_id);
                 // Per room, the events to append, and what becomes of each event of the batch.
                 let mut to_append = Vec::with_capacity(rooms.len());
                 let mut outcomes: Vec<Vec<Outcome>> = Vec::with_capacity(rooms.len());
-                for room in rooms {
+                for room in rooms.iter().filter(|r| !later(r)) {
                     let mut append = RoomAppend {
                         room_id: &room.room_id,
                         events: Vec::with_capacity(room.events.len()),
@@ -601,10 +656,19 @@ async fn commit(
                 for a in appended.iter().flatten() {
                     woken.extend(queue_appended(federation, conn, a).await?);
                 }
-                let committed = appended
+                let mut done = appended
                     .into_iter()
                     .zip(outcomes)
-                    .map(|(a, outcome)| a.map(|a| (a.events, outcome)))
+                    .map(|(a, outcome)| a.map(|a| (a.events, outcome)));
+                let committed = rooms
+                    .iter()
+                    .map(|room| {
+                        if later(room) {
+                            Held::Later
+                        } else {
+                            Held::Done(done.next().flatten())
+                        }
+                    })
                     .collect();
                 Ok::<_, Attempt>((committed, woken))
             })
