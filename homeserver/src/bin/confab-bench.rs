@@ -1973,11 +1973,17 @@ async fn delivery_run(
     traffic: Traffic,
 ) -> Delivery {
     let setup = setup_rooms(servers[0].addr, rooms, clients).await;
+    // Members alternate between the servers; with CONFAB_BENCH_AFFINITY=1 each room's members
+    // are all on one (rooms alternate), as a load balancer with room affinity places them.
+    let affinity = std::env::var_os("CONFAB_BENCH_AFFINITY").is_some();
+    let place =
+        move |room: usize, member: usize| (if affinity { room } else { member }) % servers.len();
     let worker_of: Arc<HashMap<String, usize>> = Arc::new(
         setup
             .iter()
-            .flat_map(|(_, members)| members.iter().enumerate())
-            .map(|(i, m)| (m.user_id.clone(), i % servers.len()))
+            .enumerate()
+            .flat_map(|(r, (_, members))| members.iter().enumerate().map(move |(i, m)| (r, i, m)))
+            .map(|(r, i, m)| (m.user_id.clone(), place(r, i)))
             .collect(),
     );
     let window = Arc::new(Window {
@@ -1990,9 +1996,9 @@ async fn delivery_run(
     let start = Instant::now();
     let period = Duration::from_secs_f64((rooms * clients) as f64 / rate as f64);
     let mut tasks = Vec::new();
-    for (room_id, members) in &setup {
+    for (r, (room_id, members)) in setup.iter().enumerate() {
         for (i, m) in members.iter().enumerate() {
-            let here = i % servers.len();
+            let here = place(r, i);
             let ws = confab_client(servers[here].addr, m, Some(room_id)).await;
             let next = &members[(i + 1) % members.len()];
             let prefix = match traffic {
@@ -2004,7 +2010,7 @@ async fn delivery_run(
                     next.user_id, next.device_id
                 ),
             };
-            let from_prev = (i + members.len() - 1) % members.len() % servers.len() != here;
+            let from_prev = place(r, (i + members.len() - 1) % members.len()) != here;
             let mine = format!(r#""sender":"{}""#, m.user_id);
             let (window, cross, same, delivered, errors, stop, worker_of) = (
                 window.clone(),

@@ -206,15 +206,10 @@ impl LiveRooms {
         drop(wakes);
         for news in to_workers {
             let to = match &news {
-                ToWorkers::Signal { worker, .. } => Some(worker.clone()),
+                ToWorkers::Signal { worker, .. } => Some(worker.as_str()),
                 _ => None,
             };
-            match serde_json::to_string(&news) {
-                Ok(body) => self.cluster.live(room_id, body, to.as_deref()),
-                Err(err) => {
-                    tracing::error!(room_id, error = %err, "could not write news for the other workers")
-                }
-            }
+            self.tell(room_id, &news, to);
         }
         if !released.is_empty() {
             let (pool, room_id) = (self.pool.clone(), room_id.to_owned());
@@ -548,16 +543,9 @@ impl LiveRooms {
 
     /// Applies a room's live news from another worker (see [`ToWorkers`]). Nothing to do for a
     /// room not live here: it has nobody here to tell, and reads who is where when it loads.
-    pub async fn from_peer(&self, worker: &str, room_id: &str, body: &str) {
+    pub async fn from_peer(&self, worker: &str, room_id: &str, news: ToWorkers) {
         let Some(live) = self.get(room_id) else {
             return;
-        };
-        let news: ToWorkers = match serde_json::from_str(body) {
-            Ok(news) => news,
-            Err(err) => {
-                tracing::warn!(worker, room_id, error = %err, "unreadable news from another worker");
-                return;
-            }
         };
         if news == ToWorkers::Members {
             if let Err(err) = self.reload_members(&live).await {
@@ -585,7 +573,8 @@ impl LiveRooms {
                     self.metrics.signals_relayed.inc();
                 }
             }
-            ToWorkers::Members => {}
+            // Handled by the engine, which has the writer.
+            ToWorkers::Members | ToWorkers::Chat { .. } | ToWorkers::ChatAnswer { .. } => {}
             ToWorkers::Relay {
                 server,
                 edu_type,
@@ -675,6 +664,16 @@ impl LiveRooms {
                 let me = self.cluster.worker_id();
                 self.with(live, |s, fx| s.set_peers(&devices, me, fx));
                 Ok(devices.into_iter().map(|(d, _)| d).collect())
+            }
+        }
+    }
+
+    /// Tells worker `to` (or every other one) a room's news.
+    pub fn tell(&self, room_id: &str, news: &ToWorkers, to: Option<&str>) {
+        match serde_json::to_string(news) {
+            Ok(body) => self.cluster.live(room_id, body, to),
+            Err(err) => {
+                tracing::error!(room_id, error = %err, "could not write news for the other workers")
             }
         }
     }

@@ -114,7 +114,28 @@ struct Inner {
     metrics: Metrics,
     client: FederationClient,
     forwarder: ChatForwarder,
+    /// Chat handed to the worker that writes its room, by request, waiting for its answer.
+    handed_on: Mutex<HashMap<u64, HandedOn>>,
+    next_request: AtomicU64,
+    /// Writers that did not answer in time, and since when: chat for their rooms is written
+    /// here for a lease (they may be dead; their devices stop counting when it runs out).
+    silent: Mutex<HashMap<String, Instant>>,
+    lease: Duration,
 }
+
+/// Chat handed to another worker, kept until it answers.
+struct HandedOn {
+    reply: ChatReply,
+    room_id: String,
+    writer: String,
+    event: NewEvent,
+    txn_id: String,
+}
+
+/// How long chat handed to another worker waits for its answer before it is written here
+/// instead, under the same transaction id, so that it is appended once even if the other did
+/// append it.
+const HANDED_ON_PATIENCE: Duration = Duration::from_secs(1);
 
 impl Engine {
     /// The engine, with its writer tasks started on the current runtime.
@@ -153,6 +174,10 @@ impl Engine {
                 metrics,
                 client,
                 forwarder: ChatForwarder::default(),
+                handed_on: Mutex::default(),
+                next_request: AtomicU64::new(1),
+                silent: Mutex::default(),
+                lease: settings.cluster.lease,
             }),
         }
     }
@@ -441,6 +466,15 @@ impl Engine {
                 origin_ts: now_ms(),
                 content,
             };
+            if let Some(writer) = live
+                .read(|s| s.writer(self.live().worker_id()))
+                .filter(|w| !self.is_silent(w))
+            {
+                // Always with a transaction id: written here after all if the writer is
+                // silent, it must not be appended twice.
+                let txn_id = txn_id.map_or_else(crate::sessions::new_token, str::to_owned);
+                return self.hand_on(room_id, writer, event, txn_id, reply);
+            }
             let txn_id = txn_id.map(str::to_owned);
             return self
                 .inner
@@ -478,6 +512,154 @@ impl Engine {
             });
             reply.answer_now(result, &metrics);
         });
+    }
+
+    /// Hands a subscriber's chat to the worker that writes its room; its answer comes back
+    /// over the bus ([`Self::from_other_worker`]), or, if none comes in time, it is written here.
+    fn hand_on(
+        &self,
+        room_id: &str,
+        writer: String,
+        event: NewEvent,
+        txn_id: String,
+        reply: ChatReply,
+    ) {
+        let request = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
+        let text = |field: &str| event.content[field].as_str().unwrap_or_default().to_owned();
+        let chat = room::ToWorkers::Chat {
+            reply_to: self.live().worker_id().to_owned(),
+            request,
+            sender: event.sender.clone(),
+            device_id: event.device_id.clone(),
+            kind: text("kind"),
+            ciphertext: text("ciphertext"),
+            txn_id: Some(txn_id.clone()),
+        };
+        self.live().tell(room_id, &chat, Some(&writer));
+        self.handed_on().insert(
+            request,
+            HandedOn {
+                reply,
+                room_id: room_id.to_owned(),
+                writer,
+                event,
+                txn_id,
+            },
+        );
+        let engine = self.downgrade();
+        tokio::spawn(async move {
+            tokio::time::sleep(HANDED_ON_PATIENCE).await;
+            if let Some(engine) = engine.upgrade() {
+                engine.write_unanswered(request).await;
+            }
+        });
+    }
+
+    fn handed_on(&self) -> std::sync::MutexGuard<'_, HashMap<u64, HandedOn>> {
+        self.inner
+            .handed_on
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn silent(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.inner.silent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `worker` left chat handed to it unanswered within the last lease.
+    fn is_silent(&self, worker: &str) -> bool {
+        let lease = self.inner.lease;
+        let mut silent = self.silent();
+        silent.retain(|_, since| since.elapsed() < lease);
+        silent.contains_key(worker)
+    }
+
+    /// Writes here chat whose writer did not answer in time (if it is still waiting).
+    async fn write_unanswered(&self, request: u64) {
+        let Some(waiting) = self.handed_on().remove(&request) else {
+            return;
+        };
+        tracing::warn!(worker = %waiting.writer, room_id = %waiting.room_id, "a worker did not answer chat handed to it; written here");
+        self.silent().insert(waiting.writer, Instant::now());
+        self.inner
+            .writer
+            .enqueue(
+                &waiting.room_id,
+                waiting.event,
+                Some(waiting.txn_id),
+                waiting.reply,
+            )
+            .await;
+    }
+
+    /// Appends chat another worker handed on, and sends it the answer.
+    async fn write_handed_on(&self, room_id: &str, chat: room::ToWorkers) {
+        let room::ToWorkers::Chat {
+            reply_to,
+            request,
+            sender,
+            device_id,
+            kind,
+            ciphertext,
+            txn_id,
+        } = chat
+        else {
+            return;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match crate::protocol::checked_chat_content(&kind, &ciphertext, self.inner.max_event_bytes)
+        {
+            Ok(content) => {
+                let event = NewEvent {
+                    sender,
+                    device_id,
+                    origin_ts: now_ms(),
+                    content,
+                };
+                self.inner
+                    .writer
+                    .enqueue(room_id, event, txn_id, ChatReply::Caller(tx))
+                    .await;
+            }
+            Err(err) => {
+                let _ = tx.send(Err(err));
+            }
+        }
+        let live = self.inner.live.clone();
+        let room_id = room_id.to_owned();
+        tokio::spawn(async move {
+            let result = rx
+                .await
+                .unwrap_or_else(|_| Err(ApiError::internal("chat writer", &"the writer stopped")));
+            let answer = room::ToWorkers::ChatAnswer {
+                request,
+                committed: result.as_ref().ok().copied(),
+                error: result.err().map(|e| (e.code, e.reason)),
+            };
+            live.tell(&room_id, &answer, Some(&reply_to));
+        });
+    }
+
+    /// Answers chat this worker handed on with the writer's answer.
+    fn answer_handed_on(&self, answer: room::ToWorkers) {
+        let room::ToWorkers::ChatAnswer {
+            request,
+            committed,
+            error,
+        } = answer
+        else {
+            return;
+        };
+        let Some(waiting) = self.handed_on().remove(&request) else {
+            // Too late: it was written here meanwhile.
+            return;
+        };
+        let result = match (committed, error) {
+            (Some(committed), _) => Ok(committed),
+            (None, Some((code, reason))) => Err(ApiError::new(code, reason)),
+            (None, None) => Err(ApiError::internal("chat writer", &"no answer")),
+        };
+        waiting.reply.answer_now(result, &self.inner.metrics);
     }
 
     /// Relays an opaque signaling payload from a subscriber to one device of the room. The
@@ -545,7 +727,16 @@ impl Engine {
                 worker,
                 room_id,
                 body,
-            } => self.live().from_peer(&worker, &room_id, &body).await,
+            } => match serde_json::from_str::<room::ToWorkers>(&body) {
+                Ok(chat @ room::ToWorkers::Chat { .. }) => {
+                    self.write_handed_on(&room_id, chat).await
+                }
+                Ok(answer @ room::ToWorkers::ChatAnswer { .. }) => self.answer_handed_on(answer),
+                Ok(news) => self.live().from_peer(&worker, &room_id, news).await,
+                Err(err) => {
+                    tracing::warn!(%worker, %room_id, error = %err, "unreadable news from another worker")
+                }
+            },
             RoomNews::Reassert => self.live().reassert().await,
         }
     }

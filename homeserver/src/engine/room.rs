@@ -65,6 +65,23 @@ pub enum ToWorkers {
     },
     /// A replica's member list was rewritten outside the event log: read it again.
     Members,
+    /// Chat for the worker that writes the room (see [`RoomState::writer`]), from a socket on
+    /// worker `reply_to`, which waits for the [`ToWorkers::ChatAnswer`] to request `request`.
+    Chat {
+        reply_to: String,
+        request: u64,
+        sender: String,
+        device_id: String,
+        kind: String,
+        ciphertext: String,
+        txn_id: Option<String>,
+    },
+    /// What became of forwarded chat: its number and time, or why not.
+    ChatAnswer {
+        request: u64,
+        committed: Option<(i64, i64)>,
+        error: Option<(ErrorCode, String)>,
+    },
     /// Another server's ephemeral event, applied here first (checked, and passed on to other
     /// servers): the other workers apply it for their own sockets only.
     Relay {
@@ -308,6 +325,23 @@ impl RoomState {
         self.subs.contains_key(user_id)
             || self.remote.contains_key(user_id)
             || self.peers.contains_key(user_id)
+    }
+
+    /// The worker that appends this room's chat, of several workers with devices in it: the
+    /// first by id. Workers that see the room's devices differently for a moment may both
+    /// append (the room's row lock keeps the log whole); one writer keeps their transactions
+    /// from waiting on each other. `None`: this one (`me`).
+    pub fn writer(&self, me: &str) -> Option<String> {
+        if !self.shared {
+            return None;
+        }
+        let first = self
+            .peers
+            .values()
+            .flat_map(|d| d.values().map(|p| &*p.worker))
+            .chain((!self.subs.is_empty()).then_some(me))
+            .min()?;
+        (first != me).then(|| first.to_owned())
     }
 
     /// Whether this room is live on one of several workers.
