@@ -344,23 +344,27 @@ async fn hear_other_workers(
     engine: WeakEngine,
     sender: TransactionSender,
 ) {
-    // What has arrived is taken at once: the events committed elsewhere in a batch are read in
-    // one query, and everything else is applied in the order it came, after them.
+    // What has arrived is taken at once: first the events committed elsewhere, all read in one
+    // query (a room's deletion or a chat's answer that came with them is applied after them,
+    // as it happened after them), then everything else in the order it came.
     let mut arrived = Vec::new();
     let mut committed = Vec::new();
     while from_workers.recv_many(&mut arrived, 1024).await > 0 {
         let Some(engine) = engine.upgrade() else {
             return;
         };
+        arrived.retain_mut(|inbound| match inbound {
+            Inbound::Committed { room_id, seq } => {
+                committed.push((std::mem::take(room_id), *seq));
+                false
+            }
+            _ => true,
+        });
+        if !committed.is_empty() {
+            engine.committed_elsewhere(&committed).await;
+            committed.clear();
+        }
         for inbound in arrived.drain(..) {
-            if let Inbound::Committed { room_id, seq } = inbound {
-                committed.push((room_id, seq));
-                continue;
-            }
-            if !committed.is_empty() {
-                engine.committed_elsewhere(&committed).await;
-                committed.clear();
-            }
             let news = match inbound {
                 Inbound::Committed { .. } => continue,
                 Inbound::ToSender(command) => {
@@ -384,10 +388,6 @@ async fn hear_other_workers(
                 },
             };
             engine.from_other_worker(news).await;
-        }
-        if !committed.is_empty() {
-            engine.committed_elsewhere(&committed).await;
-            committed.clear();
         }
     }
 }

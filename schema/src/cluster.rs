@@ -369,10 +369,14 @@ pub async fn events_between(
     let rooms: Vec<&str> = ranges.iter().map(|r| r.0).collect();
     let afters: Vec<i64> = ranges.iter().map(|r| r.1).collect();
     let uptos: Vec<i64> = ranges.iter().map(|r| r.2).collect();
+    // LATERAL: one range scan of the primary key per room. As a plain join the planner hashed
+    // the ranges and scanned every event of the rooms (22 ms a batch at 5,000 events/s).
     Ok(diesel::sql_query(
         "SELECT e.room_id, e.seq, e.sender, e.device_id, e.origin_ts, e.content \
          FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS w(room_id, after_seq, upto) \
-         JOIN events e ON e.room_id = w.room_id AND e.seq > w.after_seq AND e.seq <= w.upto \
+         CROSS JOIN LATERAL (SELECT * FROM events \
+         WHERE events.room_id = w.room_id AND events.seq > w.after_seq AND events.seq <= w.upto \
+         ORDER BY events.seq) e \
          ORDER BY e.room_id, e.seq",
     )
     .bind::<Array<Text>, _>(rooms)

@@ -1906,10 +1906,20 @@ struct PgCluster {
 impl PgCluster {
     fn start() -> anyhow::Result<Self> {
         let dir = bench_dir()?;
+        // CONFAB_BENCH_PG_LOG=<file>: statements slower than 10 ms are logged, and the log is
+        // copied there at the end (to see what holds the database up).
+        let slow = if std::env::var_os("CONFAB_BENCH_PG_LOG").is_some() {
+            "10"
+        } else {
+            "-1"
+        };
         let pg = confab::embedded_pg::EmbeddedPostgres::start(
             &dir.path().join("postgres"),
             None,
-            &[("max_connections", "200")],
+            &[
+                ("max_connections", "200"),
+                ("log_min_duration_statement", slow),
+            ],
         )?;
         Ok(Self { pg, _dir: dir })
     }
@@ -1935,6 +1945,9 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let _ = self.pg.stop();
+        if let Some(to) = std::env::var_os("CONFAB_BENCH_PG_LOG") {
+            let _ = std::fs::copy(self.pg.data_dir().join("postgres.log"), to);
+        }
     }
 }
 
