@@ -332,20 +332,9 @@ impl LiveRooms {
                 (first - 1 > published).then_some((room_id.as_str(), published, first - 1))
             })
             .collect();
-        let missing = if gaps.is_empty() {
-            Vec::new()
-        } else {
-            async {
-                let mut db = confab_schema::connect(&self.pool).await?;
-                confab_schema::cluster::events_between(&mut db, &gaps).await
-            }
-            .await
-            .unwrap_or_else(|err| {
-                // Subscribers will miss the gap until they resume; say so loudly.
-                tracing::error!(error = %err, "could not fill a fan-out gap");
-                Vec::new()
-            })
-        };
+        // On failure subscribers miss the gap until they resume (logged loudly).
+        let missing = self.read_ranges(&gaps).await;
+        let by_room = by_room(&missing);
         for (room_id, events, answers) in batch {
             let Some(live) = self.get(&room_id) else {
                 let mut wakes = Wakes::default();
@@ -354,19 +343,32 @@ impl LiveRooms {
                 }
                 continue;
             };
-            let gap: Vec<Event> = missing
-                .iter()
-                .filter(|e| e.room_id == room_id)
-                .cloned()
-                .collect();
+            let gap = by_room.get(room_id.as_str()).copied().unwrap_or_default();
             let _fanout = live.fanout.lock().await;
             // Contiguous: the gap read ends where the events begin, and the room skips what it
             // was given meanwhile.
-            self.deliver(&live, &gap, Vec::new());
+            self.deliver(&live, gap, Vec::new());
             self.deliver(&live, &events, answers);
             drop(_fanout);
             self.sync_idle_logged(&live).await;
         }
+    }
+
+    /// Several rooms' committed events in one query (see
+    /// [`confab_schema::cluster::events_between`]); none, logged, if the database is away.
+    async fn read_ranges(&self, ranges: &[(&str, i64, i64)]) -> Vec<Event> {
+        if ranges.is_empty() {
+            return Vec::new();
+        }
+        let read = async {
+            let mut db = confab_schema::connect(&self.pool).await?;
+            confab_schema::cluster::events_between(&mut db, ranges).await
+        }
+        .await;
+        read.unwrap_or_else(|err| {
+            tracing::error!(error = %err, "could not read rooms' committed events");
+            Vec::new()
+        })
     }
 
     fn deliver(&self, live: &LiveRoom, events: &[Event], answers: Vec<(ChatReply, Committed)>) {
@@ -490,26 +492,14 @@ impl LiveRooms {
             .iter()
             .map(|(live, after, seq)| (live.room_id(), *after, (*seq).min(after + CATCH_UP_PAGE)))
             .collect();
-        let events = async {
-            let mut db = confab_schema::connect(&self.pool).await?;
-            confab_schema::cluster::events_between(&mut db, &ranges).await
-        }
-        .await
-        .unwrap_or_else(|err| {
-            // Each room reads its own below (and the next resync tries again).
-            tracing::warn!(error = %err, "could not read the events other workers committed");
-            Vec::new()
-        });
+        // On failure each room reads its own below (and the next resync tries again).
+        let events = self.read_ranges(&ranges).await;
+        let by_room = by_room(&events);
         for (live, _, seq) in &behind {
-            let mine: Vec<Event> = events
-                .iter()
-                .filter(|e| e.room_id == live.room_id())
-                .cloned()
-                .collect();
-            if !mine.is_empty() {
+            if let Some(mine) = by_room.get(live.room_id()) {
                 // Contiguous from the number read after; the room skips what it has already.
                 let _fanout = live.fanout.lock().await;
-                self.deliver(live, &mine, Vec::new());
+                self.deliver(live, mine, Vec::new());
             }
             if live.read(RoomState::published) < *seq {
                 self.catch_up_to(live.room_id(), *seq).await;
@@ -782,4 +772,12 @@ fn peer_of(d: &confab_schema::cluster::RoomDevice) -> (ConnectedDevice, String) 
         },
         d.worker_id.clone(),
     )
+}
+
+/// Events ordered by room, as slices by room.
+fn by_room(events: &[Event]) -> HashMap<&str, &[Event]> {
+    events
+        .chunk_by(|a, b| a.room_id == b.room_id)
+        .map(|run| (run[0].room_id.as_str(), run))
+        .collect()
 }
