@@ -374,7 +374,11 @@ async fn idle_rooms_expire_and_live_ones_do_not() {
     ])
     .await;
     let (room, g) = s.room_with(1).await;
-    let (a, _) = WsClient::joined(&s, &g[0], &room, 0).await;
+    let (mut a, _) = WsClient::joined(&s, &g[0], &room, 0).await;
+    a.chat(&room, "gone with the room").await;
+    let events_of_room = format!("SELECT count(*) AS n FROM events WHERE room_id = '{room}'");
+    // The join and the chat.
+    assert!(s.count(&events_of_room).await >= 2);
     let (status, summary) = s.get(&format!("/rooms/{room}"), &g[0].token).await;
     assert_eq!(
         (status, summary["expires_ts"].clone()),
@@ -410,6 +414,7 @@ async fn idle_rooms_expire_and_live_ones_do_not() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(s.state.metrics.rooms_expired.get() >= 1);
+    assert_eq!(s.count(&events_of_room).await, 0, "its events went with it");
 }
 
 #[tokio::test(flavor = "multi_thread")]

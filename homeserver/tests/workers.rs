@@ -266,23 +266,6 @@ async fn the_idle_countdown_waits_for_every_live_worker() {
     assert!(holders(room.clone()).await.is_empty());
 }
 
-/// Reads one number from the workers' database.
-async fn count(server: &TestServer, query: &str) -> i64 {
-    use diesel::prelude::*;
-    use diesel_async::RunQueryDsl;
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let mut db = confab_schema::connect(&server.state.pool).await.unwrap();
-    diesel::sql_query(query)
-        .get_result::<N>(&mut db)
-        .await
-        .unwrap()
-        .n
-}
-
 fn signal(room: &str, to: &Guest, payload: &str) -> Value {
     json!({"type": "signal", "room_id": room,
            "to": {"user_id": to.user_id, "device_id": to.device_id}, "payload": payload})
@@ -330,7 +313,7 @@ async fn presence_typing_and_signals_reach_a_device_on_another_worker() {
     assert_eq!(got["payload"].as_str().map(str::len), Some(16_000));
     assert_eq!(got["from"]["user_id"], guest.user_id);
     assert_eq!(
-        count(&w[0], "SELECT count(*) AS n FROM bus_spill").await,
+        w[0].count("SELECT count(*) AS n FROM bus_spill").await,
         0,
         "a spilled payload is read once and deleted"
     );
@@ -356,15 +339,13 @@ async fn a_device_that_moves_to_another_worker_replaces_its_old_socket() {
     let ack = new.chat(&room, "from the new socket").await;
     assert_eq!(ack["type"], "ack", "{ack}");
     // One place, held by the new socket's worker.
-    let held = count(
-        &w[0],
-        &format!(
+    let held = w[0]
+        .count(&format!(
             "SELECT count(*) AS n FROM room_devices WHERE room_id = '{room}' \
              AND user_id = '{}' AND worker_id = 'w1'",
             guest.user_id
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert_eq!(held, 1);
 }
 
@@ -401,9 +382,7 @@ async fn the_last_place_goes_to_one_device_whichever_workers_ask() {
     on_w0.send(subscribe.clone()).await;
     on_w1.send(subscribe).await;
     until("both wait for the room's row lock", || async {
-        count(
-            &w[0],
-            "SELECT count(*) AS n FROM pg_locks WHERE NOT granted AND locktype IN ('tuple', 'transactionid')",
+        w[0].count("SELECT count(*) AS n FROM pg_locks WHERE NOT granted AND locktype IN ('tuple', 'transactionid')",
         )
         .await
             == 2
@@ -476,10 +455,9 @@ async fn connection_limits_hold_across_workers() {
     first.close().await;
     let user = a.user_id.clone();
     until("w0 gives the place back", || async {
-        count(
-            &w[0],
-            &format!("SELECT count(*) AS n FROM worker_connections WHERE user_id = '{user}'"),
-        )
+        w[0].count(&format!(
+            "SELECT count(*) AS n FROM worker_connections WHERE user_id = '{user}'"
+        ))
         .await
             == 1
     })
@@ -557,9 +535,7 @@ async fn chat_for_a_room_another_transaction_holds_is_committed_once_it_is_let_g
         .await;
     // The writer skipped the held row, then waits for it: one statement waiting on the lock.
     until("the writer waits for the room's row", || async {
-        count(
-            &w[0],
-            "SELECT count(*) AS n FROM pg_locks WHERE NOT granted AND locktype IN ('tuple', 'transactionid')",
+        w[0].count("SELECT count(*) AS n FROM pg_locks WHERE NOT granted AND locktype IN ('tuple', 'transactionid')",
         )
         .await
             == 1

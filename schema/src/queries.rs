@@ -921,7 +921,9 @@ impl Columns<'_> {
     }
 }
 
-/// Inserts events, skipping a row whose number or transaction id is taken (the count tells).
+/// Inserts events. A row whose transaction id is taken fails the statement (`events_txn_id`):
+/// a plain insert checks each unique index once, as it inserts, where `ON CONFLICT DO NOTHING`
+/// first searched both of them for every row (a quarter of Postgres's CPU in the chat benchmark).
 struct InsertEvents<'a>(&'a Columns<'a>);
 
 impl diesel::query_builder::QueryId for InsertEvents<'_> {
@@ -953,7 +955,7 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for InsertEvents<'_> {
         out.push_bind_param::<Array<Jsonb>, _>(&c.content)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Nullable<Text>>, _>(&c.txn_id)?;
-        out.push_sql(") ON CONFLICT DO NOTHING");
+        out.push_sql(")");
         Ok(())
     }
 }
@@ -1028,10 +1030,15 @@ pub async fn append_events_batch(
             cols.txn_id.push(room.txn_ids.get(i).copied().flatten());
         }
     }
-    // A row whose transaction id is taken is not inserted, and shows in the count.
-    let inserted = InsertEvents(&cols).execute(conn).await?;
-    if inserted < rows {
-        return Ok(Batch::Repeated);
+    // A row whose transaction id is taken fails the insert, and with it the transaction, which
+    // the caller rolls back anyway.
+    match InsertEvents(&cols).execute(conn).await {
+        Ok(_) => {}
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            info,
+        )) if info.constraint_name() == Some("events_txn_id") => return Ok(Batch::Repeated),
+        Err(err) => return Err(err.into()),
     }
     Ok(Batch::Appended(
         batch

@@ -524,6 +524,23 @@ impl TestServer {
         assert_eq!(status, 200, "{body}");
     }
 
+    /// Reads one number, named `n`, from the server's database.
+    pub async fn count(&self, query: &str) -> i64 {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut db = confab_schema::connect(&self.state.pool).await.unwrap();
+        diesel::sql_query(query)
+            .get_result::<N>(&mut db)
+            .await
+            .unwrap()
+            .n
+    }
+
     /// The room's idle deadline, as its row says.
     pub async fn expiry(&self, room: &str) -> Option<i64> {
         let mut db = confab_schema::connect(&self.state.pool).await.unwrap();
