@@ -545,12 +545,45 @@ async fn wait_reply(ws: &mut Ws, id: u64) {
 #[derive(Default)]
 struct Samples {
     micros: std::sync::Mutex<Vec<u32>>,
+    /// With `CONFAB_BENCH_SERIES` set: when each sample was taken, in ms since the first, so
+    /// that [`Samples::print_series`] can show whether the tail is spread or comes in stalls.
+    at_ms: std::sync::Mutex<Vec<(u32, u32)>>,
 }
+
+static SERIES: std::sync::LazyLock<Option<Instant>> =
+    std::sync::LazyLock::new(|| std::env::var_os("CONFAB_BENCH_SERIES").map(|_| Instant::now()));
 
 impl Samples {
     fn push(&self, d: Duration) {
+        let micros = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
         if let Ok(mut v) = self.micros.lock() {
-            v.push(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
+            v.push(micros);
+        }
+        if let Some(start) = *SERIES {
+            let at = u32::try_from(start.elapsed().as_millis()).unwrap_or(u32::MAX);
+            if let Ok(mut v) = self.at_ms.lock() {
+                v.push((at, micros));
+            }
+        }
+    }
+
+    /// With `CONFAB_BENCH_SERIES` set, one line per 250 ms: samples, p99 and the largest.
+    fn print_series(&self) {
+        let Ok(v) = self.at_ms.lock() else { return };
+        let mut windows: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+        for &(at, micros) in v.iter() {
+            windows.entry(at / 250).or_default().push(micros);
+        }
+        for (w, mut lat) in windows {
+            lat.sort_unstable();
+            let p99 = lat[(lat.len() - 1) * 99 / 100];
+            println!(
+                "      {:>7.2} s  {:>6} samples  p99 {:>7.2} ms  max {:>7.2} ms",
+                f64::from(w) / 4.0,
+                lat.len(),
+                f64::from(p99) / 1000.0,
+                f64::from(lat[lat.len() - 1]) / 1000.0
+            );
         }
     }
 
@@ -561,8 +594,14 @@ impl Samples {
             .lock()
             .map(|mut v| std::mem::take(&mut *v))
             .unwrap_or_default();
+        let at_ms = self
+            .at_ms
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
         Samples {
             micros: std::sync::Mutex::new(taken),
+            at_ms: std::sync::Mutex::new(at_ms),
         }
     }
 
@@ -1123,6 +1162,7 @@ async fn chat_bench(rooms: usize, clients: usize, secs: u64, rate: u64) -> anyho
         spent.generator / elapsed * 100.0,
         f.rss_mib
     );
+    load.samples.print_series();
     Ok(())
 }
 
@@ -1913,13 +1953,17 @@ impl PgCluster {
         } else {
             "-1"
         };
+        // As `confab serve` runs its own cluster, so that one process and the workers compare
+        // on the same database.
+        let mut settings = confab::embedded_pg::SERVER_SETTINGS.to_vec();
+        settings.extend([
+            ("max_connections", "200"),
+            ("log_min_duration_statement", slow),
+        ]);
         let pg = confab::embedded_pg::EmbeddedPostgres::start(
             &dir.path().join("postgres"),
             None,
-            &[
-                ("max_connections", "200"),
-                ("log_min_duration_statement", slow),
-            ],
+            &settings,
         )?;
         Ok(Self { pg, _dir: dir })
     }
