@@ -13,9 +13,10 @@
 //! confab-bench chat   [--rooms 100] [--clients 8] [--secs 10] [--rate 0]  # persisted chat
 //!                     # (each with a txn_id, as the web client sends; CONFAB_BENCH_NO_TXN=1: none)
 //! confab-bench idle   [--conns 10000]           # memory of idle, subscribed sockets in rooms of 8
-//! confab-bench hold   [--conns 50000] [--secs 60] [--heartbeat 15]
+//! confab-bench hold   [--conns 50000] [--secs 60] [--heartbeat 15] [--workers 1]
 //!                     # that many subscribed sockets in rooms of 8, from source addresses spread
-//!                     # over 127.0.0.0/8, held with the server's pings answered; counts errors
+//!                     # over 127.0.0.0/8, held with the server's pings answered; counts errors;
+//!                     # with --workers, served by that many workers on one Postgres
 //! confab-bench soak   [--minutes 10] [--rate 4000] [--rooms 100] [--clients 8]
 //!                     # open-loop chat at about half the closed-loop capacity, a line a minute
 //! confab-bench federation [--rooms 100] [--window 8] [--secs 10] [--rate 0]
@@ -100,9 +101,11 @@ fn main() -> anyhow::Result<()> {
                     opt("conns", 50_000) as usize,
                     opt("secs", 60),
                     opt("heartbeat", 15),
+                    opt("workers", 1) as usize,
                 )
                 .await
             }
+            "hold-part" => hold_part().await,
             "soak" => {
                 soak_bench(
                     opt("minutes", 10),
@@ -155,7 +158,9 @@ fn main() -> anyhow::Result<()> {
                          {most} more descriptors per process; holding {most})"
                     );
                 }
-                hold_bench(most.min(50_000), 60, 15).await
+                hold_bench(most.min(50_000), 60, 15, 1).await?;
+                // 50,000 over as many workers as the file limit needs, one machine.
+                hold_bench(50_000, 60, 15, 50_000usize.div_ceil(most.max(1)).max(2)).await
             }
             other => bail!("unknown command {other:?}; see the doc comment of confab-bench"),
         }
@@ -433,35 +438,46 @@ async fn post(
 }
 
 /// Creates `rooms` rooms of `clients` members each (the first is the host).
+/// Sets up `rooms` rooms of `clients` members each (sessions, the room, an invite, the joins),
+/// eight rooms at a time; in room order.
 async fn setup_rooms(addr: SocketAddr, rooms: usize, clients: usize) -> Vec<(String, Vec<Member>)> {
-    let base = format!("http://{addr}");
     let http = reqwest::Client::new();
-    let mut out = Vec::with_capacity(rooms);
-    for r in 0..rooms {
-        let members = setup_users(addr, clients, &format!("r{r}c")).await;
-        let room = post(&http, &base, "/rooms", Some(&members[0].token), json!({})).await;
-        let room_id = room["room_id"].as_str().unwrap().to_owned();
-        let invite = post(
-            &http,
+    futures_util::stream::iter(0..rooms)
+        .map(|r| setup_room(&http, addr, r, clients))
+        .buffered(8)
+        .collect()
+        .await
+}
+
+async fn setup_room(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    r: usize,
+    clients: usize,
+) -> (String, Vec<Member>) {
+    let base = format!("http://{addr}");
+    let members = setup_users(addr, clients, &format!("r{r}c")).await;
+    let room = post(http, &base, "/rooms", Some(&members[0].token), json!({})).await;
+    let room_id = room["room_id"].as_str().unwrap().to_owned();
+    let invite = post(
+        http,
+        &base,
+        &format!("/rooms/{room_id}/invites"),
+        Some(&members[0].token),
+        json!({}),
+    )
+    .await;
+    for m in &members[1..] {
+        post(
+            http,
             &base,
-            &format!("/rooms/{room_id}/invites"),
-            Some(&members[0].token),
-            json!({}),
+            &format!("/rooms/{room_id}/join"),
+            Some(&m.token),
+            json!({"invite_token": invite["token"]}),
         )
         .await;
-        for m in &members[1..] {
-            post(
-                &http,
-                &base,
-                &format!("/rooms/{room_id}/join"),
-                Some(&m.token),
-                json!({"invite_token": invite["token"]}),
-            )
-            .await;
-        }
-        out.push((room_id, members));
     }
-    out
+    (room_id, members)
 }
 
 /// The generator's sockets read into 4 KiB, as the servers do: tungstenite's default of 128 KiB
@@ -1426,44 +1442,168 @@ fn hold_capacity() -> usize {
 /// pings each every `heartbeat` seconds and drops any that does not answer; every socket is read
 /// throughout, as a browser's is, so that pings are answered. Reported: sockets that ended or
 /// failed before the end (the figure that must be 0), pings answered, server memory and CPU.
-async fn hold_bench(conns: usize, secs: u64, heartbeat: u64) -> anyhow::Result<()> {
+///
+/// One process can hold no more sockets than its file limit allows, and that holds for the
+/// generator too: the sockets are opened by child processes ([`hold_part`]) of at most that many
+/// each, and with `workers` > 1 served by that many `confab serve` workers on one Postgres, the
+/// members of each room spread over them in turn (as a load balancer without affinity does).
+async fn hold_bench(conns: usize, secs: u64, heartbeat: u64, workers: usize) -> anyhow::Result<()> {
+    let shape = if workers > 1 {
+        format!("{workers} workers on one Postgres, the members of each room spread over them")
+    } else {
+        "one process".to_owned()
+    };
     println!(
-        "\n== held sockets: {conns} in rooms of 8 for {secs} s, server heartbeat every {heartbeat} s =="
+        "\n== held sockets: {conns} in rooms of 8 for {secs} s, server heartbeat every {heartbeat} s; {shape} =="
     );
-    let room_for = hold_capacity();
+    let per_process = hold_capacity();
+    let per_server = conns.div_ceil(workers.max(1));
     anyhow::ensure!(
-        conns <= room_for,
-        "{conns} sockets need {conns} file descriptors in the server and as many here, but the \
-         hard RLIMIT_NOFILE allows at most {room_for} sockets; raising it needs CAP_SYS_RESOURCE"
+        per_server <= per_process,
+        "{per_server} sockets a server need as many file descriptors, but the hard RLIMIT_NOFILE \
+         allows at most {per_process} a process (raising it needs CAP_SYS_RESOURCE); use more \
+         --workers"
     );
     let heartbeat_s = format!("{heartbeat}s");
     let timeout_s = format!("{}s", heartbeat * 3);
-    let server = start_confab(&[
+    let heartbeats = [
         (
             "CONFAB__WEBSOCKET__HEARTBEAT_INTERVAL",
             heartbeat_s.as_str(),
         ),
         ("CONFAB__WEBSOCKET__CLIENT_TIMEOUT", timeout_s.as_str()),
-    ])
-    .await?;
-    let setup = setup_rooms(server.addr, conns.div_ceil(8), 8).await;
+    ];
+    let (servers, _pg, _dir) = if workers > 1 {
+        let pg = PgCluster::start()?;
+        let url = pg.database("hold").await?;
+        let dir = bench_dir()?;
+        let name = format!("127.0.0.1:{}", free_port());
+        let mut servers = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let id = format!("w{}", i + 1);
+            let mut env = heartbeats.to_vec();
+            env.extend([
+                ("CONFAB__DATABASE__URL", url.as_str()),
+                ("CONFAB__CLUSTER__WORKER_ID", id.as_str()),
+                ("CONFAB__SERVER__NAME", name.as_str()),
+            ]);
+            servers.push(spawn_confab(dir.path(), &env).await?);
+        }
+        (servers, Some(pg), Some(dir))
+    } else {
+        (vec![start_confab(&heartbeats).await?], None, None)
+    };
+    let setup = setup_rooms(servers[0].addr, conns.div_ceil(8), 8).await;
+    // Socket n: its server, room and token; the part that opens it.
+    let sockets: Vec<Value> = setup
+        .iter()
+        .flat_map(|(room, members)| members.iter().map(move |m| (room, m)))
+        .take(conns)
+        .enumerate()
+        .map(|(n, (room, m))| json!([n, servers[n % servers.len()].addr, room, m.token]))
+        .collect();
+    let opened_at = Instant::now();
+    let mut parts = Vec::new();
+    for chunk in sockets.chunks(per_process) {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("hold-part")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut stdin = child.stdin.take().context("the part's stdin")?;
+        let stdout = std::io::BufReader::new(child.stdout.take().context("the part's stdout")?);
+        use std::io::Write;
+        writeln!(stdin, "{}", Value::from(chunk.to_vec()))?;
+        parts.push((child, stdin, stdout));
+    }
+    let line_of =
+        |out: &mut std::io::BufReader<std::process::ChildStdout>| -> anyhow::Result<Vec<f64>> {
+            use std::io::BufRead;
+            let mut line = String::new();
+            out.read_line(&mut line)?;
+            let fields: Vec<f64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            anyhow::ensure!(
+                !fields.is_empty(),
+                "a part of the generator ended: {line:?}"
+            );
+            Ok(fields)
+        };
+    for (_, _, out) in &mut parts {
+        // "opened <sockets>", once every socket of the part is subscribed.
+        tokio::task::block_in_place(|| line_of(out))?;
+    }
+    let opened = opened_at.elapsed().as_secs_f64();
+    // The hold starts when every part has opened all its sockets: "marked <pings so far>".
+    let mut pings0 = 0.0;
+    for (_, stdin, out) in &mut parts {
+        use std::io::Write;
+        writeln!(stdin, "mark")?;
+        pings0 += tokio::task::block_in_place(|| line_of(out))?[0];
+    }
+    let server_cpu =
+        |servers: &[ServerProcess]| servers.iter().map(ServerProcess::cpu_seconds).sum::<f64>();
+    println!(
+        "    opened, authenticated and subscribed {conns} sockets in {opened:.1} s, by {} generator processes; holding",
+        parts.len()
+    );
+    let cpu0 = server_cpu(&servers);
+    let held = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let elapsed = held.elapsed().as_secs_f64();
+    let cpu = server_cpu(&servers) - cpu0;
+    let rss: u64 = servers.iter().map(ServerProcess::rss_bytes).sum();
+    let (mut lost, mut pings, mut generator) = (0.0, -pings0, 0.0);
+    for (mut child, mut stdin, mut out) in parts {
+        use std::io::Write;
+        writeln!(stdin, "stop")?;
+        // "held <ended or failed> <pings> <CPU seconds of the part>".
+        let f = tokio::task::block_in_place(|| line_of(&mut out))?;
+        lost += f[0];
+        pings += f[1];
+        generator += f[2];
+        let _ = child.wait();
+    }
+    println!(
+        "    confab: {conns} held for {elapsed:.0} s: {lost} ended or failed, {pings} server pings \
+         answered; servers: RSS {:.0} MiB in all, CPU {:.1} % of a core in all; generator {generator:.1} CPU s in all",
+        rss as f64 / 1048576.0,
+        cpu / elapsed * 100.0
+    );
+    anyhow::ensure!(lost == 0.0, "{lost} sockets ended before the end");
+    Ok(())
+}
+
+/// One part of [`hold_bench`]'s generator, in a process of its own: reads its sockets (a JSON
+/// array of `[n, server, room, token]`) from stdin, opens them from source addresses spread over
+/// 127.0.0.0/8 (250 an address, by `n`, so the parts share none), says `opened`, holds them until
+/// stdin says `stop`, and says `held`; `mark` on stdin is answered with the pings answered so far.
+async fn hold_part() -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let sockets: Vec<(usize, SocketAddr, String, String)> =
+        serde_json::from_str(&lines.next_line().await?.context("no sockets")?)?;
     let failed = Arc::new(AtomicU64::new(0));
     let pings = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(tokio::sync::Notify::new());
-    let mut readers = Vec::with_capacity(conns);
-    let opened = Instant::now();
-    'rooms: for (room_id, members) in &setup {
-        for m in members {
-            let n = readers.len();
-            if n == conns {
-                break 'rooms;
-            }
-            // 127.0.0.0/8 past 127.0.0.1, 250 sockets an address.
+    let readers: Vec<_> = futures_util::stream::iter(sockets)
+        .map(|(n, server, room, token)| async move {
             let host = 2 + n / 250;
             let from = std::net::Ipv4Addr::new(127, (host >> 8) as u8, host as u8, 1);
-            let mut ws = confab_client_from(server.addr, m, Some(room_id), Some(from)).await;
+            let m = Member {
+                token,
+                user_id: String::new(),
+                device_id: String::new(),
+            };
+            confab_client_from(server, &m, Some(&room), Some(from)).await
+        })
+        .buffer_unordered(32)
+        .map(|mut ws| {
             let (failed, pings, stop) = (failed.clone(), pings.clone(), stop.clone());
-            readers.push(tokio::spawn(async move {
+            tokio::spawn(async move {
                 let stopped = stop.notified();
                 tokio::pin!(stopped);
                 stopped.as_mut().enable();
@@ -1483,35 +1623,27 @@ async fn hold_bench(conns: usize, secs: u64, heartbeat: u64) -> anyhow::Result<(
                         },
                     }
                 }
-            }));
+            })
+        })
+        .collect()
+        .await;
+    println!("opened {}", readers.len());
+    while let Some(line) = lines.next_line().await? {
+        match line.as_str() {
+            "mark" => println!("marked {}", pings.load(Ordering::Relaxed)),
+            "stop" => break,
+            _ => {}
         }
     }
-    println!(
-        "    opened, authenticated and subscribed {} sockets in {:.1} s ({} descriptors open here); holding",
-        readers.len(),
-        opened.elapsed().as_secs_f64(),
-        std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-    );
-    let (cpu0, pings0) = (server.cpu_seconds(), pings.load(Ordering::Relaxed));
-    let held = Instant::now();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let elapsed = held.elapsed().as_secs_f64();
-    let cpu = server.cpu_seconds() - cpu0;
     let (lost, answered) = (
         failed.load(Ordering::Relaxed),
-        pings.load(Ordering::Relaxed) - pings0,
+        pings.load(Ordering::Relaxed),
     );
     stop.notify_waiters();
     for reader in readers {
         let _ = reader.await;
     }
-    println!(
-        "    confab: {conns} held for {elapsed:.0} s: {lost} ended or failed, {answered} server pings \
-         answered, server RSS {:.0} MiB, server CPU {:.1} % of a core",
-        server.rss_bytes() as f64 / 1048576.0,
-        cpu / elapsed * 100.0
-    );
-    anyhow::ensure!(lost == 0, "{lost} sockets ended before the end");
+    println!("held {lost} {answered} {:.1}", own_cpu_seconds());
     Ok(())
 }
 

@@ -613,13 +613,18 @@ impl LiveRooms {
                 return;
             }
         };
+        // Grouped first: filtering the whole list for each room cost rooms × devices every tick
+        // (with 50,000 sockets in 6,250 rooms over three workers, most of two cores).
+        let mut by_room: HashMap<&str, Vec<(ConnectedDevice, String)>> = HashMap::new();
+        for d in &devices {
+            by_room
+                .entry(d.room_id.as_str())
+                .or_default()
+                .push(peer_of(d));
+        }
+        let me = self.cluster.worker_id();
         for live in &rooms {
-            let here: Vec<(ConnectedDevice, String)> = devices
-                .iter()
-                .filter(|d| d.room_id == live.room_id())
-                .map(peer_of)
-                .collect();
-            let me = self.cluster.worker_id();
+            let here = by_room.remove(live.room_id()).unwrap_or_default();
             self.with(live, |s, fx| s.set_peers(&here, me, fx));
         }
     }
