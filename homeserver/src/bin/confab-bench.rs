@@ -31,6 +31,9 @@
 //!                     # send-to-delivery of chat and signaling across workers, the bus's
 //!                     # ceiling, singletons taken over after a SIGKILL
 //! confab-bench all                                               # the README's figures
+//!
+//! CONFAB_BENCH_SERIES=1: the chat shapes and `workers` also print the latency per 250 ms, to
+//! tell a tail spread over the run from one made of stalls.
 //! confab-bench bare-relay --listen 127.0.0.1:0                   # (internal) the reference relay
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -1425,17 +1428,16 @@ async fn idle_bench(conns: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The most sockets [`hold_bench`] can hold: the generator holds one descriptor per socket and
-/// so does the server, and both inherit this process's limit, which only CAP_SYS_RESOURCE can
-/// raise past its hard value. A thousand are kept for everything else, besides those this
-/// process has open already.
+/// The most sockets one process of [`hold_bench`] can hold: a part of the generator holds one
+/// descriptor per socket and so does a server, and both inherit this process's limit, which
+/// only CAP_SYS_RESOURCE can raise past its hard value. A thousand are kept for everything else
+/// (each is a fresh process: what this one still has open from earlier shapes does not count).
 fn hold_capacity() -> usize {
     let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map_or(0, |(_, hard)| hard);
-    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
     usize::try_from(hard)
         .unwrap_or(usize::MAX)
-        .saturating_sub(1_000 + open)
+        .saturating_sub(1_000)
 }
 
 /// Holds `conns` authenticated, subscribed sockets in rooms of 8 for `secs` while the server
@@ -2327,6 +2329,7 @@ fn report_delivery(name: &str, d: &Delivery) {
         d.generator_cpu / d.elapsed * 100.0,
         d.server_cpu * 1e6 / (d.delivered * d.elapsed).max(1.0),
     );
+    d.cross.print_series();
 }
 
 /// A counter from a worker's metrics (its admin listener).
