@@ -1226,7 +1226,7 @@ impl ChatLoad {
                     errors.clone(),
                 );
                 let room_id = room_id.clone();
-                let mine = format!(r#""sender":"{}""#, m.user_id);
+                let mine = m.user_id.clone();
                 tasks.push(tokio::spawn(async move {
                     let (sink, mut stream) = ws.split();
                     let sink = Arc::new(Mutex::new(sink));
@@ -1292,7 +1292,7 @@ impl ChatLoad {
                                 send(next_id).await;
                             }
                         } else if text.starts_with(r#"{"type":"event""#) {
-                            if !text.contains(&mine) && window.measuring.load(Ordering::Acquire) {
+                            if !sent_by(text, &mine) && window.measuring.load(Ordering::Acquire) {
                                 delivered.fetch_add(1, Ordering::Relaxed);
                             }
                         } else if text.starts_with(r#"{"type":"error""#) {
@@ -1325,6 +1325,22 @@ impl Drop for ChatLoad {
             t.abort();
         }
     }
+}
+
+/// Whether an event frame's sender is `user_id`: its `sender` field comes before the content, so
+/// the frame is scanned only that far. (A substring search for the whole field over every frame
+/// was a seventh of the generator's CPU in the chat benchmark.)
+fn sent_by(frame: &str, user_id: &str) -> bool {
+    const FIELD: &[u8] = br#""sender":""#;
+    frame
+        .as_bytes()
+        .windows(FIELD.len())
+        .position(|w| w == FIELD)
+        .is_some_and(|i| {
+            frame[i + FIELD.len()..]
+                .strip_prefix(user_id)
+                .is_some_and(|rest| rest.starts_with('"'))
+        })
 }
 
 /// The soak: open-loop chat at `rate` events/s for `minutes`, with a line a minute (events,
@@ -2202,7 +2218,7 @@ async fn delivery_run(
                 ),
             };
             let from_prev = place(r, (i + members.len() - 1) % members.len()) != here;
-            let mine = format!(r#""sender":"{}""#, m.user_id);
+            let mine = m.user_id.clone();
             let (window, cross, same, delivered, errors, stop, worker_of) = (
                 window.clone(),
                 cross.clone(),
@@ -2256,7 +2272,7 @@ async fn delivery_run(
                             (r#""payload":""#, from_prev)
                         }
                         Traffic::Chat
-                            if text.starts_with(r#"{"type":"event""#) && !text.contains(&mine) =>
+                            if text.starts_with(r#"{"type":"event""#) && !sent_by(text, &mine) =>
                         {
                             let sender = text
                                 .split_once(r#""sender":""#)
