@@ -266,6 +266,16 @@ async fn the_idle_countdown_waits_for_every_live_worker() {
     assert!(holders(room.clone()).await.is_empty());
 }
 
+/// Statements of the workers' database waiting for a row lock.
+async fn lock_waiters(server: &TestServer) -> i64 {
+    server
+        .count(
+            "SELECT count(*) AS n FROM pg_locks WHERE NOT granted \
+             AND locktype IN ('tuple', 'transactionid')",
+        )
+        .await
+}
+
 fn signal(room: &str, to: &Guest, payload: &str) -> Value {
     json!({"type": "signal", "room_id": room,
            "to": {"user_id": to.user_id, "device_id": to.device_id}, "payload": payload})
@@ -382,10 +392,7 @@ async fn the_last_place_goes_to_one_device_whichever_workers_ask() {
     on_w0.send(subscribe.clone()).await;
     on_w1.send(subscribe).await;
     until("both wait for the room's row lock", || async {
-        w[0].count("SELECT count(*) AS n FROM pg_locks WHERE NOT granted AND locktype IN ('tuple', 'transactionid')",
-        )
-        .await
-            == 2
+        lock_waiters(&w[0]).await == 2
     })
     .await;
     lock.batch_execute("COMMIT").await.unwrap();
@@ -535,10 +542,7 @@ async fn chat_for_a_room_another_transaction_holds_is_committed_once_it_is_let_g
         .await;
     // The writer skipped the held row, then waits for it: one statement waiting on the lock.
     until("the writer waits for the room's row", || async {
-        w[0].count("SELECT count(*) AS n FROM pg_locks WHERE NOT granted AND locktype IN ('tuple', 'transactionid')",
-        )
-        .await
-            == 1
+        lock_waiters(&w[0]).await == 1
     })
     .await;
     lock.batch_execute("COMMIT").await.unwrap();
